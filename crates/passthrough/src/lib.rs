@@ -1,0 +1,5 @@
+//! Host-side PCI config access, host enumeration and resource assignment, and the assigned function seen by a guest.
+#![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
+
+extern crate alloc;
