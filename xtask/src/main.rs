@@ -1,32 +1,268 @@
 //! `cargo xtask`: build, assemble the guest image, run under QEMU, test.
-use std::process::{exit, Command};
+//!
+//! ```text
+//! cargo xtask build            the hypervisor, as ELF and flat binary
+//! cargo xtask image            the guest kernel and initramfs (cached)
+//! cargo xtask run [OPTIONS]    boot the guest under the hypervisor (or --direct)
+//! cargo xtask test             every test, then the end-to-end boots
+//! ```
 
-fn cargo(args: &[&str]) -> bool {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("xtask: cargo {}", args.join(" "));
-    Command::new(cargo)
-        .args(args)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
+use std::path::PathBuf;
+use std::process::{exit, Command};
+use std::time::Duration;
+
+use xtask::error::Context;
+use xtask::qemu::{self, Mode, RunConfig, Verdict};
+use xtask::{flat, image, install, paths, Error, Result};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  build   build the hypervisor (aarch64-unknown-none, release) and its flat binary
+  image   assemble (or reuse the cached) guest kernel and initramfs
+  run     boot the guest under the hypervisor under QEMU
+  test    cargo test, build the hypervisor, then the end-to-end boots
+
+run options:
+  --exec CMD        run CMD in the guest (sh -c), print its output, exit with its status
+  --direct          boot the guest directly on QEMU, without the hypervisor
+  --kernel PATH     guest kernel Image (default: from the guest image)
+  --initrd PATH     guest initramfs (default: from the guest image)
+  --append ARGS     added to the guest kernel command line
+  --smp N           CPUs (default 2)
+  --mem SIZE        RAM, e.g. 2G (default 2G)
+  --qemu-arg ARG    extra QEMU argument (repeatable)
+  --timeout SECS    kill QEMU after SECS (default: none interactive, 600 with --exec)
+
+environment:
+  XTASK_E2E_DIRECT=1  `test` boots the end-to-end guests without the hypervisor";
+
+/// Default timeout of a `--exec` run.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
+/// Hypervisor target triple.
+const TARGET: &str = "aarch64-unknown-none";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let ok = match args.first().map(String::as_str) {
-        Some("test") => {
-            cargo(&[
-                "build",
-                "-p",
-                "hypervisor",
-                "--target",
-                "aarch64-unknown-none",
-            ]) && cargo(&["test"])
-        }
-        _ => {
-            eprintln!("usage: cargo xtask <test|run>");
-            false
+    let code = match dispatch(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            1
         }
     };
-    exit(if ok { 0 } else { 1 });
+    exit(code);
+}
+
+fn dispatch(args: &[String]) -> Result<i32> {
+    match args.first().map(String::as_str) {
+        Some("build") => build_hypervisor().map(|_| 0),
+        Some("image") => image::ensure_guest_image().map(|img| {
+            println!("kernel: {}", img.kernel.display());
+            println!("initrd: {}", img.initrd.display());
+            0
+        }),
+        Some("run") => run(&args[1..]),
+        Some("test") => test(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(0)
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            Ok(2)
+        }
+    }
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(paths::cargo())
+        .current_dir(paths::workspace_root())
+        .args(args)
+        .status()
+        .context(|| "running cargo".to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error(format!("cargo {} failed: {status}", args.join(" "))))
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                paths::workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| paths::workspace_root().join("target"))
+}
+
+/// Builds the hypervisor and writes its flat binary next to the ELF.
+fn build_hypervisor() -> Result<PathBuf> {
+    cargo(&["build", "-p", "hypervisor", "--target", TARGET, "--release"])?;
+    let elf_path = target_dir().join(TARGET).join("release").join("hypervisor");
+    let elf = std::fs::read(&elf_path).context(|| elf_path.display().to_string())?;
+    let flat = flat::elf_to_flat(&elf).context(|| format!("flattening {}", elf_path.display()))?;
+    let bin = elf_path.with_extension("bin");
+    std::fs::write(&bin, &flat.bytes)?;
+    eprintln!(
+        "xtask: hypervisor: {} ({} bytes, loads at {:#x})",
+        bin.display(),
+        flat.bytes.len(),
+        flat.load_address
+    );
+    Ok(bin)
+}
+
+#[derive(Default)]
+struct RunArgs {
+    exec: Option<String>,
+    direct: bool,
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+    append: Vec<String>,
+    smp: Option<u32>,
+    mem: Option<u64>,
+    qemu_args: Vec<String>,
+    timeout: Option<Duration>,
+}
+
+fn parse_run_args(args: &[String]) -> Result<RunArgs> {
+    let mut r = RunArgs::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        if name == "--direct" {
+            r.direct = true;
+            continue;
+        }
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| Error(format!("{name} needs a value")))
+        };
+        match name {
+            "--exec" => r.exec = Some(value()?),
+            "--kernel" => r.kernel = Some(value()?.into()),
+            "--initrd" => r.initrd = Some(value()?.into()),
+            "--append" => r.append.push(value()?),
+            "--smp" => {
+                let v = value()?;
+                r.smp = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| Error(format!("bad --smp {v}")))?,
+                );
+            }
+            "--mem" => r.mem = Some(qemu::parse_mem(&value()?)?),
+            "--qemu-arg" => r.qemu_args.push(value()?),
+            "--timeout" => {
+                let v = value()?;
+                let secs: u64 = v.parse().map_err(|_| Error(format!("bad --timeout {v}")))?;
+                r.timeout = Some(Duration::from_secs(secs));
+            }
+            _ => return Err(Error(format!("unknown option {arg}\n{USAGE}"))),
+        }
+    }
+    Ok(r)
+}
+
+fn run(args: &[String]) -> Result<i32> {
+    let a = parse_run_args(args)?;
+    let mode = if a.direct {
+        Mode::Direct
+    } else {
+        Mode::Hypervisor(build_hypervisor()?)
+    };
+    install::ensure_qemu()?;
+    let (kernel, initrd) = match (a.kernel, a.initrd) {
+        (Some(k), Some(i)) => (k, i),
+        (k, i) => {
+            let img = image::ensure_guest_image()?;
+            (k.unwrap_or(img.kernel), i.unwrap_or(img.initrd))
+        }
+    };
+    let mut cfg = RunConfig::new(mode, kernel, initrd);
+    cfg.append = a.append.join(" ");
+    cfg.smp = a.smp.unwrap_or(cfg.smp);
+    cfg.mem_bytes = a.mem.unwrap_or(cfg.mem_bytes);
+    cfg.qemu_args = a.qemu_args;
+    cfg.interactive = a.exec.is_none();
+    cfg.timeout = a.timeout.or(if a.exec.is_some() {
+        Some(EXEC_TIMEOUT)
+    } else {
+        None
+    });
+    cfg.exec = a.exec;
+    let outcome = qemu::run(&cfg)?;
+    match outcome.init_start {
+        Some(t) => eprintln!(
+            "xtask: {} after {:.2} s",
+            qemu::INIT_MARKER,
+            t.as_secs_f64()
+        ),
+        None => eprintln!("xtask: {} never seen", qemu::INIT_MARKER),
+    }
+    match outcome.verdict {
+        Verdict::PoweredOff => {}
+        Verdict::GuestPanic => {
+            eprintln!("xtask: the guest kernel panicked:");
+            eprint!("{}", outcome.panic_lines().unwrap_or_default());
+        }
+        _ => {
+            eprintln!("xtask: last console lines:");
+            eprint!("{}", outcome.tail(40));
+        }
+    }
+    eprintln!("xtask: {}", outcome.summary());
+    Ok(outcome.exit_code())
+}
+
+fn test() -> Result<i32> {
+    cargo(&["test"])?;
+    let bin = build_hypervisor()?;
+    install::ensure_qemu()?;
+    let img = image::ensure_guest_image()?;
+    let direct = std::env::var(qemu::env::E2E_DIRECT).is_ok_and(|v| v == "1");
+    eprintln!(
+        "xtask: end-to-end tests {}",
+        if direct {
+            "WITHOUT the hypervisor (XTASK_E2E_DIRECT=1)"
+        } else {
+            "under the hypervisor"
+        }
+    );
+    eprintln!(
+        "xtask: cargo test -p tests --test e2e -- --ignored --test-threads=1 --skip segment_"
+    );
+    let status = Command::new(paths::cargo())
+        .current_dir(paths::workspace_root())
+        .args([
+            "test",
+            "-p",
+            "tests",
+            "--test",
+            "e2e",
+            "--",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        // Tests waiting for the synthetic segment carry their own ignore reason.
+        .args(["--skip", "segment_"])
+        .env(qemu::env::KERNEL, &img.kernel)
+        .env(qemu::env::INITRD, &img.initrd)
+        .env(qemu::env::HYPERVISOR_BIN, &bin)
+        .env(qemu::env::E2E_DIRECT, if direct { "1" } else { "0" })
+        .status()?;
+    Ok(if status.success() { 0 } else { 1 })
 }

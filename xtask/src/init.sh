@@ -1,0 +1,36 @@
+#!/bin/busybox sh
+# /init of the xtask guest image (embedded by xtask/src/image.rs).
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+echo XTASK-INIT-START
+/bin/busybox --install -s
+export PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin
+export LD_LIBRARY_PATH=/usr/lib/aarch64-linux-gnu HOME=/root TERM=vt100
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+hostname guest
+for m in $(cat /etc/xtask-modules); do
+	modprobe "$m" || echo "xtask-init: modprobe $m failed"
+done
+ifconfig lo 127.0.0.1 up 2>/dev/null
+
+xtask_exec=
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	xtask.exec=*) xtask_exec="${arg#xtask.exec=}" ;;
+	esac
+done
+
+if [ -n "$xtask_exec" ]; then
+	cmd="$(echo "$xtask_exec" | base64 -d)"
+	(cd /root && sh -c "$cmd" </dev/null)
+	echo "XTASK-EXIT-STATUS=$?"
+else
+	echo "xtask-init: interactive shell; exit it to power off"
+	cd /root
+	setsid cttyhack sh -l
+fi
+sync
+poweroff -f

@@ -1,0 +1,150 @@
+//! Installing what the commands need on a Debian machine: QEMU 10 from the
+//! distribution's backports suite when the installed one is missing or older.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::error::Context;
+use crate::{Error, Result};
+
+/// Oldest QEMU major version accepted (guest-loader, GICv3 virtualization, `-cpu max` features).
+pub const MIN_QEMU_MAJOR: u32 = 10;
+
+/// The deb822 sources file whose `Suites:` line gets the backports suite.
+pub const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
+
+/// The major version in `qemu-system-aarch64 --version` output
+/// (`QEMU emulator version 10.0.2 (Debian ...)`).
+pub fn parse_qemu_major(version_output: &str) -> Option<u32> {
+    let rest = version_output.split("version ").nth(1)?;
+    rest.split('.').next()?.trim().parse().ok()
+}
+
+/// The installed `qemu-system-aarch64` major version, if any.
+pub fn installed_qemu_major() -> Option<u32> {
+    let out = Command::new("qemu-system-aarch64")
+        .arg("--version")
+        .output()
+        .ok()?;
+    parse_qemu_major(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `VERSION_CODENAME` from an os-release file's contents.
+pub fn parse_codename(os_release: &str) -> Option<String> {
+    os_release.lines().find_map(|l| {
+        l.strip_prefix("VERSION_CODENAME=")
+            .map(|v| v.trim().trim_matches('"').to_string())
+            .filter(|v| !v.is_empty())
+    })
+}
+
+/// `sources` (deb822) with `suite` appended to every `Suites:` line that
+/// lists `<codename>` but not yet `suite`; `None` when nothing changes.
+pub fn add_suite(sources: &str, codename: &str, suite: &str) -> Option<String> {
+    let mut changed = false;
+    let mut out = String::with_capacity(sources.len() + suite.len() + 1);
+    for line in sources.split_inclusive('\n') {
+        let (body, nl) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        if let Some(list) = body.strip_prefix("Suites:") {
+            let suites: Vec<&str> = list.split_whitespace().collect();
+            if suites.contains(&codename) && !suites.contains(&suite) {
+                out.push_str(body.trim_end());
+                out.push(' ');
+                out.push_str(suite);
+                out.push_str(nl);
+                changed = true;
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    changed.then_some(out)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd.status().context(|| format!("{cmd:?}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error(format!("{cmd:?} failed: {status}")))
+    }
+}
+
+/// Makes sure `qemu-system-aarch64` version 10 or newer is installed,
+/// installing `qemu-system-arm` from `<codename>-backports` otherwise.
+/// Idempotent: does nothing when a recent QEMU is present.
+pub fn ensure_qemu() -> Result<()> {
+    if installed_qemu_major().is_some_and(|v| v >= MIN_QEMU_MAJOR) {
+        return Ok(());
+    }
+    let os_release = std::fs::read_to_string("/etc/os-release")?;
+    let codename = parse_codename(&os_release)
+        .ok_or_else(|| Error::msg("no VERSION_CODENAME in /etc/os-release"))?;
+    let backports = format!("{codename}-backports");
+    let sources_path = Path::new(DEBIAN_SOURCES);
+    let sources = std::fs::read_to_string(sources_path)
+        .context(|| format!("reading {DEBIAN_SOURCES} (deb822 sources expected)"))?;
+    if let Some(updated) = add_suite(&sources, &codename, &backports) {
+        eprintln!("xtask: enabling {backports} in {DEBIAN_SOURCES}");
+        std::fs::write(sources_path, updated).context(|| format!("writing {DEBIAN_SOURCES}"))?;
+    }
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-t", &backports, "qemu-system-arm"]))?;
+    match installed_qemu_major() {
+        Some(v) if v >= MIN_QEMU_MAJOR => Ok(()),
+        v => Err(Error(format!(
+            "qemu-system-aarch64 is version {v:?} after installing, need {MIN_QEMU_MAJOR}"
+        ))),
+    }
+}
+
+/// Makes sure the host tools the guest image needs (`apt-get`, `apt-cache`,
+/// `dpkg-deb`) exist; they are part of every Debian system.
+pub fn check_debian_tools() -> Result<()> {
+    for tool in ["apt-get", "apt-cache", "dpkg-deb"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Err(Error(format!(
+                "{tool} not found: a Debian host is required"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCES: &str = "Types: deb\nURIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nSuites: bookworm-security\nComponents: main\n";
+
+    #[test]
+    fn qemu_major_is_read_from_version_banner() {
+        let banner = "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)\nCopyright";
+        assert_eq!(parse_qemu_major(banner), Some(10));
+    }
+
+    #[test]
+    fn codename_is_read_from_os_release() {
+        let os = "PRETTY_NAME=\"Debian\"\nVERSION_CODENAME=bookworm\nID=debian\n";
+        assert_eq!(parse_codename(os).as_deref(), Some("bookworm"));
+    }
+
+    #[test]
+    fn backports_suite_is_appended_to_the_main_suites_line_only() {
+        let out = add_suite(SOURCES, "bookworm", "bookworm-backports").expect("changed");
+        assert!(out.contains("Suites: bookworm bookworm-updates bookworm-backports\n"));
+        assert!(out.contains("Suites: bookworm-security\n"));
+    }
+
+    #[test]
+    fn adding_backports_twice_changes_nothing() {
+        let once = add_suite(SOURCES, "bookworm", "bookworm-backports").expect("changed");
+        assert_eq!(add_suite(&once, "bookworm", "bookworm-backports"), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! Library behind `cargo xtask`: building the hypervisor image, assembling the
+//! guest image, installing QEMU and running guests under it.
+//!
+//! `cargo xtask` and the end-to-end tests (`tests/tests/e2e.rs`) both use this
+//! crate, so a test boots exactly what `cargo xtask run` boots.
+#![deny(missing_docs)]
+
+pub mod cpio;
+pub mod error;
+pub mod flat;
+pub mod image;
+pub mod install;
+pub mod paths;
+pub mod qemu;
+
+pub use error::{Error, Result};
