@@ -204,9 +204,23 @@ mod tests {
             },
         );
         let out = archive(&t);
-        // Header: magic, ino 1, mode 0100644, uid, gid, nlink 1, mtime, size 2,
-        // dev 0 0, rdev 0 0, namesize 2 ("a\0"), check.
-        let expected_header = "07070100000001000081a4000000000000000000000001000000000000000200000000000000000000000000000000000000020000000000";
+        let expected_header = [
+            "070701",   // c_magic
+            "00000001", // c_ino
+            "000081a4", // c_mode: S_IFREG | 0644
+            "00000000", // c_uid
+            "00000000", // c_gid
+            "00000001", // c_nlink
+            "00000000", // c_mtime
+            "00000002", // c_filesize
+            "00000000", // c_devmajor
+            "00000000", // c_devminor
+            "00000000", // c_rdevmajor
+            "00000000", // c_rdevminor
+            "00000002", // c_namesize: "a\0"
+            "00000000", // c_check
+        ]
+        .concat();
         assert_eq!(&out[..110], expected_header.as_bytes());
         // Name "a\0" ends at 112 (4-aligned), data "hi" then 2 bytes of padding.
         assert_eq!(&out[110..116], b"a\0hi\0\0");
