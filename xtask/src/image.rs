@@ -24,7 +24,7 @@ use crate::{paths, Error, Result};
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
 
 /// Bumped whenever the way the image is assembled changes, to invalidate caches.
-const FORMAT_VERSION: &str = "image-format-1";
+const FORMAT_VERSION: &str = "image-format-2";
 
 /// Kernel modules loaded at boot, with their dependencies.
 pub const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "e1000e", "igb"];

@@ -1,0 +1,317 @@
+//! End-to-end tests: boot the Linux guest image under QEMU (under the
+//! hypervisor, or directly with `XTASK_E2E_DIRECT=1`) through the same code
+//! as `cargo xtask run`, and check what the guest reports.
+//!
+//! Run them with `cargo xtask test`, which builds the hypervisor and the
+//! guest image and passes their paths in `XTASK_GUEST_*` /
+//! `XTASK_HYPERVISOR_BIN`. Several tests read one shared boot (a script
+//! that prints everything they check); each asserts one behaviour.
+#![allow(clippy::panic, reason = "a failing test panics with the console")]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use xtask::qemu::{self, RunOutcome, Verdict};
+
+const NEEDS_QEMU: &str = "boots Linux under QEMU: run through cargo xtask test";
+
+/// Hard limit of one boot; `XTASK_E2E_TIMEOUT_SECS` overrides it.
+fn boot_timeout() -> Duration {
+    let secs = std::env::var("XTASK_E2E_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(secs)
+}
+
+/// Boots the guest running `script`; `Err` (with the console tail) when
+/// QEMU could not run or the boot hit the timeout.
+fn boot(script: &str) -> Result<RunOutcome, String> {
+    let mut cfg = qemu::config_from_env().map_err(|e| e.to_string())?;
+    cfg.exec = Some(script.to_string());
+    cfg.timeout = Some(boot_timeout());
+    cfg.echo = false;
+    let out = qemu::run(&cfg).map_err(|e| format!("QEMU did not run: {e}"))?;
+    if out.verdict == Verdict::TimedOut {
+        return Err(format!(
+            "boot timed out after {} s; last 60 console lines:\n{}{}",
+            boot_timeout().as_secs(),
+            out.tail(60),
+            out.qemu_stderr
+        ));
+    }
+    Ok(out)
+}
+
+/// Panics with the outcome and console tail unless the guest powered off.
+fn expect_powered_off(out: &RunOutcome) {
+    if out.verdict != Verdict::PoweredOff {
+        panic!(
+            "expected a clean power-off, got {}; last 60 console lines:\n{}{}",
+            out.summary(),
+            out.tail(60),
+            out.qemu_stderr
+        );
+    }
+}
+
+/// The shared boot: prints tagged lines the tests below parse.
+const CHECKS_SCRIPT: &str = r#"echo 1 >/proc/sys/kernel/printk
+echo NPROC=$(nproc)
+read u0 x </proc/uptime; sleep 1; read u1 x </proc/uptime
+echo UPTIME-SLEEP=$u0,$u1
+grep IPI /proc/interrupts | sed 's/^/IPI-BEFORE:/'
+for c in 0 1; do for i in 1 2 3 4; do
+taskset -c $c sh -c 'read -r l </proc/self/stat; set -- $l; echo PINNED-'$c'=${39}'
+done; done
+grep IPI /proc/interrupts | sed 's/^/IPI-AFTER:/'
+dmesg -r | sed 's/^/DMESG:/'
+exit 0"#;
+
+fn checks() -> &'static RunOutcome {
+    static CHECKS: OnceLock<Result<RunOutcome, String>> = OnceLock::new();
+    match CHECKS.get_or_init(|| boot(CHECKS_SCRIPT)) {
+        Ok(out) => {
+            expect_powered_off(out);
+            out
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Values of console lines `TAG=value` (the tag may follow kernel output on the same line).
+fn tagged<'a>(out: &'a RunOutcome, tag: &str) -> Vec<&'a str> {
+    let key = format!("{tag}=");
+    out.console
+        .iter()
+        .filter_map(|l| l.find(&key).map(|i| &l[i + key.len()..]))
+        .map(str::trim)
+        .collect()
+}
+
+/// Lines after the prefix `TAG:`.
+fn prefixed<'a>(out: &'a RunOutcome, tag: &str) -> Vec<&'a str> {
+    let key = format!("{tag}:");
+    out.console
+        .iter()
+        .filter_map(|l| l.find(&key).map(|i| &l[i + key.len()..]))
+        .collect()
+}
+
+fn fail(out: &RunOutcome, what: &str) -> ! {
+    panic!("{what}; last 60 console lines:\n{}", out.tail(60))
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn guest_boots_to_init() {
+    let out = checks();
+    assert!(
+        out.init_start.is_some(),
+        "{NEEDS_QEMU}: no {} line",
+        qemu::INIT_MARKER
+    );
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn two_cpus_are_online() {
+    let out = checks();
+    match tagged(out, "NPROC").first() {
+        Some(n) => assert_eq!(*n, "2", "nproc"),
+        None => fail(out, "no NPROC line"),
+    }
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn sleep_one_second_advances_uptime_by_one_second() {
+    let out = checks();
+    let Some(pair) = tagged(out, "UPTIME-SLEEP").first().copied() else {
+        fail(out, "no UPTIME-SLEEP line")
+    };
+    let parsed: Vec<f64> = pair
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let [before, after] = parsed[..] else {
+        fail(out, "UPTIME-SLEEP is not two numbers")
+    };
+    let slept = after - before;
+    assert!(
+        (0.8..=1.2).contains(&slept),
+        "sleep 1 took {slept:.3} s of guest uptime"
+    );
+}
+
+/// Per-CPU totals of the `IPI<n>:` rows of /proc/interrupts.
+fn ipi_totals(rows: &[&str], cpus: usize) -> Vec<u64> {
+    let mut totals = vec![0u64; cpus];
+    for row in rows {
+        let counts = row.split_whitespace().skip(1).take(cpus);
+        for (t, c) in totals.iter_mut().zip(counts) {
+            *t += c.parse::<u64>().unwrap_or(0);
+        }
+    }
+    totals
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn tasks_pinned_to_each_cpu_run_there() {
+    let out = checks();
+    for cpu in ["0", "1"] {
+        let ran_on = tagged(out, &format!("PINNED-{cpu}"));
+        if ran_on.is_empty() {
+            fail(out, &format!("no task pinned to CPU {cpu} reported"));
+        }
+        assert!(
+            ran_on.iter().all(|c| *c == cpu),
+            "tasks pinned to CPU {cpu} ran on {ran_on:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn ipi_counters_increase_on_both_cpus() {
+    let out = checks();
+    let before = ipi_totals(&prefixed(out, "IPI-BEFORE"), 2);
+    let after = ipi_totals(&prefixed(out, "IPI-AFTER"), 2);
+    if prefixed(out, "IPI-AFTER").is_empty() {
+        fail(out, "no IPI lines in /proc/interrupts");
+    }
+    for cpu in 0..2 {
+        assert!(
+            after[cpu] > before[cpu],
+            "IPIs on CPU {cpu} did not increase: {} -> {}",
+            before[cpu],
+            after[cpu]
+        );
+    }
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn clean_power_off_returns_status_zero() {
+    let out = checks();
+    assert_eq!(out.exit_code(), 0, "{}", out.summary());
+}
+
+/// Subsystems whose warnings fail the boot (lower-case substrings, or
+/// `ITS` as a word for the GIC ITS).
+const CORE_SUBSYSTEMS: &[&str] = &[
+    "gic",
+    "arch_timer",
+    "clocksource",
+    "timer",
+    "psci",
+    "smccc",
+    "pl011",
+    "ttyama",
+    "console",
+    "printk",
+    "pci",
+];
+
+/// Kernel log lines of level warning or worse from core subsystems, given
+/// `dmesg -r` lines (`<level>[time] message`).
+fn core_warnings<'a>(dmesg: &[&'a str]) -> Vec<&'a str> {
+    dmesg
+        .iter()
+        .copied()
+        .filter(|l| {
+            let level = l
+                .strip_prefix('<')
+                .and_then(|r| r.split('>').next())
+                .and_then(|n| n.parse::<u32>().ok())
+                .map(|n| n & 7);
+            level.is_some_and(|lv| lv <= 4)
+        })
+        .filter(|l| {
+            let lower = l.to_lowercase();
+            CORE_SUBSYSTEMS.iter().any(|s| lower.contains(s))
+                || l.contains("ITS ")
+                || l.contains("ITS:")
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn dmesg_has_no_warnings_from_gic_timer_psci_console_or_pci() {
+    let out = checks();
+    let dmesg = prefixed(out, "DMESG");
+    if dmesg.is_empty() {
+        fail(out, "no dmesg output");
+    }
+    let offenders = core_warnings(&dmesg);
+    assert!(offenders.is_empty(), "warnings:\n{}", offenders.join("\n"));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn exec_exit_status_seven_is_returned() {
+    let out = boot("exit 7").unwrap_or_else(|e| panic!("{e}"));
+    expect_powered_off(&out);
+    assert_eq!(out.exit_code(), 7, "{}", out.summary());
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn guest_panic_fails_the_run_with_the_panic_shown() {
+    let out = boot("echo c >/proc/sysrq-trigger; sleep 5").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        out.verdict,
+        Verdict::GuestPanic,
+        "{}\n{}",
+        out.summary(),
+        out.tail(60)
+    );
+    assert_ne!(out.exit_code(), 0);
+    let shown = out.panic_lines().unwrap_or_default();
+    assert!(shown.contains("sysrq"), "panic lines:\n{shown}");
+}
+
+#[test]
+#[ignore = "needs the synthetic segment (issue 3 item 9)"]
+fn segment_lspci_shows_two_root_ports_bound_to_pcieport() {
+    let script = "lspci -tv; lspci -nD | sed 's/^/LSPCI:/'; \
+                  ls /sys/bus/pci/drivers/pcieport | sed 's/^/PCIEPORT:/'";
+    let out = boot(script).unwrap_or_else(|e| panic!("{e}"));
+    expect_powered_off(&out);
+    let root_ports: Vec<&str> = prefixed(&out, "LSPCI")
+        .into_iter()
+        .filter(|l| l.split_whitespace().nth(1) == Some("0604:"))
+        .collect();
+    assert_eq!(
+        root_ports.len(),
+        2,
+        "bridges: {root_ports:?}\n{}",
+        out.tail(60)
+    );
+    let bound: Vec<&str> = prefixed(&out, "PCIEPORT")
+        .into_iter()
+        .filter(|e| e.contains(':'))
+        .collect();
+    assert_eq!(bound.len(), 2, "pcieport binds {bound:?}");
+}
+
+#[test]
+fn core_warnings_keep_gic_warning_and_drop_info_and_other_subsystems() {
+    let dmesg = [
+        "<4>[    0.000000] GICv3: unexpected thing",
+        "<6>[    0.000000] GICv3: 256 SPIs implemented",
+        "<4>[    1.000000] evm: something else",
+    ];
+    assert_eq!(core_warnings(&dmesg), vec![dmesg[0]]);
+}
+
+#[test]
+fn ipi_totals_sum_all_ipi_rows_per_cpu() {
+    let rows = [
+        "IPI0:       10         20       Rescheduling interrupts",
+        "IPI1:        1          2       Function call interrupts",
+    ];
+    assert_eq!(ipi_totals(&rows, 2), vec![11, 22]);
+}
