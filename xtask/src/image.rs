@@ -282,6 +282,11 @@ pub fn ensure_guest_image() -> Result<GuestImage> {
     fs::write(tmp.join("complete"), "")?;
     let _ = fs::remove_dir_all(&out_dir);
     fs::rename(&tmp, &out_dir)?;
+    // Older images and packages are superseded by this one.
+    let current_debs: BTreeSet<String> = debs.iter().map(|(_, f)| f.clone()).collect();
+    prune(&cache.join("images"), |name| name == key);
+    prune(&x_dir, |name| current_debs.contains(&format!("{name}.deb")));
+    prune(&deb_dir, |name| current_debs.contains(name));
     eprintln!(
         "xtask: guest image {key}: kernel {}, initramfs {} MiB, {} entries, in {}",
         assembled.kernel_release,
@@ -293,6 +298,25 @@ pub fn ensure_guest_image() -> Result<GuestImage> {
         kernel_release: assembled.kernel_release,
         ..image
     })
+}
+
+/// Removes the entries of `dir` whose name `keep` rejects (best effort).
+fn prune(dir: &Path, keep: impl Fn(&str) -> bool) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if keep(&name) || name == "partial" {
+            continue;
+        }
+        let p = e.path();
+        let _ = if p.is_dir() {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+    }
 }
 
 /// Extracts `deb` under `x_dir` once; returns the package root.
