@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use xtask::qemu::{self, RunOutcome, Verdict};
 
-const NEEDS_QEMU: &str = "boots Linux under QEMU: run through cargo xtask test";
-
 /// Hard limit of one boot; `XTASK_E2E_TIMEOUT_SECS` overrides it.
 fn boot_timeout() -> Duration {
     let secs = std::env::var("XTASK_E2E_TIMEOUT_SECS")
@@ -108,8 +106,9 @@ fn guest_boots_to_init() {
     let out = checks();
     assert!(
         out.init_start.is_some(),
-        "{NEEDS_QEMU}: no {} line",
-        qemu::INIT_MARKER
+        "no {} line:\n{}",
+        qemu::INIT_MARKER,
+        out.tail(60)
     );
 }
 
@@ -273,6 +272,8 @@ fn guest_panic_fails_the_run_with_the_panic_shown() {
     assert!(shown.contains("sysrq"), "panic lines:\n{shown}");
 }
 
+/// Named `segment_*`: `cargo xtask test` skips that prefix until the
+/// hypervisor exposes the synthetic segment.
 #[test]
 #[ignore = "needs the synthetic segment (issue 3 item 9)"]
 fn segment_lspci_shows_two_root_ports_bound_to_pcieport() {

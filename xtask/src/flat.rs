@@ -20,6 +20,15 @@ pub struct FlatImage {
     pub bytes: Vec<u8>,
 }
 
+/// Offset of the magic `ARM\x64` in an arm64 Linux `Image` header.
+const ARM64_IMAGE_MAGIC_OFFSET: usize = 56;
+
+/// Whether `image` starts with an arm64 Linux `Image` header (which makes
+/// QEMU's `-kernel` and U-Boot's `booti` load it as a kernel).
+pub fn has_arm64_image_header(image: &[u8]) -> bool {
+    image.get(ARM64_IMAGE_MAGIC_OFFSET..ARM64_IMAGE_MAGIC_OFFSET + 4) == Some(b"ARM\x64")
+}
+
 /// Lays out the non-empty `PT_LOAD` segments of the 64-bit ELF `elf` as one
 /// flat image. Segments' memory-only tails (`.bss`) are not emitted.
 pub fn elf_to_flat(elf: &[u8]) -> Result<FlatImage> {
@@ -134,6 +143,18 @@ mod tests {
     fn elf_without_loadable_segment_is_rejected() {
         let e = elf(&[(4, 0x0, b"NOTE", 4)]);
         assert!(elf_to_flat(&e).is_err());
+    }
+
+    #[test]
+    fn image_header_magic_is_recognised_at_offset_56() {
+        let mut image = vec![0u8; 64];
+        image[56..60].copy_from_slice(b"ARM\x64");
+        assert!(has_arm64_image_header(&image));
+    }
+
+    #[test]
+    fn short_or_unmarked_image_has_no_header() {
+        assert!(!has_arm64_image_header(&[0u8; 64]));
     }
 
     #[test]

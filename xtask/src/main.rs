@@ -108,6 +108,12 @@ fn build_hypervisor() -> Result<PathBuf> {
     let elf_path = target_dir().join(TARGET).join("release").join("hypervisor");
     let elf = std::fs::read(&elf_path).context(|| elf_path.display().to_string())?;
     let flat = flat::elf_to_flat(&elf).context(|| format!("flattening {}", elf_path.display()))?;
+    if !flat::has_arm64_image_header(&flat.bytes) {
+        eprintln!(
+            "xtask: warning: {} does not start with an arm64 Image header: QEMU will not boot it as a kernel",
+            elf_path.display()
+        );
+    }
     let bin = elf_path.with_extension("bin");
     std::fs::write(&bin, &flat.bytes)?;
     eprintln!(
@@ -265,4 +271,35 @@ fn test() -> Result<i32> {
         .env(qemu::env::E2E_DIRECT, if direct { "1" } else { "0" })
         .status()?;
     Ok(if status.success() { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn run_options_accept_inline_values() {
+        let r = parse_run_args(&args(&["--exec=exit 7", "--smp=4"])).expect("valid");
+        assert_eq!((r.exec.as_deref(), r.smp), (Some("exit 7"), Some(4)));
+    }
+
+    #[test]
+    fn qemu_arg_is_repeatable() {
+        let r = parse_run_args(&args(&["--qemu-arg", "-s", "--qemu-arg", "-S"])).expect("valid");
+        assert_eq!(r.qemu_args, args(&["-s", "-S"]));
+    }
+
+    #[test]
+    fn unknown_run_option_is_an_error() {
+        assert!(parse_run_args(&args(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn option_without_value_is_an_error() {
+        assert!(parse_run_args(&args(&["--timeout"])).is_err());
+    }
 }
