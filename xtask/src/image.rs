@@ -222,6 +222,12 @@ pub fn ensure_guest_image() -> Result<GuestImage> {
     if !apt.has_lists() {
         apt.update()?;
     }
+    build_image(&cache, &apt, false)
+}
+
+/// Resolves, downloads and assembles; on a failed download (versions gone
+/// from the mirror since the lists were fetched) refreshes the lists once.
+fn build_image(cache: &Path, apt: &Apt, refreshed: bool) -> Result<GuestImage> {
     let kernel_pkg =
         parse_first_depends(&apt.depends(&[KERNEL_METAPACKAGE], false)?, "linux-image-")
             .ok_or_else(|| Error(format!("{KERNEL_METAPACKAGE} names no linux-image package")))?;
@@ -254,7 +260,14 @@ pub fn ensure_guest_image() -> Result<GuestImage> {
         .filter(|(_, f)| !deb_dir.join(f).exists())
         .map(|(p, _)| p.clone())
         .collect();
-    apt.download(&missing)?;
+    if let Err(e) = apt.download(&missing) {
+        if refreshed {
+            return Err(e);
+        }
+        eprintln!("xtask: download failed, refreshing the package lists: {e}");
+        apt.update()?;
+        return build_image(cache, apt, true);
+    }
 
     let x_dir = cache.join("extracted");
     let mut roots: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -517,12 +530,7 @@ impl LibIndex {
                         continue;
                     }
                     if let Some(p) = resolve_in_root(root, &e.path()) {
-                        let install_dir = match dir.strip_prefix("lib") {
-                            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
-                                format!("usr/lib{rest}")
-                            }
-                            _ => dir.clone(),
-                        };
+                        let install_dir = merged_usr(&dir);
                         by_name.insert(name.clone(), (format!("{install_dir}/{name}"), p));
                     }
                 }
@@ -533,6 +541,15 @@ impl LibIndex {
 
     fn resolve(&self, soname: &str) -> Option<(String, PathBuf)> {
         self.by_name.get(soname).cloned()
+    }
+}
+
+/// The directory `dir` (relative) becomes in the image, whose `/lib` is a
+/// link to `usr/lib` (the merged-/usr layout).
+pub fn merged_usr(dir: &str) -> String {
+    match dir.strip_prefix("lib") {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("usr/lib{rest}"),
+        _ => dir.to_string(),
     }
 }
 
@@ -736,6 +753,47 @@ mod tests {
             parse_first_depends(out, "linux-image-").as_deref(),
             Some("linux-image-6.1.0-56-arm64")
         );
+    }
+
+    #[test]
+    fn lib_directories_move_under_usr() {
+        assert_eq!(
+            merged_usr("lib/aarch64-linux-gnu"),
+            "usr/lib/aarch64-linux-gnu"
+        );
+    }
+
+    #[test]
+    fn usr_and_lib_lookalike_directories_stay() {
+        assert_eq!(merged_usr("usr/lib/x"), "usr/lib/x");
+        assert_eq!(merged_usr("lib64"), "lib64");
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("xtask-test-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("lib/aarch64-linux-gnu")).expect("scratch dir");
+        d
+    }
+
+    #[test]
+    fn absolute_symlink_resolves_inside_package_root() {
+        let root = scratch("abs");
+        let real = root.join("lib/aarch64-linux-gnu/libx.so.1.2");
+        fs::write(&real, b"x").expect("write");
+        let link = root.join("lib/libx.so.1");
+        std::os::unix::fs::symlink("/lib/aarch64-linux-gnu/libx.so.1.2", &link).expect("symlink");
+        assert_eq!(resolve_in_root(&root, &link), Some(real));
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn dangling_symlink_resolves_to_none() {
+        let root = scratch("dangling");
+        let link = root.join("lib/liby.so.1");
+        std::os::unix::fs::symlink("liby.so.1.0", &link).expect("symlink");
+        assert_eq!(resolve_in_root(&root, &link), None);
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub const HV_EXIT_GUEST_RESET: i32 = 3;
 pub const INIT_MARKER: &str = "XTASK-INIT-START";
 /// Prefix of the line `/init` prints with the `--exec` command's status.
 pub const EXIT_STATUS_MARKER: &str = "XTASK-EXIT-STATUS=";
+/// What the Linux kernel prints when it panics.
+pub const PANIC_MARKER: &str = "Kernel panic - not syncing";
 /// Kernel command-line parameter carrying the base64 `--exec` command.
 pub const EXEC_PARAM: &str = "xtask.exec=";
 
@@ -415,7 +417,7 @@ pub fn parse_exit_status(console: &[String]) -> Option<i32> {
 
 /// Classifies a finished run.
 pub fn verdict(mode: &Mode, qemu_status: Option<i32>, console: &[String]) -> Verdict {
-    if console.iter().any(|l| l.contains("Kernel panic")) {
+    if console.iter().any(|l| l.contains(PANIC_MARKER)) {
         return Verdict::GuestPanic;
     }
     let restarted = console
