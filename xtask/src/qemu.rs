@@ -296,6 +296,29 @@ pub fn module_addresses(
     Ok((GUEST_KERNEL_ADDR, initrd))
 }
 
+/// Checks that an arm64 `Image` (the hypervisor, `head` = its first 64
+/// bytes, `len` = file size) loaded by QEMU at RAM base + `text_offset` ends
+/// below [`GUEST_KERNEL_ADDR`]. Binaries without the header are not checked.
+pub fn check_hypervisor_fits(head: &[u8], len: u64) -> Result<()> {
+    if !crate::flat::has_arm64_image_header(head) {
+        return Ok(());
+    }
+    let text_offset = head
+        .get(8..16)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    let end = VIRT_RAM_BASE
+        .saturating_add(text_offset)
+        .saturating_add(kernel_footprint(head).max(len));
+    if end > GUEST_KERNEL_ADDR {
+        return Err(Error(format!(
+            "the hypervisor ends at {end:#x}, over the guest kernel at {GUEST_KERNEL_ADDR:#x}"
+        )));
+    }
+    Ok(())
+}
+
 /// QEMU's option syntax doubles commas inside a value.
 fn qemu_escape(v: &str) -> String {
     v.replace(',', ",,")
@@ -326,6 +349,7 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
     ]);
     match &cfg.mode {
         Mode::Hypervisor(bin) => {
+            check_hypervisor_fits(&read_head(bin, 64)?, file_len(bin)?)?;
             let kernel_len =
                 kernel_footprint(&read_head(&cfg.kernel, 64)?).max(file_len(&cfg.kernel)?);
             let initrd_len = file_len(&cfg.initrd)?;
@@ -603,6 +627,24 @@ mod tests {
     #[test]
     fn modules_beyond_end_of_ram_are_rejected() {
         assert!(module_addresses(0x100_0000, 200 << 20, 256 << 20).is_err());
+    }
+
+    fn image_head(text_offset: u64, image_size: u64) -> Vec<u8> {
+        let mut head = vec![0u8; 64];
+        head[8..16].copy_from_slice(&text_offset.to_le_bytes());
+        head[16..24].copy_from_slice(&image_size.to_le_bytes());
+        head[56..60].copy_from_slice(b"ARM\x64");
+        head
+    }
+
+    #[test]
+    fn hypervisor_below_guest_kernel_is_accepted() {
+        assert!(check_hypervisor_fits(&image_head(0, 4 << 20), 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn hypervisor_overlapping_guest_kernel_is_rejected() {
+        assert!(check_hypervisor_fits(&image_head(0x20_0000, 127 << 20), 1 << 20).is_err());
     }
 
     #[test]
