@@ -24,7 +24,7 @@ use crate::{paths, Error, Result};
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
 
 /// Bumped whenever the way the image is assembled changes, to invalidate caches.
-const FORMAT_VERSION: &str = "image-format-2";
+const FORMAT_VERSION: &str = "image-format-3";
 
 /// Kernel modules loaded at boot, with their dependencies.
 pub const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "e1000e", "igb"];
@@ -298,7 +298,9 @@ fn build_image(cache: &Path, apt: &Apt, refreshed: bool) -> Result<GuestImage> {
     // Older images and packages are superseded by this one.
     let current_debs: BTreeSet<String> = debs.iter().map(|(_, f)| f.clone()).collect();
     prune(&cache.join("images"), |name| name == key);
-    prune(&x_dir, |name| current_debs.contains(&format!("{name}.deb")));
+    // The extracted packages (~700 MiB, mostly kernel modules) are only
+    // needed to assemble; the .debs stay for the next rebuild.
+    let _ = fs::remove_dir_all(&x_dir);
     prune(&deb_dir, |name| current_debs.contains(name));
     eprintln!(
         "xtask: guest image {key}: kernel {}, initramfs {} MiB, {} entries, in {}",
