@@ -3,3 +3,7 @@
 #![deny(missing_docs)]
 
 extern crate alloc;
+
+pub mod esr;
+pub mod pl011;
+pub mod psci;
