@@ -3,3 +3,5 @@
 #![deny(missing_docs)]
 
 extern crate alloc;
+
+pub mod planner;
