@@ -1,7 +1,19 @@
 //! PCI addresses, ECAM decode, the config-space register model, capability chains, the `PciFunction` trait, the `Segment`, the BAR/window planner and the `Effect`s of config writes.
+//!
+//! Guests get no I/O space: the segment offers memory windows only, so I/O BARs
+//! are never presented and bridges decode no I/O window.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
 extern crate alloc;
 
+pub mod addr;
+pub mod config;
+pub mod function;
 pub mod planner;
+pub mod segment;
+
+pub use addr::{Bdf, BdfError, EcamAddress, Sbdf};
+pub use config::{CapabilityError, ConfigSpace, CONFIG_SPACE_SIZE};
+pub use function::{Effect, Effects, PciFunction, WindowRange};
+pub use segment::{Segment, SegmentStats, TopologyError};
