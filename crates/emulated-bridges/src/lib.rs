@@ -234,6 +234,7 @@ impl RootPort {
         let pm = cs.add_capability(caps::PM_ID, 8).unwrap_or(caps::PM);
         cs.set_u16(pm + 2, 0x0003); // PMC: version 3, no PME, no D1/D2
         cs.set_u16(pm + 4, 1 << 3); // PMCSR: No_Soft_Reset, D0
+        cs.set_writable(pm + 4, 2, 0x0003);
         let p = cs
             .add_capability(caps::PCIE_ID, pcie::LEN)
             .unwrap_or(caps::PCIE);
@@ -337,16 +338,17 @@ impl RootPort {
         self.u16_at(type1::BRIDGE_CONTROL) & bridge_control::SECONDARY_BUS_RESET != 0
     }
 
-    fn pmcsr_write(&mut self, offset: u16, size: u8, value: u32) {
-        // PowerState takes D0 (0) or D3hot (3); D1/D2 are not supported and the
-        // write leaves the state unchanged (PCI PM 1.2, 3.2.4).
-        let pmcsr = caps::PM + 4;
-        if offset <= pmcsr && offset + u16::from(size) > pmcsr {
-            let state = (value >> (8 * u32::from(pmcsr - offset))) & 3;
-            if state == 0 || state == 3 {
-                let v = (self.u16_at(pmcsr) & !3) | state as u16;
-                self.cs.set_u16(pmcsr, v);
-            }
+    fn power_state(&self) -> u16 {
+        self.u16_at(caps::PM + 4) & 3
+    }
+
+    /// PowerState takes D0 (0) or D3hot (3); D1/D2 are not supported, and a write
+    /// of either leaves the state unchanged (PCI PM 1.2, 3.2.4).
+    fn keep_supported_power_state(&mut self, before: u16) {
+        let now = self.power_state();
+        if now == 1 || now == 2 {
+            let v = (self.u16_at(caps::PM + 4) & !3) | before;
+            self.cs.set_u16(caps::PM + 4, v);
         }
     }
 }
@@ -363,8 +365,10 @@ impl PciFunction for RootPort {
         let cmd = self.u16_at(reg::COMMAND);
         let sbr = self.in_secondary_bus_reset();
 
+        let power = self.power_state();
+
         self.cs.write(offset, size, value);
-        self.pmcsr_write(offset, size, value);
+        self.keep_supported_power_state(power);
 
         let new_buses = self.cs.raw(type1::PRIMARY_BUS, 4) & 0x00ff_ffff;
         if new_buses != buses {
