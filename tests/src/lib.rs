@@ -1,8 +1,10 @@
 //! Host-side test support: the bridge emulation regression suite and end-to-end tests live under `tests/`.
 //!
 //! * [`endpoint`]: a type-0 test function with a BAR profile, for building topologies.
+//! * [`reference`]: the planned reference topology and its `lspci -n -xxxx` dump.
 //! * [`scenario`]: the data-driven scenario format and its runner (`tests/scenarios/*.toml`).
 #![deny(missing_docs)]
 
 pub mod endpoint;
+pub mod reference;
 pub mod scenario;
