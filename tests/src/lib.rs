@@ -1,10 +1,12 @@
 //! Host-side test support: the bridge emulation regression suite and end-to-end tests live under `tests/`.
 //!
 //! * [`endpoint`]: a type-0 test function with a BAR profile, for building topologies.
+//! * [`fuzz`]: the config-access fuzz harness.
 //! * [`reference`]: the planned reference topology and its `lspci -n -xxxx` dump.
 //! * [`scenario`]: the data-driven scenario format and its runner (`tests/scenarios/*.toml`).
 #![deny(missing_docs)]
 
 pub mod endpoint;
+pub mod fuzz;
 pub mod reference;
 pub mod scenario;

@@ -11,7 +11,7 @@
 use crate::endpoint::{BarProfile, Endpoint};
 use emulated_bridges::{RootPort, RootPortConfig};
 use serde::Deserialize;
-use vbus::{Bdf, Segment, CONFIG_SPACE_SIZE};
+use vbus::{Bdf, PciFunction, Segment, CONFIG_SPACE_SIZE};
 
 /// A scenario file.
 #[derive(Debug, Deserialize)]
@@ -125,8 +125,8 @@ pub fn build(s: &Scenario) -> Result<Segment, String> {
     Ok(seg)
 }
 
-/// A snapshot of every reachable function's config space and masks.
-fn snapshot(seg: &Segment) -> Vec<(Bdf, Vec<u8>, Vec<u8>)> {
+/// A snapshot of every reachable function's config space and read-only masks.
+pub fn snapshot(seg: &Segment) -> Snapshot {
     seg.enumerate()
         .into_iter()
         .map(|(bdf, f)| {
@@ -134,14 +134,15 @@ fn snapshot(seg: &Segment) -> Vec<(Bdf, Vec<u8>, Vec<u8>)> {
             let ro: Vec<u8> = (0..CONFIG_SPACE_SIZE as u16)
                 .map(|o| !(cs.writable(o, 1) | cs.w1c(o, 1)) as u8)
                 .collect();
-            (bdf, cs.bytes().to_vec(), ro)
+            (identity(f), bdf, cs.bytes().to_vec(), ro)
         })
         .collect()
 }
 
-fn check_read_only(before: &[(Bdf, Vec<u8>, Vec<u8>)], seg: &Segment) -> Result<(), String> {
+/// Checks that no read-only bit of any function in `before` changed.
+pub fn check_read_only(before: &Snapshot, seg: &Segment) -> Result<(), String> {
     for (bdf, f) in seg.enumerate() {
-        let Some((_, old, ro)) = before.iter().find(|(b, ..)| *b == bdf) else {
+        let Some((_, _, old, ro)) = before.iter().find(|(id, ..)| *id == identity(f)) else {
             continue;
         };
         let now = f.config_space().bytes();
@@ -155,6 +156,15 @@ fn check_read_only(before: &[(Bdf, Vec<u8>, Vec<u8>)], seg: &Segment) -> Result<
         }
     }
     Ok(())
+}
+
+/// What [`snapshot`] records per function: its identity, address, bytes and
+/// read-only mask per byte. Functions are told apart by identity, not by address,
+/// since a guest may program two bridges with the same bus numbers.
+pub type Snapshot = Vec<(usize, Bdf, Vec<u8>, Vec<u8>)>;
+
+fn identity(f: &dyn PciFunction) -> usize {
+    (f as *const dyn PciFunction).cast::<()>() as usize
 }
 
 /// Runs a scenario; the error says which step failed and why.

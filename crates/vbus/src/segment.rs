@@ -265,18 +265,30 @@ impl Segment {
         out
     }
 
-    /// Every function the guest can reach now, with its address, in bus order.
+    /// Every function the guest can reach now, with its address, in bus order:
+    /// exactly the functions a configuration read would reach (a device below a
+    /// bridge whose bus numbers are unprogrammed, inconsistent, outside the ECAM
+    /// window or shadowed by another bridge is not listed).
     pub fn enumerate(&self) -> Vec<(Bdf, &dyn PciFunction)> {
         let mut v: Vec<(Bdf, &dyn PciFunction)> = Vec::new();
-        for s in &self.slots {
+        for (i, s) in self.slots.iter().enumerate() {
             if let Ok(bdf) = Bdf::new(0, s.dev, s.func) {
                 v.push((bdf, s.function.as_ref()));
             }
-            if let (Some((secondary, _)), Some(child)) = (s.function.bridge_bus_range(), &s.child) {
-                if secondary != 0 {
-                    if let Ok(bdf) = Bdf::new(secondary, 0, 0) {
-                        v.push((bdf, child.as_ref()));
-                    }
+            let (Some((secondary, _)), Some(child)) = (s.function.bridge_bus_range(), &s.child)
+            else {
+                continue;
+            };
+            let probe = EcamAddress {
+                bus_offset: secondary,
+                dev: 0,
+                func: 0,
+                register: 0,
+            };
+            let in_window = u16::from(secondary) < self.bus_count;
+            if in_window && matches!(self.route(&probe), Target::Below(j) if j == i) {
+                if let Ok(bdf) = Bdf::new(secondary, 0, 0) {
+                    v.push((bdf, child.as_ref()));
                 }
             }
         }
@@ -452,6 +464,14 @@ mod tests {
             s.attach_below(2, 0, endpoint()),
             Err(TopologyError::NotABridge(Bdf::new(0, 2, 0).unwrap()))
         );
+    }
+
+    #[test]
+    fn enumerate_leaves_out_a_device_behind_inconsistent_bus_numbers() {
+        let mut s = segment();
+        s.ecam_write(ecam(0, 1, 0, 0x18), 4, 0x0000_0200);
+        assert_eq!(s.ecam_read(ecam(2, 0, 0, 0), 4), 0xffff_ffff);
+        assert_eq!(s.enumerate().len(), 1);
     }
 
     #[test]
