@@ -2,11 +2,13 @@
 //!
 //! * [`endpoint`]: a type-0 test function with a BAR profile, for building topologies.
 //! * [`fuzz`]: the config-access fuzz harness.
+//! * [`linux_enum`]: our Linux-style enumerator and the invariants.
 //! * [`reference`]: the planned reference topology and its `lspci -n -xxxx` dump.
 //! * [`scenario`]: the data-driven scenario format and its runner (`tests/scenarios/*.toml`).
 #![deny(missing_docs)]
 
 pub mod endpoint;
 pub mod fuzz;
+pub mod linux_enum;
 pub mod reference;
 pub mod scenario;

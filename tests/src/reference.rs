@@ -115,7 +115,14 @@ pub fn programmed_reference() -> Result<Segment, planner::PlanError> {
         })
         .collect();
     let plans = planner::plan(MEM32, PREF64, &requests)?;
+    let mut seg = reference_segment();
+    program(&mut seg, &devices, &plans);
+    Ok(seg)
+}
 
+/// The reference topology as built, before any bus number, window or BAR is programmed.
+pub fn reference_segment() -> Segment {
+    let devices = reference_devices();
     let mut seg = Segment::new(1, 16);
     for (i, d) in devices.iter().enumerate() {
         let dev = i as u8 + 1;
@@ -129,13 +136,17 @@ pub fn programmed_reference() -> Result<Segment, planner::PlanError> {
         let _ = seg.add_bus0(dev, 0, Box::new(port));
         let _ = seg.attach_below(dev, 0, Box::new(Endpoint::new(d.vendor, d.device, &d.bars)));
     }
+    seg
+}
+
+fn program(seg: &mut Segment, devices: &[RefDevice], plans: &[planner::PortPlan]) {
     for (i, plan) in plans.iter().enumerate() {
         let dev = i as u8 + 1;
         let Ok(port) = Bdf::new(0, dev, 0) else {
             continue;
         };
         write(
-            &mut seg,
+            seg,
             port,
             type1::PRIMARY_BUS,
             4,
@@ -144,34 +155,33 @@ pub fn programmed_reference() -> Result<Segment, planner::PlanError> {
         let (mb, ml) = plan.mem32.map_or((0xfff0, 0), |w| {
             ((w.base >> 16) & 0xfff0, (w.limit() >> 16) & 0xfff0)
         });
-        write(&mut seg, port, type1::MEMORY_BASE, 4, mb | ml << 16);
+        write(seg, port, type1::MEMORY_BASE, 4, mb | ml << 16);
         let (pb, pl) = plan.pref64.map_or((0xfff0, 0), |w| {
             ((w.base >> 16) & 0xfff0, (w.limit() >> 16) & 0xfff0)
         });
-        write(&mut seg, port, type1::PREFETCHABLE_BASE, 4, pb | pl << 16);
+        write(seg, port, type1::PREFETCHABLE_BASE, 4, pb | pl << 16);
         let (pbu, plu) = plan
             .pref64
             .map_or((0, 0), |w| (w.base >> 32, w.limit() >> 32));
-        write(&mut seg, port, type1::PREFETCHABLE_BASE_UPPER, 4, pbu);
-        write(&mut seg, port, type1::PREFETCHABLE_LIMIT_UPPER, 4, plu);
-        write(&mut seg, port, vbus::config::reg::COMMAND, 2, 0x0006);
+        write(seg, port, type1::PREFETCHABLE_BASE_UPPER, 4, pbu);
+        write(seg, port, type1::PREFETCHABLE_LIMIT_UPPER, 4, plu);
+        write(seg, port, vbus::config::reg::COMMAND, 2, 0x0006);
         let Ok(ep) = Bdf::new(dev, 0, 0) else {
             continue;
         };
         for b in &plan.bars {
             let reg = vbus::config::reg::BAR0 + 4 * u16::from(b.index);
-            write(&mut seg, ep, reg, 4, b.address & 0xffff_ffff);
+            write(seg, ep, reg, 4, b.address & 0xffff_ffff);
             if devices[i]
                 .bars
                 .iter()
                 .any(|p| p.index == b.index && p.is_64bit)
             {
-                write(&mut seg, ep, reg + 4, 4, b.address >> 32);
+                write(seg, ep, reg + 4, 4, b.address >> 32);
             }
         }
-        write(&mut seg, ep, vbus::config::reg::COMMAND, 2, 0x0006);
+        write(seg, ep, vbus::config::reg::COMMAND, 2, 0x0006);
     }
-    Ok(seg)
 }
 
 /// `lspci -n -xxxx` text of every reachable function of `seg`.
