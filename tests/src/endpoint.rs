@@ -1,15 +1,10 @@
-//! A type-0 endpoint with configurable IDs and memory BARs, implementing
-//! `vbus::PciFunction`, so topologies can be built without a real device model.
-//!
-//! BAR semantics follow PCI Local Bus 6.2.5.1: the address bits below the BAR's
-//! size and the type bits are read-only, so writing all ones reads back the size
-//! mask; a 64-bit BAR's upper dword is fully writable (sizes below 4 GiB).
+//! Test-support endpoints: `vbus::Endpoint` with a serde-readable BAR profile
+//! for scenario files, and a class code chosen from the vendor/device pair.
 
-use vbus::config::{command, reg};
-use vbus::{ConfigSpace, Effect, PciFunction};
+use serde::Deserialize;
 
-/// One memory BAR of an [`Endpoint`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+/// One memory BAR, as scenario files write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct BarProfile {
     /// BAR index 0..=5 (a 64-bit BAR takes index and index + 1).
     pub index: u8,
@@ -23,65 +18,31 @@ pub struct BarProfile {
     pub prefetchable: bool,
 }
 
-/// A test endpoint.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    cs: ConfigSpace,
+impl From<BarProfile> for vbus::BarProfile {
+    fn from(b: BarProfile) -> Self {
+        vbus::BarProfile {
+            index: b.index,
+            size: b.size,
+            is_64bit: b.is_64bit,
+            prefetchable: b.prefetchable,
+        }
+    }
 }
+
+/// The endpoint type the suite builds topologies with.
+pub struct Endpoint;
 
 impl Endpoint {
-    /// An endpoint with these IDs and BARs; BARs that do not fit the header are skipped.
-    pub fn new(vendor: u16, device: u16, bars: &[BarProfile]) -> Self {
-        let mut cs = ConfigSpace::new();
-        cs.set_u16(reg::VENDOR_ID, vendor);
-        cs.set_u16(reg::DEVICE_ID, device);
-        cs.set_writable(
-            reg::COMMAND,
-            2,
-            u32::from(command::MEMORY_SPACE | command::BUS_MASTER | command::INTERRUPT_DISABLE),
-        );
-        cs.set_u8(0x0b, 0x02); // network controller
-        for bar in bars {
-            let last = bar.index + u8::from(bar.is_64bit);
-            if last > 5 || !bar.size.is_power_of_two() || bar.size < 16 || bar.size > 1 << 31 {
-                continue;
-            }
-            let off = reg::BAR0 + 4 * u16::from(bar.index);
-            let flags = (if bar.is_64bit { 0b100 } else { 0 })
-                | (if bar.prefetchable { 0b1000 } else { 0 });
-            cs.set_u32(off, flags);
-            cs.set_writable(off, 4, !(bar.size as u32 - 1) & !0xf);
-            if bar.is_64bit {
-                cs.set_writable(off + 4, 4, 0xffff_ffff);
-            }
-        }
-        cs.set_writable(reg::INTERRUPT_LINE, 1, 0xff);
-        cs.set_u8(reg::INTERRUPT_PIN, 1);
-        Endpoint { cs }
-    }
-}
-
-impl PciFunction for Endpoint {
-    fn config_read(&mut self, offset: u16, size: u8) -> u32 {
-        self.cs.read(offset, size)
-    }
-
-    fn config_write(&mut self, offset: u16, size: u8, value: u32, effects: &mut Vec<Effect>) {
-        let cmd = self.cs.raw(reg::COMMAND, 2) as u16;
-        self.cs.write(offset, size, value);
-        let new = self.cs.raw(reg::COMMAND, 2) as u16;
-        if (new ^ cmd) & command::MEMORY_SPACE != 0 {
-            effects.push(Effect::MemoryDecode {
-                enabled: new & command::MEMORY_SPACE != 0,
-            });
-        }
-    }
-
-    fn bridge_bus_range(&self) -> Option<(u8, u8)> {
-        None
-    }
-
-    fn config_space(&self) -> &ConfigSpace {
-        &self.cs
+    /// A `vbus::Endpoint` with these IDs and BARs; virtio devices (vendor 1af4)
+    /// get the mass-storage class, others the Ethernet class.
+    #[allow(clippy::new_ret_no_self, reason = "a constructor of the vbus type")]
+    pub fn new(vendor: u16, device: u16, bars: &[BarProfile]) -> vbus::Endpoint {
+        let class = if vendor == 0x1af4 {
+            0x01_80_00
+        } else {
+            0x02_00_00
+        };
+        let bars: Vec<vbus::BarProfile> = bars.iter().map(|&b| b.into()).collect();
+        vbus::Endpoint::new(vendor, device, class, &bars)
     }
 }

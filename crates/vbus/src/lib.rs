@@ -9,11 +9,13 @@ extern crate alloc;
 
 pub mod addr;
 pub mod config;
+pub mod endpoint;
 pub mod function;
 pub mod planner;
 pub mod segment;
 
 pub use addr::{Bdf, BdfError, EcamAddress, Sbdf};
 pub use config::{CapabilityError, ConfigSpace, CONFIG_SPACE_SIZE};
+pub use endpoint::{BarProfile, Endpoint};
 pub use function::{Effect, Effects, PciFunction, WindowRange};
 pub use segment::{Segment, SegmentStats, TopologyError};
