@@ -208,6 +208,24 @@ pub fn assign(
     Ok(())
 }
 
+/// A bridge's (non-prefetchable, prefetchable) windows as inclusive
+/// (base, limit) pairs, from dword reads of its type-1 header (PCI-to-PCI Bridge
+/// Architecture 3.2.5.8-3.2.5.9); a disabled window has limit < base.
+pub fn bridge_windows(mut read_dword: impl FnMut(u16) -> u32) -> ((u64, u64), (u64, u64)) {
+    let mem = read_dword(0x20);
+    let pref = read_dword(0x24);
+    let (bu, lu) = (read_dword(0x28), read_dword(0x2c));
+    let w32 = (
+        u64::from(mem & 0xfff0) << 16,
+        (u64::from(mem >> 16 & 0xfff0) << 16) | 0xf_ffff,
+    );
+    let w64 = (
+        (u64::from(pref & 0xfff0) << 16) | u64::from(bu) << 32,
+        (u64::from(pref >> 16 & 0xfff0) << 16) | u64::from(lu) << 32 | 0xf_ffff,
+    );
+    (w32, w64)
+}
+
 /// Reads back what is programmed and checks the invariants every enumerator
 /// must see: bus ranges consistent; BARs powers of two, naturally aligned and
 /// inside their bridge's window; 64-bit BAR pairs consistent; windows disjoint
@@ -225,17 +243,7 @@ pub fn check_invariants(
         if pri != 0 || sec == 0 || sub < sec {
             return Err(format!("{}: bus numbers {pri}/{sec}/{sub}", f.bridge));
         }
-        let mem = rd(seg, f.bridge, 0x20, 4);
-        let w32 = (
-            u64::from(mem & 0xfff0) << 16,
-            (u64::from(mem >> 16 & 0xfff0) << 16) | 0xf_ffff,
-        );
-        let pref = rd(seg, f.bridge, 0x24, 4);
-        let (bu, lu) = (rd(seg, f.bridge, 0x28, 4), rd(seg, f.bridge, 0x2c, 4));
-        let w64 = (
-            (u64::from(pref & 0xfff0) << 16) | u64::from(bu) << 32,
-            (u64::from(pref >> 16 & 0xfff0) << 16) | u64::from(lu) << 32 | 0xf_ffff,
-        );
+        let (w32, w64) = bridge_windows(|reg| rd(seg, f.bridge, reg, 4));
         for (w, ap) in [(w32, mem32), (w64, pref64)] {
             if w.1 >= w.0 {
                 if w.0 < ap.0 || w.1 > ap.0 + ap.1 - 1 {

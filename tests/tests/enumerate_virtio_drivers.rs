@@ -57,17 +57,8 @@ fn walk() -> Vec<Found> {
         assert_eq!(info.header_type, HeaderType::PciPciBridge, "{df}");
         let buses = cam.read_word(df, 0x18);
         let secondary = (buses >> 8) as u8;
-        let mem = cam.read_word(df, 0x20);
-        let window32 = (
-            u64::from(mem & 0xfff0) << 16,
-            (u64::from(mem >> 16 & 0xfff0) << 16) | 0xf_ffff,
-        );
-        let pref = cam.read_word(df, 0x24);
-        let (bu, lu) = (cam.read_word(df, 0x28), cam.read_word(df, 0x2c));
-        let window64 = (
-            (u64::from(pref & 0xfff0) << 16) | u64::from(bu) << 32,
-            (u64::from(pref >> 16 & 0xfff0) << 16) | u64::from(lu) << 32 | 0xf_ffff,
-        );
+        let (window32, window64) =
+            tests::linux_enum::bridge_windows(|reg| cam.read_word(df, reg as u8));
         let below: Vec<_> = root.enumerate_bus(secondary).collect();
         assert_eq!(below.len(), 1, "one device below {df}");
         let (edf, einfo) = below[0].clone();
