@@ -227,6 +227,9 @@ fn core_warnings<'a>(dmesg: &[&'a str]) -> Vec<&'a str> {
                 .map(|n| n & 7);
             level.is_some_and(|lv| lv <= 4)
         })
+        // "hrtimer: interrupt took N ns" reports that the host ran the emulated
+        // CPU slowly (TCG on a loaded 2-core machine), not a timer misbehaviour.
+        .filter(|l| !l.contains("hrtimer: interrupt took"))
         .filter(|l| {
             let lower = l.to_lowercase();
             CORE_SUBSYSTEMS.iter().any(|s| lower.contains(s))
@@ -304,8 +307,10 @@ fn core_warnings_keep_gic_warning_and_drop_info_and_other_subsystems() {
         "<4>[    0.000000] GICv3: unexpected thing",
         "<6>[    0.000000] GICv3: 256 SPIs implemented",
         "<4>[    1.000000] evm: something else",
+        "<4>[    4.071800] hrtimer: interrupt took 12079944 ns",
+        "<4>[    4.100000] arch_timer: cp15 timer running at wrong rate",
     ];
-    assert_eq!(core_warnings(&dmesg), vec![dmesg[0]]);
+    assert_eq!(core_warnings(&dmesg), vec![dmesg[0], dmesg[4]]);
 }
 
 #[test]
