@@ -370,3 +370,47 @@ fn guest_dt_default_layout_is_accepted_by_linux_without_warnings() {
         );
     }
 }
+
+/// First light of the EL2 core: started by QEMU `-kernel` through its Image
+/// header, the hypervisor reads the host DT and reports the platform and the
+/// guest-loader boot modules on `[hv]` lines, then ends with the fault status
+/// (running a guest is not implemented yet). Runs under the hypervisor in
+/// every mode.
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn hypervisor_starts_at_el2_and_reports_the_host_platform() {
+    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
+    let bin = std::env::var_os(qemu::env::HYPERVISOR_BIN)
+        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN));
+    cfg.mode = qemu::Mode::Hypervisor(bin.into());
+    cfg.timeout = Some(Duration::from_secs(60));
+    cfg.echo = false;
+    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    let hv: Vec<&str> = out
+        .console
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("[hv] "))
+        .collect();
+    let initrd_size = std::fs::metadata(&cfg.initrd).map(|m| m.len()).unwrap_or(0);
+    for want in [
+        "[hv] synthetic-pci hypervisor, EL2".to_string(),
+        "[hv] cpus 2".to_string(),
+        "[hv] gicv3 gicd 0x8000000 gicr 0x80a0000".to_string(),
+        "[hv] pl011 0x9000000".to_string(),
+        "[hv] psci method smc".to_string(),
+        format!(
+            "[hv] module multiboot,kernel at {:#x}",
+            qemu::GUEST_KERNEL_ADDR
+        ),
+        format!("size {initrd_size:#x}"),
+    ] {
+        assert!(
+            hv.iter().any(|l| l.contains(&want)),
+            "no {want:?} in the hypervisor's lines:\n{}\nlast 30 console lines:\n{}",
+            hv.join("\n"),
+            out.tail(30)
+        );
+    }
+    assert_eq!(out.verdict, Verdict::HypervisorFault, "{}", out.summary());
+}

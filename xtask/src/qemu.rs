@@ -32,8 +32,10 @@ pub const EXEC_PARAM: &str = "xtask.exec=";
 
 /// Guest physical address of RAM on QEMU's `virt` machine.
 pub const VIRT_RAM_BASE: u64 = 0x4000_0000;
-/// Where the guest kernel is loaded under the hypervisor.
-pub const GUEST_KERNEL_ADDR: u64 = 0x4800_0000;
+/// Where the guest kernel is loaded under the hypervisor. Not RAM base +
+/// 128 MiB: with `-kernel` and no `-initrd`, QEMU puts the host DTB there, and a
+/// guest-loader module at that address would overlap it.
+pub const GUEST_KERNEL_ADDR: u64 = 0x4a00_0000;
 /// Alignment of guest-loader modules.
 pub const MODULE_ALIGN: u64 = 2 << 20;
 /// Longest kernel command line accepted (arm64 `COMMAND_LINE_SIZE`).
@@ -621,7 +623,7 @@ mod tests {
     #[test]
     fn initrd_is_placed_at_next_2mib_boundary_after_kernel() {
         let (k, i) = module_addresses(0x20_0001, 0x1000, 2 << 30).expect("fits");
-        assert_eq!((k, i), (0x4800_0000, 0x4840_0000));
+        assert_eq!((k, i), (0x4a00_0000, 0x4a40_0000));
     }
 
     #[test]
@@ -644,7 +646,7 @@ mod tests {
 
     #[test]
     fn hypervisor_overlapping_guest_kernel_is_rejected() {
-        assert!(check_hypervisor_fits(&image_head(0x20_0000, 127 << 20), 1 << 20).is_err());
+        assert!(check_hypervisor_fits(&image_head(0x20_0000, 159 << 20), 1 << 20).is_err());
     }
 
     #[test]
