@@ -1,4 +1,9 @@
-//! The host PL011, used for the hypervisor's own output.
+//! The host PL011: the hypervisor's own lines (each starting `[hv] `), the
+//! guest console's output passed through verbatim, and input for the guest.
+
+use core::fmt::Write;
+
+use spin::Mutex;
 
 /// UARTDR.
 const DR: usize = 0x000;
@@ -6,6 +11,14 @@ const DR: usize = 0x000;
 const FR: usize = 0x018;
 /// UARTFR.TXFF.
 const FR_TXFF: u32 = 1 << 5;
+/// UARTFR.RXFE.
+const FR_RXFE: u32 = 1 << 4;
+/// UARTIMSC.
+const IMSC: usize = 0x038;
+/// UARTICR.
+const ICR: usize = 0x044;
+/// UARTIMSC.RXIM | RTIM.
+const RX_INTERRUPTS: u32 = (1 << 4) | (1 << 6);
 
 /// The PL011 base the host DT names: `/chosen/stdout-path`, else the first `arm,pl011`.
 pub fn find_pl011(fdt: &fdt::Fdt) -> Option<usize> {
@@ -21,9 +34,11 @@ pub fn find_pl011(fdt: &fdt::Fdt) -> Option<usize> {
     Some(reg.starting_address as usize)
 }
 
-/// A polled PL011 transmitter.
+/// A polled PL011.
 pub struct Pl011 {
     base: usize,
+    /// Whether the cursor is at the start of a line (for `[hv] ` prefixes).
+    at_line_start: bool,
 }
 
 impl Pl011 {
@@ -32,19 +47,50 @@ impl Pl011 {
     /// `base` must be the MMIO base of a PL011 that nothing else drives, accessible
     /// at this address (MMU off or identity-mapped as device memory).
     pub unsafe fn new(base: usize) -> Self {
-        Pl011 { base }
+        Pl011 {
+            base,
+            at_line_start: true,
+        }
+    }
+
+    fn reg(&self, off: usize) -> *mut u32 {
+        (self.base + off) as *mut u32
     }
 
     fn put(&mut self, b: u8) {
         // SAFETY: `new`'s contract makes base + FR / DR valid PL011 registers.
         unsafe {
-            while core::ptr::read_volatile((self.base + FR) as *const u32) & FR_TXFF != 0 {}
-            core::ptr::write_volatile((self.base + DR) as *mut u32, u32::from(b));
+            while core::ptr::read_volatile(self.reg(FR)) & FR_TXFF != 0 {}
+            core::ptr::write_volatile(self.reg(DR), u32::from(b));
+        }
+    }
+
+    /// Passes one byte of guest output through.
+    pub fn guest_byte(&mut self, b: u8) {
+        self.put(b);
+        self.at_line_start = b == b'\n';
+    }
+
+    /// Enables the receive interrupts (the hypervisor forwards input to the guest).
+    pub fn enable_rx_interrupts(&mut self) {
+        // SAFETY: as for `put`.
+        unsafe { core::ptr::write_volatile(self.reg(IMSC), RX_INTERRUPTS) };
+    }
+
+    /// Takes one received byte, if any.
+    pub fn getc(&mut self) -> Option<u8> {
+        // SAFETY: as for `put`.
+        unsafe {
+            if core::ptr::read_volatile(self.reg(FR)) & FR_RXFE != 0 {
+                core::ptr::write_volatile(self.reg(ICR), RX_INTERRUPTS);
+                return None;
+            }
+            Some(core::ptr::read_volatile(self.reg(DR)) as u8)
         }
     }
 }
 
-impl core::fmt::Write for Pl011 {
+impl Write for Pl011 {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         for b in s.bytes() {
             if b == b'\n' {
@@ -55,3 +101,44 @@ impl core::fmt::Write for Pl011 {
         Ok(())
     }
 }
+
+/// The host console, once found.
+pub static CONSOLE: Mutex<Option<Pl011>> = Mutex::new(None);
+
+/// Prints one hypervisor line, `[hv] ` first; a guest line in progress is ended first.
+pub fn hv_line(args: core::fmt::Arguments<'_>) {
+    let mut c = CONSOLE.lock();
+    if let Some(c) = c.as_mut() {
+        if !c.at_line_start {
+            let _ = c.write_str("\n");
+        }
+        let _ = c.write_str("[hv] ");
+        let _ = c.write_fmt(args);
+        let _ = c.write_str("\n");
+        c.at_line_start = true;
+    }
+}
+
+/// `println!` for the hypervisor's own lines.
+macro_rules! hvln {
+    ($($t:tt)*) => { $crate::console::hv_line(format_args!($($t)*)) };
+}
+pub(crate) use hvln;
+
+/// The `log` backend: `[hv] LEVEL message` on the host console.
+pub struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            hv_line(format_args!("{:<5} {}", r.level(), r.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// The logger instance.
+pub static LOGGER: Logger = Logger;

@@ -1,55 +1,75 @@
 //! The EL2 hypervisor (aarch64-unknown-none).
 //!
-//! First light: a Linux arm64 Image header so QEMU `-kernel` and U-Boot
-//! `booti` start it at EL2 with x0 = host DTB; it reports the host platform
-//! on the host PL011 (every line prefixed `[hv] `) and leaves QEMU through
-//! semihosting when its bootargs say `semihosting`. Guest execution is not
-//! implemented yet, so it ends with the hypervisor-fault status 2.
+//! Boot: a Linux arm64 Image header makes QEMU `-kernel` and U-Boot `booti`
+//! start it at EL2 with x0 = the host DTB. It turns on its own MMU, reads the
+//! host platform, takes the physical GIC, builds the guest (stage-2 RAM at the
+//! `GuestLayout` IPA, kernel/initrd/DTB loaded as QEMU's `-kernel` would), brings
+//! the other CPUs up through PSCI and enters the guest at EL1 on every CPU the
+//! guest switches on. Its own console lines start with `[hv] `.
 //!
 //! Limitation: linked at 0x4020_0000, where QEMU `-kernel` places an Image
 //! with text_offset 0; the entry code refuses to run anywhere else.
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod console;
+mod entry;
+mod exits;
+mod gic;
+mod guest;
+mod mmu;
 mod semihosting;
+mod sysreg;
+mod vm;
 
-use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-core::arch::global_asm!(
-    r#"
-    .section .text.head, "ax"
-    .global _start
-_start:
-    b       2f                      // code0
-    .word   0                       // code1
-    .quad   0                       // text_offset
-    .quad   __image_size            // image_size
-    .quad   0xa                     // flags: LE, 4 KiB pages, anywhere
-    .quad   0, 0, 0                 // res2..res4
-    .ascii  "ARM\x64"               // magic
-    .word   0                       // res5
-2:
-    mov     x19, x0                 // host DTB
-    adr     x1, _start
-    ldr     x2, =_start
-    cmp     x1, x2
-    b.ne    3f                      // not where we were linked: stop
-    ldr     x1, =__bss_start
-    ldr     x2, =__bss_end
-1:  cmp     x1, x2
-    b.hs    1f
-    str     xzr, [x1], #8
-    b       1b
-1:  ldr     x1, =__stack_top
-    mov     sp, x1
-    mov     x0, x19
-    bl      rust_main
-3:  wfe
-    b       3b
-    .ltorg
-"#
-);
+use console::hvln;
+use linked_list_allocator::LockedHeap;
+use sysreg::{read_sysreg, write_sysreg};
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Bytes of heap (page tables, the vGIC, the PCI segment, the guest DTB).
+const HEAP_SIZE: usize = 8 << 20;
+
+#[repr(C, align(4096))]
+struct HeapArea([u8; HEAP_SIZE]);
+
+static mut HEAP_AREA: HeapArea = HeapArea([0; HEAP_SIZE]);
+
+/// Whether to leave QEMU through semihosting (bootargs `semihosting`).
+pub static SEMIHOSTING: AtomicBool = AtomicBool::new(false);
+
+/// The EL2 tables every CPU uses.
+static EL2_TABLES: spin::Once<mmu::El2Tables> = spin::Once::new();
+
+/// Physical CPUs that finished their set-up.
+static CPUS_READY: AtomicUsize = AtomicUsize::new(0);
+
+/// An SMC to the firmware (PSCI), returning x0.
+pub fn smc(x0: u64, x1: u64, x2: u64, x3: u64) -> u64 {
+    let mut r0 = x0;
+    // SAFETY: SMCCC call to the firmware; it clobbers at most x0-x17, declared here.
+    unsafe {
+        core::arch::asm!(
+            "smc #0",
+            inout("x0") r0,
+            inout("x1") x1 => _,
+            inout("x2") x2 => _,
+            inout("x3") x3 => _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _,
+            options(nostack)
+        )
+    };
+    r0
+}
 
 /// The Rust entry point, on the boot CPU at EL2, with the host DTB address.
 #[no_mangle]
@@ -65,80 +85,182 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         semihosting::exit(2)
     };
     // SAFETY: the base comes from the host DT's PL011 node; nothing else drives it.
-    let mut con = unsafe { console::Pl011::new(uart) };
+    *console::CONSOLE.lock() = Some(unsafe { console::Pl011::new(uart) });
     let bootargs = fdt.chosen().bootargs().unwrap_or("");
     let semihosting = bootargs.split_whitespace().any(|a| a == "semihosting");
-    let _ = writeln!(con, "[hv] synthetic-pci hypervisor, EL{}", current_el());
-    let _ = writeln!(con, "[hv] host DT at {dtb:#x}, bootargs \"{bootargs}\"");
-    for r in fdt.memory().regions() {
-        let _ = writeln!(
-            con,
-            "[hv] memory {:#x} size {:#x}",
-            r.starting_address as usize,
-            r.size.unwrap_or(0)
+    SEMIHOSTING.store(semihosting, Ordering::Relaxed);
+    let level = bootargs
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("loglevel="))
+        .and_then(|l| l.parse::<log::LevelFilter>().ok())
+        .unwrap_or(log::LevelFilter::Info);
+    let _ = log::set_logger(&console::LOGGER);
+    log::set_max_level(level);
+    hvln!("synthetic-pci hypervisor, EL{}", current_el());
+    hvln!("host DT at {dtb:#x}, bootargs \"{bootargs}\"");
+
+    // SAFETY: the heap area is a static used only by the allocator from here on.
+    unsafe {
+        HEAP.lock()
+            .init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE)
+    };
+
+    let dtb_size = fdt.total_size();
+    let host = match guest::HostPlatform::from_fdt(&fdt, dtb, dtb_size) {
+        Ok(h) => h,
+        Err(e) => exits::fatal(&alloc::format!("host device tree: {e}")),
+    };
+    host.report();
+
+    let tables = match mmu::El2Tables::new(&host.memory) {
+        Ok(t) => t,
+        Err(e) => exits::fatal(&alloc::format!("EL2 tables: {e}")),
+    };
+    let tables = EL2_TABLES.call_once(|| tables);
+    tables.enable();
+    hvln!("EL2 MMU on, PA {} bits", mmu::pa_bits());
+
+    let pgic = gic::Gic {
+        gicd: host.gicd as usize,
+        gicr: host.gicr.0 as usize,
+        gicr_size: host.gicr.1 as usize,
+    };
+    pgic.init_distributor();
+    if let Err(e) = pgic.init_cpu(&[exits::VTIMER_INTID, exits::MAINTENANCE_INTID]) {
+        exits::fatal(e);
+    }
+    pgic.enable_spi(host.uart_intid, sysreg::mpidr_affinity());
+    exits::HOST_IRQS.call_once(|| exits::HostIrqs {
+        uart_intid: host.uart_intid,
+    });
+    if let Some(c) = console::CONSOLE.lock().as_mut() {
+        c.enable_rx_interrupts();
+    }
+
+    let vm = match guest::build(&host, semihosting) {
+        Ok(vm) => vm,
+        Err(e) => exits::fatal(&alloc::format!("guest: {e}")),
+    };
+    let entry = vm.1;
+    let dtb_ipa = vm.2;
+    let ncpus = vm.0.pcpu_mpidr.len();
+    let pcpus = vm.0.pcpu_mpidr.clone();
+    vm::VM.call_once(|| spin::Mutex::new(vm.0));
+    GIC.call_once(|| pgic);
+
+    CPUS_READY.store(1, Ordering::SeqCst);
+    for (i, &mpidr) in pcpus.iter().enumerate().skip(1) {
+        let r = smc(
+            u64::from(arch_emu::psci::CPU_ON_64),
+            mpidr,
+            entry::secondary_entry_address(),
+            i as u64,
         );
-    }
-    let _ = writeln!(con, "[hv] cpus {}", fdt.cpus().count());
-    if let Some(gic) = fdt.find_compatible(&["arm,gic-v3"]) {
-        let mut regs = gic.reg().into_iter().flatten();
-        if let (Some(d), Some(r)) = (regs.next(), regs.next()) {
-            let _ = writeln!(
-                con,
-                "[hv] gicv3 gicd {:#x} gicr {:#x}",
-                d.starting_address as usize, r.starting_address as usize
-            );
-        }
-    } else {
-        let _ = writeln!(con, "[hv] error: no arm,gic-v3 node in the host DT");
-    }
-    let _ = writeln!(con, "[hv] pl011 {uart:#x}");
-    if let Some(psci) = fdt.find_node("/psci") {
-        let method = psci
-            .property("method")
-            .and_then(|p| p.as_str())
-            .unwrap_or("?");
-        let _ = writeln!(con, "[hv] psci method {method}");
-    }
-    if let Some(chosen) = fdt.find_node("/chosen") {
-        for m in chosen.children() {
-            let Some(compat) = m.compatible() else {
-                continue;
-            };
-            if !compat.all().any(|c| c == "multiboot,module") {
-                continue;
-            }
-            let kind = compat
-                .all()
-                .find(|c| *c != "multiboot,module")
-                .unwrap_or("?");
-            // QEMU's guest-loader writes 2 address + 2 size cells without saying so
-            // in /chosen (whose defaults would be 2 + 1): read them as the root's.
-            let reg = m.property("reg").map(|p| p.value).unwrap_or(&[]);
-            let cell = |i: usize| {
-                reg.get(i * 4..i * 4 + 4)
-                    .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64)
-            };
-            let (addr, size) = (cell(0) << 32 | cell(1), cell(2) << 32 | cell(3));
-            let _ = writeln!(con, "[hv] module {kind} at {addr:#x} size {size:#x}");
+        if r != 0 {
+            exits::fatal(&alloc::format!(
+                "PSCI CPU_ON of CPU {mpidr:#x} failed: {}",
+                r as i64
+            ));
         }
     }
-    let _ = writeln!(con, "[hv] error: running a guest is not implemented yet");
-    if semihosting {
-        semihosting::exit(2)
-    }
-    loop {
+    let mut spins = 0u64;
+    while CPUS_READY.load(Ordering::SeqCst) < ncpus {
+        spins += 1;
+        if spins > 2_000_000_000 {
+            exits::fatal("secondary CPUs did not come up");
+        }
         core::hint::spin_loop();
     }
+    hvln!("{ncpus} CPUs up; entering the guest at {entry:#x}, DTB at {dtb_ipa:#x}");
+
+    configure_el2_for_guest(0);
+    write_sysreg!("sctlr_el1", exits::SCTLR_EL1_RESET);
+    write_sysreg!("elr_el2", entry);
+    write_sysreg!("spsr_el2", exits::SPSR_EL1H_MASKED);
+    if let Some(vm) = vm::VM.get() {
+        let mut vm = vm.lock();
+        if let Some(p) = vm.power.get_mut(0) {
+            *p = vm::Power::On;
+        }
+    }
+    entry::run_guest(dtb_ipa)
+}
+
+static GIC: spin::Once<gic::Gic> = spin::Once::new();
+
+/// A secondary CPU, started by PSCI CPU_ON with its index.
+#[no_mangle]
+extern "C" fn secondary_main(idx: usize) -> ! {
+    if let Some(t) = EL2_TABLES.get() {
+        t.enable();
+    }
+    if let Some(g) = GIC.get() {
+        if let Err(e) = g.init_cpu(&[exits::VTIMER_INTID, exits::MAINTENANCE_INTID]) {
+            exits::fatal(e);
+        }
+    }
+    configure_el2_for_guest(idx);
+    CPUS_READY.fetch_add(1, Ordering::SeqCst);
+    exits::park(idx)
+}
+
+/// Per-CPU EL2 state for running vCPU `idx` on this CPU.
+fn configure_el2_for_guest(idx: usize) {
+    let Some(vm) = vm::VM.get() else {
+        exits::fatal("no VM to configure for")
+    };
+    let vm = vm.lock();
+    // HCR_EL2: VM (stage 2), SWIO, FMO/IMO/AMO (physical interrupts to EL2, virtual
+    // ones to the guest), FB (broadcast TLB/cache maintenance), BSU = inner shareable,
+    // TSC (trap SMC: PSCI), RW (EL1 is AArch64), APK/API (pointer authentication
+    // does not trap).
+    let hcr = (1 << 0)
+        | (1 << 1)
+        | (1 << 3)
+        | (1 << 4)
+        | (1 << 5)
+        | (1 << 9)
+        | (1 << 10)
+        | (1 << 19)
+        | (1 << 31)
+        | (1 << 40)
+        | (1 << 41);
+    write_sysreg!("hcr_el2", hcr);
+    // CPTR_EL2: no FP/SIMD/SVE/SME traps (RES1 bits 13, 9:0; TSM 12 = 0, TZ 8 = 0).
+    write_sysreg!("cptr_el2", 0x2ff);
+    let pfr0 = read_sysreg!("id_aa64pfr0_el1");
+    let pfr1 = read_sysreg!("id_aa64pfr1_el1");
+    if (pfr0 >> 32) & 0xf != 0 {
+        // ZCR_EL2.LEN: the largest vector length the CPU has.
+        write_sysreg!("S3_4_C1_C2_0", 0x1ff);
+    }
+    if (pfr1 >> 24) & 0xf != 0 {
+        // SMCR_EL2: FA64, EZT0, LEN max.
+        write_sysreg!("S3_4_C1_C2_6", (1 << 31) | (1 << 30) | 0x1ff);
+    }
+    // CNTHCTL_EL2: EL1 may read the physical counter and use the physical timer.
+    write_sysreg!("cnthctl_el2", 0b11);
+    write_sysreg!("cntvoff_el2", 0);
+    write_sysreg!("vpidr_el2", read_sysreg!("midr_el1"));
+    let mpidr = vm.layout.mpidrs.get(idx).copied().unwrap_or(0);
+    write_sysreg!("vmpidr_el2", mpidr | (1 << 31));
+    // ICH_VMCR_EL2: the guest programs its virtual CPU interface itself.
+    write_sysreg!("S3_4_C12_C11_7", 0);
+    gic::write_ich_hcr(gic::ich_hcr::EN);
+    for i in 0..vm.lr_count {
+        gic::write_lr(i, 0);
+    }
+    vm.stage2.install(1);
 }
 
 fn current_el() -> u64 {
-    let el: u64;
-    // SAFETY: reading CurrentEL has no side effects.
-    unsafe { core::arch::asm!("mrs {}, CurrentEL", out(reg) el) };
-    (el >> 2) & 3
+    (read_sysreg!("CurrentEL") >> 2) & 3
 }
 
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    semihosting::exit(2)
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the console lock may be held by the panicking path; force it.
+    unsafe { console::CONSOLE.force_unlock() };
+    hvln!("panic: {info}");
+    exits::power_off(2, SEMIHOSTING.load(Ordering::Relaxed))
 }

@@ -7,3 +7,4 @@ extern crate alloc;
 pub mod esr;
 pub mod pl011;
 pub mod psci;
+pub mod vgic;

@@ -87,7 +87,7 @@ impl Effects {
 }
 
 /// What the segment needs from any function: root port, assigned host function, virtio function.
-pub trait PciFunction {
+pub trait PciFunction: Send {
     /// A guest read of `size` (1, 2 or 4) bytes at `offset`, within one dword.
     fn config_read(&mut self, offset: u16, size: u8) -> u32;
 

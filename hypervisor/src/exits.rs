@@ -1,0 +1,419 @@
+//! Guest exits: synchronous exceptions (MMIO, PSCI, SGIs), physical interrupts,
+//! exception injection, list-register refresh, parking and shutdown.
+
+use arch_emu::esr::{self, Exit};
+use arch_emu::psci::{self, Call};
+use arch_emu::vgic::Kick;
+
+use crate::console::{hvln, CONSOLE};
+use crate::entry::{cpu_index, run_guest, Frame};
+use crate::gic;
+use crate::sysreg::{read_sysreg, sev, wfe, write_sysreg};
+use crate::vm::{Power, Vm, VM};
+
+/// SPSR for a fresh EL1 entry: EL1h, D, A, I, F masked.
+pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
+/// SCTLR_EL1 as a CPU comes out of reset for Linux: MMU and caches off (RES1 bits only).
+pub const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
+
+/// The physical timer interrupt the guest's virtual timer raises (PPI 27).
+pub const VTIMER_INTID: u32 = 27;
+/// The GIC maintenance interrupt (PPI 9 = INTID 25).
+pub const MAINTENANCE_INTID: u32 = 25;
+
+/// What to do once the exit is handled.
+enum Next {
+    Resume,
+    Park,
+    Shutdown(i32),
+}
+
+/// Host-side facts the exit path needs that live outside the VM lock.
+pub struct HostIrqs {
+    /// INTID of the host UART's interrupt.
+    pub uart_intid: u32,
+}
+
+/// Set once at boot.
+pub static HOST_IRQS: spin::Once<HostIrqs> = spin::Once::new();
+
+fn advance_pc() {
+    write_sysreg!("elr_el2", read_sysreg!("elr_el2").wrapping_add(4));
+}
+
+/// Injects a synchronous exception into the guest at EL1 with `esr_el1` and
+/// `far`, as the hardware would take it from the interrupted context.
+fn inject_sync(esr_el1: u64, far: Option<u64>) {
+    let spsr = read_sysreg!("spsr_el2");
+    let elr = read_sysreg!("elr_el2");
+    let vbar = read_sysreg!("vbar_el1");
+    let offset = match spsr & 0xf {
+        0b0101 => 0x200, // from EL1h
+        0b0100 => 0x000, // from EL1t
+        _ => 0x400,      // from EL0 (AArch64)
+    };
+    write_sysreg!("elr_el1", elr);
+    write_sysreg!("spsr_el1", spsr);
+    write_sysreg!("esr_el1", esr_el1);
+    if let Some(f) = far {
+        write_sysreg!("far_el1", f);
+    }
+    write_sysreg!("elr_el2", vbar.wrapping_add(offset));
+    write_sysreg!("spsr_el2", SPSR_EL1H_MASKED);
+}
+
+fn from_el0() -> bool {
+    read_sysreg!("spsr_el2") & 0xf == 0
+}
+
+/// A synchronous external abort on a data access.
+fn inject_data_abort(write: bool) {
+    let ec = if from_el0() { 0x24 } else { 0x25 };
+    let esr = (ec << 26) | (1 << 25) | (u64::from(write) << 6) | 0x10;
+    inject_sync(esr, Some(read_sysreg!("far_el2")));
+}
+
+/// A synchronous external abort on an instruction fetch.
+fn inject_prefetch_abort() {
+    let ec = if from_el0() { 0x20 } else { 0x21 };
+    inject_sync((ec << 26) | (1 << 25) | 0x10, Some(read_sysreg!("far_el2")));
+}
+
+/// An Undefined Instruction exception.
+fn inject_undef() {
+    inject_sync(1 << 25, None);
+}
+
+/// The faulting IPA of a stage-2 abort (HPFAR_EL2.FIPA plus FAR's page offset).
+fn fault_ipa() -> u64 {
+    let hpfar = read_sysreg!("hpfar_el2");
+    ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (read_sysreg!("far_el2") & 0xfff)
+}
+
+fn data_abort(vm: &mut Vm, frame: &mut Frame, da: esr::DataAbort, kick: &mut Kick) {
+    if !da.isv {
+        vm.stats.no_syndrome += 1;
+        inject_data_abort(da.write);
+        return;
+    }
+    let ipa = fault_ipa();
+    let size = da.access_size;
+    let mask = if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (size * 8)) - 1
+    };
+    let value = da.write.then(|| frame.reg(da.srt) & mask);
+    match vm.mmio(ipa, size, value, kick) {
+        Some(v) => {
+            if !da.write {
+                let mut v = v & mask;
+                if da.sign_extend && size < 8 {
+                    let shift = 64 - u32::from(size) * 8;
+                    v = (((v << shift) as i64) >> shift) as u64;
+                }
+                if !da.sixty_four {
+                    v &= 0xffff_ffff;
+                }
+                frame.set_reg(da.srt, v);
+            }
+            advance_pc();
+        }
+        None => {
+            vm.stats.unclaimed_mmio += 1;
+            log::debug!("unclaimed access at IPA {ipa:#x}");
+            inject_data_abort(da.write);
+        }
+    }
+}
+
+fn psci_call(vm: &mut Vm, cpu: usize, frame: &mut Frame) -> Next {
+    let call = psci::decode(frame.x[0], frame.x[1], frame.x[2], frame.x[3]);
+    let ret: i64 = match call {
+        Call::Version => psci::IMPLEMENTED_PSCI_VERSION,
+        Call::Features { function_id } => psci::features(function_id),
+        Call::CpuOn {
+            target_mpidr,
+            entry_point,
+            context_id,
+        } => match vm.vcpu_by_mpidr(psci::mpidr_affinity(target_mpidr)) {
+            None => psci::INVALID_PARAMETERS,
+            Some(t) => match vm.power.get(t).copied() {
+                Some(Power::On) => psci::ALREADY_ON,
+                Some(Power::OnPending { .. }) => psci::ON_PENDING,
+                Some(Power::Off) => {
+                    if vm.stage2.translate(entry_point).is_none() {
+                        psci::INVALID_ADDRESS
+                    } else {
+                        if let Some(p) = vm.power.get_mut(t) {
+                            *p = Power::OnPending {
+                                entry: entry_point,
+                                context_id,
+                            };
+                        }
+                        sev();
+                        psci::SUCCESS
+                    }
+                }
+                None => psci::INVALID_PARAMETERS,
+            },
+        },
+        Call::CpuOff => {
+            if let Some(p) = vm.power.get_mut(cpu) {
+                *p = Power::Off;
+            }
+            return Next::Park;
+        }
+        Call::AffinityInfo {
+            target_affinity,
+            lowest_affinity_level,
+        } => {
+            if lowest_affinity_level != 0 {
+                psci::INVALID_PARAMETERS
+            } else {
+                match vm
+                    .vcpu_by_mpidr(psci::mpidr_affinity(target_affinity))
+                    .and_then(|t| vm.power.get(t).copied())
+                {
+                    None => psci::INVALID_PARAMETERS,
+                    Some(Power::On) => psci::AFFINITY_ON,
+                    Some(Power::Off) => psci::AFFINITY_OFF,
+                    Some(Power::OnPending { .. }) => psci::AFFINITY_ON_PENDING,
+                }
+            }
+        }
+        Call::MigrateInfoType => psci::MIGRATE_INFO_TYPE_NOT_REQUIRED,
+        Call::SystemOff => return Next::Shutdown(0),
+        Call::SystemReset => return Next::Shutdown(3),
+        Call::SmcccVersion => psci::IMPLEMENTED_SMCCC_VERSION,
+        Call::SmcccArchFeatures { .. } | Call::Unknown { .. } => psci::NOT_SUPPORTED,
+    };
+    frame.x[0] = ret as u64;
+    Next::Resume
+}
+
+fn sync_exit(vm: &mut Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Next {
+    let esr = read_sysreg!("esr_el2");
+    match esr::decode(esr) {
+        Exit::DataAbort(da) => {
+            data_abort(vm, frame, da, kick);
+            Next::Resume
+        }
+        Exit::Hvc { imm16 } => {
+            vm.stats.hvc += 1;
+            if imm16 != 0 {
+                frame.x[0] = psci::NOT_SUPPORTED as u64;
+                return Next::Resume;
+            }
+            psci_call(vm, cpu, frame)
+        }
+        Exit::Smc { .. } => {
+            vm.stats.smc += 1;
+            advance_pc();
+            psci_call(vm, cpu, frame)
+        }
+        Exit::SysReg(s) => {
+            if s.is_icc_sgi1r_write() {
+                vm.stats.sgi += 1;
+                kick.0 |= vm.vgic.write_sgi1r(cpu, frame.reg(s.rt)).0;
+                advance_pc();
+            } else {
+                vm.stats.sysreg_other += 1;
+                inject_undef();
+            }
+            Next::Resume
+        }
+        Exit::Wfx { .. } => {
+            advance_pc();
+            Next::Resume
+        }
+        Exit::InstructionAbort(_) => {
+            vm.stats.other += 1;
+            inject_prefetch_abort();
+            Next::Resume
+        }
+        Exit::Other { .. } => {
+            vm.stats.other += 1;
+            inject_undef();
+            Next::Resume
+        }
+    }
+}
+
+fn irq_exit(vm: &mut Vm, cpu: usize, kick: &mut Kick) {
+    let uart_intid = HOST_IRQS.get().map_or(u32::MAX, |h| h.uart_intid);
+    loop {
+        let intid = gic::ack();
+        if intid >= 1020 {
+            break;
+        }
+        vm.stats.irq += 1;
+        gic::eoi(intid);
+        if intid == VTIMER_INTID {
+            // Left active: the guest's deactivation of the hardware-linked virtual
+            // interrupt deactivates it.
+            kick.0 |= vm.vgic.set_line(cpu, VTIMER_INTID, true).0;
+            continue;
+        }
+        if intid == uart_intid {
+            let mut c = CONSOLE.lock();
+            if let Some(c) = c.as_mut() {
+                while let Some(b) = c.getc() {
+                    vm.uart.push_rx(b);
+                }
+            }
+            drop(c);
+            kick.0 |= vm.update_uart_line().0;
+        }
+        // The maintenance interrupt and kicks need nothing more: the list registers
+        // are refreshed on the way back to the guest.
+        gic::deactivate(intid);
+    }
+}
+
+/// Moves interrupts between the vGIC and this CPU's list registers.
+fn refresh_lrs(vm: &mut Vm, cpu: usize) {
+    let n = vm.lr_count.min(16);
+    let mut lrs = [0u64; 16];
+    for (i, lr) in lrs.iter_mut().enumerate().take(n) {
+        *lr = gic::read_lr(i);
+    }
+    vm.vgic.fold(cpu, &mut lrs[..n]);
+    let overflow = vm.vgic.flush(cpu, &mut lrs[..n]);
+    for (i, lr) in lrs.iter().enumerate().take(n) {
+        gic::write_lr(i, *lr);
+    }
+    gic::write_ich_hcr(gic::ich_hcr::EN | if overflow { gic::ich_hcr::UIE } else { 0 });
+}
+
+fn send_kicks(vm: &Vm, me: usize, kick: Kick) {
+    for (i, &mpidr) in vm.pcpu_mpidr.iter().enumerate() {
+        if i != me && i < 64 && kick.0 & (1 << i) != 0 {
+            gic::send_sgi(gic::SGI_KICK, mpidr);
+        }
+    }
+}
+
+/// Entered from the vectors on every exception from the guest.
+#[no_mangle]
+extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
+    let cpu = cpu_index();
+    let Some(vm) = VM.get() else {
+        fatal("guest exit before the VM exists")
+    };
+    let mut kick = Kick::default();
+    let mut vm = vm.lock();
+    let next = match kind {
+        0 => sync_exit(&mut vm, cpu, frame, &mut kick),
+        1 => {
+            irq_exit(&mut vm, cpu, &mut kick);
+            Next::Resume
+        }
+        _ => {
+            // FIQ (group 0, unused) or SError: nothing the hypervisor can fix.
+            vm.stats.other += 1;
+            Next::Resume
+        }
+    };
+    match next {
+        Next::Resume => {
+            refresh_lrs(&mut vm, cpu);
+            send_kicks(&vm, cpu, kick);
+        }
+        Next::Park => {
+            send_kicks(&vm, cpu, kick);
+            drop(vm);
+            park(cpu)
+        }
+        Next::Shutdown(code) => {
+            let stats = vm.stats;
+            let semihosting = vm.semihosting;
+            let vgic = vm.vgic.stats();
+            drop(vm);
+            shutdown(code, stats, vgic, semihosting)
+        }
+    }
+}
+
+/// Waits at EL2 until this CPU's vCPU is switched on, then enters it.
+pub fn park(cpu: usize) -> ! {
+    loop {
+        if let Some(vm) = VM.get() {
+            let mut vm = vm.lock();
+            if let Some(Power::OnPending { entry, context_id }) = vm.power.get(cpu).copied() {
+                if let Some(p) = vm.power.get_mut(cpu) {
+                    *p = Power::On;
+                }
+                write_sysreg!("sctlr_el1", SCTLR_EL1_RESET);
+                write_sysreg!("elr_el2", entry);
+                write_sysreg!("spsr_el2", SPSR_EL1H_MASKED);
+                refresh_lrs(&mut vm, cpu);
+                drop(vm);
+                run_guest(context_id)
+            }
+        }
+        wfe();
+    }
+}
+
+fn shutdown(
+    code: i32,
+    s: crate::vm::ExitStats,
+    v: arch_emu::vgic::VgicStats,
+    semihosting: bool,
+) -> ! {
+    hvln!(
+        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} hvc {} smc {} sgi {} sysreg {} irq {} other {}",
+        if code == 0 { "powered off" } else { "reset" },
+        s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.hvc, s.smc, s.sgi,
+        s.sysreg_other, s.irq, s.other
+    );
+    hvln!("vgic: {v:?}");
+    power_off(code, semihosting)
+}
+
+/// Ends the run: semihosting exit with `code` under QEMU, else PSCI to the firmware.
+pub fn power_off(code: i32, semihosting: bool) -> ! {
+    if semihosting {
+        crate::semihosting::exit(code as u64)
+    }
+    let f = if code == 3 {
+        psci::SYSTEM_RESET
+    } else {
+        psci::SYSTEM_OFF
+    };
+    crate::smc(u64::from(f), 0, 0, 0);
+    loop {
+        wfe();
+    }
+}
+
+/// A hypervisor error that cannot be recovered: report and stop with status 2.
+pub fn fatal(msg: &str) -> ! {
+    hvln!("fatal: {msg}");
+    power_off(
+        2,
+        crate::SEMIHOSTING.load(core::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// An exception taken at EL2 itself: a hypervisor bug.
+#[no_mangle]
+extern "C" fn hv_fault(frame: &mut Frame, kind: u64) -> ! {
+    // Do not wait for a lock a faulting path may hold.
+    // SAFETY: the console lock may be held by this CPU; force it so the report gets out.
+    unsafe { CONSOLE.force_unlock() };
+    hvln!(
+        "EL2 exception kind {kind}: ESR {:#x} ELR {:#x} FAR {:#x} x0 {:#x} x30 {:#x} cpu {}",
+        read_sysreg!("esr_el2"),
+        read_sysreg!("elr_el2"),
+        read_sysreg!("far_el2"),
+        frame.x[0],
+        frame.x[30],
+        cpu_index()
+    );
+    power_off(
+        2,
+        crate::SEMIHOSTING.load(core::sync::atomic::Ordering::Relaxed),
+    )
+}

@@ -1,0 +1,336 @@
+//! Building the guest from the host platform: RAM, kernel, initrd and DTB
+//! placement, stage-2 and the emulated devices.
+
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use arch_emu::pl011::Pl011;
+use arch_emu::vgic::Vgic;
+use guest_dt::{Chosen, GuestLayout, Region};
+
+use crate::console::hvln;
+use crate::entry::MAX_CPUS;
+use crate::mmu::{S2Attr, Stage2};
+use crate::sysreg::clean_dcache_range;
+use crate::vm::{Power, Vm};
+
+const MIB2: u64 = 2 << 20;
+/// Most RAM a guest gets.
+const MAX_GUEST_RAM: u64 = 1 << 30;
+
+/// What the hypervisor needs of the host platform.
+pub struct HostPlatform {
+    /// RAM regions (base, size).
+    pub memory: Vec<(u64, u64)>,
+    /// CPU MPIDR affinities, the boot CPU first.
+    pub cpus: Vec<u64>,
+    /// GICD base.
+    pub gicd: u64,
+    /// First GICR region (base, size).
+    pub gicr: (u64, u64),
+    /// Console PL011 base.
+    pub uart: u64,
+    /// Its interrupt's INTID.
+    pub uart_intid: u32,
+    /// The guest kernel module (base, size) and its bootargs.
+    pub kernel: (u64, u64, String),
+    /// The initrd module (base, size).
+    pub ramdisk: Option<(u64, u64)>,
+    /// Where the host DTB is (base, size).
+    pub dtb: (u64, u64),
+}
+
+fn be_cells(v: &[u8], cells: usize, i: usize) -> Option<u64> {
+    let mut x = 0u64;
+    for c in 0..cells {
+        let o = (i * cells + c) * 4;
+        let b = v.get(o..o + 4)?;
+        x = (x << 32) | u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    }
+    Some(x)
+}
+
+impl HostPlatform {
+    /// Reads the host DT; the error names the node or property at fault.
+    pub fn from_fdt(fdt: &fdt::Fdt<'_>, dtb: usize, dtb_size: usize) -> Result<Self, String> {
+        let memory: Vec<(u64, u64)> = fdt
+            .memory()
+            .regions()
+            .filter_map(|r| Some((r.starting_address as u64, r.size? as u64)))
+            .collect();
+        if memory.is_empty() {
+            return Err("/memory: no `reg`".into());
+        }
+        let me = crate::sysreg::mpidr_affinity();
+        let mut cpus: Vec<u64> = Vec::new();
+        for c in fdt.cpus() {
+            let id = c.ids().first() as u64;
+            cpus.push(id & 0xff_00ff_ffff);
+        }
+        if !cpus.contains(&me) {
+            return Err(alloc::format!(
+                "/cpus: no CPU with this CPU's MPIDR {me:#x}"
+            ));
+        }
+        cpus.retain(|&c| c != me);
+        cpus.insert(0, me);
+        let gic = fdt
+            .find_compatible(&["arm,gic-v3"])
+            .ok_or("no `arm,gic-v3` node")?;
+        let mut regs = gic.reg().ok_or("/intc: property `reg` missing")?;
+        let d = regs.next().ok_or("GICv3 `reg`: no GICD region")?;
+        let r = regs.next().ok_or("GICv3 `reg`: no GICR region")?;
+        let uart_node = fdt
+            .chosen()
+            .stdout()
+            .filter(|n| {
+                n.compatible()
+                    .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
+            })
+            .or_else(|| fdt.find_compatible(&["arm,pl011"]))
+            .ok_or("no `arm,pl011` node")?;
+        let uart = uart_node
+            .reg()
+            .and_then(|mut r| r.next())
+            .ok_or("PL011: property `reg` missing")?
+            .starting_address as u64;
+        let irq = uart_node
+            .property("interrupts")
+            .ok_or("PL011: property `interrupts` missing")?
+            .value;
+        let (ty, num) = (be_cells(irq, 1, 0), be_cells(irq, 1, 1));
+        let uart_intid = match (ty, num) {
+            (Some(0), Some(n)) => 32 + n as u32,
+            (Some(1), Some(n)) => 16 + n as u32,
+            _ => return Err("PL011: property `interrupts` is not a GIC SPI/PPI".into()),
+        };
+        let mut kernel = None;
+        let mut ramdisk = None;
+        if let Some(chosen) = fdt.find_node("/chosen") {
+            for m in chosen.children() {
+                let Some(compat) = m.compatible() else {
+                    continue;
+                };
+                if !compat.all().any(|c| c == "multiboot,module") {
+                    continue;
+                }
+                // QEMU's guest-loader writes 2 address + 2 size cells without saying so
+                // in /chosen (whose defaults would be 2 + 1): read them as the root's.
+                let reg = m.property("reg").map(|p| p.value).unwrap_or(&[]);
+                let (Some(a), Some(s)) = (be_cells(reg, 2, 0), be_cells(reg, 2, 1)) else {
+                    return Err(alloc::format!(
+                        "/chosen/{}: property `reg` too short",
+                        m.name
+                    ));
+                };
+                if compat.all().any(|c| c == "multiboot,kernel") {
+                    let args = m
+                        .property("bootargs")
+                        .and_then(|p| p.as_str())
+                        .unwrap_or("")
+                        .to_string();
+                    if kernel.replace((a, s, args)).is_some() {
+                        return Err("/chosen: two `multiboot,kernel` modules".into());
+                    }
+                } else if compat.all().any(|c| c == "multiboot,ramdisk") {
+                    ramdisk = Some((a, s));
+                }
+            }
+        }
+        let kernel = kernel.ok_or("/chosen: no `multiboot,kernel` module (the guest kernel)")?;
+        Ok(HostPlatform {
+            memory,
+            cpus,
+            gicd: d.starting_address as u64,
+            gicr: (r.starting_address as u64, r.size.unwrap_or(0) as u64),
+            uart,
+            uart_intid,
+            kernel,
+            ramdisk,
+            dtb: (dtb as u64, dtb_size as u64),
+        })
+    }
+
+    /// Prints the host platform on `[hv]` lines.
+    pub fn report(&self) {
+        for (b, s) in &self.memory {
+            hvln!("memory {b:#x} size {s:#x}");
+        }
+        hvln!("cpus {}", self.cpus.len());
+        hvln!("gicv3 gicd {:#x} gicr {:#x}", self.gicd, self.gicr.0);
+        hvln!("pl011 {:#x} intid {}", self.uart, self.uart_intid);
+        hvln!("psci method smc");
+        hvln!(
+            "module multiboot,kernel at {:#x} size {:#x}",
+            self.kernel.0,
+            self.kernel.1
+        );
+        if let Some((a, s)) = self.ramdisk {
+            hvln!("module multiboot,ramdisk at {a:#x} size {s:#x}");
+        }
+    }
+}
+
+extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+fn align_up(v: u64, a: u64) -> u64 {
+    v.div_ceil(a) * a
+}
+
+/// The largest 2 MiB-aligned stretch of host RAM nobody uses.
+fn free_ram(host: &HostPlatform) -> Option<(u64, u64)> {
+    let (img_s, img_e) = (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__image_end) as u64,
+    );
+    let mut used: Vec<(u64, u64)> = vec![(img_s, img_e), (host.dtb.0, host.dtb.0 + host.dtb.1)];
+    used.push((host.kernel.0, host.kernel.0 + host.kernel.1));
+    if let Some((a, s)) = host.ramdisk {
+        used.push((a, a + s));
+    }
+    used.sort_unstable();
+    let mut best: Option<(u64, u64)> = None;
+    let mut consider = |gs: u64, ge: u64| {
+        let (a, b) = (align_up(gs, MIB2), ge & !(MIB2 - 1));
+        if b > a && best.is_none_or(|(_, s)| b - a > s) {
+            best = Some((a, b - a));
+        }
+    };
+    for &(mb, ms) in &host.memory {
+        let me = mb.saturating_add(ms);
+        let mut cur = mb;
+        for &(us, ue) in &used {
+            if ue <= cur || us >= me {
+                continue;
+            }
+            consider(cur, us);
+            cur = cur.max(ue);
+        }
+        consider(cur, me);
+    }
+    best
+}
+
+/// Builds the guest; returns it with its entry point and DTB IPA.
+pub fn build(host: &HostPlatform, semihosting: bool) -> Result<(Vm, u64, u64), String> {
+    let n = host.cpus.len().min(MAX_CPUS);
+    let (ram_pa, free) = free_ram(host).ok_or("no free RAM for the guest")?;
+    let ram_size = free.min(MAX_GUEST_RAM);
+    let layout = GuestLayout::qemu_virt_default(n, ram_size);
+    layout
+        .validate()
+        .map_err(|e| alloc::format!("guest layout: {e:?}"))?;
+    let mut stage2 = Stage2::new().map_err(|e| e.to_string())?;
+    stage2
+        .map(layout.ram.base, ram_pa, ram_size, S2Attr::Normal)
+        .map_err(|e| e.to_string())?;
+    hvln!(
+        "guest RAM IPA {:#x} size {:#x} at PA {ram_pa:#x}; IPA {} bits",
+        layout.ram.base,
+        ram_size,
+        stage2.ipa_bits()
+    );
+
+    // The kernel: where its Image header says, else RAM + 0x80000 (QEMU -kernel's rule).
+    let (kaddr, klen, ref bootargs) = host.kernel;
+    // SAFETY: the module lies in host RAM (identity-mapped) as the loader placed it.
+    let kimg = unsafe { core::slice::from_raw_parts(kaddr as *const u8, klen as usize) };
+    let word = |o: usize| {
+        kimg.get(o..o + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let has_header = kimg.get(56..60) == Some(b"ARM\x64");
+    let (text_offset, footprint) = if has_header {
+        let image_size = word(16);
+        if image_size == 0 {
+            (0x80000, klen)
+        } else {
+            (word(8), image_size.max(klen))
+        }
+    } else {
+        (0x80000, klen)
+    };
+    let dtb_off = (ram_size - MIB2) & !(MIB2 - 1);
+    let kend = text_offset
+        .checked_add(footprint)
+        .ok_or("kernel too large")?;
+    if kend > dtb_off {
+        return Err(alloc::format!(
+            "kernel ({klen:#x} bytes) does not fit in guest RAM"
+        ));
+    }
+    copy_in(ram_pa + text_offset, kimg);
+    let entry = layout.ram.base + text_offset;
+
+    let mut initrd = None;
+    if let Some((ia, is)) = host.ramdisk {
+        let off = align_up(kend, MIB2);
+        if off + is > dtb_off {
+            return Err(alloc::format!(
+                "initrd ({is:#x} bytes) does not fit in guest RAM"
+            ));
+        }
+        // SAFETY: as for the kernel.
+        let img = unsafe { core::slice::from_raw_parts(ia as *const u8, is as usize) };
+        copy_in(ram_pa + off, img);
+        initrd = Some(Region {
+            base: layout.ram.base + off,
+            size: is,
+        });
+    }
+    let dtb = layout
+        .render(&Chosen {
+            bootargs: bootargs.clone(),
+            initrd,
+        })
+        .map_err(|e| alloc::format!("guest DT: {e:?}"))?;
+    copy_in(ram_pa + dtb_off, &dtb);
+    let dtb_ipa = layout.ram.base + dtb_off;
+    hvln!("guest kernel at IPA {entry:#x}, bootargs \"{bootargs}\"");
+
+    let mut vgic = Vgic::new(&layout.mpidrs, layout.num_spis);
+    for v in 0..n {
+        // The guest's virtual timer is the physical PPI itself, hardware-linked.
+        vgic.set_hw_linked(v, crate::exits::VTIMER_INTID, crate::exits::VTIMER_INTID);
+    }
+    let segment = crate::vm::synthetic_segment(&layout);
+    let mut power = vec![Power::Off; n];
+    if let Some(p) = power.get_mut(0) {
+        *p = Power::Off;
+    }
+    // The console UART as firmware leaves it: enabled, 8 bits, FIFOs on, no
+    // interrupt raised yet (earlycon writes to it without programming it).
+    let mut uart = Pl011::new();
+    let _ = uart.write(0x30, 4, 0x301);
+    let _ = uart.write(0x2c, 4, (1 << 4) | (3 << 5));
+    let _ = uart.write(0x44, 4, 0x7ff);
+    let vm = Vm {
+        pcpu_mpidr: host.cpus.iter().copied().take(n).collect(),
+        layout,
+        stage2,
+        ram_pa,
+        vgic,
+        uart,
+        uart_line: false,
+        segment,
+        power,
+        stats: Default::default(),
+        lr_count: crate::gic::num_lrs(),
+        semihosting,
+    };
+    Ok((vm, entry, dtb_ipa))
+}
+
+/// Copies `src` to host PA `dst` and cleans it to the point of coherency (the guest
+/// starts with its MMU and caches off).
+fn copy_in(dst: u64, src: &[u8]) {
+    // SAFETY: `dst` is inside the guest's RAM carve-out (checked by the caller against
+    // its size), identity-mapped, and does not overlap `src` (a module outside it).
+    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
+    clean_dcache_range(dst as usize, src.len());
+}

@@ -1,0 +1,311 @@
+//! Translation tables: the hypervisor's own EL2 stage-1 identity map and the
+//! guest's stage-2 (4 KiB granule both).
+//!
+//! Both are built in heap pages; the hypervisor runs identity-mapped, so a
+//! table's address is its physical address.
+
+use alloc::alloc::{alloc_zeroed, Layout};
+
+use crate::sysreg::{dsb_ish, isb, read_sysreg, write_sysreg};
+
+const PAGE: usize = 4096;
+const GIB: u64 = 1 << 30;
+const MIB2: u64 = 2 << 20;
+
+/// MAIR_EL2 attribute indexes.
+const ATTR_DEVICE_NGNRNE: u64 = 0;
+const ATTR_NORMAL_WB: u64 = 2;
+/// MAIR_EL2: attr0 Device-nGnRnE, attr1 Device-nGnRE, attr2 Normal WB RA/WA inner+outer.
+const MAIR: u64 = (0x04 << 8) | (0xff << 16);
+
+/// Descriptor bits (stage 1, EL2 regime).
+const DESC_BLOCK: u64 = 0b01;
+const DESC_TABLE: u64 = 0b11;
+const DESC_PAGE: u64 = 0b11;
+const AF: u64 = 1 << 10;
+const SH_INNER: u64 = 3 << 8;
+const XN_EL2: u64 = 1 << 54;
+const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
+
+/// Errors while building tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MmuError {
+    /// The heap could not provide a table page.
+    OutOfMemory,
+    /// An address or size is not aligned to what the mapping needs.
+    Misaligned(u64),
+    /// The address is beyond what the tables translate.
+    OutOfRange(u64),
+    /// The IPA is already mapped.
+    AlreadyMapped(u64),
+}
+
+impl core::fmt::Display for MmuError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MmuError::OutOfMemory => write!(f, "out of memory for translation tables"),
+            MmuError::Misaligned(a) => write!(f, "address {a:#x} is misaligned for its mapping"),
+            MmuError::OutOfRange(a) => write!(f, "address {a:#x} is beyond the translated range"),
+            MmuError::AlreadyMapped(a) => write!(f, "IPA {a:#x} is already mapped"),
+        }
+    }
+}
+
+fn new_table(pages: usize) -> Result<*mut u64, MmuError> {
+    let layout =
+        Layout::from_size_align(PAGE * pages, PAGE * pages).map_err(|_| MmuError::OutOfMemory)?;
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { alloc_zeroed(layout) };
+    if p.is_null() {
+        return Err(MmuError::OutOfMemory);
+    }
+    Ok(p.cast())
+}
+
+/// Reads entry `i` of the table at `t`.
+fn entry(t: *mut u64, i: usize) -> u64 {
+    // SAFETY: callers index within the table they allocated (512 entries per page).
+    unsafe { t.add(i).read_volatile() }
+}
+
+fn set_entry(t: *mut u64, i: usize, v: u64) {
+    // SAFETY: as for `entry`; tables are identity-mapped heap pages we own.
+    unsafe { t.add(i).write_volatile(v) }
+}
+
+/// The physical address size, in bits, from ID_AA64MMFR0_EL1.PARange.
+pub fn pa_bits() -> u32 {
+    match read_sysreg!("id_aa64mmfr0_el1") & 0xf {
+        0 => 32,
+        1 => 36,
+        2 => 40,
+        3 => 42,
+        4 => 44,
+        5 => 48,
+        _ => 52,
+    }
+}
+
+fn pa_range_field() -> u64 {
+    (read_sysreg!("id_aa64mmfr0_el1") & 0xf).min(5)
+}
+
+/// The hypervisor's EL2 stage-1 tables: an identity map of the first 1 TiB,
+/// Normal write-back where `ram` says, Device-nGnRnE (execute-never) elsewhere.
+pub struct El2Tables {
+    root: *mut u64,
+}
+
+// SAFETY: the tables are written once at boot and then only read by the MMU.
+unsafe impl Send for El2Tables {}
+// SAFETY: as above.
+unsafe impl Sync for El2Tables {}
+
+impl El2Tables {
+    /// Builds the identity map; `ram` lists (base, size) of normal memory.
+    pub fn new(ram: &[(u64, u64)]) -> Result<Self, MmuError> {
+        let is_ram = |base: u64, size: u64| -> (bool, bool) {
+            // (entirely RAM, partially RAM)
+            let end = base + size;
+            let mut covered = 0u64;
+            for &(rb, rs) in ram {
+                let re = rb.saturating_add(rs);
+                let lo = rb.max(base);
+                let hi = re.min(end);
+                if hi > lo {
+                    covered += hi - lo;
+                }
+            }
+            (covered == size, covered > 0)
+        };
+        let normal = ATTR_NORMAL_WB << 2 | AF | SH_INNER;
+        let device = ATTR_DEVICE_NGNRNE << 2 | AF | XN_EL2;
+        let root = new_table(1)?;
+        for l0 in 0..2usize {
+            let l1 = new_table(1)?;
+            set_entry(root, l0, l1 as u64 | DESC_TABLE);
+            for i in 0..512usize {
+                let base = ((l0 * 512 + i) as u64) * GIB;
+                match is_ram(base, GIB) {
+                    (true, _) => set_entry(l1, i, base | normal | DESC_BLOCK),
+                    (false, false) => set_entry(l1, i, base | device | DESC_BLOCK),
+                    (false, true) => {
+                        let l2 = new_table(1)?;
+                        for j in 0..512usize {
+                            let b = base + j as u64 * MIB2;
+                            let attrs = if is_ram(b, MIB2).0 { normal } else { device };
+                            set_entry(l2, j, b | attrs | DESC_BLOCK);
+                        }
+                        set_entry(l1, i, l2 as u64 | DESC_TABLE);
+                    }
+                }
+            }
+        }
+        Ok(El2Tables { root })
+    }
+
+    /// Turns the MMU and caches on at EL2 on this CPU with these tables.
+    pub fn enable(&self) {
+        write_sysreg!("mair_el2", MAIR);
+        // TCR_EL2 (non-VHE): T0SZ = 16 (48-bit VA, walk from level 0), inner/outer
+        // write-back cacheable, inner shareable walks, 4 KiB granule, PS = PARange;
+        // bits 31 and 23 are RES1.
+        let tcr = 16
+            | (1 << 8)
+            | (1 << 10)
+            | (3 << 12)
+            | (pa_range_field() << 16)
+            | (1 << 23)
+            | (1 << 31);
+        write_sysreg!("tcr_el2", tcr);
+        write_sysreg!("ttbr0_el2", self.root as u64);
+        dsb_ish();
+        // SAFETY: invalidating all EL2 TLB entries before enabling translation.
+        unsafe { core::arch::asm!("tlbi alle2", "dsb ish", options(nostack)) };
+        isb();
+        // SCTLR_EL2: M, C, SA, I on; RES1 bits 4, 5, 11, 16, 18, 22, 23, 28, 29.
+        let sctlr = 0x30C5_0830 | 1 | (1 << 2) | (1 << 3) | (1 << 12);
+        write_sysreg!("sctlr_el2", sctlr);
+        isb();
+    }
+}
+
+/// Stage-2 memory attributes (MemAttr[5:2] of the descriptor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S2Attr {
+    /// Normal memory, inner and outer write-back.
+    Normal,
+    /// Device-nGnRE (for passed-through device registers).
+    #[allow(dead_code)] // the passthrough NIC's BARs (next issue)
+    Device,
+}
+
+/// The guest's stage-2 tables: 40-bit IPA (or the PA size if smaller), walk starting
+/// at level 1 with two concatenated tables.
+pub struct Stage2 {
+    root: *mut u64,
+    ipa_bits: u32,
+}
+
+// SAFETY: built on the boot CPU before any vCPU runs; later changes happen under the VM lock.
+unsafe impl Send for Stage2 {}
+// SAFETY: as above.
+unsafe impl Sync for Stage2 {}
+
+const S2AP_RW: u64 = 3 << 6;
+
+impl Stage2 {
+    /// Empty tables.
+    pub fn new() -> Result<Self, MmuError> {
+        let ipa_bits = pa_bits().min(40);
+        Ok(Stage2 {
+            root: new_table(2)?,
+            ipa_bits,
+        })
+    }
+
+    /// The IPA size in bits.
+    pub fn ipa_bits(&self) -> u32 {
+        self.ipa_bits
+    }
+
+    fn attrs(attr: S2Attr) -> u64 {
+        match attr {
+            S2Attr::Normal => (0b1111 << 2) | SH_INNER | S2AP_RW | AF,
+            S2Attr::Device => (0b0001 << 2) | S2AP_RW | AF | XN_EL2,
+        }
+    }
+
+    fn l1_index(&self, ipa: u64) -> Result<usize, MmuError> {
+        if ipa >> self.ipa_bits != 0 {
+            return Err(MmuError::OutOfRange(ipa));
+        }
+        Ok((ipa >> 30) as usize)
+    }
+
+    fn next_table(t: *mut u64, i: usize, ipa: u64) -> Result<*mut u64, MmuError> {
+        let e = entry(t, i);
+        if e & 3 == DESC_TABLE {
+            return Ok((e & OA_MASK) as *mut u64);
+        }
+        if e & 1 != 0 {
+            return Err(MmuError::AlreadyMapped(ipa));
+        }
+        let n = new_table(1)?;
+        set_entry(t, i, n as u64 | DESC_TABLE);
+        Ok(n)
+    }
+
+    /// Maps `[ipa, ipa + size)` to `[pa, pa + size)`, with 2 MiB blocks where both are
+    /// aligned and 4 KiB pages elsewhere.
+    pub fn map(&mut self, ipa: u64, pa: u64, size: u64, attr: S2Attr) -> Result<(), MmuError> {
+        if ipa % PAGE as u64 != 0 || pa % PAGE as u64 != 0 || size % PAGE as u64 != 0 {
+            return Err(MmuError::Misaligned(ipa | pa | size));
+        }
+        let a = Self::attrs(attr);
+        let mut off = 0;
+        while off < size {
+            let (i, p) = (ipa + off, pa + off);
+            let l1 = self.l1_index(i)?;
+            let l2 = Self::next_table(self.root, l1, i)?;
+            let i2 = ((i >> 21) & 511) as usize;
+            if i % MIB2 == 0 && p % MIB2 == 0 && size - off >= MIB2 {
+                if entry(l2, i2) & 1 != 0 {
+                    return Err(MmuError::AlreadyMapped(i));
+                }
+                set_entry(l2, i2, p | a | DESC_BLOCK);
+                off += MIB2;
+            } else {
+                let l3 = Self::next_table(l2, i2, i)?;
+                let i3 = ((i >> 12) & 511) as usize;
+                if entry(l3, i3) & 1 != 0 {
+                    return Err(MmuError::AlreadyMapped(i));
+                }
+                set_entry(l3, i3, p | a | DESC_PAGE);
+                off += PAGE as u64;
+            }
+        }
+        dsb_ish();
+        Ok(())
+    }
+
+    /// Translates an IPA to a PA through these tables (for instruction fetch on
+    /// emulation), or `None` if unmapped.
+    pub fn translate(&self, ipa: u64) -> Option<u64> {
+        let l1 = self.l1_index(ipa).ok()?;
+        let e1 = entry(self.root, l1);
+        if e1 & 3 != DESC_TABLE {
+            return None;
+        }
+        let e2 = entry((e1 & OA_MASK) as *mut u64, ((ipa >> 21) & 511) as usize);
+        match e2 & 3 {
+            DESC_BLOCK => Some((e2 & OA_MASK & !(MIB2 - 1)) | (ipa & (MIB2 - 1))),
+            DESC_TABLE => {
+                let e3 = entry((e2 & OA_MASK) as *mut u64, ((ipa >> 12) & 511) as usize);
+                (e3 & 3 == DESC_PAGE).then_some((e3 & OA_MASK) | (ipa & 0xfff))
+            }
+            _ => None,
+        }
+    }
+
+    /// Installs these tables for this CPU (VTCR_EL2, VTTBR_EL2 with `vmid`).
+    pub fn install(&self, vmid: u16) {
+        // VTCR_EL2: T0SZ = 64 - ipa_bits, SL0 = 1 (start at level 1; at 40 bits that
+        // is two concatenated tables), inner/outer write-back walks, inner shareable,
+        // 4 KiB granule, PS = PARange; bit 31 RES1.
+        let t0sz = u64::from(64 - self.ipa_bits);
+        let vtcr = t0sz
+            | (1 << 6)
+            | (1 << 8)
+            | (1 << 10)
+            | (3 << 12)
+            | (pa_range_field() << 16)
+            | (1 << 31);
+        write_sysreg!("vtcr_el2", vtcr);
+        write_sysreg!("vttbr_el2", self.root as u64 | (u64::from(vmid) << 48));
+        isb();
+        // SAFETY: invalidating the stage-1+2 TLB entries of the current VMID.
+        unsafe { core::arch::asm!("tlbi vmalls12e1is", "dsb ish", options(nostack)) };
+        isb();
+    }
+}
