@@ -106,6 +106,7 @@ fn target_dir() -> PathBuf {
 
 /// Builds the hypervisor and writes its flat binary next to the ELF.
 fn build_hypervisor() -> Result<PathBuf> {
+    install::ensure_rust_target(TARGET)?;
     cargo(&["build", "-p", "hypervisor", "--target", TARGET, "--release"])?;
     let elf_path = target_dir().join(TARGET).join("release").join("hypervisor");
     let elf = std::fs::read(&elf_path).context(|| elf_path.display().to_string())?;
