@@ -7,6 +7,9 @@
 
 /// Bytes of EL2 stack per physical CPU.
 pub const STACK_SIZE: usize = 64 * 1024;
+/// The address the binary is linked at (`linker.ld`); it relocates itself at entry
+/// when loaded elsewhere.
+pub const LINK_ADDRESS: u64 = 0x4020_0000;
 /// Most physical CPUs the hypervisor brings up.
 pub const MAX_CPUS: usize = 8;
 
@@ -48,21 +51,41 @@ _start:
 2:
     mov     x19, x0                 // host DTB
     msr     daifset, #0xf
-    adr     x1, _start
-    ldr     x2, =_start
-    cmp     x1, x2
-    b.ne    3f                      // not where we were linked: stop
-    ldr     x1, =__bss_start
-    ldr     x2, =__bss_end
+    // Self-relocation: we may run anywhere (booti, -kernel). Apply the
+    // R_AARCH64_RELATIVE entries of .rela.dyn for the load offset, using
+    // PC-relative addressing only until done.
+    adrp    x20, _start
+    add     x20, x20, :lo12:_start
+    ldr     x21, ={link}
+    sub     x21, x20, x21           // load offset
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+1:  cmp     x1, x2
+    b.hs    1f
+    ldp     x3, x4, [x1], #16       // r_offset, r_info
+    ldr     x5, [x1], #8            // r_addend
+    cmp     w4, #1027               // R_AARCH64_RELATIVE
+    b.ne    3f                      // anything else: refuse to run
+    add     x5, x5, x21
+    str     x5, [x3, x21]
+    b       1b
+1:  adrp    x1, __bss_start
+    add     x1, x1, :lo12:__bss_start
+    adrp    x2, __bss_end
+    add     x2, x2, :lo12:__bss_end
 1:  cmp     x1, x2
     b.hs    1f
     str     xzr, [x1], #8
     b       1b
 1:  msr     tpidr_el2, xzr
-    ldr     x1, =__stacks_start
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
     add     x1, x1, #{stack}
     mov     sp, x1
-    ldr     x1, =el2_vectors
+    adrp    x1, el2_vectors
+    add     x1, x1, :lo12:el2_vectors
     msr     vbar_el2, x1
     isb
     mov     x0, x19
@@ -75,12 +98,14 @@ _start:
 secondary_entry:                    // PSCI CPU_ON: x0 = our CPU index
     msr     daifset, #0xf
     msr     tpidr_el2, x0
-    ldr     x1, =__stacks_start
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
     mov     x2, #{stack}
     madd    x3, x0, x2, x2
     add     x1, x1, x3
     mov     sp, x1
-    ldr     x1, =el2_vectors
+    adrp    x1, el2_vectors
+    add     x1, x1, :lo12:el2_vectors
     msr     vbar_el2, x1
     isb
     bl      secondary_main
@@ -200,6 +225,7 @@ el2_fault_common:
     b       5b
 "#,
     stack = const STACK_SIZE,
+    link = const LINK_ADDRESS,
 );
 
 extern "C" {
@@ -213,6 +239,14 @@ extern "C" {
 /// The address secondaries start at.
 pub fn secondary_entry_address() -> u64 {
     secondary_entry as *const () as usize as u64
+}
+
+/// Where the image runs (after self-relocation).
+pub fn image_start() -> u64 {
+    extern "C" {
+        static __image_start: u8;
+    }
+    core::ptr::addr_of!(__image_start) as u64
 }
 
 /// This CPU's index (TPIDR_EL2, set at entry).

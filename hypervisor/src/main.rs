@@ -7,8 +7,9 @@
 //! the other CPUs up through PSCI and enters the guest at EL1 on every CPU the
 //! guest switches on. Its own console lines start with `[hv] `.
 //!
-//! Limitation: linked at 0x4020_0000, where QEMU `-kernel` places an Image
-//! with text_offset 0; the entry code refuses to run anywhere else.
+//! It is position-independent: linked at 0x4020_0000 (where QEMU `-kernel`
+//! places an Image with text_offset 0), it applies its own relative
+//! relocations at entry when a loader put it elsewhere.
 #![no_std]
 #![no_main]
 
@@ -97,6 +98,11 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     let _ = log::set_logger(&console::LOGGER);
     log::set_max_level(level);
     hvln!("synthetic-pci hypervisor, EL{}", current_el());
+    hvln!(
+        "loaded at {:#x} (linked at {:#x})",
+        entry::image_start(),
+        entry::LINK_ADDRESS
+    );
     hvln!("host DT at {dtb:#x}, bootargs \"{bootargs}\"");
 
     // SAFETY: the heap area is a static used only by the allocator from here on.

@@ -482,3 +482,33 @@ fn hypervisor_starts_at_el2_and_reports_the_host_platform() {
     }
     assert_eq!(out.verdict, Verdict::PoweredOff, "{}", out.summary());
 }
+
+/// With "placement anywhere" in its Image header, the hypervisor must run where a
+/// loader puts it: a copy whose header asks for text_offset 6 MiB is loaded by QEMU
+/// at RAM + 6 MiB (not the link address), relocates itself and boots the guest.
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn hypervisor_relocates_itself_when_loaded_away_from_its_link_address() {
+    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
+    let bin = std::env::var_os(qemu::env::HYPERVISOR_BIN)
+        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN));
+    let mut image = std::fs::read(&bin).unwrap_or_else(|e| panic!("reading the hypervisor: {e}"));
+    image[8..16].copy_from_slice(&0x60_0000u64.to_le_bytes());
+    let moved = std::env::temp_dir().join(format!("hypervisor-at-6m-{}.bin", std::process::id()));
+    std::fs::write(&moved, &image).unwrap_or_else(|e| panic!("writing the copy: {e}"));
+    cfg.mode = qemu::Mode::Hypervisor(moved.clone());
+    cfg.timeout = Some(boot_timeout());
+    cfg.exec = Some("exit 0".to_string());
+    cfg.echo = false;
+    let out = qemu::run(&cfg);
+    let _ = std::fs::remove_file(&moved);
+    let out = out.unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    assert!(
+        out.console
+            .iter()
+            .any(|l| l.starts_with("[hv] loaded at 0x40600000 (linked at 0x40200000)")),
+        "no relocation line; last 30 console lines:\n{}",
+        out.tail(30)
+    );
+    expect_powered_off(&out);
+}
