@@ -117,6 +117,36 @@ pub fn check_debian_tools() -> Result<()> {
     Ok(())
 }
 
+/// Installs the Rust target `triple` with rustup when it is missing (the
+/// toolchain file lists it, but an already-installed toolchain does not get
+/// new targets by itself).
+pub fn ensure_rust_target(triple: &str) -> Result<()> {
+    let Ok(out) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(crate::paths::workspace_root())
+        .output()
+    else {
+        // No rustup: the toolchain's provider is responsible for the target.
+        return Ok(());
+    };
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == triple)
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the Rust target {triple}");
+    let status = Command::new("rustup")
+        .args(["target", "add", triple])
+        .current_dir(crate::paths::workspace_root())
+        .status()
+        .context(|| "rustup target add".to_string())?;
+    if !status.success() {
+        return Err(Error(format!("rustup target add {triple} failed")));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,34 +177,4 @@ mod tests {
         let once = add_suite(SOURCES, "bookworm", "bookworm-backports").expect("changed");
         assert_eq!(add_suite(&once, "bookworm", "bookworm-backports"), None);
     }
-}
-
-/// Installs the Rust target `triple` with rustup when it is missing (the
-/// toolchain file lists it, but an already-installed toolchain does not get
-/// new targets by itself).
-pub fn ensure_rust_target(triple: &str) -> Result<()> {
-    let Ok(out) = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .current_dir(crate::paths::workspace_root())
-        .output()
-    else {
-        // No rustup: the toolchain's provider is responsible for the target.
-        return Ok(());
-    };
-    if String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.trim() == triple)
-    {
-        return Ok(());
-    }
-    eprintln!("xtask: installing the Rust target {triple}");
-    let status = Command::new("rustup")
-        .args(["target", "add", triple])
-        .current_dir(crate::paths::workspace_root())
-        .status()
-        .context(|| "rustup target add".to_string())?;
-    if !status.success() {
-        return Err(Error(format!("rustup target add {triple} failed")));
-    }
-    Ok(())
 }
