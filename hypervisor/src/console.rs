@@ -13,6 +13,11 @@ const FR: usize = 0x018;
 const FR_TXFF: u32 = 1 << 5;
 /// UARTFR.RXFE.
 const FR_RXFE: u32 = 1 << 4;
+/// UARTCR and its UARTEN, TXE, RXE bits.
+const CR: usize = 0x030;
+const CR_UARTEN: u32 = 1 << 0;
+const CR_TXE: u32 = 1 << 8;
+const CR_RXE: u32 = 1 << 9;
 /// UARTIMSC.
 const IMSC: usize = 0x038;
 /// UARTICR.
@@ -71,10 +76,15 @@ impl Pl011 {
         self.at_line_start = b == b'\n';
     }
 
-    /// Enables the receive interrupts (the hypervisor forwards input to the guest).
+    /// Enables the receiver and its interrupts (the hypervisor forwards input to
+    /// the guest); firmware may have left the UART with only the transmitter on.
     pub fn enable_rx_interrupts(&mut self) {
         // SAFETY: as for `put`.
-        unsafe { core::ptr::write_volatile(self.reg(IMSC), RX_INTERRUPTS) };
+        unsafe {
+            let cr = core::ptr::read_volatile(self.reg(CR));
+            core::ptr::write_volatile(self.reg(CR), cr | CR_UARTEN | CR_TXE | CR_RXE);
+            core::ptr::write_volatile(self.reg(IMSC), RX_INTERRUPTS);
+        }
     }
 
     /// Takes one received byte, if any.

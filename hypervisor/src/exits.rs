@@ -242,10 +242,11 @@ fn sync_exit(vm: &mut Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Nex
 
 fn irq_exit(vm: &mut Vm, cpu: usize, kick: &mut Kick) {
     let uart_intid = HOST_IRQS.get().map_or(u32::MAX, |h| h.uart_intid);
-    loop {
+    // Bounded: an interrupt that stays asserted must not keep this CPU at EL2.
+    for _ in 0..64 {
         let intid = gic::ack();
         if intid >= 1020 {
-            break;
+            return;
         }
         vm.stats.irq += 1;
         gic::eoi(intid);
@@ -259,16 +260,23 @@ fn irq_exit(vm: &mut Vm, cpu: usize, kick: &mut Kick) {
             let mut c = CONSOLE.lock();
             if let Some(c) = c.as_mut() {
                 while let Some(b) = c.getc() {
+                    vm.stats.console_input += 1;
                     vm.uart.push_rx(b);
                 }
             }
             drop(c);
             kick.0 |= vm.update_uart_line().0;
         }
-        // The maintenance interrupt and kicks need nothing more: the list registers
-        // are refreshed on the way back to the guest.
+        if intid == MAINTENANCE_INTID {
+            // Level-sensitive: asserted until the list registers that caused it
+            // (completed level entries, underflow) are dealt with.
+            refresh_lrs(vm, cpu);
+        }
+        // Kicks need nothing more: the list registers are refreshed on the way
+        // back to the guest.
         gic::deactivate(intid);
     }
+    vm.stats.irq_storms += 1;
 }
 
 /// Moves interrupts between the vGIC and this CPU's list registers.
@@ -363,10 +371,10 @@ fn shutdown(
     semihosting: bool,
 ) -> ! {
     hvln!(
-        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} hvc {} smc {} sgi {} sysreg {} irq {} other {}",
+        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} hvc {} smc {} sgi {} sysreg {} irq {} (storms {}) other {}; console input {} bytes",
         if code == 0 { "powered off" } else { "reset" },
         s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.hvc, s.smc, s.sgi,
-        s.sysreg_other, s.irq, s.other
+        s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input
     );
     hvln!("vgic: {v:?}");
     power_off(code, semihosting)

@@ -55,6 +55,10 @@ pub struct ExitStats {
     pub sysreg_other: u64,
     /// Physical interrupts taken while the guest ran.
     pub irq: u64,
+    /// Exits that left interrupts pending after 64 acknowledgements.
+    pub irq_storms: u64,
+    /// Bytes of host console input given to the guest's UART.
+    pub console_input: u64,
     /// Instruction aborts and other exception classes (an exception was injected).
     pub other: u64,
 }

@@ -78,6 +78,9 @@ pub struct RunConfig {
     pub echo: bool,
     /// Pass our stdin to the guest console.
     pub interactive: bool,
+    /// Type these bytes on the guest console once a console line contains the
+    /// marker (tests of console input).
+    pub input: Option<(String, Vec<u8>)>,
 }
 
 impl RunConfig {
@@ -95,6 +98,7 @@ impl RunConfig {
             timeout: None,
             echo: true,
             interactive: false,
+            input: None,
         }
     }
 }
@@ -469,6 +473,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutcome> {
         .stderr(Stdio::piped())
         .stdin(if cfg.interactive {
             Stdio::inherit()
+        } else if cfg.input.is_some() {
+            Stdio::piped()
         } else {
             Stdio::null()
         });
@@ -506,6 +512,22 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutcome> {
             }
         }
     });
+    if let (Some((marker, bytes)), Some(mut stdin)) = (cfg.input.clone(), child.stdin.take()) {
+        let cap = Arc::clone(&capture);
+        std::thread::spawn(move || loop {
+            let seen = cap
+                .lock()
+                .is_ok_and(|c| c.lines.iter().any(|l| l.contains(&marker)));
+            if seen {
+                let _ = stdin.write_all(&bytes);
+                let _ = stdin.flush();
+                // Keep stdin open until QEMU exits: EOF is not a keystroke.
+                std::thread::sleep(Duration::from_secs(3600));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        });
+    }
     let err_thread = std::thread::spawn(move || {
         let mut s = Vec::new();
         let _ = stderr.read_to_end(&mut s);
