@@ -25,16 +25,21 @@ const ICR: usize = 0x044;
 /// UARTIMSC.RXIM | RTIM.
 const RX_INTERRUPTS: u32 = (1 << 4) | (1 << 6);
 
-/// The PL011 base the host DT names: `/chosen/stdout-path`, else the first `arm,pl011`.
+/// The PL011 base the host DT names: `/chosen/stdout-path`, else the first `arm,pl011`
+/// (the console for reporting even a DT the `platform` crate refuses).
 pub fn find_pl011(fdt: &fdt::Fdt) -> Option<usize> {
-    let node = fdt
-        .chosen()
-        .stdout()
+    // Not `Fdt::chosen()`: it panics when /chosen is missing.
+    let stdout = fdt
+        .find_node("/chosen")
+        .and_then(|c| c.property("stdout-path"))
+        .and_then(|p| p.as_str())
+        .map(|s| s.split(':').next().unwrap_or(s))
+        .and_then(|p| fdt.find_node(p))
         .filter(|n| {
             n.compatible()
                 .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
-        })
-        .or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
+        });
+    let node = stdout.or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
     let reg = node.reg()?.next()?;
     Some(reg.starting_address as usize)
 }

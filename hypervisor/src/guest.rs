@@ -41,33 +41,12 @@ pub struct HostPlatform {
     pub dtb: (u64, u64),
 }
 
-fn be_cells(v: &[u8], cells: usize, i: usize) -> Option<u64> {
-    let mut x = 0u64;
-    for c in 0..cells {
-        let o = (i * cells + c) * 4;
-        let b = v.get(o..o + 4)?;
-        x = (x << 32) | u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    }
-    Some(x)
-}
-
 impl HostPlatform {
-    /// Reads the host DT; the error names the node or property at fault.
-    pub fn from_fdt(fdt: &fdt::Fdt<'_>, dtb: usize, dtb_size: usize) -> Result<Self, String> {
-        let memory: Vec<(u64, u64)> = fdt
-            .memory()
-            .regions()
-            .filter_map(|r| Some((r.starting_address as u64, r.size? as u64)))
-            .collect();
-        if memory.is_empty() {
-            return Err("/memory: no `reg`".into());
-        }
+    /// The boot view of the parsed host platform: the boot CPU first, the guest
+    /// kernel required. The error names the node at fault.
+    pub fn new(p: &platform::Platform, dtb: usize, dtb_size: usize) -> Result<Self, String> {
         let me = crate::sysreg::mpidr_affinity();
-        let mut cpus: Vec<u64> = Vec::new();
-        for c in fdt.cpus() {
-            let id = c.ids().first() as u64;
-            cpus.push(id & 0xff_00ff_ffff);
-        }
+        let mut cpus: Vec<u64> = p.cpus.iter().map(|c| c.mpidr).collect();
         if !cpus.contains(&me) {
             return Err(alloc::format!(
                 "/cpus: no CPU with this CPU's MPIDR {me:#x}"
@@ -75,79 +54,23 @@ impl HostPlatform {
         }
         cpus.retain(|&c| c != me);
         cpus.insert(0, me);
-        let gic = fdt
-            .find_compatible(&["arm,gic-v3"])
-            .ok_or("no `arm,gic-v3` node")?;
-        let mut regs = gic.reg().ok_or("/intc: property `reg` missing")?;
-        let d = regs.next().ok_or("GICv3 `reg`: no GICD region")?;
-        let r = regs.next().ok_or("GICv3 `reg`: no GICR region")?;
-        let uart_node = fdt
-            .chosen()
-            .stdout()
-            .filter(|n| {
-                n.compatible()
-                    .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
-            })
-            .or_else(|| fdt.find_compatible(&["arm,pl011"]))
-            .ok_or("no `arm,pl011` node")?;
-        let uart = uart_node
-            .reg()
-            .and_then(|mut r| r.next())
-            .ok_or("PL011: property `reg` missing")?
-            .starting_address as u64;
-        let irq = uart_node
-            .property("interrupts")
-            .ok_or("PL011: property `interrupts` missing")?
-            .value;
-        let (ty, num) = (be_cells(irq, 1, 0), be_cells(irq, 1, 1));
-        let uart_intid = match (ty, num) {
-            (Some(0), Some(n)) => 32 + n as u32,
-            (Some(1), Some(n)) => 16 + n as u32,
-            _ => return Err("PL011: property `interrupts` is not a GIC SPI/PPI".into()),
-        };
-        let mut kernel = None;
-        let mut ramdisk = None;
-        if let Some(chosen) = fdt.find_node("/chosen") {
-            for m in chosen.children() {
-                let Some(compat) = m.compatible() else {
-                    continue;
-                };
-                if !compat.all().any(|c| c == "multiboot,module") {
-                    continue;
-                }
-                // QEMU's guest-loader writes 2 address + 2 size cells without saying so
-                // in /chosen (whose defaults would be 2 + 1): read them as the root's.
-                let reg = m.property("reg").map(|p| p.value).unwrap_or(&[]);
-                let (Some(a), Some(s)) = (be_cells(reg, 2, 0), be_cells(reg, 2, 1)) else {
-                    return Err(alloc::format!(
-                        "/chosen/{}: property `reg` too short",
-                        m.name
-                    ));
-                };
-                if compat.all().any(|c| c == "multiboot,kernel") {
-                    let args = m
-                        .property("bootargs")
-                        .and_then(|p| p.as_str())
-                        .unwrap_or("")
-                        .to_string();
-                    if kernel.replace((a, s, args)).is_some() {
-                        return Err("/chosen: two `multiboot,kernel` modules".into());
-                    }
-                } else if compat.all().any(|c| c == "multiboot,ramdisk") {
-                    ramdisk = Some((a, s));
-                }
-            }
-        }
-        let kernel = kernel.ok_or("/chosen: no `multiboot,kernel` module (the guest kernel)")?;
+        let k = p
+            .kernel()
+            .ok_or("/chosen: no `multiboot,kernel` module (the guest kernel)")?;
+        let gicr = p.gic.gicr.first().ok_or("GICv3: no redistributor region")?;
         Ok(HostPlatform {
-            memory,
+            memory: p.memory.iter().map(|r| (r.base, r.size)).collect(),
             cpus,
-            gicd: d.starting_address as u64,
-            gicr: (r.starting_address as u64, r.size.unwrap_or(0) as u64),
-            uart,
-            uart_intid,
-            kernel,
-            ramdisk,
+            gicd: p.gic.gicd.base,
+            gicr: (gicr.base, gicr.size),
+            uart: p.uart.regs.base,
+            uart_intid: p.uart.intid,
+            kernel: (
+                k.region.base,
+                k.region.size,
+                k.bootargs.clone().unwrap_or_default(),
+            ),
+            ramdisk: p.ramdisk().map(|r| (r.region.base, r.region.size)),
             dtb: (dtb as u64, dtb_size as u64),
         })
     }
@@ -160,7 +83,14 @@ impl HostPlatform {
         hvln!("cpus {}", self.cpus.len());
         hvln!("gicv3 gicd {:#x} gicr {:#x}", self.gicd, self.gicr.0);
         hvln!("pl011 {:#x} intid {}", self.uart, self.uart_intid);
-        hvln!("psci method smc");
+        hvln!(
+            "psci method {}",
+            if crate::PSCI_HVC.load(core::sync::atomic::Ordering::Relaxed) {
+                "hvc"
+            } else {
+                "smc"
+            }
+        );
         hvln!(
             "module multiboot,kernel at {:#x} size {:#x}",
             self.kernel.0,

@@ -51,8 +51,14 @@ static EL2_TABLES: spin::Once<mmu::El2Tables> = spin::Once::new();
 /// Physical CPUs that finished their set-up.
 static CPUS_READY: AtomicUsize = AtomicUsize::new(0);
 
-/// An SMC to the firmware (PSCI), returning x0.
+/// The host firmware's PSCI conduit is HVC (we run nested), not SMC.
+pub static PSCI_HVC: AtomicBool = AtomicBool::new(false);
+
+/// A PSCI call to the firmware over its conduit, returning x0.
 pub fn smc(x0: u64, x1: u64, x2: u64, x3: u64) -> u64 {
+    if PSCI_HVC.load(Ordering::Relaxed) {
+        return hvc(x0, x1, x2, x3);
+    }
     let mut r0 = x0;
     // SAFETY: SMCCC call to the firmware; it clobbers at most x0-x17, declared here.
     unsafe {
@@ -72,13 +78,43 @@ pub fn smc(x0: u64, x1: u64, x2: u64, x3: u64) -> u64 {
     r0
 }
 
+fn hvc(x0: u64, x1: u64, x2: u64, x3: u64) -> u64 {
+    let mut r0 = x0;
+    // SAFETY: SMCCC call to the firmware; it clobbers at most x0-x17, declared here.
+    unsafe {
+        core::arch::asm!(
+            "hvc #0",
+            inout("x0") r0,
+            inout("x1") x1 => _,
+            inout("x2") x2 => _,
+            inout("x3") x3 => _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _,
+            options(nostack)
+        )
+    };
+    r0
+}
+
 /// The Rust entry point, on the boot CPU at EL2, with the host DTB address.
 #[no_mangle]
 extern "C" fn rust_main(dtb: usize) -> ! {
-    // SAFETY: firmware (QEMU, U-Boot) passes a valid flattened device tree in x0,
-    // mapped (the MMU is off) and left untouched while we read it.
-    let fdt = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) };
-    let Ok(fdt) = fdt else {
+    // SAFETY: firmware (QEMU, U-Boot) passes a flattened device tree in x0, 8-byte
+    // aligned and mapped (the MMU is off); its header's totalsize bounds it.
+    let dtb_size = unsafe {
+        if core::ptr::read_volatile(dtb as *const u32) != 0xedfe_0dd0 {
+            semihosting::exit(2)
+        }
+        u32::from_be(core::ptr::read_volatile((dtb + 4) as *const u32)) as usize
+    };
+    if !(40..=(16 << 20)).contains(&dtb_size) {
+        semihosting::exit(2)
+    }
+    // SAFETY: as above; nothing writes the DT while the hypervisor reads it.
+    let dtb_bytes = unsafe { core::slice::from_raw_parts(dtb as *const u8, dtb_size) };
+    let Ok(fdt) = fdt::Fdt::new(dtb_bytes) else {
         // No DT means no console to say so on; stop as a fault.
         semihosting::exit(2)
     };
@@ -87,7 +123,11 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     };
     // SAFETY: the base comes from the host DT's PL011 node; nothing else drives it.
     *console::CONSOLE.lock() = Some(unsafe { console::Pl011::new(uart) });
-    let bootargs = fdt.chosen().bootargs().unwrap_or("");
+    let bootargs = fdt
+        .find_node("/chosen")
+        .and_then(|c| c.property("bootargs"))
+        .and_then(|p| p.as_str())
+        .unwrap_or("");
     let semihosting = bootargs.split_whitespace().any(|a| a == "semihosting");
     SEMIHOSTING.store(semihosting, Ordering::Relaxed);
     let level = bootargs
@@ -111,12 +151,28 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             .init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE)
     };
 
-    let dtb_size = fdt.total_size();
-    let host = match guest::HostPlatform::from_fdt(&fdt, dtb, dtb_size) {
+    let plat = match platform::parse(dtb_bytes) {
+        Ok(p) => p,
+        Err(e) => exits::fatal(&alloc::format!("host device tree: {e}")),
+    };
+    PSCI_HVC.store(plat.psci == platform::PsciConduit::Hvc, Ordering::Relaxed);
+    let host = match guest::HostPlatform::new(&plat, dtb, dtb_size) {
         Ok(h) => h,
         Err(e) => exits::fatal(&alloc::format!("host device tree: {e}")),
     };
     host.report();
+    for h in &plat.pcie {
+        hvln!(
+            "host PCIe {} ({}) buses {:#x}-{:#x}: recorded, not shown to the guest",
+            h.node,
+            h.compatible,
+            h.bus_range.0,
+            h.bus_range.1
+        );
+    }
+    for s in &plat.smmus {
+        hvln!("host SMMUv3 {} at {:#x}: recorded", s.node, s.regs.base);
+    }
 
     let tables = match mmu::El2Tables::new(&host.memory) {
         Ok(t) => t,

@@ -1,0 +1,366 @@
+use super::*;
+use vm_fdt::FdtWriter;
+
+const QEMU_VIRT: &[u8] = include_bytes!("../tests/data/qemu-virt-gicv3.dtb");
+const QEMU_MODULES_SMMU: &[u8] = include_bytes!("../tests/data/qemu-virt-modules-smmuv3.dtb");
+
+#[test]
+fn qemu_virt_gicv3_platform_is_read() {
+    let p = parse(QEMU_VIRT).expect("valid");
+    assert_eq!(
+        p.memory,
+        [Region {
+            base: 0x4000_0000,
+            size: 0x4000_0000
+        }]
+    );
+    assert_eq!(p.cpus, [Cpu { mpidr: 0 }, Cpu { mpidr: 1 }]);
+    assert_eq!(
+        p.gic.gicd,
+        Region {
+            base: 0x0800_0000,
+            size: 0x1_0000
+        }
+    );
+    assert_eq!(p.gic.gicr[0].base, 0x080a_0000);
+    assert_eq!(p.gic.maintenance_intid, Some(25));
+    assert_eq!(
+        p.timer,
+        Timer {
+            secure_phys: 29,
+            phys: 30,
+            virt: 27,
+            hyp: 26
+        }
+    );
+    assert_eq!(p.uart.regs.base, 0x0900_0000);
+    assert_eq!(p.uart.intid, 33);
+    assert_eq!(p.uart.node, "/pl011@9000000");
+    assert_eq!(p.psci, PsciConduit::Smc);
+    assert!(p.modules.is_empty());
+    assert!(p.smmus.is_empty());
+}
+
+#[test]
+fn qemu_pcie_host_bridge_is_recorded_with_its_windows() {
+    let p = parse(QEMU_MODULES_SMMU).expect("valid");
+    let h = &p.pcie[0];
+    assert_eq!(h.compatible, "pci-host-ecam-generic");
+    assert_eq!(
+        h.config,
+        Some(Region {
+            base: 0x40_1000_0000,
+            size: 0x1000_0000
+        })
+    );
+    assert_eq!(h.bus_range, (0, 255));
+    assert_eq!(h.segment, Some(0));
+    assert!(h
+        .ranges
+        .iter()
+        .any(|r| r.space == PciSpace::Io && r.cpu_addr == 0x3eff_0000));
+    assert!(h
+        .ranges
+        .iter()
+        .any(|r| r.space == PciSpace::Mem32 && r.cpu_addr == 0x1000_0000 && r.size == 0x2eff_0000));
+    assert!(h
+        .ranges
+        .iter()
+        .any(|r| r.space == PciSpace::Mem64 && r.cpu_addr == 0x80_0000_0000));
+}
+
+#[test]
+fn smmuv3_is_recorded() {
+    let p = parse(QEMU_MODULES_SMMU).expect("valid");
+    assert_eq!(p.smmus.len(), 1);
+    assert_eq!(
+        p.smmus[0].regs,
+        Region {
+            base: 0x0905_0000,
+            size: 0x2_0000
+        }
+    );
+}
+
+#[test]
+fn guest_loader_modules_are_read_with_the_roots_cells() {
+    let p = parse(QEMU_MODULES_SMMU).expect("valid");
+    let k = p.kernel().expect("kernel");
+    assert_eq!(
+        k.region,
+        Region {
+            base: 0x4a00_0000,
+            size: 3
+        }
+    );
+    assert_eq!(k.bootargs.as_deref(), Some("console=ttyAMA0 panic=-1"));
+    assert_eq!(
+        p.ramdisk().expect("ramdisk").region,
+        Region {
+            base: 0x4c00_0000,
+            size: 3
+        }
+    );
+    assert_eq!(p.cpus.len(), 4);
+}
+
+/// A minimal platform built with vm-fdt; `skip` leaves out a node or property.
+fn synthetic(skip: &str, tweak: &str) -> Vec<u8> {
+    let mut w = FdtWriter::new().expect("writer");
+    let root = w.begin_node("").expect("root");
+    w.property_u32("#address-cells", 2).expect("p");
+    w.property_u32("#size-cells", 2).expect("p");
+    if skip != "memory" {
+        let m = w.begin_node("memory@40000000").expect("n");
+        w.property_string("device_type", "memory").expect("p");
+        if skip != "memory-reg" {
+            w.property_array_u64("reg", &[0x4000_0000, 0x4000_0000])
+                .expect("p");
+        }
+        w.end_node(m).expect("e");
+    }
+    let c = w.begin_node("cpus").expect("n");
+    w.property_u32("#address-cells", 1).expect("p");
+    w.property_u32("#size-cells", 0).expect("p");
+    if skip != "cpu" {
+        let cpu = w.begin_node("cpu@0").expect("n");
+        w.property_string("device_type", "cpu").expect("p");
+        if skip != "cpu-reg" {
+            w.property_u32("reg", 0).expect("p");
+        }
+        w.end_node(cpu).expect("e");
+    }
+    w.end_node(c).expect("e");
+    if skip != "gic" {
+        let g = w.begin_node("intc@8000000").expect("n");
+        w.property_string("compatible", "arm,gic-v3").expect("p");
+        w.property_u32("#interrupt-cells", if tweak == "gic-cells" { 2 } else { 3 })
+            .expect("p");
+        if tweak == "gic-one-region" {
+            w.property_array_u64("reg", &[0x800_0000, 0x1_0000])
+                .expect("p");
+        } else {
+            w.property_array_u64("reg", &[0x800_0000, 0x1_0000, 0x80a_0000, 0xf6_0000])
+                .expect("p");
+        }
+        w.end_node(g).expect("e");
+    }
+    if skip != "timer" {
+        let t = w.begin_node("timer").expect("n");
+        w.property_string("compatible", "arm,armv8-timer")
+            .expect("p");
+        w.property_array_u32("interrupts", &[1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4])
+            .expect("p");
+        w.end_node(t).expect("e");
+    }
+    if skip != "uart" {
+        let u = w.begin_node("pl011@9000000").expect("n");
+        w.property_string("compatible", "arm,pl011").expect("p");
+        w.property_array_u64("reg", &[0x900_0000, 0x1000])
+            .expect("p");
+        if skip != "uart-interrupts" {
+            w.property_array_u32("interrupts", &[0, 1, 4]).expect("p");
+        }
+        w.end_node(u).expect("e");
+    }
+    if skip != "psci" {
+        let p = w.begin_node("psci").expect("n");
+        w.property_string("compatible", "arm,psci-1.0").expect("p");
+        if tweak != "psci-no-method" {
+            w.property_string("method", if tweak == "psci-bad" { "svc" } else { "smc" })
+                .expect("p");
+        }
+        w.end_node(p).expect("e");
+    }
+    let ch = w.begin_node("chosen").expect("n");
+    let module = |w: &mut FdtWriter, name: &str, kind: &str, base: u64, size: u64| {
+        let m = w.begin_node(name).expect("n");
+        w.property_string_list("compatible", vec!["multiboot,module".into(), kind.into()])
+            .expect("p");
+        w.property_array_u64("reg", &[base, size]).expect("p");
+        w.end_node(m).expect("e");
+    };
+    match tweak {
+        "modules-overlap" => {
+            module(
+                &mut w,
+                "module@4a000000",
+                "multiboot,kernel",
+                0x4a00_0000,
+                0x20_0000,
+            );
+            module(
+                &mut w,
+                "module@4a100000",
+                "multiboot,ramdisk",
+                0x4a10_0000,
+                0x10_0000,
+            );
+        }
+        "module-outside-ram" => module(
+            &mut w,
+            "module@90000000",
+            "multiboot,kernel",
+            0x9000_0000,
+            0x1000,
+        ),
+        "two-kernels" => {
+            module(
+                &mut w,
+                "module@4a000000",
+                "multiboot,kernel",
+                0x4a00_0000,
+                0x1000,
+            );
+            module(
+                &mut w,
+                "module@4b000000",
+                "multiboot,kernel",
+                0x4b00_0000,
+                0x1000,
+            );
+        }
+        _ => module(
+            &mut w,
+            "module@4a000000",
+            "multiboot,kernel",
+            0x4a00_0000,
+            0x1000,
+        ),
+    }
+    w.end_node(ch).expect("e");
+    w.end_node(root).expect("e");
+    w.finish().expect("finish")
+}
+
+fn error_of(skip: &str, tweak: &str) -> String {
+    parse(&synthetic(skip, tweak))
+        .expect_err("must be refused")
+        .to_string()
+}
+
+#[test]
+fn synthetic_platform_is_accepted() {
+    let p = parse(&synthetic("", "")).expect("valid");
+    assert_eq!(p.kernel().map(|k| k.region.base), Some(0x4a00_0000));
+}
+
+#[test]
+fn missing_memory_is_named() {
+    assert_eq!(
+        error_of("memory", ""),
+        "/memory: no memory node with a non-empty `reg`"
+    );
+}
+
+#[test]
+fn memory_without_reg_is_named() {
+    assert_eq!(
+        error_of("memory-reg", ""),
+        "/memory@40000000: property `reg` missing"
+    );
+}
+
+#[test]
+fn no_cpu_is_named() {
+    assert_eq!(error_of("cpu", ""), "/cpus: no CPU node");
+}
+
+#[test]
+fn cpu_without_reg_is_named() {
+    assert_eq!(
+        error_of("cpu-reg", ""),
+        "/cpus/cpu@0: property `reg` missing"
+    );
+}
+
+#[test]
+fn missing_gic_is_named() {
+    assert_eq!(
+        error_of("gic", ""),
+        "/: no `arm,gic-v3` interrupt controller"
+    );
+}
+
+#[test]
+fn gic_with_one_region_is_named() {
+    assert!(
+        error_of("", "gic-one-region").starts_with("/intc@8000000: property `reg` has 1 regions")
+    );
+}
+
+#[test]
+fn gic_interrupt_cells_other_than_three_are_refused() {
+    assert_eq!(
+        error_of("", "gic-cells"),
+        "/intc@8000000: property `#interrupt-cells` is not 3"
+    );
+}
+
+#[test]
+fn missing_timer_is_named() {
+    assert_eq!(error_of("timer", ""), "/timer: no `arm,armv8-timer` node");
+}
+
+#[test]
+fn missing_uart_is_named() {
+    assert_eq!(error_of("uart", ""), "/: no `arm,pl011` console");
+}
+
+#[test]
+fn uart_without_interrupts_is_named() {
+    assert_eq!(
+        error_of("uart-interrupts", ""),
+        "/pl011@9000000: property `interrupts` missing"
+    );
+}
+
+#[test]
+fn missing_psci_is_named() {
+    assert_eq!(error_of("psci", ""), "/psci: no PSCI node");
+}
+
+#[test]
+fn psci_without_method_is_named() {
+    assert_eq!(
+        error_of("", "psci-no-method"),
+        "/psci: property `method` missing"
+    );
+}
+
+#[test]
+fn psci_with_an_unknown_method_is_named() {
+    assert_eq!(
+        error_of("", "psci-bad"),
+        "/psci: property `method` is \"svc\", not smc or hvc"
+    );
+}
+
+#[test]
+fn overlapping_modules_are_refused() {
+    assert_eq!(
+        error_of("", "modules-overlap"),
+        "/chosen/module@4a100000: property `reg`: overlaps /chosen/module@4a000000"
+    );
+}
+
+#[test]
+fn module_outside_ram_is_refused() {
+    assert!(error_of("", "module-outside-ram").contains("is not in RAM"));
+}
+
+#[test]
+fn two_kernels_are_refused() {
+    assert_eq!(
+        error_of("", "two-kernels"),
+        "/chosen/module@4b000000: a second Kernel module"
+    );
+}
+
+#[test]
+fn garbage_is_not_a_device_tree() {
+    assert!(parse(&[0u8; 64])
+        .expect_err("garbage")
+        .to_string()
+        .starts_with("/: not a valid"));
+}
