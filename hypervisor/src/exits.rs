@@ -90,10 +90,137 @@ fn fault_ipa() -> u64 {
     ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (read_sysreg!("far_el2") & 0xfff)
 }
 
+/// The guest's SP for a base register 31: SP_EL1 in EL1h, else SP_EL0.
+fn guest_sp_is_el1() -> bool {
+    read_sysreg!("spsr_el2") & 0xf == 0b0101
+}
+
+fn guest_sp() -> u64 {
+    if guest_sp_is_el1() {
+        read_sysreg!("sp_el1")
+    } else {
+        read_sysreg!("sp_el0")
+    }
+}
+
+fn set_guest_sp(v: u64) {
+    if guest_sp_is_el1() {
+        write_sysreg!("sp_el1", v);
+    } else {
+        write_sysreg!("sp_el0", v);
+    }
+}
+
+/// The 32-bit instruction at guest VA `va` (stage 1 by the guest's own tables
+/// through AT, stage 2 through ours); `None` if unmapped or not RAM.
+fn fetch_guest_insn(vm: &Vm, va: u64) -> Option<u32> {
+    if va % 4 != 0 {
+        return None;
+    }
+    let saved = read_sysreg!("par_el1");
+    if from_el0() {
+        // SAFETY: AT only writes PAR_EL1, restored below.
+        unsafe { core::arch::asm!("at s1e0r, {}", in(reg) va, options(nostack)) };
+    } else {
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("at s1e1r, {}", in(reg) va, options(nostack)) };
+    }
+    crate::sysreg::isb();
+    let par = read_sysreg!("par_el1");
+    write_sysreg!("par_el1", saved);
+    if par & 1 != 0 {
+        return None;
+    }
+    let ipa = (par & 0x000f_ffff_ffff_f000) | (va & 0xfff);
+    let pa = vm.stage2.translate(ipa)?;
+    let ram = vm.layout.ram;
+    if !(ram.base..ram.base + ram.size).contains(&ipa) {
+        return None;
+    }
+    // SAFETY: `pa` is guest RAM (checked above), identity-mapped in our tables and
+    // 4-byte aligned; a racing guest write can only change the value read.
+    Some(unsafe { core::ptr::read_volatile(pa as *const u32) })
+}
+
+/// Emulates a trapped load/store whose syndrome is not valid by decoding the
+/// instruction (pairs, writeback, register offsets). False: inject an abort.
+fn emulate_without_syndrome(
+    vm: &mut Vm,
+    frame: &mut Frame,
+    da: &esr::DataAbort,
+    kick: &mut Kick,
+) -> bool {
+    use arch_emu::insn::{self, Decoded, Offset};
+    if da.far_not_valid {
+        return false;
+    }
+    let Some(word) = fetch_guest_insn(vm, read_sysreg!("elr_el2")) else {
+        return false;
+    };
+    let Decoded::LoadStore(ls) = insn::decode(word) else {
+        return false;
+    };
+    let rn = if ls.base == 31 {
+        guest_sp()
+    } else {
+        frame.reg(ls.base)
+    };
+    let rm = match ls.offset {
+        Offset::Reg { rm, .. } => frame.reg(rm),
+        Offset::Imm(_) => 0,
+    };
+    let ea = ls.effective_address(rn, rm);
+    let far = read_sysreg!("far_el2");
+    // FAR is the address of the transfer that faulted: the first, or the second of a pair.
+    let delta = far.wrapping_sub(ea);
+    if delta >= 16 {
+        return false;
+    }
+    let Some(ipa0) = fault_ipa().checked_sub(delta) else {
+        return false;
+    };
+    let mut loaded = [(0u8, 0u64); 2];
+    for (i, t) in ls.transfers.iter().flatten().enumerate() {
+        let ipa = ipa0 + u64::from(t.offset);
+        let value = (!ls.load).then(|| insn::apply_load(frame.reg(t.rt), ls.size, false, true));
+        match vm.mmio(ipa, ls.size, value, kick) {
+            Some(v) => {
+                if let Some(slot) = loaded.get_mut(i) {
+                    *slot = (
+                        t.rt,
+                        insn::apply_load(v, ls.size, ls.sign_extend, ls.dest_64),
+                    );
+                }
+            }
+            None => return false,
+        }
+    }
+    if ls.load {
+        for (i, t) in ls.transfers.iter().flatten().enumerate() {
+            if let Some(&(rt, v)) = loaded.get(i) {
+                debug_assert_eq!(rt, t.rt);
+                frame.set_reg(rt, v);
+            }
+        }
+    }
+    if let Some(nb) = ls.written_back_base(rn) {
+        if ls.base == 31 {
+            set_guest_sp(nb);
+        } else {
+            frame.set_reg(ls.base, nb);
+        }
+    }
+    advance_pc();
+    true
+}
+
 fn data_abort(vm: &mut Vm, frame: &mut Frame, da: esr::DataAbort, kick: &mut Kick) {
     if !da.isv {
         vm.stats.no_syndrome += 1;
-        inject_data_abort(da.write);
+        if !emulate_without_syndrome(vm, frame, &da, kick) {
+            vm.stats.injected_aborts += 1;
+            inject_data_abort(da.write);
+        }
         return;
     }
     let ipa = fault_ipa();
@@ -121,6 +248,7 @@ fn data_abort(vm: &mut Vm, frame: &mut Frame, da: esr::DataAbort, kick: &mut Kic
         }
         None => {
             vm.stats.unclaimed_mmio += 1;
+            vm.stats.injected_aborts += 1;
             log::debug!("unclaimed access at IPA {ipa:#x}");
             inject_data_abort(da.write);
         }
@@ -371,9 +499,9 @@ fn shutdown(
     semihosting: bool,
 ) -> ! {
     hvln!(
-        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} hvc {} smc {} sgi {} sysreg {} irq {} (storms {}) other {}; console input {} bytes",
+        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) hvc {} smc {} sgi {} sysreg {} irq {} (storms {}) other {}; console input {} bytes",
         if code == 0 { "powered off" } else { "reset" },
-        s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.hvc, s.smc, s.sgi,
+        s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.hvc, s.smc, s.sgi,
         s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input
     );
     hvln!("vgic: {v:?}");

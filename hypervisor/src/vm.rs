@@ -43,8 +43,10 @@ pub struct ExitStats {
     pub ecam: u64,
     /// Data aborts at addresses nothing emulates (an external abort was injected).
     pub unclaimed_mmio: u64,
-    /// Data aborts without a valid syndrome (an external abort was injected).
+    /// Data aborts without a valid syndrome (decoded from the instruction).
     pub no_syndrome: u64,
+    /// External aborts injected (nothing there, or an access not emulated).
+    pub injected_aborts: u64,
     /// HVC calls.
     pub hvc: u64,
     /// SMC calls.

@@ -5,6 +5,7 @@
 extern crate alloc;
 
 pub mod esr;
+pub mod insn;
 pub mod pl011;
 pub mod psci;
 pub mod vgic;
