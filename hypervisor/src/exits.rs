@@ -458,6 +458,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
         }
         Next::Park => {
             send_kicks(&vm, cpu, kick);
+            retire_lrs(&mut vm, cpu);
             drop(vm);
             park(cpu)
         }
@@ -469,6 +470,27 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
             shutdown(code, stats, vgic, semihosting)
         }
     }
+}
+
+/// A vCPU switched off leaves nothing in flight: hardware-linked entries give back
+/// their physical interrupt, every entry completes in the model (level lines are
+/// resampled), and the list registers and active priorities are cleared.
+fn retire_lrs(vm: &mut Vm, cpu: usize) {
+    let n = vm.lr_count.min(16);
+    let mut lrs = [0u64; 16];
+    for (i, lr) in lrs.iter_mut().enumerate().take(n) {
+        let v = gic::read_lr(i);
+        if v & arch_emu::vgic::lr::HW != 0 && arch_emu::vgic::lr::state(v) != 0 {
+            gic::deactivate(((v >> arch_emu::vgic::lr::PINTID_SHIFT) & 0x1fff) as u32);
+        }
+        *lr = v & !(3 << arch_emu::vgic::lr::STATE_SHIFT);
+    }
+    vm.vgic.fold(cpu, &mut lrs[..n]);
+    for i in 0..n {
+        gic::write_lr(i, 0);
+    }
+    gic::clear_active_priorities();
+    gic::write_ich_hcr(gic::ich_hcr::EN);
 }
 
 /// Waits at EL2 until this CPU's vCPU is switched on, then enters it.

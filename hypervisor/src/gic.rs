@@ -264,3 +264,11 @@ pub mod ich_hcr {
 pub fn write_ich_hcr(v: u64) {
     write_sysreg!("S3_4_C12_C11_0", v);
 }
+
+/// Clears the virtual active priorities (ICH_AP0R0_EL2, ICH_AP1R0_EL2): a vCPU
+/// starting afresh has no interrupt active.
+pub fn clear_active_priorities() {
+    write_sysreg!("S3_4_C12_C8_0", 0);
+    write_sysreg!("S3_4_C12_C9_0", 0);
+    isb();
+}

@@ -624,3 +624,20 @@ fn load_pair_on_an_emulated_device_is_decoded_and_emulated() {
     assert!(stats.contains("(aborts injected 0)"), "{stats}");
     assert!(!stats.contains("no-syndrome 0 "), "{stats}");
 }
+
+/// PSCI CPU_OFF, AFFINITY_INFO and CPU_ON again: CPU 1 goes offline and comes
+/// back, and its timer and IPIs still work (a task pinned there sleeps and runs).
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn cpu_one_goes_offline_and_comes_back() {
+    let out = boot(
+        "echo 0 >/sys/devices/system/cpu/cpu1/online; echo OFFLINE=$(cat /sys/devices/system/cpu/online)
+echo 1 >/sys/devices/system/cpu/cpu1/online; echo ONLINE=$(cat /sys/devices/system/cpu/online)
+taskset -c 1 sh -c 'sleep 0.3; read -r l </proc/self/stat; set -- $l; echo BACK-ON=${39}'",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    expect_powered_off(&out);
+    assert_eq!(tagged(&out, "OFFLINE"), ["0"], "{}", out.tail(30));
+    assert_eq!(tagged(&out, "ONLINE"), ["0-1"], "{}", out.tail(30));
+    assert_eq!(tagged(&out, "BACK-ON"), ["1"], "{}", out.tail(30));
+}
