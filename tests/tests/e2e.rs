@@ -56,6 +56,7 @@ fn expect_powered_off(out: &RunOutcome) {
 /// The shared boot: prints tagged lines the tests below parse.
 const CHECKS_SCRIPT: &str = r#"echo 1 >/proc/sys/kernel/printk
 echo NPROC=$(nproc)
+echo GICV3-LINES=$(grep -c GICv3 /proc/interrupts)
 read u0 x </proc/uptime; sleep 1; read u1 x </proc/uptime
 echo UPTIME-SLEEP=$u0,$u1
 grep IPI /proc/interrupts | sed 's/^/IPI-BEFORE:/'
@@ -120,6 +121,20 @@ fn two_cpus_are_online() {
         Some(n) => assert_eq!(*n, "2", "nproc"),
         None => fail(out, "no NPROC line"),
     }
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn interrupts_are_delivered_through_the_gicv3() {
+    let out = checks();
+    let n: Vec<u32> = tagged(out, "GICV3-LINES")
+        .iter()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    assert!(
+        n.len() == 1 && n[0] > 0,
+        "grep -c GICv3 /proc/interrupts gave {n:?}"
+    );
 }
 
 #[test]

@@ -20,6 +20,8 @@ use alloc::vec::Vec;
 pub const GICD_SIZE: u64 = 0x1_0000;
 /// Size of one vCPU's redistributor (RD_base + SGI_base).
 pub const GICR_FRAME_SIZE: u64 = 0x2_0000;
+/// Most list registers an implementation has (ICH_VTR_EL2.ListRegs is 4 bits).
+pub const MAX_LRS: usize = 16;
 /// Offset of SGI_base inside a redistributor.
 const SGI_BASE: u64 = 0x1_0000;
 
@@ -294,9 +296,11 @@ impl Vgic {
     /// A trapped ICC_SGI1R_EL1 write from vCPU `src`.
     pub fn write_sgi1r(&mut self, src: usize, value: u64) -> Kick {
         let intid = ((value >> 24) & 0xf) as u32;
-        let mut targets: Vec<usize> = Vec::new();
+        let mut targets = 0u64;
         if value & (1 << 40) != 0 {
-            targets.extend((0..self.redists.len()).filter(|&v| v != src));
+            for v in (0..self.redists.len().min(64)).filter(|&v| v != src) {
+                targets |= 1 << v;
+            }
         } else {
             let aff3 = (value >> 48) & 0xff;
             let aff2 = (value >> 32) & 0xff;
@@ -309,13 +313,13 @@ impl Vgic {
                 let aff0 = rs * 16 + bit;
                 let mpidr = (aff3 << 32) | (aff2 << 16) | (aff1 << 8) | aff0;
                 match self.vcpu_of(mpidr) {
-                    Some(v) => targets.push(v),
-                    None => self.stats.no_target = self.stats.no_target.saturating_add(1),
+                    Some(v) if v < 64 => targets |= 1 << v,
+                    _ => self.stats.no_target = self.stats.no_target.saturating_add(1),
                 }
             }
         }
         let mut kick = Kick::default();
-        for t in targets {
+        for t in (0..64usize).filter(|t| targets & (1 << t) != 0) {
             if let Some(irq) = self.irq_mut(t, intid) {
                 irq.latch = true;
             }
@@ -350,28 +354,50 @@ impl Vgic {
                 irq.latch = false;
             }
         }
-        let mut candidates: Vec<(u8, u32)> = Vec::new();
+        // The best eligible interrupts, as many as there are free entries, kept
+        // sorted by (priority, INTID) without allocating: this runs on every exit.
+        let free = lrs
+            .iter()
+            .filter(|l| lr::state(**l) == lr::INVALID)
+            .count()
+            .min(MAX_LRS);
+        let mut best = [(0u8, 0u32); MAX_LRS];
+        let mut n = 0usize;
+        let mut overflow = false;
+        let mut offer = |prio: u8, intid: u32| {
+            let key = (prio, intid);
+            let pos = best[..n].iter().position(|b| key < *b).unwrap_or(n);
+            if pos >= free {
+                overflow = true;
+                return;
+            }
+            if n == free {
+                overflow = true;
+            } else {
+                n += 1;
+            }
+            best.copy_within(pos..n - 1, pos + 1);
+            best[pos] = key;
+        };
         for intid in 0..32u32 {
             if let Some(irq) = self.irq(vcpu, intid) {
                 if !irq.in_lr && self.deliverable(irq) {
-                    candidates.push((irq.priority, intid));
+                    offer(irq.priority, intid);
                 }
             }
         }
         for (i, irq) in self.spis.iter().enumerate() {
-            let intid = 32 + i as u32;
             if !irq.in_lr && self.deliverable(irq) && self.vcpu_of(irq.route) == Some(vcpu) {
-                candidates.push((irq.priority, intid));
+                offer(irq.priority, 32 + i as u32);
             }
         }
-        candidates.sort_unstable();
-        let mut next = candidates.into_iter();
+        let mut next = best[..n].iter();
         for l in lrs.iter_mut() {
             if lr::state(*l) != lr::INVALID {
                 continue;
             }
-            let Some((_, intid)) = next.next() else {
-                return false;
+            let Some(&(_, intid)) = next.next() else {
+                break;
             };
             let Some(irq) = self.irq_mut(vcpu, intid) else {
                 continue;
@@ -392,7 +418,7 @@ impl Vgic {
             irq.lr_pending = true;
             *l = v;
         }
-        next.next().is_some()
+        overflow
     }
 
     /// Reads back `vcpu`'s list registers after it ran: completed (Invalid) entries
