@@ -169,56 +169,48 @@ pub fn build(host: &HostPlatform, semihosting: bool) -> Result<(Vm, u64, u64), S
     let (kaddr, klen, ref bootargs) = host.kernel;
     // SAFETY: the module lies in host RAM (identity-mapped) as the loader placed it.
     let kimg = unsafe { core::slice::from_raw_parts(kaddr as *const u8, klen as usize) };
-    let word = |o: usize| {
-        kimg.get(o..o + 8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map_or(0, u64::from_le_bytes)
-    };
-    let has_header = kimg.get(56..60) == Some(b"ARM\x64");
-    let (text_offset, footprint) = if has_header {
-        let image_size = word(16);
-        if image_size == 0 {
-            (0x80000, klen)
-        } else {
-            (word(8), image_size.max(klen))
-        }
-    } else {
-        (0x80000, klen)
-    };
-    let dtb_off = (ram_size - MIB2) & !(MIB2 - 1);
-    let kend = text_offset
-        .checked_add(footprint)
-        .ok_or("kernel too large")?;
-    if kend > dtb_off {
-        return Err(alloc::format!(
-            "kernel ({klen:#x} bytes) does not fit in guest RAM"
-        ));
-    }
-    copy_in(ram_pa + text_offset, kimg);
-    let entry = layout.ram.base + text_offset;
-
-    let mut initrd = None;
-    if let Some((ia, is)) = host.ramdisk {
-        let off = align_up(kend, MIB2);
-        if off + is > dtb_off {
-            return Err(alloc::format!(
-                "initrd ({is:#x} bytes) does not fit in guest RAM"
-            ));
-        }
+    let mut initrd_region = None;
+    // The DTB's size depends on the initrd's placement only through two 64-bit
+    // values: render once with a placeholder to size it.
+    let probe = layout
+        .render(&Chosen {
+            bootargs: bootargs.clone(),
+            initrd: host.ramdisk.map(|(_, s)| Region { base: 0, size: s }),
+        })
+        .map_err(|e| alloc::format!("guest DT: {e:?}"))?;
+    let place = guest_dt::boot::place(
+        ram_size,
+        kimg.get(..64).unwrap_or(kimg),
+        klen,
+        host.ramdisk.map(|(_, s)| s),
+        probe.len() as u64,
+    )
+    .map_err(|e| e.to_string())?;
+    copy_in(ram_pa + place.kernel, kimg);
+    let entry = layout.ram.base + place.kernel;
+    if let (Some((ia, is)), Some(off)) = (host.ramdisk, place.initrd) {
         // SAFETY: as for the kernel.
         let img = unsafe { core::slice::from_raw_parts(ia as *const u8, is as usize) };
         copy_in(ram_pa + off, img);
-        initrd = Some(Region {
+        initrd_region = Some(Region {
             base: layout.ram.base + off,
             size: is,
         });
     }
+    let initrd = initrd_region;
+    let dtb_off = place.dtb;
     let dtb = layout
         .render(&Chosen {
             bootargs: bootargs.clone(),
             initrd,
         })
         .map_err(|e| alloc::format!("guest DT: {e:?}"))?;
+    if dtb.len() as u64 > guest_dt::boot::MAX_DTB {
+        return Err(alloc::format!(
+            "guest DTB is {:#x} bytes, more than 2 MiB",
+            dtb.len()
+        ));
+    }
     copy_in(ram_pa + dtb_off, &dtb);
     let dtb_ipa = layout.ram.base + dtb_off;
     hvln!("guest kernel at IPA {entry:#x}, bootargs \"{bootargs}\"");

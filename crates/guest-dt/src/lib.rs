@@ -479,5 +479,7 @@ impl GuestLayout {
     }
 }
 
+pub mod boot;
+
 #[cfg(test)]
 mod tests;
