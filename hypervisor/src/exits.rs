@@ -453,7 +453,12 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
     };
     match next {
         Next::Resume => {
-            refresh_lrs(&mut vm, cpu);
+            // The list registers change only through an interrupt exit (timer,
+            // maintenance, kick) or a vGIC change for this vCPU (its Kick bit):
+            // most MMIO exits (the console's) skip the sixteen sysreg accesses.
+            if kind == 1 || kick.0 & (1u64 << cpu.min(63)) != 0 {
+                refresh_lrs(&mut vm, cpu);
+            }
             send_kicks(&vm, cpu, kick);
         }
         Next::Park => {

@@ -155,15 +155,6 @@ pub fn build(host: &HostPlatform, semihosting: bool) -> Result<(Vm, u64, u64), S
         .validate()
         .map_err(|e| alloc::format!("guest layout: {e:?}"))?;
     let mut stage2 = Stage2::new().map_err(|e| e.to_string())?;
-    stage2
-        .map(layout.ram.base, ram_pa, ram_size, S2Attr::Normal)
-        .map_err(|e| e.to_string())?;
-    hvln!(
-        "guest RAM IPA {:#x} size {:#x} at PA {ram_pa:#x}; IPA {} bits",
-        layout.ram.base,
-        ram_size,
-        stage2.ipa_bits()
-    );
 
     // The kernel: where its Image header says, else RAM + 0x80000 (QEMU -kernel's rule).
     let (kaddr, klen, ref bootargs) = host.kernel;
@@ -186,12 +177,54 @@ pub fn build(host: &HostPlatform, semihosting: bool) -> Result<(Vm, u64, u64), S
         probe.len() as u64,
     )
     .map_err(|e| e.to_string())?;
+    // Guest RAM: the carve-out, except that a page-aligned initrd module is mapped
+    // where the guest expects it instead of being copied (it becomes guest RAM).
+    let s2 = |e: crate::mmu::MmuError| e.to_string();
+    let in_place = match (host.ramdisk, place.initrd) {
+        (Some((ia, is)), Some(off)) if ia % 4096 == 0 => Some((ia, off, is.div_ceil(4096) * 4096)),
+        _ => None,
+    };
+    match in_place {
+        Some((ia, off, len)) => {
+            stage2
+                .map(layout.ram.base, ram_pa, off, S2Attr::Normal)
+                .map_err(s2)?;
+            stage2
+                .map(layout.ram.base + off, ia, len, S2Attr::Normal)
+                .map_err(s2)?;
+            let rest = off + len;
+            stage2
+                .map(
+                    layout.ram.base + rest,
+                    ram_pa + rest,
+                    ram_size - rest,
+                    S2Attr::Normal,
+                )
+                .map_err(s2)?;
+        }
+        None => stage2
+            .map(layout.ram.base, ram_pa, ram_size, S2Attr::Normal)
+            .map_err(s2)?,
+    }
+    hvln!(
+        "guest RAM IPA {:#x} size {:#x} at PA {ram_pa:#x}; IPA {} bits",
+        layout.ram.base,
+        ram_size,
+        stage2.ipa_bits()
+    );
     copy_in(ram_pa + place.kernel, kimg);
     let entry = layout.ram.base + place.kernel;
     if let (Some((ia, is)), Some(off)) = (host.ramdisk, place.initrd) {
-        // SAFETY: as for the kernel.
-        let img = unsafe { core::slice::from_raw_parts(ia as *const u8, is as usize) };
-        copy_in(ram_pa + off, img);
+        if in_place.is_some() {
+            hvln!(
+                "initrd mapped in place: PA {ia:#x} at IPA {:#x}",
+                layout.ram.base + off
+            );
+        } else {
+            // SAFETY: as for the kernel.
+            let img = unsafe { core::slice::from_raw_parts(ia as *const u8, is as usize) };
+            copy_in(ram_pa + off, img);
+        }
         initrd_region = Some(Region {
             base: layout.ram.base + off,
             size: is,
