@@ -300,6 +300,9 @@ fn configure_el2_for_guest(idx: usize) {
         // SMCR_EL2: FA64, EZT0, LEN max.
         write_sysreg!("S3_4_C1_C2_6", (1 << 31) | (1 << 30) | 0x1ff);
     }
+    // MDCR_EL2: the guest gets every PMU counter (HPMN = PMCR_EL0.N) and no debug
+    // or PMU access traps (the reset value is UNKNOWN on hardware).
+    write_sysreg!("mdcr_el2", (read_sysreg!("pmcr_el0") >> 11) & 0x1f);
     // CNTHCTL_EL2: EL1 may read the physical counter and use the physical timer.
     write_sysreg!("cnthctl_el2", 0b11);
     write_sysreg!("cntvoff_el2", 0);

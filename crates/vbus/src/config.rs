@@ -209,6 +209,13 @@ impl ConfigSpace {
     }
 
     fn set_mask(mask: &mut [u8; CONFIG_SPACE_SIZE], offset: u16, size: u8, bits: u32) {
+        // Device models declare masks at construction, never from guest input: a
+        // size other than 1/2/4 or an offset past the end is a model bug, caught
+        // by every debug build (tests) and ignored in release.
+        debug_assert!(
+            in_range(offset, size),
+            "mask for {offset:#x}/{size} is not a 1-, 2- or 4-byte register in config space"
+        );
         if !in_range(offset, size) {
             return;
         }
