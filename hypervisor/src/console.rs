@@ -134,13 +134,8 @@ pub fn hv_line(args: core::fmt::Arguments<'_>) {
     }
 }
 
-/// `println!` for the hypervisor's own lines.
-macro_rules! hvln {
-    ($($t:tt)*) => { $crate::console::hv_line(format_args!($($t)*)) };
-}
-pub(crate) use hvln;
-
-/// The `log` backend: `[hv] LEVEL message` on the host console.
+/// The `log` backend: every hypervisor line is `[hv] message` (`[hv] LEVEL message`
+/// for levels other than info) on the host console.
 pub struct Logger;
 
 impl log::Log for Logger {
@@ -149,7 +144,11 @@ impl log::Log for Logger {
     }
     fn log(&self, r: &log::Record<'_>) {
         if self.enabled(r.metadata()) {
-            hv_line(format_args!("{:<5} {}", r.level(), r.args()));
+            if r.level() == log::Level::Info {
+                hv_line(*r.args());
+            } else {
+                hv_line(format_args!("{} {}", r.level(), r.args()));
+            }
         }
     }
     fn flush(&self) {}

@@ -5,7 +5,7 @@ use arch_emu::esr::{self, Exit};
 use arch_emu::psci::{self, Call};
 use arch_emu::vgic::Kick;
 
-use crate::console::{hvln, CONSOLE};
+use crate::console::CONSOLE;
 use crate::entry::{cpu_index, run_guest, Frame};
 use crate::gic;
 use crate::sysreg::{read_sysreg, sev, wfe, write_sysreg};
@@ -525,13 +525,13 @@ fn shutdown(
     v: arch_emu::vgic::VgicStats,
     semihosting: bool,
 ) -> ! {
-    hvln!(
+    log::info!(
         "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) hvc {} smc {} sgi {} sysreg {} irq {} (storms {}) other {}; console input {} bytes",
         if code == 0 { "powered off" } else { "reset" },
         s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.hvc, s.smc, s.sgi,
         s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input
     );
-    hvln!("vgic: {v:?}");
+    log::info!("vgic: {v:?}");
     power_off(code, semihosting)
 }
 
@@ -553,7 +553,7 @@ pub fn power_off(code: i32, semihosting: bool) -> ! {
 
 /// A hypervisor error that cannot be recovered: report and stop with status 2.
 pub fn fatal(msg: &str) -> ! {
-    hvln!("fatal: {msg}");
+    log::error!("fatal: {msg}");
     power_off(
         2,
         crate::SEMIHOSTING.load(core::sync::atomic::Ordering::Relaxed),
@@ -566,7 +566,7 @@ extern "C" fn hv_fault(frame: &mut Frame, kind: u64) -> ! {
     // Do not wait for a lock a faulting path may hold.
     // SAFETY: the console lock may be held by this CPU; force it so the report gets out.
     unsafe { CONSOLE.force_unlock() };
-    hvln!(
+    crate::console::hv_line(format_args!(
         "EL2 exception kind {kind}: ESR {:#x} ELR {:#x} FAR {:#x} x0 {:#x} x30 {:#x} cpu {}",
         read_sysreg!("esr_el2"),
         read_sysreg!("elr_el2"),
@@ -574,7 +574,7 @@ extern "C" fn hv_fault(frame: &mut Frame, kind: u64) -> ! {
         frame.x[0],
         frame.x[30],
         cpu_index()
-    );
+    ));
     power_off(
         2,
         crate::SEMIHOSTING.load(core::sync::atomic::Ordering::Relaxed),

@@ -9,7 +9,6 @@ use arch_emu::pl011::Pl011;
 use arch_emu::vgic::Vgic;
 use guest_dt::{Chosen, GuestLayout, Region};
 
-use crate::console::hvln;
 use crate::entry::MAX_CPUS;
 use crate::mmu::{S2Attr, Stage2};
 use crate::sysreg::clean_dcache_range;
@@ -78,12 +77,12 @@ impl HostPlatform {
     /// Prints the host platform on `[hv]` lines.
     pub fn report(&self) {
         for (b, s) in &self.memory {
-            hvln!("memory {b:#x} size {s:#x}");
+            log::info!("memory {b:#x} size {s:#x}");
         }
-        hvln!("cpus {}", self.cpus.len());
-        hvln!("gicv3 gicd {:#x} gicr {:#x}", self.gicd, self.gicr.0);
-        hvln!("pl011 {:#x} intid {}", self.uart, self.uart_intid);
-        hvln!(
+        log::info!("cpus {}", self.cpus.len());
+        log::info!("gicv3 gicd {:#x} gicr {:#x}", self.gicd, self.gicr.0);
+        log::info!("pl011 {:#x} intid {}", self.uart, self.uart_intid);
+        log::info!(
             "psci method {}",
             if crate::PSCI_HVC.load(core::sync::atomic::Ordering::Relaxed) {
                 "hvc"
@@ -91,13 +90,13 @@ impl HostPlatform {
                 "smc"
             }
         );
-        hvln!(
+        log::info!(
             "module multiboot,kernel at {:#x} size {:#x}",
             self.kernel.0,
             self.kernel.1
         );
         if let Some((a, s)) = self.ramdisk {
-            hvln!("module multiboot,ramdisk at {a:#x} size {s:#x}");
+            log::info!("module multiboot,ramdisk at {a:#x} size {s:#x}");
         }
     }
 }
@@ -206,7 +205,7 @@ pub fn build(host: &HostPlatform, semihosting: bool) -> Result<(Vm, u64, u64), S
             .map(layout.ram.base, ram_pa, ram_size, S2Attr::Normal)
             .map_err(s2)?,
     }
-    hvln!(
+    log::info!(
         "guest RAM IPA {:#x} size {:#x} at PA {ram_pa:#x}; IPA {} bits",
         layout.ram.base,
         ram_size,
@@ -216,7 +215,7 @@ pub fn build(host: &HostPlatform, semihosting: bool) -> Result<(Vm, u64, u64), S
     let entry = layout.ram.base + place.kernel;
     if let (Some((ia, is)), Some(off)) = (host.ramdisk, place.initrd) {
         if in_place.is_some() {
-            hvln!(
+            log::info!(
                 "initrd mapped in place: PA {ia:#x} at IPA {:#x}",
                 layout.ram.base + off
             );
@@ -246,7 +245,7 @@ pub fn build(host: &HostPlatform, semihosting: bool) -> Result<(Vm, u64, u64), S
     }
     copy_in(ram_pa + dtb_off, &dtb);
     let dtb_ipa = layout.ram.base + dtb_off;
-    hvln!("guest kernel at IPA {entry:#x}, bootargs \"{bootargs}\"");
+    log::info!("guest kernel at IPA {entry:#x}, bootargs \"{bootargs}\"");
 
     let mut vgic = Vgic::new(&layout.mpidrs, layout.num_spis);
     for v in 0..n {

@@ -27,7 +27,6 @@ mod vm;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use console::hvln;
 use linked_list_allocator::LockedHeap;
 use sysreg::{read_sysreg, write_sysreg};
 
@@ -137,13 +136,13 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         .unwrap_or(log::LevelFilter::Info);
     let _ = log::set_logger(&console::LOGGER);
     log::set_max_level(level);
-    hvln!("synthetic-pci hypervisor, EL{}", current_el());
-    hvln!(
+    log::info!("synthetic-pci hypervisor, EL{}", current_el());
+    log::info!(
         "loaded at {:#x} (linked at {:#x})",
         entry::image_start(),
         entry::LINK_ADDRESS
     );
-    hvln!("host DT at {dtb:#x}, bootargs \"{bootargs}\"");
+    log::info!("host DT at {dtb:#x}, bootargs \"{bootargs}\"");
 
     // SAFETY: the heap area is a static used only by the allocator from here on.
     unsafe {
@@ -162,7 +161,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     };
     host.report();
     for h in &plat.pcie {
-        hvln!(
+        log::info!(
             "host PCIe {} ({}) buses {:#x}-{:#x}: recorded, not shown to the guest",
             h.node,
             h.compatible,
@@ -171,7 +170,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         );
     }
     for s in &plat.smmus {
-        hvln!("host SMMUv3 {} at {:#x}: recorded", s.node, s.regs.base);
+        log::info!("host SMMUv3 {} at {:#x}: recorded", s.node, s.regs.base);
     }
 
     let tables = match mmu::El2Tables::new(&host.memory) {
@@ -180,7 +179,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     };
     let tables = EL2_TABLES.call_once(|| tables);
     tables.enable();
-    hvln!("EL2 MMU on, PA {} bits", mmu::pa_bits());
+    log::info!("EL2 MMU on, PA {} bits", mmu::pa_bits());
 
     let pgic = gic::Gic {
         gicd: host.gicd as usize,
@@ -233,7 +232,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         }
         core::hint::spin_loop();
     }
-    hvln!("{ncpus} CPUs up; entering the guest at {entry:#x}, DTB at {dtb_ipa:#x}");
+    log::info!("{ncpus} CPUs up; entering the guest at {entry:#x}, DTB at {dtb_ipa:#x}");
 
     configure_el2_for_guest(0);
     write_sysreg!("sctlr_el1", exits::SCTLR_EL1_RESET);
@@ -326,6 +325,6 @@ fn current_el() -> u64 {
 fn panic(info: &core::panic::PanicInfo) -> ! {
     // SAFETY: the console lock may be held by the panicking path; force it.
     unsafe { console::CONSOLE.force_unlock() };
-    hvln!("panic: {info}");
+    console::hv_line(format_args!("panic: {info}"));
     exits::power_off(2, SEMIHOSTING.load(Ordering::Relaxed))
 }
