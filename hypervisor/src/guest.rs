@@ -154,6 +154,21 @@ pub fn build(host: &HostPlatform, semihosting: bool) -> Result<(Vm, u64, u64), S
         .validate()
         .map_err(|e| alloc::format!("guest layout: {e:?}"))?;
     let mut stage2 = Stage2::new().map_err(|e| e.to_string())?;
+    let top = [
+        layout.ram.end(),
+        layout.pci.as_ref().and_then(|p| p.mem64.end()),
+        layout.pci.as_ref().and_then(|p| p.ecam().end()),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0);
+    if top > 1u64 << stage2.ipa_bits() {
+        return Err(alloc::format!(
+            "guest layout reaches {top:#x}, beyond the {}-bit IPA space this CPU offers",
+            stage2.ipa_bits()
+        ));
+    }
 
     // The kernel: where its Image header says, else RAM + 0x80000 (QEMU -kernel's rule).
     let (kaddr, klen, ref bootargs) = host.kernel;
