@@ -6,9 +6,11 @@ use arch_emu::psci::{self, Call};
 use arch_emu::vgic::Kick;
 
 use crate::console::CONSOLE;
-use crate::entry::{cpu_index, run_guest, Frame};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::entry::{cpu_index, run_guest, Frame, MAX_CPUS};
 use crate::gic;
-use crate::sysreg::{read_sysreg, sev, wfe, write_sysreg};
+use crate::sysreg::{read_sysreg, wfe, write_sysreg};
 use crate::vm::{Power, Vm, VM};
 
 /// SPSR for a fresh EL1 entry: EL1h, D, A, I, F masked.
@@ -279,7 +281,12 @@ fn psci_call(vm: &mut Vm, cpu: usize, frame: &mut Frame) -> Next {
                                 context_id,
                             };
                         }
-                        sev();
+                        if let Some(flag) = ON_REQUEST.get(t) {
+                            flag.store(true, Ordering::Release);
+                        }
+                        if let Some(&mpidr) = vm.pcpu_mpidr.get(t) {
+                            gic::send_sgi(gic::SGI_KICK, mpidr);
+                        }
                         psci::SUCCESS
                     }
                 }
@@ -501,7 +508,10 @@ fn retire_lrs(vm: &mut Vm, cpu: usize) {
 /// Waits at EL2 until this CPU's vCPU is switched on, then enters it.
 pub fn park(cpu: usize) -> ! {
     loop {
-        if let Some(vm) = VM.get() {
+        let requested = ON_REQUEST
+            .get(cpu)
+            .is_some_and(|f| f.swap(false, Ordering::Acquire));
+        if let (true, Some(vm)) = (requested, VM.get()) {
             let mut vm = vm.lock();
             if let Some(Power::OnPending { entry, context_id }) = vm.power.get(cpu).copied() {
                 if let Some(p) = vm.power.get_mut(cpu) {
@@ -515,9 +525,24 @@ pub fn park(cpu: usize) -> ! {
                 run_guest(context_id)
             }
         }
-        wfe();
+        // Sleep until an interrupt is pending (WFI wakes even with PSTATE.I set):
+        // CPU_ON sends the kick SGI. Spinning here would take host CPU time (and,
+        // under QEMU TCG, the VM lock) from the vCPUs that run.
+        // SAFETY: WFI only suspends this PE.
+        unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
+        loop {
+            let intid = gic::ack();
+            if intid >= 1020 {
+                break;
+            }
+            gic::eoi(intid);
+            gic::deactivate(intid);
+        }
     }
 }
+
+/// Set by CPU_ON for the vCPU it switches on; its parked CPU takes it.
+static ON_REQUEST: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 fn shutdown(
     code: i32,

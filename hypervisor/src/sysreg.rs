@@ -49,13 +49,6 @@ pub fn dsb_ish() {
     unsafe { core::arch::asm!("dsb ish", options(nostack)) };
 }
 
-/// Signals an event to all CPUs (wakes `wfe`).
-#[inline(always)]
-pub fn sev() {
-    // SAFETY: SEV only sets the event register of every PE.
-    unsafe { core::arch::asm!("sev", options(nomem, nostack)) };
-}
-
 /// Waits for an event.
 #[inline(always)]
 pub fn wfe() {

@@ -708,3 +708,27 @@ fn missing_guest_kernel_is_a_boot_error_naming_the_node() {
         "console:\n{console}"
     );
 }
+
+/// More CPUs than the default: with -smp 4 every CPU comes up (parked CPUs sleep
+/// until CPU_ON instead of spinning) and runs a pinned task.
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn four_cpus_come_up_and_each_runs_a_pinned_task() {
+    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
+    cfg.smp = 4;
+    cfg.exec = Some(
+        "echo NPROC4=$(nproc); for c in 0 1 2 3; do taskset -c $c sh -c 'read -r l </proc/self/stat; set -- $l; echo RAN-ON=${39}'; done"
+            .to_string(),
+    );
+    cfg.timeout = Some(boot_timeout());
+    cfg.echo = false;
+    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    expect_powered_off(&out);
+    assert_eq!(tagged(&out, "NPROC4"), ["4"], "{}", out.tail(30));
+    assert_eq!(
+        tagged(&out, "RAN-ON"),
+        ["0", "1", "2", "3"],
+        "{}",
+        out.tail(30)
+    );
+}
