@@ -110,8 +110,8 @@ fn align_up(v: u64, a: u64) -> u64 {
     v.div_ceil(a) * a
 }
 
-/// The largest 2 MiB-aligned stretch of host RAM nobody uses.
-fn free_ram(host: &HostPlatform) -> Option<(u64, u64)> {
+/// Host memory in use at boot: the hypervisor, the host DTB, the modules.
+fn used_ranges(host: &HostPlatform) -> Vec<(u64, u64)> {
     let (img_s, img_e) = (
         core::ptr::addr_of!(__image_start) as u64,
         core::ptr::addr_of!(__image_end) as u64,
@@ -122,6 +122,22 @@ fn free_ram(host: &HostPlatform) -> Option<(u64, u64)> {
         used.push((a, a + s));
     }
     used.sort_unstable();
+    used
+}
+
+/// Whether the pages spanning `[base, base + len)` hold nothing but that range
+/// (so they can be given to the guest without exposing anything else).
+fn pages_are_private(host: &HostPlatform, base: u64, len: u64) -> bool {
+    let (ps, pe) = (base & !0xfff, (base + len).div_ceil(4096) * 4096);
+    used_ranges(host)
+        .iter()
+        .filter(|&&(s, e)| (s, e) != (base, base + len))
+        .all(|&(s, e)| e <= ps || s >= pe)
+}
+
+/// The largest 2 MiB-aligned stretch of host RAM nobody uses.
+fn free_ram(host: &HostPlatform) -> Option<(u64, u64)> {
+    let used = used_ranges(host);
     let mut best: Option<(u64, u64)> = None;
     let mut consider = |gs: u64, ge: u64| {
         let (a, b) = (align_up(gs, MIB2), ge & !(MIB2 - 1));
@@ -195,7 +211,9 @@ pub fn build(host: &HostPlatform, semihosting: bool) -> Result<(Vm, u64, u64), S
     // where the guest expects it instead of being copied (it becomes guest RAM).
     let s2 = |e: crate::mmu::MmuError| e.to_string();
     let in_place = match (host.ramdisk, place.initrd) {
-        (Some((ia, is)), Some(off)) if ia % 4096 == 0 => Some((ia, off, is.div_ceil(4096) * 4096)),
+        (Some((ia, is)), Some(off)) if ia % 4096 == 0 && pages_are_private(host, ia, is) => {
+            Some((ia, off, is.div_ceil(4096) * 4096))
+        }
         _ => None,
     };
     match in_place {
