@@ -44,15 +44,16 @@ fn wr64(a: usize, v: u64) {
     unsafe { core::ptr::write_volatile(a as *mut u64, v) }
 }
 
+/// Most redistributor regions the host DT may list.
+pub const MAX_GICR_REGIONS: usize = 8;
+
 /// The physical GIC's frames.
 #[derive(Debug, Clone, Copy)]
 pub struct Gic {
     /// GICD base.
     pub gicd: usize,
-    /// First redistributor region base and size.
-    pub gicr: usize,
-    /// Size of the redistributor region.
-    pub gicr_size: usize,
+    /// Redistributor regions (base, size); unused entries have size 0.
+    pub gicr: [(usize, usize); MAX_GICR_REGIONS],
 }
 
 impl Gic {
@@ -108,16 +109,23 @@ impl Gic {
     fn my_redistributor(&self) -> Option<usize> {
         let aff = crate::sysreg::mpidr_affinity();
         let want = (aff & 0xff_ffff) | ((aff >> 32) << 24);
-        let mut f = self.gicr;
-        while f + GICR_FRAME <= self.gicr + self.gicr_size {
-            let typer = rd64(f + GICR_TYPER);
-            if typer >> 32 == want {
-                return Some(f);
+        for &(base, size) in self.gicr.iter().filter(|r| r.1 != 0) {
+            let mut f = base;
+            while f + GICR_FRAME <= base + size {
+                let typer = rd64(f + GICR_TYPER);
+                if typer >> 32 == want {
+                    return Some(f);
+                }
+                if typer & (1 << 4) != 0 {
+                    break;
+                }
+                // GICv4 redistributors have two more 64 KiB frames (VLPI_base, reserved).
+                f += if typer & (1 << 1) != 0 {
+                    2 * GICR_FRAME
+                } else {
+                    GICR_FRAME
+                };
             }
-            if typer & (1 << 4) != 0 {
-                break;
-            }
-            f += GICR_FRAME;
         }
         None
     }

@@ -27,7 +27,7 @@ pub struct HostPlatform {
     /// GICD base.
     pub gicd: u64,
     /// First GICR region (base, size).
-    pub gicr: (u64, u64),
+    pub gicr: Vec<(u64, u64)>,
     /// Console PL011 base.
     pub uart: u64,
     /// Its interrupt's INTID.
@@ -56,12 +56,14 @@ impl HostPlatform {
         let k = p
             .kernel()
             .ok_or("/chosen: no `multiboot,kernel` module (the guest kernel)")?;
-        let gicr = p.gic.gicr.first().ok_or("GICv3: no redistributor region")?;
+        if p.gic.gicr.is_empty() {
+            return Err("GICv3: no redistributor region".into());
+        }
         Ok(HostPlatform {
             memory: p.memory.iter().map(|r| (r.base, r.size)).collect(),
             cpus,
             gicd: p.gic.gicd.base,
-            gicr: (gicr.base, gicr.size),
+            gicr: p.gic.gicr.iter().map(|r| (r.base, r.size)).collect(),
             uart: p.uart.regs.base,
             uart_intid: p.uart.intid,
             kernel: (
@@ -80,7 +82,9 @@ impl HostPlatform {
             log::info!("memory {b:#x} size {s:#x}");
         }
         log::info!("cpus {}", self.cpus.len());
-        log::info!("gicv3 gicd {:#x} gicr {:#x}", self.gicd, self.gicr.0);
+        for (b, _) in &self.gicr {
+            log::info!("gicv3 gicd {:#x} gicr {b:#x}", self.gicd);
+        }
         log::info!("pl011 {:#x} intid {}", self.uart, self.uart_intid);
         log::info!(
             "psci method {}",

@@ -183,8 +183,13 @@ extern "C" fn rust_main(dtb: usize) -> ! {
 
     let pgic = gic::Gic {
         gicd: host.gicd as usize,
-        gicr: host.gicr.0 as usize,
-        gicr_size: host.gicr.1 as usize,
+        gicr: {
+            let mut r = [(0usize, 0usize); gic::MAX_GICR_REGIONS];
+            for (slot, &(b, s)) in r.iter_mut().zip(host.gicr.iter()) {
+                *slot = (b as usize, s as usize);
+            }
+            r
+        },
     };
     pgic.init_distributor();
     if let Err(e) = pgic.init_cpu(&[exits::VTIMER_INTID, exits::MAINTENANCE_INTID]) {
