@@ -53,48 +53,17 @@ static CPUS_READY: AtomicUsize = AtomicUsize::new(0);
 /// The host firmware's PSCI conduit is HVC (we run nested), not SMC.
 pub static PSCI_HVC: AtomicBool = AtomicBool::new(false);
 
-/// A PSCI call to the firmware over its conduit, returning x0.
+/// A PSCI call to the firmware over its conduit (SMCCC through the `smccc`
+/// crate), returning x0.
 pub fn smc(x0: u64, x1: u64, x2: u64, x3: u64) -> u64 {
-    if PSCI_HVC.load(Ordering::Relaxed) {
-        return hvc(x0, x1, x2, x3);
-    }
-    let mut r0 = x0;
-    // SAFETY: SMCCC call to the firmware; it clobbers at most x0-x17, declared here.
-    unsafe {
-        core::arch::asm!(
-            "smc #0",
-            inout("x0") r0,
-            inout("x1") x1 => _,
-            inout("x2") x2 => _,
-            inout("x3") x3 => _,
-            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
-            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
-            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
-            out("x16") _, out("x17") _,
-            options(nostack)
-        )
+    let mut args = [0u64; 17];
+    args[..3].copy_from_slice(&[x1, x2, x3]);
+    let r = if PSCI_HVC.load(Ordering::Relaxed) {
+        smccc::hvc64(x0 as u32, args)
+    } else {
+        smccc::smc64(x0 as u32, args)
     };
-    r0
-}
-
-fn hvc(x0: u64, x1: u64, x2: u64, x3: u64) -> u64 {
-    let mut r0 = x0;
-    // SAFETY: SMCCC call to the firmware; it clobbers at most x0-x17, declared here.
-    unsafe {
-        core::arch::asm!(
-            "hvc #0",
-            inout("x0") r0,
-            inout("x1") x1 => _,
-            inout("x2") x2 => _,
-            inout("x3") x3 => _,
-            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
-            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
-            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
-            out("x16") _, out("x17") _,
-            options(nostack)
-        )
-    };
-    r0
+    r[0]
 }
 
 /// The Rust entry point, on the boot CPU at EL2, with the host DTB address.

@@ -1,33 +1,30 @@
-//! Replays every input of the `config_access` fuzz corpus as an ordinary test,
-//! so CI checks the fuzz properties on stable without libFuzzer.
+//! Replays every input of the fuzz corpora as ordinary tests, so CI checks the
+//! fuzz properties on stable without libFuzzer.
 use std::path::PathBuf;
 
-#[test]
-fn config_access_corpus_holds_every_property() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/config_access");
+/// Runs `check` on every file of `fuzz/corpus/<target>`; at least 5 must exist.
+fn replay(target: &str, check: fn(&[u8]) -> Result<(), String>) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("corpus folder exists") {
         let path = entry.expect("entry").path();
         let data = std::fs::read(&path).expect("readable input");
-        if let Err(e) = tests::fuzz::run_accesses(&data) {
+        if let Err(e) = check(&data) {
             panic!("{}: {e}", path.display());
         }
         n += 1;
     }
-    assert!(n >= 5, "corpus too small: {n} inputs");
+    assert!(n >= 5, "{target} corpus too small: {n} inputs");
+}
+
+#[test]
+fn config_access_corpus_holds_every_property() {
+    replay("config_access", tests::fuzz::run_accesses);
 }
 
 #[test]
 fn vgic_mmio_corpus_holds_every_property() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/vgic_mmio");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).expect("corpus folder exists") {
-        let path = entry.expect("entry").path();
-        let data = std::fs::read(&path).expect("readable input");
-        if let Err(e) = tests::fuzz::run_vgic(&data) {
-            panic!("{}: {e}", path.display());
-        }
-        n += 1;
-    }
-    assert!(n >= 5, "corpus too small: {n} inputs");
+    replay("vgic_mmio", tests::fuzz::run_vgic);
 }
