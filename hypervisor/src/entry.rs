@@ -98,6 +98,22 @@ _start:
 secondary_entry:                    // PSCI CPU_ON: x0 = our CPU index
     msr     daifset, #0xf
     msr     tpidr_el2, x0
+    // Translation and caches on before any Rust code: everything the boot CPU
+    // wrote since its own MMU came on may still sit in its caches, and only
+    // SECONDARY_MMU (cleaned to the point of coherency) is read with them off.
+    adrp    x1, SECONDARY_MMU
+    add     x1, x1, :lo12:SECONDARY_MMU
+    ldp     x2, x3, [x1]            // MAIR_EL2, TCR_EL2
+    ldp     x4, x5, [x1, #16]       // TTBR0_EL2, SCTLR_EL2
+    msr     mair_el2, x2
+    msr     tcr_el2, x3
+    msr     ttbr0_el2, x4
+    dsb     ish
+    tlbi    alle2
+    dsb     ish
+    isb
+    msr     sctlr_el2, x5
+    isb
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
     mov     x2, #{stack}
@@ -234,6 +250,20 @@ extern "C" {
     /// Where PSCI CPU_ON starts a secondary CPU (x0 = its index).
     fn secondary_entry();
     static __stacks_start: u8;
+}
+
+/// MAIR_EL2, TCR_EL2, TTBR0_EL2 and SCTLR_EL2 for the secondaries' first
+/// instructions; written and cleaned to PoC by the boot CPU before PSCI CPU_ON.
+#[no_mangle]
+static mut SECONDARY_MMU: [u64; 4] = [0; 4];
+
+/// Publishes the MMU registers secondaries load before any Rust code runs.
+pub fn set_secondary_mmu(regs: [u64; 4]) {
+    let p = core::ptr::addr_of_mut!(SECONDARY_MMU);
+    // SAFETY: written once on the boot CPU before any secondary starts; secondaries
+    // only read it (in assembly) after PSCI CPU_ON.
+    unsafe { p.write_volatile(regs) };
+    crate::sysreg::clean_dcache_range(p as usize, core::mem::size_of::<[u64; 4]>());
 }
 
 /// The address secondaries start at.

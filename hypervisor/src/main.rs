@@ -184,6 +184,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     GIC.call_once(|| pgic);
 
     CPUS_READY.store(1, Ordering::SeqCst);
+    entry::set_secondary_mmu(tables.registers());
     for (i, &mpidr) in pcpus.iter().enumerate().skip(1) {
         let r = smc(
             u64::from(arch_emu::psci::CPU_ON_64),
@@ -226,9 +227,6 @@ static GIC: spin::Once<gic::Gic> = spin::Once::new();
 /// A secondary CPU, started by PSCI CPU_ON with its index.
 #[no_mangle]
 extern "C" fn secondary_main(idx: usize) -> ! {
-    if let Some(t) = EL2_TABLES.get() {
-        t.enable();
-    }
     if let Some(g) = GIC.get() {
         if let Err(e) = g.init_cpu(&[exits::VTIMER_INTID, exits::MAINTENANCE_INTID]) {
             exits::fatal(e);

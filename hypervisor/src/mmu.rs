@@ -144,9 +144,9 @@ impl El2Tables {
         Ok(El2Tables { root })
     }
 
-    /// Turns the MMU and caches on at EL2 on this CPU with these tables.
-    pub fn enable(&self) {
-        write_sysreg!("mair_el2", MAIR);
+    /// The register values that turn translation on with these tables:
+    /// MAIR_EL2, TCR_EL2, TTBR0_EL2, SCTLR_EL2.
+    pub fn registers(&self) -> [u64; 4] {
         // TCR_EL2 (non-VHE): T0SZ = 16 (48-bit VA, walk from level 0), inner/outer
         // write-back cacheable, inner shareable walks, 4 KiB granule, PS = PARange;
         // bits 31 and 23 are RES1.
@@ -157,14 +157,22 @@ impl El2Tables {
             | (pa_range_field() << 16)
             | (1 << 23)
             | (1 << 31);
+        // SCTLR_EL2: M, C, SA, I on; RES1 bits 4, 5, 11, 16, 18, 22, 23, 28, 29.
+        let sctlr = 0x30C5_0830 | 1 | (1 << 2) | (1 << 3) | (1 << 12);
+        [MAIR, tcr, self.root as u64, sctlr]
+    }
+
+    /// Turns the MMU and caches on at EL2 on this CPU with these tables.
+    /// (Secondaries do the same in `entry.rs` before running any Rust code.)
+    pub fn enable(&self) {
+        let [mair, tcr, ttbr, sctlr] = self.registers();
+        write_sysreg!("mair_el2", mair);
         write_sysreg!("tcr_el2", tcr);
-        write_sysreg!("ttbr0_el2", self.root as u64);
+        write_sysreg!("ttbr0_el2", ttbr);
         dsb_ish();
         // SAFETY: invalidating all EL2 TLB entries before enabling translation.
         unsafe { core::arch::asm!("tlbi alle2", "dsb ish", options(nostack)) };
         isb();
-        // SCTLR_EL2: M, C, SA, I on; RES1 bits 4, 5, 11, 16, 18, 22, 23, 28, 29.
-        let sctlr = 0x30C5_0830 | 1 | (1 << 2) | (1 << 3) | (1 << 12);
         write_sysreg!("sctlr_el2", sctlr);
         isb();
     }
