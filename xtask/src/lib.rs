@@ -5,6 +5,7 @@
 //! crate, so a test boots exactly what `cargo xtask run` boots.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cpio;
 pub mod error;
 pub mod flat;

@@ -22,6 +22,9 @@ commands:
   image   assemble (or reuse the cached) guest kernel and initramfs
   run     boot the guest under the hypervisor under QEMU
   test    cargo test, build the hypervisor, then the end-to-end boots
+  bench   time guest workloads directly on QEMU and under the hypervisor, same
+          guest, one run; prints medians and the ratio hypervisor/direct
+          (--runs N, default 3; --smp/--mem/--kernel/--initrd/--append/--qemu-arg)
 
 run options:
   --exec CMD        run CMD in the guest (sh -c), print its output, exit with its status
@@ -66,6 +69,7 @@ fn dispatch(args: &[String]) -> Result<i32> {
         }),
         Some("run") => run(&args[1..]),
         Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(0)
@@ -235,6 +239,39 @@ fn run(args: &[String]) -> Result<i32> {
     }
     eprintln!("xtask: {}", outcome.summary());
     Ok(outcome.exit_code())
+}
+
+fn bench(args: &[String]) -> Result<i32> {
+    let mut runs = 3usize;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--runs=") {
+            runs = v.parse().map_err(|_| Error(format!("bad --runs {v}")))?;
+        } else if a == "--runs" {
+            let v = it
+                .next()
+                .ok_or_else(|| Error::msg("--runs needs a value"))?;
+            runs = v.parse().map_err(|_| Error(format!("bad --runs {v}")))?;
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let a = parse_run_args(&rest)?;
+    let hv = build_hypervisor()?;
+    install::ensure_qemu()?;
+    let img = image::ensure_guest_image()?;
+    let mut cfg = RunConfig::new(
+        Mode::Direct,
+        a.kernel.unwrap_or(img.kernel),
+        a.initrd.unwrap_or(img.initrd),
+    );
+    cfg.append = a.append.join(" ");
+    cfg.smp = a.smp.unwrap_or(cfg.smp);
+    cfg.mem_bytes = a.mem.unwrap_or(cfg.mem_bytes);
+    cfg.qemu_args = a.qemu_args;
+    xtask::bench::bench(&cfg, hv, runs.max(1))?;
+    Ok(0)
 }
 
 fn test() -> Result<i32> {
