@@ -165,11 +165,16 @@ fn free_ram(host: &HostPlatform) -> Option<(u64, u64)> {
 }
 
 /// Builds the guest; returns it with its entry point and DTB IPA.
-pub fn build(host: &HostPlatform, semihosting: bool) -> Result<(Vm, u64, u64), String> {
+pub fn build(
+    host: &HostPlatform,
+    semihosting: bool,
+    psci: guest_dt::PsciMethod,
+) -> Result<(Vm, u64, u64), String> {
     let n = host.cpus.len().min(MAX_CPUS);
     let (ram_pa, free) = free_ram(host).ok_or("no free RAM for the guest")?;
     let ram_size = free.min(MAX_GUEST_RAM);
-    let layout = GuestLayout::qemu_virt_default(n, ram_size);
+    let mut layout = GuestLayout::qemu_virt_default(n, ram_size);
+    layout.psci_method = psci;
     layout
         .validate()
         .map_err(|e| alloc::format!("guest layout: {e:?}"))?;

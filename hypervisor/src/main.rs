@@ -172,7 +172,14 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         c.enable_rx_interrupts();
     }
 
-    let vm = match guest::build(&host, semihosting) {
+    // `guest-psci=smc` in the hypervisor's bootargs: the guest DT names the smc
+    // conduit (as on a board with EL3 firmware); hvc otherwise.
+    let psci = if bootargs.split_whitespace().any(|a| a == "guest-psci=smc") {
+        guest_dt::PsciMethod::Smc
+    } else {
+        guest_dt::PsciMethod::Hvc
+    };
+    let vm = match guest::build(&host, semihosting, psci) {
         Ok(vm) => vm,
         Err(e) => exits::fatal(&alloc::format!("guest: {e}")),
     };

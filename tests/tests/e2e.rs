@@ -776,3 +776,28 @@ fn four_cpus_come_up_and_each_runs_a_pinned_task() {
         out.tail(30)
     );
 }
+
+/// A guest whose DT names the smc conduit (as on a board with EL3 firmware):
+/// SMCs trap (HCR_EL2.TSC), PSCI brings the second CPU up and powers off.
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn guest_psci_over_smc_brings_cpus_up_and_powers_off() {
+    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
+    let bin = std::env::var_os(qemu::env::HYPERVISOR_BIN)
+        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN));
+    cfg.mode = qemu::Mode::Hypervisor(bin.into());
+    cfg.hypervisor_args = "guest-psci=smc".to_string();
+    cfg.exec = Some("echo SMC-NPROC=$(nproc)".to_string());
+    cfg.timeout = Some(boot_timeout());
+    cfg.echo = false;
+    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    expect_powered_off(&out);
+    assert_eq!(tagged(&out, "SMC-NPROC"), ["2"], "{}", out.tail(30));
+    let stats = out
+        .console
+        .iter()
+        .find(|l| l.starts_with("[hv] guest powered off: exits"))
+        .unwrap_or_else(|| panic!("no exit statistics:\n{}", out.tail(30)));
+    assert!(stats.contains(" hvc 0 "), "{stats}");
+    assert!(!stats.contains(" smc 0 "), "{stats}");
+}

@@ -1,5 +1,7 @@
 //! Replays every input of the fuzz corpora as ordinary tests, so CI checks the
 //! fuzz properties on stable without libFuzzer.
+#![allow(clippy::panic, reason = "a failing replay panics with the input's path")]
+
 use std::path::PathBuf;
 
 /// Runs `check` on every file of `fuzz/corpus/<target>`; at least 5 must exist.

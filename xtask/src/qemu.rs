@@ -81,6 +81,9 @@ pub struct RunConfig {
     /// Type these bytes on the guest console once a console line contains the
     /// marker (tests of console input).
     pub input: Option<(String, Vec<u8>)>,
+    /// Added to the hypervisor's own command line (after `semihosting`), e.g.
+    /// `guest-psci=smc` or `loglevel=debug`.
+    pub hypervisor_args: String,
 }
 
 impl RunConfig {
@@ -99,6 +102,7 @@ impl RunConfig {
             echo: true,
             interactive: false,
             input: None,
+            hypervisor_args: String::new(),
         }
     }
 }
@@ -366,7 +370,9 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
                 "-kernel".to_string(),
                 bin.display().to_string(),
                 "-append".to_string(),
-                "semihosting".to_string(),
+                format!("semihosting {}", cfg.hypervisor_args)
+                    .trim_end()
+                    .to_string(),
                 "-device".to_string(),
                 format!(
                     "guest-loader,addr={k:#x},kernel={},bootargs={}",

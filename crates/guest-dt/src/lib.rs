@@ -87,8 +87,20 @@ pub struct GuestLayout {
     pub uart_base: u64,
     /// PL011 console SPI INTID.
     pub uart_spi: u32,
+    /// How the guest calls PSCI (the hypervisor traps both).
+    pub psci_method: PsciMethod,
     /// The synthetic PCI segment, if the guest has one.
     pub pci: Option<PciLayout>,
+}
+
+/// The PSCI conduit the guest DT names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PsciMethod {
+    /// `hvc` (the default: the hypervisor is the guest's firmware).
+    #[default]
+    Hvc,
+    /// `smc` (trapped by HCR_EL2.TSC), as on hardware with EL3 firmware.
+    Smc,
 }
 
 /// The per-boot part of the DT: command line and initrd.
@@ -190,6 +202,7 @@ impl GuestLayout {
             timer_ppis: [29, 30, 27, 26],
             uart_base: 0x0900_0000,
             uart_spi: 33,
+            psci_method: PsciMethod::Hvc,
             pci: Some(PciLayout {
                 segment: 1,
                 ecam_base: 0x3000_0000,
@@ -352,7 +365,13 @@ impl GuestLayout {
             "compatible",
             vec!["arm,psci-1.0".to_string(), "arm,psci-0.2".to_string()],
         )?;
-        w.property_string("method", "hvc")?;
+        w.property_string(
+            "method",
+            match self.psci_method {
+                PsciMethod::Hvc => "hvc",
+                PsciMethod::Smc => "smc",
+            },
+        )?;
         w.end_node(psci)?;
 
         let gicr = self.gicr();

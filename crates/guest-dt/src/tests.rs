@@ -90,6 +90,16 @@ fn psci_uses_hvc() {
 }
 
 #[test]
+fn psci_method_smc_is_rendered_when_asked_for() {
+    let mut l = layout();
+    l.psci_method = PsciMethod::Smc;
+    let dtb = l.render(&Chosen::default()).expect("renders");
+    let fdt = fdt::Fdt::new(&dtb).expect("parses");
+    let p = fdt.find_node("/psci").expect("psci node");
+    assert_eq!(p.property("method").and_then(|m| m.as_str()), Some("smc"));
+}
+
+#[test]
 fn pci_node_has_ecam_ranges_without_io_and_swizzled_interrupt_map() {
     let dtb = layout().render(&chosen()).unwrap();
     let fdt = Fdt::new(&dtb).unwrap();
