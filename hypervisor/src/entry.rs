@@ -11,7 +11,7 @@ pub const STACK_SIZE: usize = 64 * 1024;
 /// when loaded elsewhere.
 pub const LINK_ADDRESS: u64 = 0x4020_0000;
 /// Most physical CPUs the hypervisor brings up.
-pub const MAX_CPUS: usize = 8;
+pub const MAX_CPUS: usize = 64;
 
 /// A guest's general-purpose registers as saved on exception entry.
 #[repr(C)]
@@ -269,6 +269,16 @@ pub fn set_secondary_mmu(regs: [u64; 4]) {
 /// The address secondaries start at.
 pub fn secondary_entry_address() -> u64 {
     secondary_entry as *const () as usize as u64
+}
+
+/// Whether the linker script reserved a stack for each of [`MAX_CPUS`] CPUs.
+pub fn stacks_fit() -> bool {
+    extern "C" {
+        static __stacks_end: u8;
+    }
+    let start = core::ptr::addr_of!(__stacks_start) as usize;
+    let end = core::ptr::addr_of!(__stacks_end) as usize;
+    end - start >= MAX_CPUS * STACK_SIZE
 }
 
 /// Where the image runs (after self-relocation).

@@ -171,6 +171,12 @@ pub fn build(
     psci: guest_dt::PsciMethod,
 ) -> Result<(Vm, u64, u64), String> {
     let n = host.cpus.len().min(MAX_CPUS);
+    if host.cpus.len() > MAX_CPUS {
+        log::warn!(
+            "{} CPUs: only the first {MAX_CPUS} run vCPUs",
+            host.cpus.len()
+        );
+    }
     let (ram_pa, free) = free_ram(host).ok_or("no free RAM for the guest")?;
     let ram_size = free.min(MAX_GUEST_RAM);
     let mut layout = GuestLayout::qemu_virt_default(n, ram_size);

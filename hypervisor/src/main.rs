@@ -119,6 +119,9 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             .init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE)
     };
 
+    if !entry::stacks_fit() {
+        exits::fatal("linker.ld reserves fewer stacks than MAX_CPUS");
+    }
     let plat = match platform::parse(dtb_bytes) {
         Ok(p) => p,
         Err(e) => exits::fatal(&alloc::format!("host device tree: {e}")),

@@ -1,6 +1,9 @@
 //! Replays every input of the fuzz corpora as ordinary tests, so CI checks the
 //! fuzz properties on stable without libFuzzer.
-#![allow(clippy::panic, reason = "a failing replay panics with the input's path")]
+#![allow(
+    clippy::panic,
+    reason = "a failing replay panics with the input's path"
+)]
 
 use std::path::PathBuf;
 
