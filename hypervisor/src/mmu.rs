@@ -21,11 +21,9 @@ const MAIR: u64 = (0x04 << 8) | (0xff << 16);
 /// Descriptor bits (stage 1, EL2 regime).
 const DESC_BLOCK: u64 = 0b01;
 const DESC_TABLE: u64 = 0b11;
-const DESC_PAGE: u64 = 0b11;
 const AF: u64 = 1 << 10;
 const SH_INNER: u64 = 3 << 8;
 const XN_EL2: u64 = 1 << 54;
-const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
 
 /// Errors while building tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,12 +58,6 @@ fn new_table(pages: usize) -> Result<*mut u64, MmuError> {
         return Err(MmuError::OutOfMemory);
     }
     Ok(p.cast())
-}
-
-/// Reads entry `i` of the table at `t`.
-fn entry(t: *mut u64, i: usize) -> u64 {
-    // SAFETY: callers index within the table they allocated (512 entries per page).
-    unsafe { t.add(i).read_volatile() }
 }
 
 fn set_entry(t: *mut u64, i: usize, v: u64) {
@@ -178,139 +170,92 @@ impl El2Tables {
     }
 }
 
-/// Stage-2 memory attributes (MemAttr[5:2] of the descriptor).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum S2Attr {
-    /// Normal memory, inner and outer write-back.
-    Normal,
-    /// Device-nGnRE (for passed-through device registers).
-    #[allow(dead_code)] // the passthrough NIC's BARs (next issue)
-    Device,
+pub use arch_emu::stage2::S2Attr;
+use arch_emu::stage2::{S2Error, TableMemory};
+
+/// Stage-2 table pages from the heap, reached through the identity map.
+struct HeapTables;
+
+impl TableMemory for HeapTables {
+    fn alloc(&mut self, pages: usize) -> Option<u64> {
+        new_table(pages).ok().map(|p| p as u64)
+    }
+
+    fn read(&self, pa: u64) -> u64 {
+        // SAFETY: `pa` is an entry of a table page `alloc` handed out (heap memory,
+        // identity-mapped, 8-byte aligned).
+        unsafe { (pa as *const u64).read_volatile() }
+    }
+
+    fn write(&mut self, pa: u64, value: u64) {
+        // SAFETY: as for `read`.
+        unsafe { (pa as *mut u64).write_volatile(value) }
+    }
+
+    fn invalidate(&mut self, ipa: u64) {
+        // SAFETY: TLB maintenance by IPA for the current VMID; no memory effects.
+        unsafe {
+            core::arch::asm!(
+                "dsb ishst",
+                "tlbi ipas2e1is, {}",
+                "dsb ish",
+                "tlbi vmalle1is",
+                "dsb ish",
+                "isb",
+                in(reg) ipa >> 12,
+                options(nostack)
+            )
+        };
+    }
 }
 
-/// The guest's stage-2 tables: 40-bit IPA (or the PA size if smaller), walk starting
-/// at level 1 with two concatenated tables.
+impl From<S2Error> for MmuError {
+    fn from(e: S2Error) -> Self {
+        match e {
+            S2Error::OutOfMemory => MmuError::OutOfMemory,
+            S2Error::Misaligned(a) => MmuError::Misaligned(a),
+            S2Error::OutOfRange(a) => MmuError::OutOfRange(a),
+            S2Error::AlreadyMapped(a) => MmuError::AlreadyMapped(a),
+        }
+    }
+}
+
+/// The guest's stage-2 tables (`arch_emu::stage2` over heap pages): IPA of
+/// min(PA size, 40) bits.
 pub struct Stage2 {
-    root: *mut u64,
-    ipa_bits: u32,
+    tables: arch_emu::stage2::Stage2,
 }
-
-// SAFETY: built on the boot CPU before any vCPU runs; later changes happen under the VM lock.
-unsafe impl Send for Stage2 {}
-// SAFETY: as above.
-unsafe impl Sync for Stage2 {}
-
-const S2AP_RW: u64 = 3 << 6;
 
 impl Stage2 {
     /// Empty tables.
     pub fn new() -> Result<Self, MmuError> {
-        let ipa_bits = pa_bits().min(40);
-        Ok(Stage2 {
-            root: new_table(2)?,
-            ipa_bits,
-        })
+        let tables = arch_emu::stage2::Stage2::new(&mut HeapTables, pa_bits().clamp(32, 40))?;
+        Ok(Stage2 { tables })
     }
 
     /// The IPA size in bits.
     pub fn ipa_bits(&self) -> u32 {
-        self.ipa_bits
+        self.tables.ipa_bits()
     }
 
-    fn attrs(attr: S2Attr) -> u64 {
-        match attr {
-            S2Attr::Normal => (0b1111 << 2) | SH_INNER | S2AP_RW | AF,
-            S2Attr::Device => (0b0001 << 2) | S2AP_RW | AF | XN_EL2,
-        }
-    }
-
-    fn l1_index(&self, ipa: u64) -> Result<usize, MmuError> {
-        if ipa >> self.ipa_bits != 0 {
-            return Err(MmuError::OutOfRange(ipa));
-        }
-        Ok((ipa >> 30) as usize)
-    }
-
-    fn next_table(t: *mut u64, i: usize, ipa: u64) -> Result<*mut u64, MmuError> {
-        let e = entry(t, i);
-        if e & 3 == DESC_TABLE {
-            return Ok((e & OA_MASK) as *mut u64);
-        }
-        if e & 1 != 0 {
-            return Err(MmuError::AlreadyMapped(ipa));
-        }
-        let n = new_table(1)?;
-        set_entry(t, i, n as u64 | DESC_TABLE);
-        Ok(n)
-    }
-
-    /// Maps `[ipa, ipa + size)` to `[pa, pa + size)`, with 2 MiB blocks where both are
-    /// aligned and 4 KiB pages elsewhere.
+    /// Maps `[ipa, ipa + size)` to `[pa, pa + size)`.
     pub fn map(&mut self, ipa: u64, pa: u64, size: u64, attr: S2Attr) -> Result<(), MmuError> {
-        if ipa % PAGE as u64 != 0 || pa % PAGE as u64 != 0 || size % PAGE as u64 != 0 {
-            return Err(MmuError::Misaligned(ipa | pa | size));
-        }
-        let a = Self::attrs(attr);
-        let mut off = 0;
-        while off < size {
-            let (i, p) = (ipa + off, pa + off);
-            let l1 = self.l1_index(i)?;
-            let l2 = Self::next_table(self.root, l1, i)?;
-            let i2 = ((i >> 21) & 511) as usize;
-            if i % MIB2 == 0 && p % MIB2 == 0 && size - off >= MIB2 {
-                if entry(l2, i2) & 1 != 0 {
-                    return Err(MmuError::AlreadyMapped(i));
-                }
-                set_entry(l2, i2, p | a | DESC_BLOCK);
-                off += MIB2;
-            } else {
-                let l3 = Self::next_table(l2, i2, i)?;
-                let i3 = ((i >> 12) & 511) as usize;
-                if entry(l3, i3) & 1 != 0 {
-                    return Err(MmuError::AlreadyMapped(i));
-                }
-                set_entry(l3, i3, p | a | DESC_PAGE);
-                off += PAGE as u64;
-            }
-        }
+        self.tables.map(&mut HeapTables, ipa, pa, size, attr)?;
         dsb_ish();
         Ok(())
     }
 
-    /// Translates an IPA to a PA through these tables (for instruction fetch on
-    /// emulation), or `None` if unmapped.
+    /// Translates an IPA to a PA through these tables, or `None` if unmapped.
     pub fn translate(&self, ipa: u64) -> Option<u64> {
-        let l1 = self.l1_index(ipa).ok()?;
-        let e1 = entry(self.root, l1);
-        if e1 & 3 != DESC_TABLE {
-            return None;
-        }
-        let e2 = entry((e1 & OA_MASK) as *mut u64, ((ipa >> 21) & 511) as usize);
-        match e2 & 3 {
-            DESC_BLOCK => Some((e2 & OA_MASK & !(MIB2 - 1)) | (ipa & (MIB2 - 1))),
-            DESC_TABLE => {
-                let e3 = entry((e2 & OA_MASK) as *mut u64, ((ipa >> 12) & 511) as usize);
-                (e3 & 3 == DESC_PAGE).then_some((e3 & OA_MASK) | (ipa & 0xfff))
-            }
-            _ => None,
-        }
+        self.tables.translate(&HeapTables, ipa).map(|(pa, _)| pa)
     }
 
     /// Installs these tables for this CPU (VTCR_EL2, VTTBR_EL2 with `vmid`).
     pub fn install(&self, vmid: u16) {
-        // VTCR_EL2: T0SZ = 64 - ipa_bits, SL0 = 1 (start at level 1; at 40 bits that
-        // is two concatenated tables), inner/outer write-back walks, inner shareable,
-        // 4 KiB granule, PS = PARange; bit 31 RES1.
-        let t0sz = u64::from(64 - self.ipa_bits);
-        let vtcr = t0sz
-            | (1 << 6)
-            | (1 << 8)
-            | (1 << 10)
-            | (3 << 12)
-            | (pa_range_field() << 16)
-            | (1 << 31);
-        write_sysreg!("vtcr_el2", vtcr);
-        write_sysreg!("vttbr_el2", self.root as u64 | (u64::from(vmid) << 48));
+        // VTCR_EL2 (see `arch_emu::stage2::Stage2::vtcr`): level-1 start, 4 KiB
+        // granule, PS = PARange.
+        write_sysreg!("vtcr_el2", self.tables.vtcr(pa_range_field()));
+        write_sysreg!("vttbr_el2", self.tables.root() | (u64::from(vmid) << 48));
         isb();
         // SAFETY: invalidating the stage-1+2 TLB entries of the current VMID.
         unsafe { core::arch::asm!("tlbi vmalls12e1is", "dsb ish", options(nostack)) };

@@ -8,4 +8,5 @@ pub mod esr;
 pub mod insn;
 pub mod pl011;
 pub mod psci;
+pub mod stage2;
 pub mod vgic;
