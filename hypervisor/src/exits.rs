@@ -18,10 +18,10 @@ pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
 /// SCTLR_EL1 as a CPU comes out of reset for Linux: MMU and caches off (RES1 bits only).
 pub const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 
-/// The physical timer interrupt the guest's virtual timer raises (PPI 27).
-pub const VTIMER_INTID: u32 = 27;
-/// The GIC maintenance interrupt (PPI 9 = INTID 25).
-pub const MAINTENANCE_INTID: u32 = 25;
+/// The virtual timer's INTID when the host DT does not say (PPI 11).
+pub const DEFAULT_VTIMER_INTID: u32 = 27;
+/// The maintenance interrupt's INTID when the host DT does not say (PPI 9).
+pub const DEFAULT_MAINTENANCE_INTID: u32 = 25;
 
 /// What to do once the exit is handled.
 enum Next {
@@ -34,6 +34,10 @@ enum Next {
 pub struct HostIrqs {
     /// INTID of the host UART's interrupt.
     pub uart_intid: u32,
+    /// The physical virtual-timer PPI (the guest's is hardware-linked to it).
+    pub vtimer: u32,
+    /// The GIC maintenance interrupt.
+    pub maintenance: u32,
 }
 
 /// Set once at boot.
@@ -376,7 +380,11 @@ fn sync_exit(vm: &mut Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Nex
 }
 
 fn irq_exit(vm: &mut Vm, cpu: usize, kick: &mut Kick) {
-    let uart_intid = HOST_IRQS.get().map_or(u32::MAX, |h| h.uart_intid);
+    let (uart_intid, vtimer, maintenance) = HOST_IRQS.get().map_or(
+        (u32::MAX, DEFAULT_VTIMER_INTID, DEFAULT_MAINTENANCE_INTID),
+        |h| (h.uart_intid, h.vtimer, h.maintenance),
+    );
+    let guest_vtimer = vm.layout.timer_ppis[2];
     // Bounded: an interrupt that stays asserted must not keep this CPU at EL2.
     for _ in 0..64 {
         let intid = gic::ack();
@@ -385,10 +393,10 @@ fn irq_exit(vm: &mut Vm, cpu: usize, kick: &mut Kick) {
         }
         vm.stats.irq += 1;
         gic::eoi(intid);
-        if intid == VTIMER_INTID {
+        if intid == vtimer {
             // Left active: the guest's deactivation of the hardware-linked virtual
             // interrupt deactivates it.
-            kick.0 |= vm.vgic.set_line(cpu, VTIMER_INTID, true).0;
+            kick.0 |= vm.vgic.set_line(cpu, guest_vtimer, true).0;
             continue;
         }
         if intid == uart_intid {
@@ -402,7 +410,7 @@ fn irq_exit(vm: &mut Vm, cpu: usize, kick: &mut Kick) {
             drop(c);
             kick.0 |= vm.update_uart_line().0;
         }
-        if intid == MAINTENANCE_INTID {
+        if intid == maintenance {
             // Level-sensitive: asserted until the list registers that caused it
             // (completed level entries, underflow) are dealt with.
             refresh_lrs(vm, cpu);

@@ -32,6 +32,10 @@ pub struct HostPlatform {
     pub uart: u64,
     /// Its interrupt's INTID.
     pub uart_intid: u32,
+    /// The physical virtual-timer PPI.
+    pub vtimer_intid: u32,
+    /// The GIC maintenance interrupt.
+    pub maintenance_intid: u32,
     /// The guest kernel module (base, size) and its bootargs.
     pub kernel: (u64, u64, String),
     /// The initrd module (base, size).
@@ -66,6 +70,11 @@ impl HostPlatform {
             gicr: p.gic.gicr.iter().map(|r| (r.base, r.size)).collect(),
             uart: p.uart.regs.base,
             uart_intid: p.uart.intid,
+            vtimer_intid: p.timer.virt,
+            maintenance_intid: p
+                .gic
+                .maintenance_intid
+                .unwrap_or(crate::exits::DEFAULT_MAINTENANCE_INTID),
             kernel: (
                 k.region.base,
                 k.region.size,
@@ -298,7 +307,7 @@ pub fn build(
     let mut vgic = Vgic::new(&layout.mpidrs, layout.num_spis);
     for v in 0..n {
         // The guest's virtual timer is the physical PPI itself, hardware-linked.
-        vgic.set_hw_linked(v, crate::exits::VTIMER_INTID, crate::exits::VTIMER_INTID);
+        vgic.set_hw_linked(v, layout.timer_ppis[2], host.vtimer_intid);
     }
     let segment = crate::vm::synthetic_segment(&layout);
     let mut power = vec![Power::Off; n];

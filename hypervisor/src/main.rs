@@ -164,12 +164,15 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         },
     };
     pgic.init_distributor();
-    if let Err(e) = pgic.init_cpu(&[exits::VTIMER_INTID, exits::MAINTENANCE_INTID]) {
+    let host_ppis = [host.vtimer_intid, host.maintenance_intid];
+    if let Err(e) = pgic.init_cpu(&host_ppis) {
         exits::fatal(e);
     }
     pgic.enable_spi(host.uart_intid, sysreg::mpidr_affinity());
     exits::HOST_IRQS.call_once(|| exits::HostIrqs {
         uart_intid: host.uart_intid,
+        vtimer: host.vtimer_intid,
+        maintenance: host.maintenance_intid,
     });
     if let Some(c) = console::CONSOLE.lock().as_mut() {
         c.enable_rx_interrupts();
@@ -238,7 +241,14 @@ static GIC: spin::Once<gic::Gic> = spin::Once::new();
 #[no_mangle]
 extern "C" fn secondary_main(idx: usize) -> ! {
     if let Some(g) = GIC.get() {
-        if let Err(e) = g.init_cpu(&[exits::VTIMER_INTID, exits::MAINTENANCE_INTID]) {
+        let ppis = exits::HOST_IRQS.get().map_or(
+            [
+                exits::DEFAULT_VTIMER_INTID,
+                exits::DEFAULT_MAINTENANCE_INTID,
+            ],
+            |h| [h.vtimer, h.maintenance],
+        );
+        if let Err(e) = g.init_cpu(&ppis) {
             exits::fatal(e);
         }
     }
