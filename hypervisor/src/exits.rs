@@ -466,6 +466,16 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
             Next::Resume
         }
     };
+    let tx = core::mem::take(&mut vm.tx);
+    let flush_tx = || {
+        if !tx.as_slice().is_empty() {
+            if let Some(c) = CONSOLE.lock().as_mut() {
+                for &b in tx.as_slice() {
+                    c.guest_byte(b);
+                }
+            }
+        }
+    };
     match next {
         Next::Resume => {
             // The list registers change only through an interrupt exit (timer,
@@ -475,11 +485,14 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
                 refresh_lrs(&mut vm, cpu);
             }
             send_kicks(&vm, cpu, kick);
+            drop(vm);
+            flush_tx();
         }
         Next::Park => {
             send_kicks(&vm, cpu, kick);
             retire_lrs(&mut vm, cpu);
             drop(vm);
+            flush_tx();
             park(cpu)
         }
         Next::Shutdown(code) => {
@@ -487,6 +500,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
             let semihosting = vm.semihosting;
             let vgic = vm.vgic.stats();
             drop(vm);
+            flush_tx();
             shutdown(code, stats, vgic, semihosting)
         }
     }

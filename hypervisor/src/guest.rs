@@ -333,6 +333,7 @@ pub fn build(
         stats: Default::default(),
         lr_count: crate::gic::num_lrs(),
         semihosting,
+        tx: Default::default(),
     };
     Ok((vm, entry, dtb_ipa))
 }

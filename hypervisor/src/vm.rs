@@ -11,7 +11,6 @@ use guest_dt::GuestLayout;
 use spin::{Mutex, Once};
 use vbus::Segment;
 
-use crate::console::CONSOLE;
 use crate::mmu::Stage2;
 
 /// A vCPU's PSCI power state.
@@ -92,6 +91,31 @@ pub struct Vm {
     pub lr_count: usize,
     /// Leave QEMU through semihosting at shutdown.
     pub semihosting: bool,
+    /// Guest console bytes of this exit, written to the host UART after the VM
+    /// lock is released (a slow UART must not stall other vCPUs' exits).
+    pub tx: TxBytes,
+}
+
+/// A few bytes of guest console output (one exit writes at most two).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TxBytes {
+    buf: [u8; 4],
+    len: usize,
+}
+
+impl TxBytes {
+    /// Appends a byte (dropped if full, which one exit cannot cause).
+    pub fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
 }
 
 /// The one guest.
@@ -162,9 +186,7 @@ impl Vm {
                 Some(v) => {
                     let out = self.uart.write(off, size, v as u32);
                     if let Some(b) = out.tx {
-                        if let Some(c) = CONSOLE.lock().as_mut() {
-                            c.guest_byte(b);
-                        }
+                        self.tx.push(b);
                     }
                     0
                 }
