@@ -65,7 +65,31 @@ fn inject_sync(esr_el1: u64, far: Option<u64>) {
         write_sysreg!("far_el1", f);
     }
     write_sysreg!("elr_el2", vbar.wrapping_add(offset));
-    write_sysreg!("spsr_el2", SPSR_EL1H_MASKED);
+    write_sysreg!("spsr_el2", exception_entry_pstate(spsr));
+}
+
+/// PSTATE as the hardware sets it on taking an exception to EL1h from `old`
+/// (Arm ARM D1.3.2): D, A, I, F masked; PAN set when SCTLR_EL1.SPAN is 0 (and
+/// kept otherwise); SSBS from SCTLR_EL1.DSSBS; DIT kept; UAO and BTYPE cleared.
+fn exception_entry_pstate(old: u64) -> u64 {
+    const PAN: u64 = 1 << 22;
+    const DIT: u64 = 1 << 24;
+    const SSBS: u64 = 1 << 12;
+    let sctlr = read_sysreg!("sctlr_el1");
+    let mmfr1 = read_sysreg!("id_aa64mmfr1_el1");
+    let pfr1 = read_sysreg!("id_aa64pfr1_el1");
+    let mut p = SPSR_EL1H_MASKED | (old & DIT);
+    if (mmfr1 >> 20) & 0xf != 0 {
+        if sctlr & (1 << 23) == 0 {
+            p |= PAN;
+        } else {
+            p |= old & PAN;
+        }
+    }
+    if (pfr1 >> 4) & 0xf != 0 && sctlr & (1 << 44) != 0 {
+        p |= SSBS;
+    }
+    p
 }
 
 fn from_el0() -> bool {

@@ -310,10 +310,11 @@ pub fn build(
         vgic.set_hw_linked(v, layout.timer_ppis[2], host.vtimer_intid);
     }
     let segment = crate::vm::synthetic_segment(&layout);
-    let mut power = vec![Power::Off; n];
-    if let Some(p) = power.get_mut(0) {
-        *p = Power::Off;
+    if layout.pci.is_some() && segment.is_none() {
+        return Err("the synthetic PCI segment could not be built".into());
     }
+    // Every vCPU starts off; the boot CPU switches vCPU 0 on when it enters it.
+    let power = vec![Power::Off; n];
     // The console UART as firmware leaves it: enabled, 8 bits, FIFOs on, no
     // interrupt raised yet (earlycon writes to it without programming it).
     let mut uart = Pl011::new();
