@@ -15,8 +15,8 @@ use crate::sysreg::clean_dcache_range;
 use crate::vm::{Power, Vm};
 
 const MIB2: u64 = 2 << 20;
-/// Most RAM a guest gets.
-const MAX_GUEST_RAM: u64 = 1 << 30;
+/// RAM a guest gets unless the hypervisor's `guest-mem=` says otherwise.
+pub const DEFAULT_GUEST_RAM: u64 = 1 << 30;
 
 /// What the hypervisor needs of the host platform.
 pub struct HostPlatform {
@@ -178,6 +178,7 @@ pub fn build(
     host: &HostPlatform,
     semihosting: bool,
     psci: guest_dt::PsciMethod,
+    guest_mem: Option<u64>,
 ) -> Result<(Vm, u64, u64), String> {
     let n = host.cpus.len().min(MAX_CPUS);
     if host.cpus.len() > MAX_CPUS {
@@ -187,7 +188,15 @@ pub fn build(
         );
     }
     let (ram_pa, free) = free_ram(host).ok_or("no free RAM for the guest")?;
-    let ram_size = free.min(MAX_GUEST_RAM);
+    let ram_size = match guest_mem {
+        None => free.min(DEFAULT_GUEST_RAM),
+        Some(m) if m > free => {
+            return Err(alloc::format!(
+                "guest-mem={m:#x} but only {free:#x} bytes of host RAM are free"
+            ))
+        }
+        Some(m) => m & !(MIB2 - 1),
+    };
     let mut layout = GuestLayout::qemu_virt_default(n, ram_size);
     layout.psci_method = psci;
     layout

@@ -185,7 +185,18 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     } else {
         guest_dt::PsciMethod::Hvc
     };
-    let vm = match guest::build(&host, semihosting, psci) {
+    // `guest-mem=SIZE`: the guest's RAM (default: 1 GiB, or what is free).
+    let guest_mem = match bootargs
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("guest-mem="))
+    {
+        None => None,
+        Some(v) => match guest_dt::boot::parse_size(v) {
+            Some(n) => Some(n),
+            None => exits::fatal(&alloc::format!("bootargs: bad guest-mem={v}")),
+        },
+    };
+    let vm = match guest::build(&host, semihosting, psci, guest_mem) {
         Ok(vm) => vm,
         Err(e) => exits::fatal(&alloc::format!("guest: {e}")),
     };

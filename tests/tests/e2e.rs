@@ -844,3 +844,38 @@ devmem 0x0a000000 32 >/dev/null 2>&1; echo READ-STATUS=$?; echo SURVIVED=yes"
     assert!(!stats.contains("unclaimed 0 "), "{stats}");
     assert!(!stats.contains("(aborts injected 0)"), "{stats}");
 }
+
+/// The hypervisor's `guest-mem=` sizes guest RAM (here 512 MiB instead of the
+/// default 1 GiB), and a size that does not fit is a boot error naming it.
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn guest_mem_option_sizes_guest_ram() {
+    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
+    let bin = std::env::var_os(qemu::env::HYPERVISOR_BIN)
+        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN));
+    cfg.mode = qemu::Mode::Hypervisor(bin.into());
+    cfg.hypervisor_args = "guest-mem=512M".to_string();
+    cfg.exec = Some(
+        "echo MEMTOTAL=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)".to_string(),
+    );
+    cfg.timeout = Some(boot_timeout());
+    cfg.echo = false;
+    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    expect_powered_off(&out);
+    let kib: u64 = tagged(&out, "MEMTOTAL")
+        .first()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal:\n{}", out.tail(20)));
+    assert!((400 * 1024..512 * 1024).contains(&kib), "MemTotal {kib} kB");
+
+    cfg.hypervisor_args = "guest-mem=64G".to_string();
+    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    assert_eq!(out.verdict, Verdict::HypervisorFault, "{}", out.summary());
+    assert!(
+        out.console
+            .iter()
+            .any(|l| l.contains("guest: guest-mem=0x1000000000 but only")),
+        "{}",
+        out.tail(10)
+    );
+}

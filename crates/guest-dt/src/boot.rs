@@ -56,6 +56,20 @@ impl core::fmt::Display for PlacementError {
     }
 }
 
+/// A size like `512M`, `2G`, `1048576` or `64k` (binary units), as the
+/// hypervisor's `guest-mem=` option takes it; `None` if malformed or zero.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 10),
+        (i, 'm' | 'M') => (&s[..i], 20),
+        (i, 'g' | 'G') => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1u64 << shift).filter(|&v| v > 0)
+}
+
 fn le64(b: &[u8], at: usize) -> u64 {
     b.get(at..at + 8)
         .and_then(|s| <[u8; 8]>::try_from(s).ok())
@@ -190,6 +204,17 @@ mod tests {
             place(1 << 30, &[0; 64], 0x1000, None, MAX_DTB + 1),
             Err(PlacementError::DtbTooLarge(MAX_DTB + 1))
         );
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("4096"), Some(4096));
+        for bad in ["", "G", "0", "12X", "-1G", "99999999999G"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
