@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::entry::{cpu_index, run_guest, Frame, MAX_CPUS};
 use crate::gic;
 use crate::sysreg::{read_sysreg, wfe, write_sysreg};
-use crate::vm::{Power, Vm, VM};
+use crate::vm::{Counters, Power, TxBytes, Vm, VM};
 
 /// SPSR for a fresh EL1 entry: EL1h, D, A, I, F masked.
 pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
@@ -175,10 +175,11 @@ fn fetch_guest_insn(vm: &Vm, va: u64) -> Option<u32> {
 /// Emulates a trapped load/store whose syndrome is not valid by decoding the
 /// instruction (pairs, writeback, register offsets). False: inject an abort.
 fn emulate_without_syndrome(
-    vm: &mut Vm,
+    vm: &Vm,
     frame: &mut Frame,
     da: &esr::DataAbort,
     kick: &mut Kick,
+    tx: &mut TxBytes,
 ) -> bool {
     use arch_emu::insn::{self, Decoded, Offset};
     if da.far_not_valid {
@@ -213,7 +214,7 @@ fn emulate_without_syndrome(
     for (i, t) in ls.transfers.iter().flatten().enumerate() {
         let ipa = ipa0 + u64::from(t.offset);
         let value = (!ls.load).then(|| insn::apply_load(frame.reg(t.rt), ls.size, false, true));
-        match vm.mmio(ipa, ls.size, value, kick) {
+        match vm.mmio(ipa, ls.size, value, kick, tx) {
             Some(v) => {
                 if let Some(slot) = loaded.get_mut(i) {
                     *slot = (
@@ -244,11 +245,11 @@ fn emulate_without_syndrome(
     true
 }
 
-fn data_abort(vm: &mut Vm, frame: &mut Frame, da: esr::DataAbort, kick: &mut Kick) {
+fn data_abort(vm: &Vm, frame: &mut Frame, da: esr::DataAbort, kick: &mut Kick, tx: &mut TxBytes) {
     if !da.isv {
-        vm.stats.no_syndrome += 1;
-        if !emulate_without_syndrome(vm, frame, &da, kick) {
-            vm.stats.injected_aborts += 1;
+        Counters::bump(&vm.stats.no_syndrome);
+        if !emulate_without_syndrome(vm, frame, &da, kick, tx) {
+            Counters::bump(&vm.stats.injected_aborts);
             inject_data_abort(da.write);
         }
         return;
@@ -261,7 +262,7 @@ fn data_abort(vm: &mut Vm, frame: &mut Frame, da: esr::DataAbort, kick: &mut Kic
         (1u64 << (size * 8)) - 1
     };
     let value = da.write.then(|| frame.reg(da.srt) & mask);
-    match vm.mmio(ipa, size, value, kick) {
+    match vm.mmio(ipa, size, value, kick, tx) {
         Some(v) => {
             if !da.write {
                 let mut v = v & mask;
@@ -277,15 +278,15 @@ fn data_abort(vm: &mut Vm, frame: &mut Frame, da: esr::DataAbort, kick: &mut Kic
             advance_pc();
         }
         None => {
-            vm.stats.unclaimed_mmio += 1;
-            vm.stats.injected_aborts += 1;
+            Counters::bump(&vm.stats.unclaimed_mmio);
+            Counters::bump(&vm.stats.injected_aborts);
             log::debug!("unclaimed access at IPA {ipa:#x}");
             inject_data_abort(da.write);
         }
     }
 }
 
-fn psci_call(vm: &mut Vm, cpu: usize, frame: &mut Frame) -> Next {
+fn psci_call(vm: &Vm, cpu: usize, frame: &mut Frame) -> Next {
     let call = psci::decode(frame.x[0], frame.x[1], frame.x[2], frame.x[3]);
     let ret: i64 = match call {
         Call::Version => psci::IMPLEMENTED_PSCI_VERSION,
@@ -296,19 +297,19 @@ fn psci_call(vm: &mut Vm, cpu: usize, frame: &mut Frame) -> Next {
             context_id,
         } => match vm.vcpu_by_mpidr(psci::mpidr_affinity(target_mpidr)) {
             None => psci::INVALID_PARAMETERS,
-            Some(t) => match vm.power.get(t).copied() {
-                Some(Power::On) => psci::ALREADY_ON,
-                Some(Power::OnPending { .. }) => psci::ON_PENDING,
-                Some(Power::Off) => {
-                    if vm.stage2.translate(entry_point).is_none() {
-                        psci::INVALID_ADDRESS
-                    } else {
-                        if let Some(p) = vm.power.get_mut(t) {
-                            *p = Power::OnPending {
-                                entry: entry_point,
-                                context_id,
-                            };
-                        }
+            Some(_) if vm.stage2.translate(entry_point).is_none() => psci::INVALID_ADDRESS,
+            Some(t) => {
+                let mut power = vm.power.lock();
+                match power.get_mut(t) {
+                    None => psci::INVALID_PARAMETERS,
+                    Some(Power::On) => psci::ALREADY_ON,
+                    Some(Power::OnPending { .. }) => psci::ON_PENDING,
+                    Some(p) => {
+                        *p = Power::OnPending {
+                            entry: entry_point,
+                            context_id,
+                        };
+                        drop(power);
                         if let Some(flag) = ON_REQUEST.get(t) {
                             flag.store(true, Ordering::Release);
                         }
@@ -318,11 +319,10 @@ fn psci_call(vm: &mut Vm, cpu: usize, frame: &mut Frame) -> Next {
                         psci::SUCCESS
                     }
                 }
-                None => psci::INVALID_PARAMETERS,
-            },
+            }
         },
         Call::CpuOff => {
-            if let Some(p) = vm.power.get_mut(cpu) {
+            if let Some(p) = vm.power.lock().get_mut(cpu) {
                 *p = Power::Off;
             }
             return Next::Park;
@@ -336,7 +336,7 @@ fn psci_call(vm: &mut Vm, cpu: usize, frame: &mut Frame) -> Next {
             } else {
                 match vm
                     .vcpu_by_mpidr(psci::mpidr_affinity(target_affinity))
-                    .and_then(|t| vm.power.get(t).copied())
+                    .and_then(|t| vm.power.lock().get(t).copied())
                 {
                     None => psci::INVALID_PARAMETERS,
                     Some(Power::On) => psci::AFFINITY_ON,
@@ -355,15 +355,15 @@ fn psci_call(vm: &mut Vm, cpu: usize, frame: &mut Frame) -> Next {
     Next::Resume
 }
 
-fn sync_exit(vm: &mut Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Next {
+fn sync_exit(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick, tx: &mut TxBytes) -> Next {
     let esr = read_sysreg!("esr_el2");
     match esr::decode(esr) {
         Exit::DataAbort(da) => {
-            data_abort(vm, frame, da, kick);
+            data_abort(vm, frame, da, kick, tx);
             Next::Resume
         }
         Exit::Hvc { imm16 } => {
-            vm.stats.hvc += 1;
+            Counters::bump(&vm.stats.hvc);
             if imm16 != 0 {
                 frame.x[0] = psci::NOT_SUPPORTED as u64;
                 return Next::Resume;
@@ -371,17 +371,17 @@ fn sync_exit(vm: &mut Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Nex
             psci_call(vm, cpu, frame)
         }
         Exit::Smc { .. } => {
-            vm.stats.smc += 1;
+            Counters::bump(&vm.stats.smc);
             advance_pc();
             psci_call(vm, cpu, frame)
         }
         Exit::SysReg(s) => {
             if s.is_icc_sgi1r_write() {
-                vm.stats.sgi += 1;
-                kick.0 |= vm.vgic.write_sgi1r(cpu, frame.reg(s.rt)).0;
+                Counters::bump(&vm.stats.sgi);
+                kick.0 |= vm.vgic.lock().write_sgi1r(cpu, frame.reg(s.rt)).0;
                 advance_pc();
             } else {
-                vm.stats.sysreg_other += 1;
+                Counters::bump(&vm.stats.sysreg_other);
                 inject_undef();
             }
             Next::Resume
@@ -391,19 +391,19 @@ fn sync_exit(vm: &mut Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Nex
             Next::Resume
         }
         Exit::InstructionAbort(_) => {
-            vm.stats.other += 1;
+            Counters::bump(&vm.stats.other);
             inject_prefetch_abort();
             Next::Resume
         }
         Exit::Other { .. } => {
-            vm.stats.other += 1;
+            Counters::bump(&vm.stats.other);
             inject_undef();
             Next::Resume
         }
     }
 }
 
-fn irq_exit(vm: &mut Vm, cpu: usize, kick: &mut Kick) {
+fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
     let (uart_intid, vtimer, maintenance) = HOST_IRQS.get().map_or(
         (u32::MAX, DEFAULT_VTIMER_INTID, DEFAULT_MAINTENANCE_INTID),
         |h| (h.uart_intid, h.vtimer, h.maintenance),
@@ -415,24 +415,25 @@ fn irq_exit(vm: &mut Vm, cpu: usize, kick: &mut Kick) {
         if intid >= 1020 {
             return;
         }
-        vm.stats.irq += 1;
+        Counters::bump(&vm.stats.irq);
         gic::eoi(intid);
         if intid == vtimer {
             // Left active: the guest's deactivation of the hardware-linked virtual
             // interrupt deactivates it.
-            kick.0 |= vm.vgic.set_line(cpu, guest_vtimer, true).0;
+            kick.0 |= vm.vgic.lock().set_line(cpu, guest_vtimer, true).0;
             continue;
         }
         if intid == uart_intid {
+            let mut dev = vm.devices.lock();
             let mut c = CONSOLE.lock();
             if let Some(c) = c.as_mut() {
                 while let Some(b) = c.getc() {
-                    vm.stats.console_input += 1;
-                    vm.uart.push_rx(b);
+                    Counters::bump(&vm.stats.console_input);
+                    dev.uart.push_rx(b);
                 }
             }
             drop(c);
-            kick.0 |= vm.update_uart_line().0;
+            kick.0 |= vm.update_uart_line(&mut dev).0;
         }
         if intid == maintenance {
             // Level-sensitive: asserted until the list registers that caused it
@@ -443,18 +444,20 @@ fn irq_exit(vm: &mut Vm, cpu: usize, kick: &mut Kick) {
         // back to the guest.
         gic::deactivate(intid);
     }
-    vm.stats.irq_storms += 1;
+    Counters::bump(&vm.stats.irq_storms);
 }
 
 /// Moves interrupts between the vGIC and this CPU's list registers.
-fn refresh_lrs(vm: &mut Vm, cpu: usize) {
+fn refresh_lrs(vm: &Vm, cpu: usize) {
     let n = vm.lr_count.min(16);
     let mut lrs = [0u64; 16];
     for (i, lr) in lrs.iter_mut().enumerate().take(n) {
         *lr = gic::read_lr(i);
     }
-    vm.vgic.fold(cpu, &mut lrs[..n]);
-    let overflow = vm.vgic.flush(cpu, &mut lrs[..n]);
+    let mut vgic = vm.vgic.lock();
+    vgic.fold(cpu, &mut lrs[..n]);
+    let overflow = vgic.flush(cpu, &mut lrs[..n]);
+    drop(vgic);
     for (i, lr) in lrs.iter().enumerate().take(n) {
         gic::write_lr(i, *lr);
     }
@@ -477,55 +480,46 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
         fatal("guest exit before the VM exists")
     };
     let mut kick = Kick::default();
-    let mut vm = vm.lock();
+    let mut tx = TxBytes::default();
     let next = match kind {
-        0 => sync_exit(&mut vm, cpu, frame, &mut kick),
+        0 => sync_exit(vm, cpu, frame, &mut kick, &mut tx),
         1 => {
-            irq_exit(&mut vm, cpu, &mut kick);
+            irq_exit(vm, cpu, &mut kick);
             Next::Resume
         }
         _ => {
             // FIQ (group 0, unused) or SError: nothing the hypervisor can fix.
-            vm.stats.other += 1;
+            Counters::bump(&vm.stats.other);
             Next::Resume
         }
     };
-    let tx = core::mem::take(&mut vm.tx);
-    let flush_tx = || {
-        if !tx.as_slice().is_empty() {
-            if let Some(c) = CONSOLE.lock().as_mut() {
-                for &b in tx.as_slice() {
-                    c.guest_byte(b);
-                }
+    // Guest console output, with no lock of the VM held.
+    if !tx.as_slice().is_empty() {
+        if let Some(c) = CONSOLE.lock().as_mut() {
+            for &b in tx.as_slice() {
+                c.guest_byte(b);
             }
         }
-    };
+    }
     match next {
         Next::Resume => {
             // The list registers change only through an interrupt exit (timer,
             // maintenance, kick) or a vGIC change for this vCPU (its Kick bit):
             // most MMIO exits (the console's) skip the sixteen sysreg accesses.
             if kind == 1 || kick.0 & (1u64 << cpu.min(63)) != 0 {
-                refresh_lrs(&mut vm, cpu);
+                refresh_lrs(vm, cpu);
             }
-            send_kicks(&vm, cpu, kick);
-            drop(vm);
-            flush_tx();
+            send_kicks(vm, cpu, kick);
         }
         Next::Park => {
-            send_kicks(&vm, cpu, kick);
-            retire_lrs(&mut vm, cpu);
-            drop(vm);
-            flush_tx();
+            send_kicks(vm, cpu, kick);
+            retire_lrs(vm, cpu);
             park(cpu)
         }
         Next::Shutdown(code) => {
-            let stats = vm.stats;
-            let semihosting = vm.semihosting;
-            let vgic = vm.vgic.stats();
-            drop(vm);
-            flush_tx();
-            shutdown(code, stats, vgic, semihosting)
+            let stats = vm.stats.snapshot();
+            let vgic = vm.vgic.lock().stats();
+            shutdown(code, stats, vgic, vm.semihosting)
         }
     }
 }
@@ -533,7 +527,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
 /// A vCPU switched off leaves nothing in flight: hardware-linked entries give back
 /// their physical interrupt, every entry completes in the model (level lines are
 /// resampled), and the list registers and active priorities are cleared.
-fn retire_lrs(vm: &mut Vm, cpu: usize) {
+fn retire_lrs(vm: &Vm, cpu: usize) {
     let n = vm.lr_count.min(16);
     let mut lrs = [0u64; 16];
     for (i, lr) in lrs.iter_mut().enumerate().take(n) {
@@ -543,7 +537,7 @@ fn retire_lrs(vm: &mut Vm, cpu: usize) {
         }
         *lr = v & !(3 << arch_emu::vgic::lr::STATE_SHIFT);
     }
-    vm.vgic.fold(cpu, &mut lrs[..n]);
+    vm.vgic.lock().fold(cpu, &mut lrs[..n]);
     for i in 0..n {
         gic::write_lr(i, 0);
     }
@@ -558,22 +552,30 @@ pub fn park(cpu: usize) -> ! {
             .get(cpu)
             .is_some_and(|f| f.swap(false, Ordering::Acquire));
         if let (true, Some(vm)) = (requested, VM.get()) {
-            let mut vm = vm.lock();
-            if let Some(Power::OnPending { entry, context_id }) = vm.power.get(cpu).copied() {
-                if let Some(p) = vm.power.get_mut(cpu) {
-                    *p = Power::On;
+            let start = {
+                let mut power = vm.power.lock();
+                match power.get_mut(cpu) {
+                    Some(p) => match *p {
+                        Power::OnPending { entry, context_id } => {
+                            *p = Power::On;
+                            Some((entry, context_id))
+                        }
+                        _ => None,
+                    },
+                    None => None,
                 }
+            };
+            if let Some((entry, context_id)) = start {
                 write_sysreg!("sctlr_el1", SCTLR_EL1_RESET);
                 write_sysreg!("elr_el2", entry);
                 write_sysreg!("spsr_el2", SPSR_EL1H_MASKED);
-                refresh_lrs(&mut vm, cpu);
-                drop(vm);
+                refresh_lrs(vm, cpu);
                 run_guest(context_id)
             }
         }
         // Sleep until an interrupt is pending (WFI wakes even with PSTATE.I set):
         // CPU_ON sends the kick SGI. Spinning here would take host CPU time (and,
-        // under QEMU TCG, the VM lock) from the vCPUs that run.
+        // under QEMU TCG, the VM's locks) from the vCPUs that run.
         // SAFETY: WFI only suspends this PE.
         unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
         loop {

@@ -335,15 +335,16 @@ pub fn build(
         layout,
         stage2,
         ram_pa,
-        vgic,
-        uart,
-        uart_line: false,
-        segment,
-        power,
+        vgic: spin::Mutex::new(vgic),
+        devices: spin::Mutex::new(crate::vm::Devices {
+            uart,
+            uart_line: false,
+            segment,
+        }),
+        power: spin::Mutex::new(power),
         stats: Default::default(),
         lr_count: crate::gic::num_lrs(),
         semihosting,
-        tx: Default::default(),
     };
     Ok((vm, entry, dtb_ipa))
 }

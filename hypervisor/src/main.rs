@@ -204,7 +204,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     let dtb_ipa = vm.2;
     let ncpus = vm.0.pcpu_mpidr.len();
     let pcpus = vm.0.pcpu_mpidr.clone();
-    vm::VM.call_once(|| spin::Mutex::new(vm.0));
+    vm::VM.call_once(|| vm.0);
     GIC.call_once(|| pgic);
 
     CPUS_READY.store(1, Ordering::SeqCst);
@@ -238,8 +238,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     write_sysreg!("elr_el2", entry);
     write_sysreg!("spsr_el2", exits::SPSR_EL1H_MASKED);
     if let Some(vm) = vm::VM.get() {
-        let mut vm = vm.lock();
-        if let Some(p) = vm.power.get_mut(0) {
+        if let Some(p) = vm.power.lock().get_mut(0) {
             *p = vm::Power::On;
         }
     }
@@ -273,7 +272,6 @@ fn configure_el2_for_guest(idx: usize) {
     let Some(vm) = vm::VM.get() else {
         exits::fatal("no VM to configure for")
     };
-    let vm = vm.lock();
     // HCR_EL2: VM (stage 2), SWIO, FMO/IMO/AMO (physical interrupts to EL2, virtual
     // ones to the guest), FB (broadcast TLB/cache maintenance), BSU = inner shareable,
     // TSC (trap SMC: PSCI), RW (EL1 is AArch64), APK/API (pointer authentication

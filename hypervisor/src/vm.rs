@@ -1,13 +1,18 @@
-//! The guest: its layout, memory, emulated devices and vCPU power states, all
-//! behind one lock (`VM`). Exits take the lock for as long as they emulate.
+//! The guest: its layout and memory (fixed after boot), and the state exits
+//! change, behind separate locks so that exits on different CPUs rarely wait on
+//! each other: the vGIC, the emulated devices (PL011, PCI segment), the vCPU
+//! power states. Lock order: devices, then vGIC; power, then vGIC; the host
+//! console last. Counters are atomics.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use arch_emu::pl011::Pl011;
 use arch_emu::vgic::{Kick, Vgic};
+use core::sync::atomic::{AtomicU64, Ordering};
 use emulated_bridges::{RootPort, RootPortConfig};
 use guest_dt::GuestLayout;
+
 use spin::{Mutex, Once};
 use vbus::Segment;
 
@@ -27,6 +32,41 @@ pub enum Power {
     },
     /// Running.
     On,
+}
+
+/// Exit counters by cause (atomics: any CPU counts without a lock).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Trapped GICD accesses.
+    pub gicd: AtomicU64,
+    /// Trapped GICR accesses.
+    pub gicr: AtomicU64,
+    /// Trapped PL011 accesses.
+    pub uart: AtomicU64,
+    /// Trapped ECAM accesses.
+    pub ecam: AtomicU64,
+    /// Data aborts at addresses nothing emulates (an external abort was injected).
+    pub unclaimed_mmio: AtomicU64,
+    /// Data aborts without a valid syndrome (decoded from the instruction).
+    pub no_syndrome: AtomicU64,
+    /// External aborts injected (nothing there, or an access not emulated).
+    pub injected_aborts: AtomicU64,
+    /// HVC calls.
+    pub hvc: AtomicU64,
+    /// SMC calls.
+    pub smc: AtomicU64,
+    /// Trapped ICC_SGI1R_EL1 writes.
+    pub sgi: AtomicU64,
+    /// Other trapped system register accesses (an undefined instruction was injected).
+    pub sysreg_other: AtomicU64,
+    /// Physical interrupts taken while the guest ran.
+    pub irq: AtomicU64,
+    /// Exits that left interrupts pending after 64 acknowledgements.
+    pub irq_storms: AtomicU64,
+    /// Bytes of host console input given to the guest's UART.
+    pub console_input: AtomicU64,
+    /// Instruction aborts and other exception classes (an exception was injected).
+    pub other: AtomicU64,
 }
 
 /// Exit counters by cause, printed at shutdown.
@@ -64,36 +104,67 @@ pub struct ExitStats {
     pub other: u64,
 }
 
-/// The guest.
-pub struct Vm {
-    /// Where everything is.
-    pub layout: GuestLayout,
-    /// Its stage-2 tables.
-    pub stage2: Stage2,
-    /// Host physical address of guest RAM.
-    #[allow(dead_code)] // reported at boot; kept for DMA mapping (next issue)
-    pub ram_pa: u64,
-    /// The vGICv3.
-    pub vgic: Vgic,
+impl Counters {
+    /// Adds one to `c`.
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> ExitStats {
+        ExitStats {
+            gicd: self.gicd.load(Ordering::Relaxed),
+            gicr: self.gicr.load(Ordering::Relaxed),
+            uart: self.uart.load(Ordering::Relaxed),
+            ecam: self.ecam.load(Ordering::Relaxed),
+            unclaimed_mmio: self.unclaimed_mmio.load(Ordering::Relaxed),
+            no_syndrome: self.no_syndrome.load(Ordering::Relaxed),
+            injected_aborts: self.injected_aborts.load(Ordering::Relaxed),
+            hvc: self.hvc.load(Ordering::Relaxed),
+            smc: self.smc.load(Ordering::Relaxed),
+            sgi: self.sgi.load(Ordering::Relaxed),
+            sysreg_other: self.sysreg_other.load(Ordering::Relaxed),
+            irq: self.irq.load(Ordering::Relaxed),
+            irq_storms: self.irq_storms.load(Ordering::Relaxed),
+            console_input: self.console_input.load(Ordering::Relaxed),
+            other: self.other.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The emulated devices behind one lock.
+pub struct Devices {
     /// The console UART.
     pub uart: Pl011,
     /// The UART's interrupt line as last given to the vGIC.
     pub uart_line: bool,
     /// The synthetic PCI segment.
     pub segment: Option<Segment>,
+}
+
+/// The guest.
+pub struct Vm {
+    /// Where everything is.
+    pub layout: GuestLayout,
+    /// Its stage-2 tables (not changed after boot yet).
+    pub stage2: Stage2,
+    /// Host physical address of guest RAM.
+    #[allow(dead_code)] // reported at boot; kept for DMA mapping (next issue)
+    pub ram_pa: u64,
+    /// The vGICv3.
+    pub vgic: Mutex<Vgic>,
+    /// The emulated devices.
+    pub devices: Mutex<Devices>,
     /// vCPU i runs on physical CPU i (whose MPIDR is `pcpu_mpidr[i]`).
-    pub power: Vec<Power>,
+    pub power: Mutex<Vec<Power>>,
     /// Physical CPU affinities, index = vCPU.
     pub pcpu_mpidr: Vec<u64>,
     /// Exit counters.
-    pub stats: ExitStats,
+    pub stats: Counters,
     /// Implemented list registers.
     pub lr_count: usize,
     /// Leave QEMU through semihosting at shutdown.
     pub semihosting: bool,
-    /// Guest console bytes of this exit, written to the host UART after the VM
-    /// lock is released (a slow UART must not stall other vCPUs' exits).
-    pub tx: TxBytes,
 }
 
 /// A few bytes of guest console output (one exit writes at most two).
@@ -119,7 +190,7 @@ impl TxBytes {
 }
 
 /// The one guest.
-pub static VM: Once<Mutex<Vm>> = Once::new();
+pub static VM: Once<Vm> = Once::new();
 
 /// The synthetic segment's first light: two empty root ports at 00:01.0 and 00:02.0.
 pub fn synthetic_segment(layout: &GuestLayout) -> Option<Segment> {
@@ -143,63 +214,77 @@ impl Vm {
         self.layout.mpidrs.iter().position(|&m| m == aff)
     }
 
-    /// Re-evaluates the UART's interrupt line after an access or input.
-    pub fn update_uart_line(&mut self) -> Kick {
-        let level = self.uart.irq_level();
-        if level == self.uart_line {
+    /// Re-evaluates the UART's interrupt line after an access or input
+    /// (`dev` is the locked devices; the vGIC lock is taken inside).
+    pub fn update_uart_line(&self, dev: &mut Devices) -> Kick {
+        let level = dev.uart.irq_level();
+        if level == dev.uart_line {
             return Kick::default();
         }
-        self.uart_line = level;
-        self.vgic.set_line(0, self.layout.uart_spi, level)
+        dev.uart_line = level;
+        self.vgic.lock().set_line(0, self.layout.uart_spi, level)
     }
 
-    /// Emulates an MMIO access at `ipa`; `None` if nothing is there.
-    pub fn mmio(&mut self, ipa: u64, size: u8, write: Option<u64>, kick: &mut Kick) -> Option<u64> {
+    /// Emulates an MMIO access at `ipa`; `None` if nothing is there. Guest
+    /// console bytes go to `tx`, to be written once no lock is held.
+    pub fn mmio(
+        &self,
+        ipa: u64,
+        size: u8,
+        write: Option<u64>,
+        kick: &mut Kick,
+        tx: &mut TxBytes,
+    ) -> Option<u64> {
         let l = &self.layout;
         let within = |base: u64, len: u64| ipa >= base && ipa - base < len;
         if within(l.gicd_base, guest_dt::GICD_SIZE) {
-            self.stats.gicd += 1;
+            Counters::bump(&self.stats.gicd);
             let off = ipa - l.gicd_base;
+            let mut g = self.vgic.lock();
             return Some(match write {
                 Some(v) => {
-                    kick.0 |= self.vgic.gicd_write(off, size, v).0;
+                    kick.0 |= g.gicd_write(off, size, v).0;
                     0
                 }
-                None => self.vgic.gicd_read(off, size),
+                None => g.gicd_read(off, size),
             });
         }
         if within(l.gicr_base, l.gicr().size) {
-            self.stats.gicr += 1;
+            Counters::bump(&self.stats.gicr);
             let off = ipa - l.gicr_base;
+            let mut g = self.vgic.lock();
             return Some(match write {
                 Some(v) => {
-                    kick.0 |= self.vgic.gicr_write(off, size, v).0;
+                    kick.0 |= g.gicr_write(off, size, v).0;
                     0
                 }
-                None => self.vgic.gicr_read(off, size),
+                None => g.gicr_read(off, size),
             });
         }
         if within(l.uart_base, guest_dt::UART_SIZE) {
-            self.stats.uart += 1;
+            Counters::bump(&self.stats.uart);
             let off = ipa - l.uart_base;
+            let mut dev = self.devices.lock();
             let r = match write {
                 Some(v) => {
-                    let out = self.uart.write(off, size, v as u32);
+                    let out = dev.uart.write(off, size, v as u32);
                     if let Some(b) = out.tx {
-                        self.tx.push(b);
+                        tx.push(b);
                     }
                     0
                 }
-                None => u64::from(self.uart.read(off, size)),
+                None => u64::from(dev.uart.read(off, size)),
             };
-            kick.0 |= self.update_uart_line().0;
+            kick.0 |= self.update_uart_line(&mut dev).0;
             return Some(r);
         }
-        if let (Some(pci), Some(seg)) = (l.pci.as_ref(), self.segment.as_mut()) {
+        if let Some(pci) = l.pci.as_ref() {
             let ecam = pci.ecam();
             if within(ecam.base, ecam.size) {
-                self.stats.ecam += 1;
+                Counters::bump(&self.stats.ecam);
                 let off = ipa - ecam.base;
+                let mut dev = self.devices.lock();
+                let seg = dev.segment.as_mut()?;
                 return Some(match write {
                     Some(v) => {
                         let effects = seg.ecam_write(off, size, v);
