@@ -580,7 +580,11 @@ fn hypervisor_relocates_itself_when_loaded_away_from_its_link_address() {
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn console_input_reaches_the_guest() {
     let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
-    cfg.exec = Some("echo READY-FOR-INPUT; read -r line </dev/console; echo GOT=$line".to_string());
+    cfg.exec = Some(
+        "echo READY-FOR-INPUT; read -r line </dev/console; echo GOT=$line
+echo UART-IRQS=$(grep uart-pl011 /proc/interrupts | tr -s ' ' | cut -d' ' -f3)"
+            .to_string(),
+    );
     cfg.input = Some((
         "READY-FOR-INPUT".to_string(),
         b"typed-on-the-host\r".to_vec(),
@@ -593,6 +597,16 @@ fn console_input_reaches_the_guest() {
         ["typed-on-the-host"],
         "last 30 console lines:\n{}",
         out.tail(30)
+    );
+    // The input arrived as the PL011's SPI on CPU 0 (a level-sensitive SPI).
+    let irqs: u64 = tagged(&out, "UART-IRQS")
+        .first()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        irqs > 0,
+        "uart-pl011 interrupts: {:?}",
+        tagged(&out, "UART-IRQS")
     );
     expect_powered_off(&out);
 }
