@@ -639,10 +639,13 @@ extern "C" fn hv_fault(frame: &mut Frame, kind: u64) -> ! {
     // Do not wait for a lock a faulting path may hold.
     // SAFETY: the console lock may be held by this CPU; force it so the report gets out.
     unsafe { CONSOLE.force_unlock() };
+    let elr = read_sysreg!("elr_el2");
+    let link = elr
+        .wrapping_sub(crate::entry::image_start())
+        .wrapping_add(crate::entry::LINK_ADDRESS);
     crate::console::hv_line(format_args!(
-        "EL2 exception kind {kind}: ESR {:#x} ELR {:#x} FAR {:#x} x0 {:#x} x30 {:#x} cpu {}",
+        "EL2 exception kind {kind}: ESR {:#x} ELR {elr:#x} (addr2line -e hypervisor {link:#x}) FAR {:#x} x0 {:#x} x30 {:#x} cpu {}",
         read_sysreg!("esr_el2"),
-        read_sysreg!("elr_el2"),
         read_sysreg!("far_el2"),
         frame.x[0],
         frame.x[30],
