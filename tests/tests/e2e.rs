@@ -893,3 +893,32 @@ fn guest_mem_option_sizes_guest_ram() {
         out.tail(10)
     );
 }
+
+/// As on a board: U-Boot (the distribution's `qemu_arm64` build) edits the DT
+/// with the `multiboot,module` nodes and `booti`s the hypervisor 2 MiB above
+/// its link address; the hypervisor relocates itself and boots the guest.
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn uboot_booti_starts_the_hypervisor_which_boots_the_guest() {
+    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
+    let var = |n: &str| {
+        std::path::PathBuf::from(std::env::var_os(n).unwrap_or_else(|| panic!("{n} is not set")))
+    };
+    cfg.mode = qemu::Mode::UBoot {
+        bios: var(qemu::env::UBOOT),
+        hypervisor: var(qemu::env::HYPERVISOR_BIN),
+    };
+    cfg.exec = Some("echo UBOOT-NPROC=$(nproc)".to_string());
+    cfg.timeout = Some(boot_timeout());
+    cfg.echo = false;
+    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    expect_powered_off(&out);
+    assert!(
+        out.console
+            .iter()
+            .any(|l| l.starts_with("[hv] loaded at 0x40400000 (linked at 0x40200000)")),
+        "{}",
+        out.tail(40)
+    );
+    assert_eq!(tagged(&out, "UBOOT-NPROC"), ["2"], "{}", out.tail(30));
+}

@@ -225,6 +225,54 @@ pub fn ensure_guest_image() -> Result<GuestImage> {
     build_image(&cache, &apt, false)
 }
 
+/// The distribution package with U-Boot builds for QEMU (architecture `all`).
+pub const UBOOT_PACKAGE: &str = "u-boot-qemu";
+/// The `qemu_arm64` U-Boot inside it.
+pub const UBOOT_QEMU_ARM64: &str = "usr/lib/u-boot/qemu_arm64/u-boot.bin";
+
+/// U-Boot for QEMU's arm64 virt machine, from the distribution's package,
+/// cached under the cache directory by package version.
+pub fn ensure_uboot() -> Result<PathBuf> {
+    crate::install::check_debian_tools()?;
+    let cache = paths::cache_dir();
+    let apt = Apt::new(cache.join("apt"))?;
+    if !apt.has_lists() {
+        apt.update()?;
+    }
+    let pkg = [UBOOT_PACKAGE.to_string()];
+    let file = match apt.uris(&pkg)?.into_iter().next() {
+        Some((_, f)) => f,
+        None => {
+            apt.update()?;
+            apt.uris(&pkg)?
+                .into_iter()
+                .next()
+                .map(|(_, f)| f)
+                .ok_or_else(|| Error(format!("no {UBOOT_PACKAGE} package in the apt sources")))?
+        }
+    };
+    let stem = file.trim_end_matches(".deb").to_string();
+    let out = cache.join("u-boot").join(&stem).join("u-boot.bin");
+    if out.exists() {
+        return Ok(out);
+    }
+    let deb = apt.root.join("debs").join(&file);
+    if !deb.exists() {
+        if let Err(e) = apt.download(&pkg) {
+            eprintln!("xtask: download failed, refreshing the package lists: {e}");
+            apt.update()?;
+            apt.download(&pkg)?;
+        }
+    }
+    let root = extract(&deb, &cache.join("extracted"))?;
+    let dir = cache.join("u-boot").join(&stem);
+    fs::create_dir_all(&dir)?;
+    fs::copy(root.join(UBOOT_QEMU_ARM64), &out)
+        .context(|| format!("{UBOOT_QEMU_ARM64} in {file}"))?;
+    eprintln!("xtask: U-Boot for QEMU: {}", out.display());
+    Ok(out)
+}
+
 /// Resolves, downloads and assembles; on a failed download (versions gone
 /// from the mirror since the lists were fetched) refreshes the lists once.
 fn build_image(cache: &Path, apt: &Apt, refreshed: bool) -> Result<GuestImage> {

@@ -29,6 +29,8 @@ commands:
 run options:
   --exec CMD        run CMD in the guest (sh -c), print its output, exit with its status
   --direct          boot the guest directly on QEMU, without the hypervisor
+  --uboot           as on a board: U-Boot (the distribution's qemu_arm64 build)
+                    booti's the hypervisor with the modules described in the DT
   --kernel PATH     guest kernel Image (default: from the guest image)
   --initrd PATH     guest initramfs (default: from the guest image)
   --append ARGS     added to the guest kernel command line
@@ -136,6 +138,7 @@ fn build_hypervisor() -> Result<PathBuf> {
 struct RunArgs {
     exec: Option<String>,
     direct: bool,
+    uboot: bool,
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
     append: Vec<String>,
@@ -155,6 +158,10 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
         };
         if name == "--direct" {
             r.direct = true;
+            continue;
+        }
+        if name == "--uboot" {
+            r.uboot = true;
             continue;
         }
         let mut value = || {
@@ -194,6 +201,12 @@ fn run(args: &[String]) -> Result<i32> {
     let a = parse_run_args(args)?;
     let mode = if a.direct {
         Mode::Direct
+    } else if a.uboot {
+        let hypervisor = build_hypervisor()?;
+        Mode::UBoot {
+            bios: image::ensure_uboot()?,
+            hypervisor,
+        }
     } else {
         Mode::Hypervisor(build_hypervisor()?)
     };
@@ -217,6 +230,15 @@ fn run(args: &[String]) -> Result<i32> {
         None
     });
     cfg.exec = a.exec;
+    if cfg.interactive && matches!(cfg.mode, Mode::UBoot { .. }) {
+        // The console is the user's: print the boot script to paste at U-Boot's prompt.
+        eprintln!("xtask: at U-Boot's prompt, type:");
+        for l in qemu::uboot_script_for(&cfg)?.split('\r') {
+            if !l.is_empty() {
+                eprintln!("  {l}");
+            }
+        }
+    }
     let outcome = qemu::run(&cfg)?;
     match outcome.init_start {
         Some(t) => eprintln!(
@@ -279,6 +301,7 @@ fn test() -> Result<i32> {
     let bin = build_hypervisor()?;
     install::ensure_qemu()?;
     let img = image::ensure_guest_image()?;
+    let uboot = image::ensure_uboot()?;
     let direct = std::env::var(qemu::env::E2E_DIRECT).is_ok_and(|v| v == "1");
     eprintln!(
         "xtask: end-to-end tests {}",
@@ -304,6 +327,7 @@ fn test() -> Result<i32> {
         .env(qemu::env::KERNEL, &img.kernel)
         .env(qemu::env::INITRD, &img.initrd)
         .env(qemu::env::HYPERVISOR_BIN, &bin)
+        .env(qemu::env::UBOOT, &uboot)
         .env(qemu::env::E2E_DIRECT, if direct { "1" } else { "0" })
         .status()?;
     Ok(if status.success() { 0 } else { 1 })

@@ -51,6 +51,70 @@ pub enum Mode {
     Hypervisor(PathBuf),
     /// Directly on QEMU, without the hypervisor (the baseline).
     Direct,
+    /// As on a board: QEMU runs U-Boot (`bios`, the distribution's
+    /// `qemu_arm64` build), the images are preloaded in RAM, and U-Boot is told
+    /// on its console to describe the modules in the DT and `booti` the
+    /// hypervisor at [`UBOOT_HYPERVISOR_ADDR`].
+    UBoot {
+        /// U-Boot's `u-boot.bin`.
+        bios: PathBuf,
+        /// The flat hypervisor binary.
+        hypervisor: PathBuf,
+    },
+}
+
+/// Where U-Boot mode preloads the hypervisor: 2 MiB above QEMU's `-kernel`
+/// address, so it runs away from its link address.
+pub const UBOOT_HYPERVISOR_ADDR: u64 = 0x4040_0000;
+/// Where U-Boot mode moves the DT to edit it.
+pub const UBOOT_DTB_ADDR: u64 = 0x4800_0000;
+/// U-Boot's autoboot prompt: the script is typed once it appears.
+pub const UBOOT_PROMPT_MARKER: &str = "Hit any key to stop autoboot";
+
+/// [`uboot_script`] for `cfg`'s kernel, initrd and command line.
+pub fn uboot_script_for(cfg: &RunConfig) -> Result<String> {
+    let klen = file_len(&cfg.kernel)?;
+    let footprint = kernel_footprint(&read_head(&cfg.kernel, 64)?).max(klen);
+    let ilen = file_len(&cfg.initrd)?;
+    let (k, i) = module_addresses(footprint, ilen, cfg.mem_bytes)?;
+    let cmdline = guest_cmdline(&cfg.append, cfg.exec.as_deref())?;
+    Ok(uboot_script(
+        k,
+        klen,
+        i,
+        ilen,
+        &cmdline,
+        &cfg.hypervisor_args,
+    ))
+}
+
+/// The U-Boot console input that boots the hypervisor: stop autoboot, copy the
+/// DT where it can grow, add the `multiboot,module` nodes, `booti`.
+pub fn uboot_script(k: u64, klen: u64, i: u64, ilen: u64, cmdline: &str, hv_args: &str) -> String {
+    let lines = [
+        String::new(),
+        "fdt addr ${fdtcontroladdr}".to_string(),
+        format!("fdt move ${{fdtcontroladdr}} {UBOOT_DTB_ADDR:#x} 0x100000"),
+        format!("fdt addr {UBOOT_DTB_ADDR:#x}"),
+        "fdt resize 4096".to_string(),
+        format!("fdt mknode /chosen module@{k:x}"),
+        format!(
+            "fdt set /chosen/module@{k:x} compatible \"multiboot,module\" \"multiboot,kernel\""
+        ),
+        format!("fdt set /chosen/module@{k:x} reg <0x0 {k:#x} 0x0 {klen:#x}>"),
+        format!("fdt set /chosen/module@{k:x} bootargs \"{cmdline}\""),
+        format!("fdt mknode /chosen module@{i:x}"),
+        format!(
+            "fdt set /chosen/module@{i:x} compatible \"multiboot,module\" \"multiboot,ramdisk\""
+        ),
+        format!("fdt set /chosen/module@{i:x} reg <0x0 {i:#x} 0x0 {ilen:#x}>"),
+        format!(
+            "fdt set /chosen bootargs \"{}\"",
+            format!("semihosting {hv_args}").trim_end()
+        ),
+        format!("booti {UBOOT_HYPERVISOR_ADDR:#x} - {UBOOT_DTB_ADDR:#x}"),
+    ];
+    lines.iter().map(|l| format!("{l}\r")).collect()
 }
 
 /// Everything one QEMU run needs.
@@ -340,7 +404,7 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
     let mem_mib = cfg.mem_bytes >> 20;
     let mut a: Vec<String> = Vec::new();
     let machine = match cfg.mode {
-        Mode::Hypervisor(_) => "virt,gic-version=3,virtualization=on",
+        Mode::Hypervisor(_) | Mode::UBoot { .. } => "virt,gic-version=3,virtualization=on",
         // Without highmem-mmio=off, Linux 6.1 warns about the 512 GiB
         // 64-bit PCI window of the virt machine ("Memory resource size
         // exceeds max for 32 bits"); the 32-bit window is enough for our devices.
@@ -384,6 +448,29 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
                     "guest-loader,addr={i:#x},initrd={}",
                     qemu_escape(&cfg.initrd.display().to_string())
                 ),
+            ]);
+        }
+        Mode::UBoot { bios, hypervisor } => {
+            let kernel_len =
+                kernel_footprint(&read_head(&cfg.kernel, 64)?).max(file_len(&cfg.kernel)?);
+            let (k, i) = module_addresses(kernel_len, file_len(&cfg.initrd)?, cfg.mem_bytes)?;
+            let loader = |f: &Path, at: u64| {
+                format!(
+                    "loader,file={},addr={at:#x},force-raw=on",
+                    qemu_escape(&f.display().to_string())
+                )
+            };
+            a.extend([
+                "-semihosting-config".to_string(),
+                "enable=on,target=native".to_string(),
+                "-bios".to_string(),
+                bios.display().to_string(),
+                "-device".to_string(),
+                loader(hypervisor, UBOOT_HYPERVISOR_ADDR),
+                "-device".to_string(),
+                loader(&cfg.kernel, k),
+                "-device".to_string(),
+                loader(&cfg.initrd, i),
             ]);
         }
         Mode::Direct => {
@@ -460,9 +547,11 @@ pub fn verdict(mode: &Mode, qemu_status: Option<i32>, console: &[String]) -> Ver
         .iter()
         .any(|l| l.contains("reboot: Restarting system"));
     match (mode, qemu_status) {
-        (Mode::Hypervisor(_), Some(HV_EXIT_POWER_OFF)) => Verdict::PoweredOff,
-        (Mode::Hypervisor(_), Some(HV_EXIT_GUEST_RESET)) => Verdict::GuestReset,
-        (Mode::Hypervisor(_), Some(HV_EXIT_FAULT)) => Verdict::HypervisorFault,
+        (Mode::Hypervisor(_) | Mode::UBoot { .. }, Some(HV_EXIT_POWER_OFF)) => Verdict::PoweredOff,
+        (Mode::Hypervisor(_) | Mode::UBoot { .. }, Some(HV_EXIT_GUEST_RESET)) => {
+            Verdict::GuestReset
+        }
+        (Mode::Hypervisor(_) | Mode::UBoot { .. }, Some(HV_EXIT_FAULT)) => Verdict::HypervisorFault,
         // With -no-reboot QEMU exits 0 on both power-off and reset.
         (Mode::Direct, Some(0)) if restarted => Verdict::GuestReset,
         (Mode::Direct, Some(0)) => Verdict::PoweredOff,
@@ -473,13 +562,21 @@ pub fn verdict(mode: &Mode, qemu_status: Option<i32>, console: &[String]) -> Ver
 /// Boots `cfg` under QEMU and waits for it to end (or for the timeout).
 pub fn run(cfg: &RunConfig) -> Result<RunOutcome> {
     let args = qemu_args(cfg)?;
+    // U-Boot mode types its boot script on U-Boot's console.
+    let input = match &cfg.mode {
+        Mode::UBoot { .. } if !cfg.interactive => Some((
+            UBOOT_PROMPT_MARKER.to_string(),
+            uboot_script_for(cfg)?.into_bytes(),
+        )),
+        _ => cfg.input.clone(),
+    };
     let mut cmd = Command::new("qemu-system-aarch64");
     cmd.args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(if cfg.interactive {
             Stdio::inherit()
-        } else if cfg.input.is_some() {
+        } else if cfg.input.is_some() || matches!(cfg.mode, Mode::UBoot { .. }) {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -518,12 +615,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutcome> {
             }
         }
     });
-    if let (Some((marker, bytes)), Some(mut stdin)) = (cfg.input.clone(), child.stdin.take()) {
+    if let (Some((marker, bytes)), Some(mut stdin)) = (input, child.stdin.take()) {
         let cap = Arc::clone(&capture);
         std::thread::spawn(move || loop {
-            let seen = cap
-                .lock()
-                .is_ok_and(|c| c.lines.iter().any(|l| l.contains(&marker)));
+            // The marker may end a line or still be the line in progress (a prompt).
+            let seen = cap.lock().is_ok_and(|c| {
+                c.lines.iter().any(|l| l.contains(&marker))
+                    || String::from_utf8_lossy(&c.partial).contains(&marker)
+            });
             if seen {
                 let _ = stdin.write_all(&bytes);
                 let _ = stdin.flush();
@@ -588,6 +687,8 @@ pub mod env {
     pub const INITRD: &str = "XTASK_GUEST_INITRD";
     /// Path of the flat hypervisor binary (hypervisor mode).
     pub const HYPERVISOR_BIN: &str = "XTASK_HYPERVISOR_BIN";
+    /// Path of U-Boot's `qemu_arm64` `u-boot.bin` (U-Boot mode tests).
+    pub const UBOOT: &str = "XTASK_UBOOT";
     /// `1`: boot the end-to-end guests directly on QEMU, without the
     /// hypervisor (only while the hypervisor cannot boot Linux yet).
     pub const E2E_DIRECT: &str = "XTASK_E2E_DIRECT";
@@ -727,6 +828,28 @@ mod tests {
             elapsed: Duration::ZERO,
         };
         assert_eq!(o.exit_code(), 7);
+    }
+
+    #[test]
+    fn uboot_script_describes_both_modules_and_boots_the_hypervisor() {
+        let s = uboot_script(
+            0x4a00_0000,
+            0x100,
+            0x4c20_0000,
+            0x200,
+            "console=ttyAMA0",
+            "",
+        );
+        let lines: Vec<&str> = s.split('\r').collect();
+        assert_eq!(lines[0], "", "a key press stops autoboot");
+        assert!(lines.contains(&"fdt set /chosen/module@4a000000 reg <0x0 0x4a000000 0x0 0x100>"));
+        assert!(lines.contains(
+            &"fdt set /chosen/module@4c200000 compatible \"multiboot,module\" \"multiboot,ramdisk\""
+        ));
+        assert!(lines.contains(&"fdt set /chosen bootargs \"semihosting\""));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("booti 0x40400000 - 0x48000000")));
     }
 
     #[test]
