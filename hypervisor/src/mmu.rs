@@ -25,29 +25,8 @@ const AF: u64 = 1 << 10;
 const SH_INNER: u64 = 3 << 8;
 const XN_EL2: u64 = 1 << 54;
 
-/// Errors while building tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MmuError {
-    /// The heap could not provide a table page.
-    OutOfMemory,
-    /// An address or size is not aligned to what the mapping needs.
-    Misaligned(u64),
-    /// The address is beyond what the tables translate.
-    OutOfRange(u64),
-    /// The IPA is already mapped.
-    AlreadyMapped(u64),
-}
-
-impl core::fmt::Display for MmuError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            MmuError::OutOfMemory => write!(f, "out of memory for translation tables"),
-            MmuError::Misaligned(a) => write!(f, "address {a:#x} is misaligned for its mapping"),
-            MmuError::OutOfRange(a) => write!(f, "address {a:#x} is beyond the translated range"),
-            MmuError::AlreadyMapped(a) => write!(f, "IPA {a:#x} is already mapped"),
-        }
-    }
-}
+/// Errors while building tables (the stage-2 module's, shared by both).
+pub use arch_emu::stage2::S2Error as MmuError;
 
 fn new_table(pages: usize) -> Result<*mut u64, MmuError> {
     let layout =
@@ -171,7 +150,7 @@ impl El2Tables {
 }
 
 pub use arch_emu::stage2::S2Attr;
-use arch_emu::stage2::{S2Error, TableMemory};
+use arch_emu::stage2::TableMemory;
 
 /// Stage-2 table pages from the heap, reached through the identity map.
 struct HeapTables;
@@ -206,17 +185,6 @@ impl TableMemory for HeapTables {
                 options(nostack)
             )
         };
-    }
-}
-
-impl From<S2Error> for MmuError {
-    fn from(e: S2Error) -> Self {
-        match e {
-            S2Error::OutOfMemory => MmuError::OutOfMemory,
-            S2Error::Misaligned(a) => MmuError::Misaligned(a),
-            S2Error::OutOfRange(a) => MmuError::OutOfRange(a),
-            S2Error::AlreadyMapped(a) => MmuError::AlreadyMapped(a),
-        }
     }
 }
 

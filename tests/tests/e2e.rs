@@ -97,6 +97,37 @@ fn prefixed<'a>(out: &'a RunOutcome, tag: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The flat hypervisor binary `cargo xtask test` built.
+fn hypervisor_bin() -> std::path::PathBuf {
+    std::env::var_os(qemu::env::HYPERVISOR_BIN)
+        .map(Into::into)
+        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN))
+}
+
+/// A run under the hypervisor (whatever `XTASK_E2E_DIRECT` says) of `script`,
+/// quiet, bounded by [`boot_timeout`].
+fn hv_config(script: &str) -> qemu::RunConfig {
+    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
+    cfg.mode = qemu::Mode::Hypervisor(hypervisor_bin());
+    cfg.exec = Some(script.to_string());
+    cfg.timeout = Some(boot_timeout());
+    cfg.echo = false;
+    cfg
+}
+
+/// Runs `cfg`, panicking if QEMU could not run.
+fn run(cfg: &qemu::RunConfig) -> RunOutcome {
+    qemu::run(cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"))
+}
+
+/// The hypervisor's exit-statistics line of a powered-off run.
+fn exit_stats(out: &RunOutcome) -> &str {
+    out.console
+        .iter()
+        .find(|l| l.starts_with("[hv] guest powered off: exits"))
+        .unwrap_or_else(|| panic!("no exit statistics:\n{}", out.tail(30)))
+}
+
 fn fail(out: &RunOutcome, what: &str) -> ! {
     panic!("{what}; last 60 console lines:\n{}", out.tail(60))
 }
@@ -465,7 +496,7 @@ fn guest_dt_default_layout_is_accepted_by_linux_without_warnings() {
     cfg.exec = Some("dmesg -r | sed 's/^/DMESG:/'".to_string());
     cfg.timeout = Some(boot_timeout());
     cfg.echo = false;
-    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    let out = run(&cfg);
     let _ = std::fs::remove_file(&path);
     expect_powered_off(&out);
     let dmesg = prefixed(&out, "DMESG");
@@ -501,14 +532,8 @@ fn guest_dt_default_layout_is_accepted_by_linux_without_warnings() {
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn hypervisor_starts_at_el2_and_reports_the_host_platform() {
-    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
-    let bin = std::env::var_os(qemu::env::HYPERVISOR_BIN)
-        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN));
-    cfg.mode = qemu::Mode::Hypervisor(bin.into());
-    cfg.timeout = Some(Duration::from_secs(90));
-    cfg.exec = Some("exit 0".to_string());
-    cfg.echo = false;
-    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    let cfg = hv_config("exit 0");
+    let out = run(&cfg);
     let hv: Vec<&str> = out
         .console
         .iter()
@@ -550,17 +575,13 @@ fn hypervisor_starts_at_el2_and_reports_the_host_platform() {
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn hypervisor_relocates_itself_when_loaded_away_from_its_link_address() {
-    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
-    let bin = std::env::var_os(qemu::env::HYPERVISOR_BIN)
-        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN));
-    let mut image = std::fs::read(&bin).unwrap_or_else(|e| panic!("reading the hypervisor: {e}"));
+    let mut image =
+        std::fs::read(hypervisor_bin()).unwrap_or_else(|e| panic!("reading the hypervisor: {e}"));
     image[8..16].copy_from_slice(&0x60_0000u64.to_le_bytes());
     let moved = std::env::temp_dir().join(format!("hypervisor-at-6m-{}.bin", std::process::id()));
     std::fs::write(&moved, &image).unwrap_or_else(|e| panic!("writing the copy: {e}"));
+    let mut cfg = hv_config("exit 0");
     cfg.mode = qemu::Mode::Hypervisor(moved.clone());
-    cfg.timeout = Some(boot_timeout());
-    cfg.exec = Some("exit 0".to_string());
-    cfg.echo = false;
     let out = qemu::run(&cfg);
     let _ = std::fs::remove_file(&moved);
     let out = out.unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
@@ -591,7 +612,7 @@ echo UART-IRQS=$(grep uart-pl011 /proc/interrupts | tr -s ' ' | cut -d' ' -f3)"
     ));
     cfg.timeout = Some(boot_timeout());
     cfg.echo = false;
-    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    let out = run(&cfg);
     assert_eq!(
         tagged(&out, "GOT"),
         ["typed-on-the-host"],
@@ -669,19 +690,13 @@ fn ldp_probe_elf() -> Vec<u8> {
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn load_pair_on_an_emulated_device_is_decoded_and_emulated() {
-    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
-    let bin = std::env::var_os(qemu::env::HYPERVISOR_BIN)
-        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN));
-    cfg.mode = qemu::Mode::Hypervisor(bin.into());
-    // The GICD is a claimed region: /dev/mem maps it only with iomem=relaxed.
-    cfg.append = "iomem=relaxed".to_string();
     let b64 = xtask::qemu::base64_encode(&ldp_probe_elf());
-    cfg.exec = Some(format!(
+    let mut cfg = hv_config(&format!(
         "echo {b64} | base64 -d >/tmp/ldp; chmod +x /tmp/ldp; /tmp/ldp; echo LDP-STATUS=$?"
     ));
-    cfg.timeout = Some(boot_timeout());
-    cfg.echo = false;
-    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    // The GICD is a claimed region: /dev/mem maps it only with iomem=relaxed.
+    cfg.append = "iomem=relaxed".to_string();
+    let out = run(&cfg);
     // 256 SPIs: GICD_TYPER.ITLinesNumber = 8.
     assert_eq!(
         tagged(&out, "LDP-STATUS"),
@@ -689,11 +704,7 @@ fn load_pair_on_an_emulated_device_is_decoded_and_emulated() {
         "last 30 console lines:\n{}",
         out.tail(30)
     );
-    let stats = out
-        .console
-        .iter()
-        .find(|l| l.starts_with("[hv] guest powered off: exits"))
-        .unwrap_or_else(|| panic!("no exit statistics:\n{}", out.tail(30)));
+    let stats = exit_stats(&out);
     assert!(stats.contains("(aborts injected 0)"), "{stats}");
     assert!(!stats.contains("no-syndrome 0 "), "{stats}");
 }
@@ -722,8 +733,7 @@ taskset -c 1 sh -c 'sleep 0.3; read -r l </proc/self/stat; set -- $l; echo BACK-
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn missing_guest_kernel_is_a_boot_error_naming_the_node() {
     use std::process::{Command, Stdio};
-    let bin = std::env::var_os(qemu::env::HYPERVISOR_BIN)
-        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN));
+    let bin = hypervisor_bin();
     let mut child = Command::new("qemu-system-aarch64")
         .args(["-M", "virt,gic-version=3,virtualization=on", "-cpu", "max"])
         .args(["-smp", "2", "-m", "1G", "-nographic", "-no-reboot"])
@@ -780,7 +790,7 @@ fn four_cpus_come_up_and_each_runs_a_pinned_task() {
     );
     cfg.timeout = Some(boot_timeout());
     cfg.echo = false;
-    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    let out = run(&cfg);
     expect_powered_off(&out);
     assert_eq!(tagged(&out, "NPROC4"), ["4"], "{}", out.tail(30));
     assert_eq!(
@@ -796,22 +806,12 @@ fn four_cpus_come_up_and_each_runs_a_pinned_task() {
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn guest_psci_over_smc_brings_cpus_up_and_powers_off() {
-    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
-    let bin = std::env::var_os(qemu::env::HYPERVISOR_BIN)
-        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN));
-    cfg.mode = qemu::Mode::Hypervisor(bin.into());
+    let mut cfg = hv_config("echo SMC-NPROC=$(nproc)");
     cfg.hypervisor_args = "guest-psci=smc".to_string();
-    cfg.exec = Some("echo SMC-NPROC=$(nproc)".to_string());
-    cfg.timeout = Some(boot_timeout());
-    cfg.echo = false;
-    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    let out = run(&cfg);
     expect_powered_off(&out);
     assert_eq!(tagged(&out, "SMC-NPROC"), ["2"], "{}", out.tail(30));
-    let stats = out
-        .console
-        .iter()
-        .find(|l| l.starts_with("[hv] guest powered off: exits"))
-        .unwrap_or_else(|| panic!("no exit statistics:\n{}", out.tail(30)));
+    let stats = exit_stats(&out);
     assert!(stats.contains(" hvc 0 "), "{stats}");
     assert!(!stats.contains(" smc 0 "), "{stats}");
 }
@@ -837,24 +837,14 @@ done
 done >/dev/null 2>&1
 devmem 0x0a000000 32 >/dev/null 2>&1; echo READ-STATUS=$?; echo SURVIVED=yes"
         .to_string();
-    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
-    let bin = std::env::var_os(qemu::env::HYPERVISOR_BIN)
-        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN));
-    cfg.mode = qemu::Mode::Hypervisor(bin.into());
+    let mut cfg = hv_config(&script);
     cfg.append = "iomem=relaxed".to_string();
-    cfg.exec = Some(script);
-    cfg.timeout = Some(boot_timeout());
-    cfg.echo = false;
-    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    let out = run(&cfg);
     expect_powered_off(&out);
     assert_eq!(tagged(&out, "SURVIVED"), ["yes"], "{}", out.tail(30));
     // The hole answers with an external abort: devmem dies of SIGBUS (128 + 7).
     assert_eq!(tagged(&out, "READ-STATUS"), ["135"], "{}", out.tail(30));
-    let stats = out
-        .console
-        .iter()
-        .find(|l| l.starts_with("[hv] guest powered off: exits"))
-        .unwrap_or_else(|| panic!("no exit statistics:\n{}", out.tail(30)));
+    let stats = exit_stats(&out);
     assert!(!stats.contains("unclaimed 0 "), "{stats}");
     assert!(!stats.contains("(aborts injected 0)"), "{stats}");
 }
@@ -864,17 +854,10 @@ devmem 0x0a000000 32 >/dev/null 2>&1; echo READ-STATUS=$?; echo SURVIVED=yes"
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn guest_mem_option_sizes_guest_ram() {
-    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
-    let bin = std::env::var_os(qemu::env::HYPERVISOR_BIN)
-        .unwrap_or_else(|| panic!("{} is not set", qemu::env::HYPERVISOR_BIN));
-    cfg.mode = qemu::Mode::Hypervisor(bin.into());
+    let mut cfg =
+        hv_config("echo MEMTOTAL=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)");
     cfg.hypervisor_args = "guest-mem=512M".to_string();
-    cfg.exec = Some(
-        "echo MEMTOTAL=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)".to_string(),
-    );
-    cfg.timeout = Some(boot_timeout());
-    cfg.echo = false;
-    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    let out = run(&cfg);
     expect_powered_off(&out);
     let kib: u64 = tagged(&out, "MEMTOTAL")
         .first()
@@ -883,7 +866,7 @@ fn guest_mem_option_sizes_guest_ram() {
     assert!((400 * 1024..512 * 1024).contains(&kib), "MemTotal {kib} kB");
 
     cfg.hypervisor_args = "guest-mem=64G".to_string();
-    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    let out = run(&cfg);
     assert_eq!(out.verdict, Verdict::HypervisorFault, "{}", out.summary());
     assert!(
         out.console
@@ -911,7 +894,7 @@ fn uboot_booti_starts_the_hypervisor_which_boots_the_guest() {
     cfg.exec = Some("echo UBOOT-NPROC=$(nproc)".to_string());
     cfg.timeout = Some(boot_timeout());
     cfg.echo = false;
-    let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    let out = run(&cfg);
     expect_powered_off(&out);
     assert!(
         out.console
