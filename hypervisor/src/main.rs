@@ -1,4 +1,5 @@
-//! The EL2 hypervisor (aarch64-unknown-none).
+//! The EL2 hypervisor (aarch64-unknown-none-softfloat: it never touches the
+//! guest's FP/SIMD/SVE registers). See `hypervisor/README.md`.
 //!
 //! Boot: a Linux arm64 Image header makes QEMU `-kernel` and U-Boot `booti`
 //! start it at EL2 with x0 = the host DTB. It turns on its own MMU, reads the
