@@ -203,20 +203,21 @@ pub fn build(
         .validate()
         .map_err(|e| alloc::format!("guest layout: {e:?}"))?;
     let mut stage2 = Stage2::new().map_err(|e| e.to_string())?;
-    let top = [
-        layout.ram.end(),
-        layout.pci.as_ref().and_then(|p| p.mem64.end()),
-        layout.pci.as_ref().and_then(|p| p.ecam().end()),
-    ]
-    .into_iter()
-    .flatten()
-    .max()
-    .unwrap_or(0);
-    if top > 1u64 << stage2.ipa_bits() {
-        return Err(alloc::format!(
-            "guest layout reaches {top:#x}, beyond the {}-bit IPA space this CPU offers",
+    let before = layout.pci.as_ref().map(|p| p.mem64);
+    layout.fit_ipa(stage2.ipa_bits()).map_err(|e| {
+        alloc::format!(
+            "guest layout does not fit the {}-bit IPA space this CPU offers: {e:?}",
             stage2.ipa_bits()
-        ));
+        )
+    })?;
+    if let (Some(b), Some(p)) = (before, layout.pci.as_ref()) {
+        if b != p.mem64 {
+            log::info!(
+                "64-bit PCI aperture moved to {:#x}+{:#x} to fit the IPA space",
+                p.mem64.base,
+                p.mem64.size
+            );
+        }
     }
 
     // The kernel: where its Image header says, else RAM + 0x80000 (QEMU -kernel's rule).

@@ -221,6 +221,33 @@ impl GuestLayout {
         }
     }
 
+    /// Makes the layout fit an IPA space of `ipa_bits` (what the CPU's physical
+    /// address size allows stage 2): the 64-bit PCI aperture, the only item the
+    /// default layout puts above 4 GiB, moves to the upper half of the space
+    /// (a quarter of it in size). Anything else beyond it is an error naming it.
+    pub fn fit_ipa(&mut self, ipa_bits: u32) -> Result<(), LayoutError> {
+        let limit = 1u64.checked_shl(ipa_bits).unwrap_or(u64::MAX);
+        let beyond = |r: &Region| r.end().is_none_or(|e| e > limit);
+        if let Some(p) = self.pci.as_mut() {
+            if beyond(&p.mem64) {
+                if ipa_bits < 34 {
+                    return Err(LayoutError::OutOfRange("pci mem64"));
+                }
+                p.mem64 = Region {
+                    base: 1 << (ipa_bits - 1),
+                    size: 1 << (ipa_bits - 2),
+                };
+            }
+            if beyond(&p.ecam()) || beyond(&p.mem32) {
+                return Err(LayoutError::OutOfRange("pci ecam/mem32"));
+            }
+        }
+        if beyond(&self.ram) {
+            return Err(LayoutError::OutOfRange("ram"));
+        }
+        self.validate()
+    }
+
     /// The redistributor region (one frame pair per vCPU).
     pub fn gicr(&self) -> Region {
         Region {

@@ -250,3 +250,26 @@ fn render_refuses_an_invalid_layout() {
         Err(RenderError::Layout(LayoutError::NoCpus))
     );
 }
+
+#[test]
+fn a_40_bit_ipa_space_keeps_the_default_layout() {
+    let mut l = layout();
+    let before = l.clone();
+    l.fit_ipa(40).expect("fits");
+    assert_eq!(l, before);
+}
+
+#[test]
+fn a_36_bit_ipa_space_moves_the_64_bit_aperture_inside_it() {
+    let mut l = layout();
+    l.fit_ipa(36).expect("fits");
+    let m = l.pci.as_ref().expect("pci").mem64;
+    assert_eq!((m.base, m.size), (1 << 35, 1 << 34));
+    assert!(l.render(&chosen()).is_ok());
+}
+
+#[test]
+fn a_32_bit_ipa_space_is_refused_naming_the_aperture() {
+    let mut l = layout();
+    assert_eq!(l.fit_ipa(32), Err(LayoutError::OutOfRange("pci mem64")));
+}
