@@ -277,6 +277,10 @@ impl Vgic {
                     }
                 } else {
                     irq.level = level;
+                    if !level && irq.in_lr && irq.lr_pending {
+                        // Pending in a list register: its vCPU retracts it.
+                        return self.target(vcpu, intid).map_or(Kick::default(), Kick::vcpu);
+                    }
                 }
             }
             return self.kick_if_deliverable(vcpu, intid);
@@ -336,7 +340,9 @@ impl Vgic {
         if vcpu >= self.redists.len() {
             return false;
         }
-        // New edges for interrupts already in a list register merge into it.
+        // New edges for interrupts already in a list register merge into it; a
+        // level interrupt whose line dropped before the guest acknowledged it is
+        // retracted, as the hardware's pending state would follow the line.
         for l in lrs.iter_mut() {
             let state = lr::state(*l);
             if state == lr::INVALID {
@@ -346,11 +352,22 @@ impl Vgic {
             let Some(irq) = self.irq_mut(vcpu, intid) else {
                 continue;
             };
+            let level_sw = irq.hw.is_none() && !irq.edge;
+            if level_sw && !irq.level && !irq.latch && state & lr::PENDING != 0 {
+                irq.lr_pending = false;
+                if state == lr::PENDING {
+                    irq.in_lr = false;
+                    *l = 0;
+                } else {
+                    *l = (*l & !(3 << lr::STATE_SHIFT)) | (lr::ACTIVE << lr::STATE_SHIFT);
+                }
+                continue;
+            }
             if irq.hw.is_none() && irq.latch && state == lr::ACTIVE {
-                irq.latch = false;
+                irq.latch = level_sw;
                 irq.lr_pending = true;
                 *l = (*l & !(3 << lr::STATE_SHIFT)) | (lr::PENDING_ACTIVE << lr::STATE_SHIFT);
-            } else if irq.latch && state & lr::PENDING != 0 {
+            } else if irq.latch && state & lr::PENDING != 0 && !level_sw {
                 irq.latch = false;
             }
         }
@@ -413,7 +430,11 @@ impl Vgic {
                 None if !irq.edge => v |= lr::EOI,
                 None => {}
             }
-            irq.latch = false;
+            // An edge's pending state moves into the list register; a level
+            // interrupt's software latch (ISPENDR) lasts until it is acknowledged.
+            if irq.edge || irq.hw.is_some() {
+                irq.latch = false;
+            }
             irq.in_lr = true;
             irq.lr_pending = true;
             *l = v;
@@ -438,6 +459,11 @@ impl Vgic {
                 // Not ours (stale): drop it.
                 *l = 0;
                 continue;
+            }
+            let level_sw = irq.hw.is_none() && !irq.edge;
+            if level_sw && state & lr::PENDING == 0 {
+                // Acknowledged: a level interrupt's software latch is consumed.
+                irq.latch = false;
             }
             if state == lr::INVALID {
                 irq.in_lr = false;

@@ -104,6 +104,47 @@ fn level_interrupt_dropped_before_completion_is_not_reinjected() {
 }
 
 #[test]
+fn level_interrupt_dropped_before_acknowledge_is_retracted_from_its_lr() {
+    let mut g = linux_init();
+    enable_spi(&mut g, UART);
+    g.set_line(0, UART, true);
+    let mut lrs = [0u64; 4];
+    g.flush(0, &mut lrs);
+    assert_eq!(g.set_line(0, UART, false), Kick(1), "its vCPU must refresh");
+    g.fold(0, &mut lrs);
+    g.flush(0, &mut lrs);
+    assert_eq!(lrs, [0; 4]);
+    assert_eq!(g.gicd_read(0x204, 4) & (1 << 1), 0, "no longer pending");
+}
+
+#[test]
+fn level_interrupt_already_acknowledged_stays_active_when_its_line_drops() {
+    let mut g = linux_init();
+    enable_spi(&mut g, UART);
+    g.set_line(0, UART, true);
+    let mut lrs = [0u64; 4];
+    g.flush(0, &mut lrs);
+    lrs[0] = (lrs[0] & !(3 << lr::STATE_SHIFT)) | (lr::ACTIVE << lr::STATE_SHIFT);
+    g.fold(0, &mut lrs);
+    g.set_line(0, UART, false);
+    g.flush(0, &mut lrs);
+    assert_eq!(lr::state(lrs[0]), lr::ACTIVE);
+}
+
+#[test]
+fn software_pended_level_interrupt_is_not_retracted() {
+    let mut g = linux_init();
+    enable_spi(&mut g, 40);
+    g.gicd_write(0x204, 4, 1 << 8); // ISPENDR: INTID 40
+    let mut lrs = [0u64; 4];
+    g.flush(0, &mut lrs);
+    g.set_line(0, 40, false);
+    g.fold(0, &mut lrs);
+    g.flush(0, &mut lrs);
+    assert_eq!(lrs[0] & lr::VINTID_MASK, 40);
+}
+
+#[test]
 fn disabled_interrupt_is_not_flushed() {
     let mut g = linux_init();
     assert_eq!(g.set_line(0, UART, true), Kick(0));
