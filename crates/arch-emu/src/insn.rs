@@ -110,13 +110,18 @@ pub struct LoadStore {
     pub writeback: Writeback,
 }
 
-/// Why an instruction is not emulated.
+/// Why an instruction is not emulated: the encoding class it falls in.
+///
+/// Within a class, encodings whose should-be-one/should-be-zero fields are
+/// wrong, or whose SIMD&FP size/opc combination is unallocated, keep the
+/// class reason; either way the hypervisor injects an abort.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// Not in the "Loads and Stores" encoding group.
     NotLoadStore,
     /// SIMD&FP registers (V = 1): LDR/STR/LDP/STP of B/H/S/D/Q, LDAPUR/STLUR
-    /// of SIMD&FP, and the structure loads/stores (LD1..LD4, ST1..ST4).
+    /// of SIMD&FP, and the structure loads/stores (LD1..LD4, ST1..ST4), whether
+    /// or not the size/opc combination is allocated.
     SimdFp,
     /// PC-relative literal load (LDR, LDRSW (literal)): never an MMIO access.
     Literal,
@@ -246,24 +251,40 @@ fn literal_or_extension(insn: u32, simd: bool) -> Reason {
     }
     let op4 = bits(insn, 11, 10);
     if !bit(insn, 21) && op4 == 0b01 {
-        // CPYFP..SETGE: bit 26 (o0) is part of the opcode, not V.
-        return Reason::MemoryCopySet;
+        // CPYFP..SETGE: bit 26 (o0) is part of the opcode, not V; sz = 00 only.
+        return if opc == 0b00 {
+            Reason::MemoryCopySet
+        } else {
+            Reason::Unallocated
+        };
     }
     if simd {
         return Reason::SimdFp;
     }
     let top = bits(insn, 31, 24);
     if bit(insn, 21) {
+        // STZGM/STGM/LDGM (op4 = 00, opc != 01) have imm9 = 0.
+        let tag_multiple = op4 == 0b00 && bits(insn, 23, 22) != 0b01;
         return match top {
+            0xd9 if tag_multiple && bits(insn, 20, 12) != 0 => Reason::Unallocated,
             0xd9 => Reason::MemoryTags,
             0x19 => Reason::Atomic,
             _ => Reason::Unallocated,
         };
     }
     match op4 {
-        // LDAPUR/STLUR (unscaled immediate); RCpc3 forms with op4 = 0b10.
-        0b00 | 0b10 => Reason::AcquireRelease,
-        _ if top == 0xd9 => Reason::GuardedControlStack,
+        // LDAPUR/STLUR (unscaled immediate): as LDUR/STUR, but no
+        // LDAPURSW into W (size 10, opc 11) nor signed 64-bit (size 11, opc 1x).
+        0b00 => match (opc, bits(insn, 23, 22)) {
+            (0b10, 0b11) | (0b11, 0b10 | 0b11) => Reason::Unallocated,
+            _ => Reason::AcquireRelease,
+        },
+        // FEAT_LRCPC3 forms (LDIAPP/STILP, LDAPR/STLR with writeback).
+        0b10 => Reason::AcquireRelease,
+        // GCSSTR (bits [15:12] = 0000) and GCSSTTR (0001), Rs field = 11111.
+        _ if top == 0xd9 && bits(insn, 23, 16) == 0x1f && bits(insn, 15, 13) == 0 => {
+            Reason::GuardedControlStack
+        }
         _ => Reason::Unallocated,
     }
 }
@@ -342,6 +363,9 @@ fn single(insn: u32) -> Result<LoadStore, Reason> {
         }
     } else {
         match op4 {
+            0b10 if Extend::from_option(bits(insn, 15, 13)).is_none() => {
+                return Err(Reason::Unallocated)
+            }
             0b10 => Form::RegisterOffset,
             0b00 => return Err(atomic_class(insn)),
             // LDRAA/LDRAB exist only with size = 0b11.
@@ -403,13 +427,19 @@ fn single(insn: u32) -> Result<LoadStore, Reason> {
 
 /// op0 = xx11, V = 0, op3 = 1xxxxx, op4 = 00: "Atomic memory operations".
 fn atomic_class(insn: u32) -> Reason {
-    // LDAPR/LDAPRB/LDAPRH: A = 1, R = 0, Rs = 11111, o3 = 1, opc = 100.
-    let ldapr =
-        bits(insn, 23, 22) == 0b10 && bits(insn, 20, 16) == 0b11111 && bits(insn, 15, 12) == 0b1100;
-    if ldapr {
-        Reason::AcquireRelease
-    } else {
-        Reason::Atomic
+    let doubleword = bits(insn, 31, 30) == 0b11;
+    let acquire_release = bits(insn, 23, 22);
+    let rs_is_31 = bits(insn, 20, 16) == 0b11111;
+    // o3 (bit 15) and opc (bits [14:12]).
+    match (bit(insn, 15), bits(insn, 14, 12)) {
+        // LDADD, LDCLR, LDEOR, LDSET, LDSMAX, LDSMIN, LDUMAX, LDUMIN; SWP.
+        (false, _) | (true, 0b000) => Reason::Atomic,
+        // LDAPR/LDAPRB/LDAPRH: A = 1, R = 0, Rs = 11111.
+        (true, 0b100) if acquire_release == 0b10 && rs_is_31 => Reason::AcquireRelease,
+        // ST64B, LD64B (Rs = 11111); ST64BV0, ST64BV: 64-bit size, no A/R.
+        (true, 0b001 | 0b101) if doubleword && acquire_release == 0 && rs_is_31 => Reason::Atomic,
+        (true, 0b010 | 0b011) if doubleword && acquire_release == 0 => Reason::Atomic,
+        _ => Reason::Unallocated,
     }
 }
 
@@ -703,6 +733,29 @@ mod tests {
         ),
         (0x6840_0440, Reason::Unallocated, "ldnp with opc=01"),
         (0xe940_0440, Reason::Unallocated, "ldp with opc=11"),
+        (
+            0xf8a3_ba1d,
+            Reason::Unallocated,
+            "prfm register offset, option=101",
+        ),
+        (0x5901_0440, Reason::Unallocated, "cpyfp with sz=01"),
+        (0xd9a0_1020, Reason::Unallocated, "stgm with imm9 != 0"),
+        (
+            0xd980_0020,
+            Reason::Unallocated,
+            "ldapursw into x with size=11",
+        ),
+        (
+            0xf820_e020,
+            Reason::Unallocated,
+            "atomic class, o3=1 opc=110",
+        ),
+        (0xd91f_1c00, Reason::GuardedControlStack, "gcssttr x0, [x0]"),
+        (
+            0xd91f_2c00,
+            Reason::Unallocated,
+            "gcs class, bits [15:12]=0010",
+        ),
         (0x8b02_0020, Reason::NotLoadStore, "add x0, x1, x2"),
     ];
 
