@@ -5,6 +5,7 @@
 //! The port has no I/O window: I/O Base/Limit read 0 and ignore writes, which
 //! a bridge may do when it does not implement I/O decode (7.5.1.3.6).
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 extern crate alloc;

@@ -1,5 +1,6 @@
 //! Host-side PCI config access, host enumeration and resource assignment, and the assigned function seen by a guest.
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 extern crate alloc;

@@ -1,5 +1,6 @@
 //! Pure models of the Arm architecture state the hypervisor emulates: ESR_EL2/ISS decode, load/store decode, the vGICv3 distributor and redistributor, PSCI and the PL011.
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 extern crate alloc;

@@ -7,6 +7,7 @@
 //! `-device guest-loader` writes under `/chosen`. Anything missing or
 //! contradictory is a [`PlatformError`] naming the node and property.
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 extern crate alloc;

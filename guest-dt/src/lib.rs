@@ -5,6 +5,7 @@
 //! is written twice. Addresses are guest physical (IPA). Interrupt numbers are
 //! GIC INTIDs (SPIs from 32, PPIs 16..=31); the DT cells are derived from them.
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 extern crate alloc;

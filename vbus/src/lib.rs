@@ -3,6 +3,7 @@
 //! Guests get no I/O space: the segment offers memory windows only, so I/O BARs
 //! are never presented and bridges decode no I/O window.
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 extern crate alloc;
