@@ -5,6 +5,7 @@
 
 extern crate alloc;
 
+pub mod addr;
 pub mod esr;
 pub mod insn;
 pub mod pl011;

@@ -26,6 +26,9 @@ pub enum S2Attr {
     Normal,
     /// Device-nGnRE, execute-never (passed-through device registers).
     Device,
+    /// Normal memory, inner and outer non-cacheable, execute-never (prefetchable
+    /// BARs of passed-through devices: write-combining, never cached).
+    NormalNonCacheable,
 }
 
 /// Why a change was refused.
@@ -68,14 +71,18 @@ fn attr_bits(a: S2Attr) -> u64 {
     match a {
         S2Attr::Normal => (0b1111 << 2) | SH_INNER | S2AP_RW | AF,
         S2Attr::Device => (0b0001 << 2) | S2AP_RW | AF | XN,
+        // MemAttr[3:2] = 0b01 outer non-cacheable, [1:0] = 0b01 inner non-cacheable
+        // (Arm ARM D8.6.5, stage 2 MemAttr); outer shareable as the architecture
+        // treats non-cacheable memory anyway.
+        S2Attr::NormalNonCacheable => (0b0101 << 2) | (2 << 8) | S2AP_RW | AF | XN,
     }
 }
 
 fn attr_of(desc: u64) -> S2Attr {
-    if (desc >> 2) & 0xf == 0b1111 {
-        S2Attr::Normal
-    } else {
-        S2Attr::Device
+    match (desc >> 2) & 0xf {
+        0b1111 => S2Attr::Normal,
+        0b0101 => S2Attr::NormalNonCacheable,
+        _ => S2Attr::Device,
     }
 }
 

@@ -12,7 +12,7 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use vbus::config::{command, reg, status};
-use vbus::{ConfigSpace, Effect, PciFunction, WindowRange};
+use vbus::{BarInfo, ConfigSpace, Intx, Ipa, MemRange, PciFunction, Request};
 
 /// Type-1 header registers (PCI Express Base 7.5.1.3).
 pub mod type1 {
@@ -318,20 +318,13 @@ impl RootPort {
     }
 
     /// The non-prefetchable memory window as programmed (7.5.1.3.8), `None` when limit < base.
-    pub fn memory_window(&self) -> Option<WindowRange> {
-        let base = u64::from(self.u16_at(type1::MEMORY_BASE) & 0xfff0) << 16;
-        let limit = (u64::from(self.u16_at(type1::MEMORY_LIMIT) & 0xfff0) << 16) | 0xf_ffff;
-        (limit >= base).then_some(WindowRange { base, limit })
+    pub fn memory_window(&self) -> Option<MemRange<Ipa>> {
+        vbus::decode::memory_window(&self.cs)
     }
 
     /// The prefetchable memory window as programmed (7.5.1.3.9), `None` when limit < base.
-    pub fn prefetchable_window(&self) -> Option<WindowRange> {
-        let base = (u64::from(self.u16_at(type1::PREFETCHABLE_BASE) & 0xfff0) << 16)
-            | (u64::from(self.cs.raw(type1::PREFETCHABLE_BASE_UPPER, 4)) << 32);
-        let limit = (u64::from(self.u16_at(type1::PREFETCHABLE_LIMIT) & 0xfff0) << 16)
-            | (u64::from(self.cs.raw(type1::PREFETCHABLE_LIMIT_UPPER, 4)) << 32)
-            | 0xf_ffff;
-        (limit >= base).then_some(WindowRange { base, limit })
+    pub fn prefetchable_window(&self) -> Option<MemRange<Ipa>> {
+        vbus::decode::prefetchable_window(&self.cs)
     }
 
     /// Whether Secondary Bus Reset is held.
@@ -359,43 +352,12 @@ impl PciFunction for RootPort {
         self.cs.read(offset, size)
     }
 
-    fn config_write(&mut self, offset: u16, size: u8, value: u32, effects: &mut Vec<Effect>) {
-        let buses = self.cs.raw(type1::PRIMARY_BUS, 4) & 0x00ff_ffff;
-        let mem = self.memory_window();
-        let pref = self.prefetchable_window();
-        let cmd = self.u16_at(reg::COMMAND);
-        let sbr = self.in_secondary_bus_reset();
-
+    /// Bus numbers, windows, Memory Space Enable and Secondary Bus Reset take
+    /// effect through the segment, which reads them from the registers.
+    fn config_write(&mut self, offset: u16, size: u8, value: u32, _: &mut Vec<Request>) {
         let power = self.power_state();
-
         self.cs.write(offset, size, value);
         self.keep_supported_power_state(power);
-
-        let new_buses = self.cs.raw(type1::PRIMARY_BUS, 4) & 0x00ff_ffff;
-        if new_buses != buses {
-            effects.push(Effect::BusNumbers {
-                primary: new_buses as u8,
-                secondary: (new_buses >> 8) as u8,
-                subordinate: (new_buses >> 16) as u8,
-            });
-        }
-        let new_mem = self.memory_window();
-        if new_mem != mem {
-            effects.push(Effect::MemWindow(new_mem));
-        }
-        let new_pref = self.prefetchable_window();
-        if new_pref != pref {
-            effects.push(Effect::PrefetchableWindow(new_pref));
-        }
-        let new_cmd = self.u16_at(reg::COMMAND);
-        if (new_cmd ^ cmd) & command::MEMORY_SPACE != 0 {
-            effects.push(Effect::MemoryDecode {
-                enabled: new_cmd & command::MEMORY_SPACE != 0,
-            });
-        }
-        if !sbr && self.in_secondary_bus_reset() {
-            effects.push(Effect::SecondaryBusReset);
-        }
     }
 
     fn bridge_bus_range(&self) -> Option<(u8, u8)> {
@@ -407,6 +369,29 @@ impl PciFunction for RootPort {
 
     fn config_space(&self) -> &ConfigSpace {
         &self.cs
+    }
+
+    fn bars(&self) -> &[BarInfo] {
+        &[]
+    }
+
+    /// The port implements no BAR: nothing is ever routed here.
+    fn bar_read(&mut self, _: u8, _: u64, _: u8, _: &mut Vec<Request>) -> u64 {
+        u64::MAX
+    }
+
+    fn bar_write(&mut self, _: u8, _: u64, _: u8, _: u64, _: &mut Vec<Request>) {}
+
+    /// Back to the port's reset state; whether a device is below it is kept.
+    fn reset(&mut self) {
+        let present = self.cs.raw(P + pcie::SLOT_STATUS, 2) as u16 & pcie::SLOT_STATUS_PDS != 0;
+        *self = RootPort::new(self.config);
+        self.set_device_present(present);
+    }
+
+    /// The port signals neither hot-plug nor PME events yet.
+    fn intx(&self) -> Intx {
+        Intx::None
     }
 }
 

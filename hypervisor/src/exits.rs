@@ -162,7 +162,7 @@ fn fetch_guest_insn(vm: &Vm, va: u64) -> Option<u32> {
         return None;
     }
     let ipa = (par & 0x000f_ffff_ffff_f000) | (va & 0xfff);
-    let pa = vm.stage2.translate(ipa)?;
+    let pa = vm.stage2.lock().translate(ipa)?;
     let ram = vm.layout.ram;
     if !(ram.base..ram.base + ram.size).contains(&ipa) {
         return None;
@@ -297,7 +297,7 @@ fn psci_call(vm: &Vm, cpu: usize, frame: &mut Frame) -> Next {
             context_id,
         } => match vm.vcpu_by_mpidr(psci::mpidr_affinity(target_mpidr)) {
             None => psci::INVALID_PARAMETERS,
-            Some(_) if vm.stage2.translate(entry_point).is_none() => psci::INVALID_ADDRESS,
+            Some(_) if vm.stage2.lock().translate(entry_point).is_none() => psci::INVALID_ADDRESS,
             Some(t) => {
                 let mut power = vm.power.lock();
                 match power.get_mut(t) {
@@ -605,6 +605,17 @@ fn shutdown(
         s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input
     );
     log::info!("vgic: {v:?}");
+    let segment = crate::vm::VM.get().and_then(|vm| {
+        vm.devices
+            .try_lock()
+            .and_then(|d| d.segment.as_ref().map(|s| s.stats()))
+    });
+    log::info!(
+        "pci: aperture traps {} stage-2 changes {} (failed {}); segment {segment:?}",
+        s.pci_mmio,
+        s.stage2_changes,
+        s.stage2_errors
+    );
     power_off(code, semihosting)
 }
 

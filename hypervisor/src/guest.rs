@@ -334,7 +334,7 @@ pub fn build(
     let vm = Vm {
         pcpu_mpidr: host.cpus.iter().copied().take(n).collect(),
         layout,
-        stage2,
+        stage2: spin::Mutex::new(stage2),
         ram_pa,
         vgic: spin::Mutex::new(vgic),
         devices: spin::Mutex::new(crate::vm::Devices {

@@ -316,7 +316,7 @@ fn configure_el2_for_guest(idx: usize) {
     for i in 0..vm.lr_count {
         gic::write_lr(i, 0);
     }
-    vm.stage2.install(1);
+    vm.stage2.lock().install(1);
 }
 
 fn current_el() -> u64 {

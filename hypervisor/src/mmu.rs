@@ -213,6 +213,11 @@ impl Stage2 {
         Ok(())
     }
 
+    /// Unmaps `[ipa, ipa + size)` (break-before-make, TLB invalidation by IPA).
+    pub fn unmap(&mut self, ipa: u64, size: u64) -> Result<(), MmuError> {
+        self.tables.unmap(&mut HeapTables, ipa, size)
+    }
+
     /// Translates an IPA to a PA through these tables, or `None` if unmapped.
     pub fn translate(&self, ipa: u64) -> Option<u64> {
         self.tables.translate(&HeapTables, ipa).map(|(pa, _)| pa)

@@ -14,9 +14,9 @@ use emulated_bridges::{RootPort, RootPortConfig};
 use guest_dt::GuestLayout;
 
 use spin::{Mutex, Once};
-use vbus::Segment;
+use vbus::{BarBacking, Effect, Effects, Ipa, MemRange, Pa, Segment};
 
-use crate::mmu::Stage2;
+use crate::mmu::{S2Attr, Stage2};
 
 /// A vCPU's PSCI power state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,13 @@ pub struct Counters {
     pub uart: AtomicU64,
     /// Trapped ECAM accesses.
     pub ecam: AtomicU64,
+    /// Trapped accesses to the segment's memory apertures.
+    pub pci_mmio: AtomicU64,
+    /// Stage-2 changes applied for BAR effects (maps and unmaps).
+    pub stage2_changes: AtomicU64,
+    /// Stage-2 changes that failed (should never happen: the segment never
+    /// decodes outside its apertures or two BARs at one address).
+    pub stage2_errors: AtomicU64,
     /// Data aborts at addresses nothing emulates (an external abort was injected).
     pub unclaimed_mmio: AtomicU64,
     /// Data aborts without a valid syndrome (decoded from the instruction).
@@ -80,6 +87,12 @@ pub struct ExitStats {
     pub uart: u64,
     /// Trapped ECAM accesses.
     pub ecam: u64,
+    /// Trapped accesses to the segment's memory apertures.
+    pub pci_mmio: u64,
+    /// Stage-2 changes applied for BAR effects (maps and unmaps).
+    pub stage2_changes: u64,
+    /// Stage-2 changes that failed.
+    pub stage2_errors: u64,
     /// Data aborts at addresses nothing emulates (an external abort was injected).
     pub unclaimed_mmio: u64,
     /// Data aborts without a valid syndrome (decoded from the instruction).
@@ -117,6 +130,9 @@ impl Counters {
             gicr: self.gicr.load(Ordering::Relaxed),
             uart: self.uart.load(Ordering::Relaxed),
             ecam: self.ecam.load(Ordering::Relaxed),
+            pci_mmio: self.pci_mmio.load(Ordering::Relaxed),
+            stage2_changes: self.stage2_changes.load(Ordering::Relaxed),
+            stage2_errors: self.stage2_errors.load(Ordering::Relaxed),
             unclaimed_mmio: self.unclaimed_mmio.load(Ordering::Relaxed),
             no_syndrome: self.no_syndrome.load(Ordering::Relaxed),
             injected_aborts: self.injected_aborts.load(Ordering::Relaxed),
@@ -146,8 +162,10 @@ pub struct Devices {
 pub struct Vm {
     /// Where everything is.
     pub layout: GuestLayout,
-    /// Its stage-2 tables (not changed after boot yet).
-    pub stage2: Stage2,
+    /// Its stage-2 tables: guest RAM fixed at boot, BARs of assigned devices
+    /// mapped and unmapped as the segment decodes them. Lock order: devices,
+    /// then stage 2.
+    pub stage2: Mutex<Stage2>,
     /// Host physical address of guest RAM.
     #[allow(dead_code)] // reported at boot; kept for DMA mapping (next issue)
     pub ram_pa: u64,
@@ -192,11 +210,17 @@ impl TxBytes {
 /// The one guest.
 pub static VM: Once<Vm> = Once::new();
 
-/// The synthetic segment's first light: two empty root ports at 00:01.0 and 00:02.0.
+/// The synthetic segment: two root ports at 00:01.0 and 00:02.0, its
+/// apertures and INTx lines from the layout.
 pub fn synthetic_segment(layout: &GuestLayout) -> Option<Segment> {
     let pci = layout.pci.as_ref()?;
     let buses = u16::from(pci.bus_end) - u16::from(pci.bus_start) + 1;
     let mut seg = Segment::new(pci.segment, buses);
+    seg.set_apertures(&[
+        MemRange::new(Ipa(pci.mem32.base), pci.mem32.size),
+        MemRange::new(Ipa(pci.mem64.base), pci.mem64.size),
+    ]);
+    seg.set_intx_spis(pci.intx_spis);
     for (dev, chassis_slot) in [(1u8, 1u16), (2, 2)] {
         let port = RootPort::new(RootPortConfig {
             port_number: dev,
@@ -288,15 +312,93 @@ impl Vm {
                 return Some(match write {
                     Some(v) => {
                         let effects = seg.ecam_write(off, size, v);
-                        for (bdf, e) in effects.iter() {
-                            log::debug!("pci {bdf}: {e:?}");
-                        }
+                        kick.0 |= self.apply(seg, effects).0;
                         0
                     }
                     None => seg.ecam_read(off, size),
                 });
             }
+            let in_aperture = [pci.mem32, pci.mem64]
+                .iter()
+                .any(|r| within(r.base, r.size));
+            if in_aperture {
+                Counters::bump(&self.stats.pci_mmio);
+                let mut dev = self.devices.lock();
+                let seg = dev.segment.as_mut()?;
+                return match write {
+                    Some(v) => {
+                        let effects = seg.mmio_write(Ipa(ipa), size, v)?;
+                        kick.0 |= self.apply(seg, effects).0;
+                        Some(0)
+                    }
+                    None => {
+                        let (v, effects) = seg.mmio_read(Ipa(ipa), size)?;
+                        kick.0 |= self.apply(seg, effects).0;
+                        Some(v)
+                    }
+                };
+            }
         }
         None
+    }
+
+    /// Applies the segment's effects (`seg` is the locked devices' segment):
+    /// stage 2 for host-backed BARs, resets, INTx lines of emulated functions.
+    /// A reset's own effects (its BARs unmapped) are applied in turn.
+    pub fn apply(&self, seg: &mut Segment, effects: Effects) -> Kick {
+        let mut kick = Kick::default();
+        let mut pending = effects;
+        // A reset yields unmaps and INTx changes, never another reset: two rounds at most.
+        for _ in 0..2 {
+            let mut next = Effects::new();
+            for e in pending {
+                log::debug!("pci: {e}");
+                match e {
+                    Effect::Map {
+                        guest,
+                        backing: BarBacking::Host(pa),
+                        prefetchable,
+                        ..
+                    } => self.map_bar(guest, pa, prefetchable),
+                    Effect::Unmap {
+                        guest,
+                        backing: BarBacking::Host(_),
+                        ..
+                    } => self.unmap_bar(guest),
+                    // Trapped BARs are routed by the segment; stage 2 leaves them unmapped.
+                    Effect::Map { .. } | Effect::Unmap { .. } => {}
+                    Effect::Reset { function } => next.extend(seg.reset_function(function)),
+                    Effect::Intx { spi, level, .. } => {
+                        kick.0 |= self.vgic.lock().set_line(0, spi, level).0;
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            pending = next;
+        }
+        kick
+    }
+
+    fn map_bar(&self, guest: MemRange<Ipa>, pa: Pa, prefetchable: bool) {
+        let attr = if prefetchable {
+            S2Attr::NormalNonCacheable
+        } else {
+            S2Attr::Device
+        };
+        Counters::bump(&self.stats.stage2_changes);
+        if let Err(e) = self.stage2.lock().map(guest.base.0, pa.0, guest.size, attr) {
+            Counters::bump(&self.stats.stage2_errors);
+            log::debug!("stage 2: map {guest} -> {pa}: {e}");
+        }
+    }
+
+    fn unmap_bar(&self, guest: MemRange<Ipa>) {
+        Counters::bump(&self.stats.stage2_changes);
+        if let Err(e) = self.stage2.lock().unmap(guest.base.0, guest.size) {
+            Counters::bump(&self.stats.stage2_errors);
+            log::debug!("stage 2: unmap {guest}: {e}");
+        }
     }
 }

@@ -6,10 +6,13 @@
 //! [`SIZES`] (including illegal ones). Each access goes through
 //! `Segment::ecam_read/ecam_write` of the programmed reference topology.
 //! Properties: no panic; a function that is not reachable reads all ones; an
-//! illegal size reads all ones; no write changes a read-only bit of any function.
+//! illegal size reads all ones; no write changes a read-only bit of any function;
+//! the effects, applied in order, never map over a live mapping, never unmap
+//! what is not mapped, and leave mapped exactly what the segment decodes.
 
 use crate::reference::programmed_reference;
 use crate::scenario::{check_read_only, snapshot};
+use vbus::decode::MappedSet;
 use vbus::Bdf;
 
 /// Access sizes the op nibble selects, legal and illegal.
@@ -18,6 +21,20 @@ pub const SIZES: [u8; 8] = [1, 2, 4, 8, 3, 0, 16, 4];
 /// Runs one fuzz input; `Err` describes a violated property.
 pub fn run_accesses(data: &[u8]) -> Result<(), String> {
     let mut seg = programmed_reference().map_err(|e| e.to_string())?;
+    let mut mapped = MappedSet::default();
+    let mut boot = vbus::Effects::new();
+    for d in seg.decoded() {
+        boot.push(vbus::Effect::Map {
+            function: d.function,
+            bar: d.bar,
+            guest: d.guest,
+            backing: d.backing,
+            prefetchable: d.prefetchable,
+        });
+    }
+    mapped
+        .apply(&boot)
+        .map_err(|e| format!("programmed reference: {e}"))?;
     for (n, r) in data.chunks_exact(9).enumerate() {
         let bus = r[0];
         let devfn = r[1];
@@ -30,7 +47,20 @@ pub fn run_accesses(data: &[u8]) -> Result<(), String> {
         let reachable = seg.enumerate().iter().any(|(b, _)| *b == bdf);
         if write {
             let before = snapshot(&seg);
-            seg.ecam_write(offset, size, u64::from(value) | u64::from(value) << 32);
+            let fx = seg.ecam_write(offset, size, u64::from(value) | u64::from(value) << 32);
+            let mut fx2 = vbus::Effects::new();
+            for e in fx.iter() {
+                if let vbus::Effect::Reset { function } = *e {
+                    fx2.extend(seg.reset_function(function));
+                }
+            }
+            mapped.apply(&fx).map_err(|e| format!("access {n}: {e}"))?;
+            mapped
+                .apply(&fx2)
+                .map_err(|e| format!("access {n}: reset: {e}"))?;
+            if !mapped.matches(seg.decoded()) {
+                return Err(format!("access {n}: effects and decoding disagree"));
+            }
             check_read_only(&before, &seg).map_err(|e| format!("access {n}: {e}"))?;
         } else {
             let got = seg.ecam_read(offset, size);

@@ -37,8 +37,9 @@ fn rd(seg: &mut Segment, bdf: Bdf, reg: u16, size: u8) -> u32 {
     seg.ecam_read(ecam_offset(bdf, reg), size) as u32
 }
 
+/// A write whose effects no one applies: enumeration never resets and has no stage 2.
 fn wr(seg: &mut Segment, bdf: Bdf, reg: u16, size: u8, v: u32) {
-    seg.ecam_write(ecam_offset(bdf, reg), size, v.into());
+    let _ = seg.ecam_write(ecam_offset(bdf, reg), size, v.into());
 }
 
 /// Sizes the memory BARs of a type-0 function as `__pci_read_base` does.

@@ -83,8 +83,10 @@ pub const PREF64: Aperture = Aperture {
     size: 0x40_0000_0000,
 };
 
+/// A write whose effects no one applies: programming the plan maps BARs,
+/// which [`Segment::decoded`] then shows.
 fn write(seg: &mut Segment, bdf: Bdf, reg: u16, size: u8, value: u64) {
-    seg.ecam_write(ecam_offset(bdf, reg), size, value);
+    let _ = seg.ecam_write(ecam_offset(bdf, reg), size, value);
 }
 
 /// Builds the reference segment (segment 1), plans it, and programs bus
@@ -124,6 +126,8 @@ pub fn programmed_reference() -> Result<Segment, planner::PlanError> {
 pub fn reference_segment() -> Segment {
     let devices = reference_devices();
     let mut seg = Segment::new(1, 16);
+    seg.set_apertures(&crate::scenario::APERTURES);
+    seg.set_intx_spis([35, 36, 37, 38]);
     for (i, d) in devices.iter().enumerate() {
         let dev = i as u8 + 1;
         let mut port = RootPort::new(RootPortConfig {

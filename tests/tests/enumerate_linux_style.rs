@@ -36,7 +36,7 @@ fn invariant_checker_catches_a_bar_outside_its_window() {
     let found = scan(&mut seg);
     assign(&mut seg, &found, AP32, AP64).expect("fits");
     // Move the e1000e's BAR0 out of its bridge's window.
-    seg.ecam_write(
+    let _ = seg.ecam_write(
         tests::scenario::ecam_offset(vbus::Bdf::new(1, 0, 0).unwrap(), 0x10),
         4,
         0x2000_0000,

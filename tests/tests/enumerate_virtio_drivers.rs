@@ -23,8 +23,10 @@ impl ConfigurationAccess for SegmentCam {
         self.0.borrow_mut().ecam_read(offset(df, reg), 4) as u32
     }
 
+    /// Effects are not applied: the enumerator never resets and there is no stage 2.
     fn write_word(&mut self, df: DeviceFunction, reg: u8, data: u32) {
-        self.0
+        let _ = self
+            .0
             .borrow_mut()
             .ecam_write(offset(df, reg), 4, data.into());
     }

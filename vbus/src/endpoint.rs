@@ -1,14 +1,15 @@
-//! The BAR model and a type-0 endpoint built on it.
+//! A type-0 endpoint with trapped memory BARs, for building topologies in tests.
 //!
-//! BAR semantics follow PCI Local Bus 6.2.5.1: address bits below the BAR's size
-//! and the type bits are read-only, so writing all ones reads back the size mask;
-//! a 64-bit BAR's upper dword is fully writable (sizes up to 2 GiB here). Only
-//! memory BARs exist: guests get no I/O space. While Memory Space decoding is on,
-//! a BAR write that changes its address produces [`Effect::BarMoved`]; toggling
-//! decoding produces [`Effect::MemoryDecode`]. The owner maps and unmaps.
+//! BAR semantics follow PCI Local Bus 3.0, 6.2.5.1: address bits below the
+//! BAR's size and the type bits are read-only, so writing all ones reads back
+//! the size mask; a 64-bit BAR's upper dword is fully writable (sizes up to
+//! 2 GiB here). Only memory BARs exist: guests get no I/O space. Decoding is
+//! the segment's business; the BARs' memory is a small scratch store that
+//! reads back what was written (0 elsewhere), so routing can be observed.
 
 use crate::config::{command, reg, ConfigSpace};
-use crate::function::{Effect, PciFunction};
+use crate::function::{BarBacking, BarInfo, Intx, PciFunction, Request};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 /// One memory BAR.
@@ -24,11 +25,16 @@ pub struct BarProfile {
     pub prefetchable: bool,
 }
 
-/// A type-0 function with IDs, a class code and memory BARs.
+/// Most distinct BAR words the scratch store keeps (later writes to new
+/// offsets are dropped): a guest cannot grow it without bound.
+const SCRATCH_WORDS: usize = 1024;
+
+/// A type-0 function with IDs, a class code and trapped memory BARs.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     cs: ConfigSpace,
-    bars: Vec<BarProfile>,
+    bars: Vec<BarInfo>,
+    scratch: BTreeMap<(u8, u64), u64>,
 }
 
 impl Endpoint {
@@ -43,12 +49,12 @@ impl Endpoint {
             2,
             u32::from(command::MEMORY_SPACE | command::BUS_MASTER | command::INTERRUPT_DISABLE),
         );
-        let mut kept = Vec::new();
+        let mut kept: Vec<BarInfo> = Vec::new();
         for bar in bars {
             let last = bar.index + u8::from(bar.is_64bit);
-            let taken = kept.iter().any(|b: &BarProfile| {
-                b.index <= last && bar.index <= b.index + u8::from(b.is_64bit)
-            });
+            let taken = kept
+                .iter()
+                .any(|b| b.index <= last && bar.index <= b.index + u8::from(b.is_64bit));
             if last > 5
                 || taken
                 || !bar.size.is_power_of_two()
@@ -64,32 +70,26 @@ impl Endpoint {
             if bar.is_64bit {
                 cs.set_writable(off + 4, 4, 0xffff_ffff);
             }
-            kept.push(*bar);
+            kept.push(BarInfo {
+                index: bar.index,
+                size: bar.size,
+                is_64bit: bar.is_64bit,
+                prefetchable: bar.prefetchable,
+                backing: BarBacking::Trapped,
+            });
         }
         cs.set_writable(reg::INTERRUPT_LINE, 1, 0xff);
         cs.set_u8(reg::INTERRUPT_PIN, 1);
-        Endpoint { cs, bars: kept }
+        Endpoint {
+            cs,
+            bars: kept,
+            scratch: BTreeMap::new(),
+        }
     }
 
-    /// The BARs this endpoint implements.
-    pub fn bars(&self) -> &[BarProfile] {
-        &self.bars
-    }
-
-    /// The address a BAR decodes now.
-    pub fn bar_address(&self, bar: &BarProfile) -> u64 {
-        let off = reg::BAR0 + 4 * u16::from(bar.index);
-        let lo = u64::from(self.cs.raw(off, 4) & !0xf);
-        let hi = if bar.is_64bit {
-            u64::from(self.cs.raw(off + 4, 4))
-        } else {
-            0
-        };
-        lo | hi << 32
-    }
-
-    fn decoding(&self) -> bool {
-        self.cs.raw(reg::COMMAND, 2) as u16 & command::MEMORY_SPACE != 0
+    /// The address a BAR holds now.
+    pub fn bar_address(&self, bar: &BarInfo) -> u64 {
+        crate::decode::bar_address(&self.cs, bar.index, bar.is_64bit)
     }
 }
 
@@ -98,42 +98,60 @@ impl PciFunction for Endpoint {
         self.cs.read(offset, size)
     }
 
-    fn config_write(&mut self, offset: u16, size: u8, value: u32, effects: &mut Vec<Effect>) {
-        let was_decoding = self.decoding();
-        let before: Vec<u64> = self.bars.iter().map(|b| self.bar_address(b)).collect();
+    fn config_write(&mut self, offset: u16, size: u8, value: u32, _: &mut Vec<Request>) {
         self.cs.write(offset, size, value);
-        let decoding = self.decoding();
-        if decoding != was_decoding {
-            effects.push(Effect::MemoryDecode { enabled: decoding });
-        }
-        if decoding && was_decoding {
-            for (bar, old) in self.bars.iter().zip(before) {
-                let new = self.bar_address(bar);
-                if new != old {
-                    effects.push(Effect::BarMoved {
-                        bar: bar.index,
-                        old,
-                        new,
-                        len: bar.size,
-                    });
-                }
-            }
-        }
+    }
+
+    fn config_space(&self) -> &ConfigSpace {
+        &self.cs
     }
 
     fn bridge_bus_range(&self) -> Option<(u8, u8)> {
         None
     }
 
-    fn config_space(&self) -> &ConfigSpace {
-        &self.cs
+    fn bars(&self) -> &[BarInfo] {
+        &self.bars
+    }
+
+    fn bar_read(&mut self, bar: u8, offset: u64, _size: u8, _: &mut Vec<Request>) -> u64 {
+        self.scratch.get(&(bar, offset)).copied().unwrap_or(0)
+    }
+
+    fn bar_write(&mut self, bar: u8, offset: u64, _size: u8, value: u64, _: &mut Vec<Request>) {
+        if self.scratch.len() < SCRATCH_WORDS || self.scratch.contains_key(&(bar, offset)) {
+            self.scratch.insert((bar, offset), value);
+        }
+    }
+
+    fn reset(&mut self) {
+        let bars: Vec<BarProfile> = self
+            .bars
+            .iter()
+            .map(|b| BarProfile {
+                index: b.index,
+                size: b.size,
+                is_64bit: b.is_64bit,
+                prefetchable: b.prefetchable,
+            })
+            .collect();
+        let class = self.cs.raw(0x08, 4) >> 8;
+        *self = Endpoint::new(
+            self.cs.raw(reg::VENDOR_ID, 2) as u16,
+            self.cs.raw(reg::DEVICE_ID, 2) as u16,
+            class,
+            &bars,
+        );
+    }
+
+    fn intx(&self) -> Intx {
+        Intx::None
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
 
     fn nic() -> Endpoint {
         Endpoint::new(
@@ -178,36 +196,6 @@ mod tests {
     }
 
     #[test]
-    fn moving_a_decoding_bar_reports_old_and_new() {
-        let mut e = nic();
-        let mut fx = Vec::new();
-        e.config_write(0x10, 4, 0x1000_0000, &mut fx);
-        e.config_write(0x04, 2, 0x0002, &mut fx);
-        assert_eq!(fx, vec![Effect::MemoryDecode { enabled: true }]);
-        fx.clear();
-        e.config_write(0x10, 4, 0x1004_0000, &mut fx);
-        assert_eq!(
-            fx,
-            vec![Effect::BarMoved {
-                bar: 0,
-                old: 0x1000_0000,
-                new: 0x1004_0000,
-                len: 0x2_0000
-            }]
-        );
-    }
-
-    #[test]
-    fn bar_write_without_decoding_has_no_effect() {
-        let mut e = nic();
-        let mut fx = Vec::new();
-        e.config_write(0x18, 4, 0x1000_0000, &mut fx);
-        e.config_write(0x1c, 4, 0x80, &mut fx);
-        assert!(fx.is_empty());
-        assert_eq!(e.bar_address(&e.bars()[1]), 0x80_1000_0000);
-    }
-
-    #[test]
     fn overlapping_or_oversized_bars_are_left_out() {
         let e = Endpoint::new(
             1,
@@ -241,5 +229,26 @@ mod tests {
             ],
         );
         assert_eq!(e.bars().len(), 1);
+    }
+
+    #[test]
+    fn bar_memory_reads_back_what_was_written() {
+        let mut e = nic();
+        let mut rq = Vec::new();
+        e.bar_write(2, 0x40, 4, 0xdead_beef, &mut rq);
+        assert_eq!(e.bar_read(2, 0x40, 4, &mut rq), 0xdead_beef);
+        assert_eq!(e.bar_read(0, 0x40, 4, &mut rq), 0);
+    }
+
+    #[test]
+    fn reset_clears_bars_and_command() {
+        let mut e = nic();
+        let mut rq = Vec::new();
+        e.config_write(0x10, 4, 0x1000_0000, &mut rq);
+        e.config_write(0x04, 2, 0x0006, &mut rq);
+        e.reset();
+        assert_eq!(e.config_read(0x10, 4), 0);
+        assert_eq!(e.config_read(0x04, 2), 0);
+        assert_eq!(e.config_read(0x00, 4), 0x10d3_8086);
     }
 }

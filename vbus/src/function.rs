@@ -1,62 +1,171 @@
-//! The `PciFunction` trait and the `Effect`s a config write produces.
+//! The `PciFunction` trait, the BAR descriptions functions give the segment,
+//! and the `Effect`s the segment hands its owner.
 //!
-//! A function never applies a side effect itself: it describes it, the
-//! `Segment` tags it with the function's address, and the owner (the
-//! hypervisor) applies it to stage-2, the SMMU or the vGIC.
+//! A guest access reads top-down: trap → route → function → effect → applied.
+//! A function never applies a side effect itself and never decides what is
+//! decoded: it holds its registers (the Command register and BARs as the guest
+//! last programmed them, in its [`ConfigSpace`]) and describes its BARs
+//! ([`BarInfo`]); the [`Segment`](crate::Segment) computes what is decoded, as
+//! hardware would, and turns every change into [`Effect`]s tagged with the
+//! function's stable [`FunctionId`]. The owner (the hypervisor) applies them to
+//! stage 2, the vGIC and the host device (crosvm's `mmio_add`/`mmio_remove`).
 
-use crate::addr::Bdf;
 use crate::config::ConfigSpace;
 use alloc::vec::Vec;
+use arch_emu::addr::{Ipa, MemRange, Pa};
+use core::fmt;
 
-/// A memory window a bridge decodes, `None` when disabled (limit below base).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowRange {
-    /// First address decoded.
-    pub base: u64,
-    /// Last address decoded.
-    pub limit: u64,
+/// A function's identity on its segment, handed out when it is placed and
+/// stable for its life: effects name it, never the bus number the guest
+/// happened to program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FunctionId(pub u16);
+
+impl fmt::Display for FunctionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fn{}", self.0)
+    }
 }
 
-/// Something a config write asks the owner to do.
+/// Where a BAR's accesses go once it is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarBacking {
+    /// Accesses trap to the hypervisor and reach [`PciFunction::bar_read`] /
+    /// [`PciFunction::bar_write`] (an emulated device, or an MSI-X table page).
+    Trapped,
+    /// Stage 2 maps the BAR straight onto this host physical range, of the
+    /// BAR's size: accesses never trap.
+    Host(Pa),
+}
+
+/// A memory BAR as the function implements it (PCI Local Bus 3.0, 6.2.5.1).
+///
+/// `size` is a power of two of at least 16 bytes; a host-backed BAR is at
+/// least 4 KiB so that it never shares a stage-2 page with anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarInfo {
+    /// BAR index 0..=5 (a 64-bit BAR takes `index` and `index + 1`).
+    pub index: u8,
+    /// Size in bytes.
+    pub size: u64,
+    /// A 64-bit BAR (type 10b).
+    pub is_64bit: bool,
+    /// Prefetchable.
+    pub prefetchable: bool,
+    /// Where decoded accesses go.
+    pub backing: BarBacking,
+}
+
+/// What a function asks of its owner from a config or BAR access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// The guest asked for a Function Level Reset (PCI Express Base 6.0,
+    /// 6.6.2): the owner resets the function (and the host device behind it).
+    FunctionLevelReset,
+}
+
+/// A function's legacy interrupt output (PCI Express Base 6.0, 6.1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intx {
+    /// No INTx (Interrupt Pin 0, or the function signals otherwise).
+    None,
+    /// Emulated: the function drives the level itself.
+    Level(bool),
+    /// A host device's physical line, delivered hardware-linked: the
+    /// physical SPI's INTID.
+    Host(u32),
+}
+
+/// Something the owner must do. Every kind has an owner that applies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
-    /// A bridge's bus numbers changed: routing follows at once.
-    BusNumbers {
-        /// Primary bus number.
-        primary: u8,
-        /// Secondary bus number.
-        secondary: u8,
-        /// Subordinate bus number.
-        subordinate: u8,
-    },
-    /// A bridge's non-prefetchable memory window changed.
-    MemWindow(Option<WindowRange>),
-    /// A bridge's prefetchable memory window changed.
-    PrefetchableWindow(Option<WindowRange>),
-    /// A bridge's Secondary Bus Reset bit went from 0 to 1: reset everything below it.
-    SecondaryBusReset,
-    /// Memory Space decoding was switched on or off.
-    MemoryDecode {
-        /// The new state.
-        enabled: bool,
-    },
-    /// A memory BAR that is decoding moved: unmap `old`, map `new`.
-    BarMoved {
-        /// BAR index (for a 64-bit BAR, the lower index).
+    /// `guest` is now decoded by BAR `bar` of `function`: map it onto the
+    /// backing (stage 2 for a host range; routing only for a trapped BAR).
+    Map {
+        /// The function.
+        function: FunctionId,
+        /// Its BAR index.
         bar: u8,
-        /// Previous address.
-        old: u64,
-        /// New address.
-        new: u64,
-        /// Size in bytes.
-        len: u64,
+        /// The guest range the BAR decodes.
+        guest: MemRange<Ipa>,
+        /// Where accesses go.
+        backing: BarBacking,
+        /// A prefetchable BAR (mapped Normal non-cacheable rather than Device).
+        prefetchable: bool,
+    },
+    /// `guest` is no longer decoded by BAR `bar` of `function`: unmap it
+    /// (break-before-make and TLB invalidation for a host range).
+    Unmap {
+        /// The function.
+        function: FunctionId,
+        /// Its BAR index.
+        bar: u8,
+        /// The guest range it decoded.
+        guest: MemRange<Ipa>,
+        /// Where accesses went.
+        backing: BarBacking,
+    },
+    /// Reset `function`: a Secondary Bus Reset of the port above it, or its
+    /// own Function Level Reset. The owner calls
+    /// [`Segment::reset_function`](crate::Segment::reset_function), which also
+    /// resets the host device of an assigned function.
+    Reset {
+        /// The function.
+        function: FunctionId,
+    },
+    /// `function`'s emulated INTx output changed: `spi` is the guest SPI
+    /// (after the swizzle through its root port), `level` its new level.
+    Intx {
+        /// The function.
+        function: FunctionId,
+        /// The guest's SPI INTID.
+        spi: u32,
+        /// The new level.
+        level: bool,
     },
 }
 
-/// What the segment hands the owner: effects tagged with the function's address.
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backing = |b: &BarBacking| match b {
+            BarBacking::Trapped => alloc::string::String::from("trapped"),
+            BarBacking::Host(pa) => alloc::format!("{pa}"),
+        };
+        match self {
+            Effect::Map {
+                function,
+                bar,
+                guest,
+                backing: b,
+                prefetchable,
+            } => write!(
+                f,
+                "map {function} bar{bar} {guest} -> {}{}",
+                backing(b),
+                if *prefetchable { " prefetchable" } else { "" }
+            ),
+            Effect::Unmap {
+                function,
+                bar,
+                guest,
+                backing: b,
+            } => write!(f, "unmap {function} bar{bar} {guest} -> {}", backing(b)),
+            Effect::Reset { function } => write!(f, "reset {function}"),
+            Effect::Intx {
+                function,
+                spi,
+                level,
+            } => write!(f, "intx {function} spi {spi} level {}", u8::from(*level)),
+        }
+    }
+}
+
+/// What the segment hands its owner, in the order to apply them (every
+/// unmap of a change before its maps).
+#[must_use = "every effect has an owner that must apply it"]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effects {
-    items: Vec<(Bdf, Effect)>,
+    items: Vec<Effect>,
 }
 
 impl Effects {
@@ -65,9 +174,14 @@ impl Effects {
         Effects { items: Vec::new() }
     }
 
-    /// Records an effect of the function at `bdf`.
-    pub fn push(&mut self, bdf: Bdf, effect: Effect) {
-        self.items.push((bdf, effect));
+    /// Records an effect.
+    pub fn push(&mut self, effect: Effect) {
+        self.items.push(effect);
+    }
+
+    /// Appends all of `other`.
+    pub fn extend(&mut self, other: Effects) {
+        self.items.extend(other.items);
     }
 
     /// Whether there is nothing to do.
@@ -81,22 +195,62 @@ impl Effects {
     }
 
     /// The effects in order.
-    pub fn iter(&self) -> impl Iterator<Item = &(Bdf, Effect)> {
+    pub fn iter(&self) -> impl Iterator<Item = &Effect> {
         self.items.iter()
     }
 }
 
-/// What the segment needs from any function: root port, assigned host function, virtio function.
+impl IntoIterator for Effects {
+    type Item = Effect;
+    type IntoIter = alloc::vec::IntoIter<Effect>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+/// A whole PCI function as the segment sees it: root port, assigned host
+/// function or emulated (virtio) function.
+///
+/// Contract: [`PciFunction::config_space`] holds, at their standard offsets,
+/// the Command register and the BARs (type 0) or bus numbers, windows and
+/// Bridge Control (type 1) exactly as the guest last programmed them; the
+/// segment computes decoding and routing from them.
 pub trait PciFunction: Send {
-    /// A guest read of `size` (1, 2 or 4) bytes at `offset`, within one dword.
+    /// A guest read of `size` (1, 2 or 4) bytes at `offset` (0..4096), within one dword.
     fn config_read(&mut self, offset: u16, size: u8) -> u32;
 
-    /// A guest write; side effects are appended to `effects`.
-    fn config_write(&mut self, offset: u16, size: u8, value: u32, effects: &mut Vec<Effect>);
+    /// A guest write of `size` (1, 2 or 4) bytes at `offset`, within one dword;
+    /// what the function needs its owner to do is appended to `requests`.
+    fn config_write(&mut self, offset: u16, size: u8, value: u32, requests: &mut Vec<Request>);
 
-    /// For a bridge: its (secondary, subordinate) bus numbers as programmed. `None` for endpoints.
+    /// The config space as it stands (see the trait's contract).
+    fn config_space(&self) -> &ConfigSpace;
+
+    /// For a bridge: its (secondary, subordinate) bus numbers as programmed.
+    /// `None` for endpoints.
     fn bridge_bus_range(&self) -> Option<(u8, u8)>;
 
-    /// The config space as it stands, for dumps and checks.
-    fn config_space(&self) -> &ConfigSpace;
+    /// The memory BARs the function implements (empty for root ports).
+    fn bars(&self) -> &[BarInfo];
+
+    /// A guest read of `size` (1, 2, 4 or 8) bytes at `offset` in trapped BAR `bar`.
+    fn bar_read(&mut self, bar: u8, offset: u64, size: u8, requests: &mut Vec<Request>) -> u64;
+
+    /// A guest write of `size` (1, 2, 4 or 8) bytes at `offset` in trapped BAR `bar`.
+    fn bar_write(
+        &mut self,
+        bar: u8,
+        offset: u64,
+        size: u8,
+        value: u64,
+        requests: &mut Vec<Request>,
+    );
+
+    /// Back to the state after a conventional reset (PCI Express Base 6.0,
+    /// 6.6.1): registers to their defaults; an assigned function also resets
+    /// its host device.
+    fn reset(&mut self);
+
+    /// The INTx output now.
+    fn intx(&self) -> Intx;
 }

@@ -10,13 +10,16 @@ extern crate alloc;
 
 pub mod addr;
 pub mod config;
+pub mod decode;
 pub mod endpoint;
 pub mod function;
 pub mod planner;
 pub mod segment;
 
 pub use addr::{Bdf, BdfError, EcamAddress, Sbdf};
+pub use arch_emu::addr::{Ipa, MemRange, Pa};
 pub use config::{CapabilityError, ConfigSpace, CONFIG_SPACE_SIZE};
+pub use decode::Decoded;
 pub use endpoint::{BarProfile, Endpoint};
-pub use function::{Effect, Effects, PciFunction, WindowRange};
+pub use function::{BarBacking, BarInfo, Effect, Effects, FunctionId, Intx, PciFunction, Request};
 pub use segment::{Segment, SegmentStats, TopologyError};

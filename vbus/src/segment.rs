@@ -10,26 +10,44 @@
 //! Until the guest programs the bus numbers, nothing below a bridge is reachable.
 
 use crate::addr::{Bdf, EcamAddress};
-use crate::function::{Effect, Effects, PciFunction};
+use crate::config::{command, reg};
+use crate::decode::{self, Decoded};
+use crate::function::{BarBacking, Effect, Effects, FunctionId, Intx, PciFunction, Request};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use arch_emu::addr::{Ipa, MemRange};
 
 /// Counters of accesses that hardware would also have answered with all ones or dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SegmentStats {
-    /// Accesses to an address with no function.
+    /// Config accesses to an address with no function.
     pub absent: u64,
     /// Accesses outside the ECAM window's bus range.
     pub outside_window: u64,
     /// Accesses with a size other than 1, 2, 4 or 8 bytes.
     pub bad_size: u64,
+    /// Memory accesses inside an aperture that no BAR decodes (read all ones, write dropped).
+    pub unclaimed_mmio: u64,
+    /// Memory accesses to a host-backed BAR that trapped anyway (the mapping
+    /// was being changed): answered all ones / dropped.
+    pub host_bar_traps: u64,
+    /// BARs left undecoded because they overlap a BAR decoded before them.
+    pub overlapping_bars: u64,
+}
+
+/// A placed function and what the segment remembers of it.
+struct Placed {
+    id: FunctionId,
+    function: Box<dyn PciFunction>,
+    /// The INTx level last reported through an effect (emulated INTx only).
+    intx_level: bool,
 }
 
 struct Slot {
     dev: u8,
     func: u8,
-    function: Box<dyn PciFunction>,
-    child: Option<Box<dyn PciFunction>>,
+    port: Placed,
+    child: Option<Placed>,
 }
 
 /// Why a function could not be placed.
@@ -41,32 +59,74 @@ pub enum TopologyError {
     NotABridge(Bdf),
     /// Nothing is at that address on bus 0.
     NoSuchFunction(Bdf),
+    /// More functions than a `FunctionId` can name.
+    TooManyFunctions,
 }
 
-/// A synthetic PCI segment.
+/// A synthetic PCI segment: its bus tree, ECAM routing, memory decoding and
+/// memory routing.
+///
+/// Memory decoding is computed here, once, from the registers the guest
+/// programmed, as hardware would: a BAR of a function below a root port is
+/// decoded only when the function's Memory Space Enable is set, the port's
+/// Memory Space Enable is set, the BAR lies inside one of the port's memory
+/// windows (PCI-to-PCI Bridge Architecture 1.2, 4.3) and inside one of the
+/// host bridge's apertures. Every change of the decoded set becomes
+/// [`Effect::Unmap`]/[`Effect::Map`] pairs for the owner.
 pub struct Segment {
     segment: u16,
     bus_count: u16,
     slots: Vec<Slot>,
+    next_id: u16,
+    apertures: Vec<MemRange<Ipa>>,
+    intx_spis: [u32; 4],
+    decoded: Vec<Decoded>,
     stats: SegmentStats,
 }
 
 /// Where a decoded ECAM address lands.
+#[derive(Clone, Copy)]
 enum Target {
     Bus0(usize),
     Below(usize),
     None,
 }
 
+fn all_ones(size: u8) -> u64 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
+
 impl Segment {
-    /// An empty segment whose ECAM window covers `bus_count` buses (1..=256) starting at bus 0.
+    /// An empty segment whose ECAM window covers `bus_count` buses (1..=256)
+    /// starting at bus 0, with no memory apertures (nothing decodes until
+    /// [`Segment::set_apertures`]).
     pub fn new(segment: u16, bus_count: u16) -> Self {
         Segment {
             segment,
             bus_count: bus_count.clamp(1, 256),
             slots: Vec::new(),
+            next_id: 0,
+            apertures: Vec::new(),
+            intx_spis: [0; 4],
+            decoded: Vec::new(),
             stats: SegmentStats::default(),
         }
+    }
+
+    /// The host bridge's memory apertures (guest physical): the only ranges
+    /// the segment claims, and the only ones a BAR may be decoded in.
+    pub fn set_apertures(&mut self, apertures: &[MemRange<Ipa>]) {
+        self.apertures = apertures.to_vec();
+    }
+
+    /// The guest SPI INTIDs of INTA..INTD at the host bridge, before the swizzle.
+    pub fn set_intx_spis(&mut self, spis: [u32; 4]) {
+        self.intx_spis = spis;
     }
 
     /// The segment (domain) number.
@@ -84,51 +144,70 @@ impl Segment {
         self.stats
     }
 
-    /// Places `function` on bus 0 at `dev`.`func`.
+    fn new_placed(&mut self, function: Box<dyn PciFunction>) -> Result<Placed, TopologyError> {
+        let id = FunctionId(self.next_id);
+        self.next_id = self
+            .next_id
+            .checked_add(1)
+            .ok_or(TopologyError::TooManyFunctions)?;
+        Ok(Placed {
+            id,
+            function,
+            intx_level: false,
+        })
+    }
+
+    /// Places `function` on bus 0 at `dev`.`func`; returns its stable id.
     pub fn add_bus0(
         &mut self,
         dev: u8,
         func: u8,
         function: Box<dyn PciFunction>,
-    ) -> Result<Bdf, TopologyError> {
+    ) -> Result<FunctionId, TopologyError> {
         let bdf = Bdf::new(0, dev, func).map_err(|_| {
             TopologyError::NoSuchFunction(Bdf::from_routing_id(u16::from(dev & 31) << 3))
         })?;
         if self.slots.iter().any(|s| s.dev == dev && s.func == func) {
             return Err(TopologyError::Occupied(bdf));
         }
+        let port = self.new_placed(function)?;
+        let id = port.id;
         self.slots.push(Slot {
             dev,
             func,
-            function,
+            port,
             child: None,
         });
-        Ok(bdf)
+        Ok(id)
     }
 
-    /// Attaches `function` as device 0 below the bridge at bus 0 `dev`.`func`.
+    /// Attaches `function` as device 0 below the bridge at bus 0 `dev`.`func`;
+    /// returns its stable id.
     pub fn attach_below(
         &mut self,
         dev: u8,
         func: u8,
         function: Box<dyn PciFunction>,
-    ) -> Result<(), TopologyError> {
+    ) -> Result<FunctionId, TopologyError> {
         let bdf = Bdf::new(0, dev, func).map_err(|_| {
             TopologyError::NoSuchFunction(Bdf::from_routing_id(u16::from(dev & 31) << 3))
         })?;
-        let slot = self
+        let i = self
             .slots
-            .iter_mut()
-            .find(|s| s.dev == dev && s.func == func)
+            .iter()
+            .position(|s| s.dev == dev && s.func == func)
             .ok_or(TopologyError::NoSuchFunction(bdf))?;
-        if slot.function.bridge_bus_range().is_none() {
+        let slot = &self.slots[i];
+        if slot.port.function.bridge_bus_range().is_none() {
             return Err(TopologyError::NotABridge(bdf));
         }
         if slot.child.is_some() {
             return Err(TopologyError::Occupied(bdf));
         }
-        slot.child = Some(function);
-        Ok(())
+        let placed = self.new_placed(function)?;
+        let id = placed.id;
+        self.slots[i].child = Some(placed);
+        Ok(id)
     }
 
     fn route(&self, a: &EcamAddress) -> Target {
@@ -140,7 +219,7 @@ impl Segment {
                 .map_or(Target::None, Target::Bus0);
         }
         for (i, s) in self.slots.iter().enumerate() {
-            let Some((secondary, subordinate)) = s.function.bridge_bus_range() else {
+            let Some((secondary, subordinate)) = s.port.function.bridge_bus_range() else {
                 continue;
             };
             // A secondary bus of 0 is unprogrammed: it never claims a request.
@@ -155,21 +234,39 @@ impl Segment {
         Target::None
     }
 
-    fn bdf_of(a: &EcamAddress) -> Bdf {
-        Bdf::from_routing_id(
-            (u16::from(a.bus_offset) << 8) | (u16::from(a.dev) << 3) | u16::from(a.func),
-        )
-    }
-
-    fn function_mut(&mut self, t: &Target) -> Option<&mut Box<dyn PciFunction>> {
-        match *t {
-            Target::Bus0(i) => self.slots.get_mut(i).map(|s| &mut s.function),
+    fn placed_mut(&mut self, t: Target) -> Option<&mut Placed> {
+        match t {
+            Target::Bus0(i) => self.slots.get_mut(i).map(|s| &mut s.port),
             Target::Below(i) => self.slots.get_mut(i).and_then(|s| s.child.as_mut()),
             Target::None => None,
         }
     }
 
-    fn decode(&mut self, offset: u64) -> Option<EcamAddress> {
+    fn placed_by_id(&mut self, id: FunctionId) -> Option<&mut Placed> {
+        self.slots.iter_mut().find_map(|s| {
+            if s.port.id == id {
+                Some(&mut s.port)
+            } else {
+                s.child.as_mut().filter(|c| c.id == id)
+            }
+        })
+    }
+
+    /// The function placed as `id`.
+    pub fn function(&self, id: FunctionId) -> Option<&dyn PciFunction> {
+        self.slots.iter().find_map(|s| {
+            if s.port.id == id {
+                Some(s.port.function.as_ref())
+            } else {
+                s.child
+                    .as_ref()
+                    .filter(|c| c.id == id)
+                    .map(|c| c.function.as_ref())
+            }
+        })
+    }
+
+    fn decode_ecam(&mut self, offset: u64) -> Option<EcamAddress> {
         if offset >= self.ecam_size() {
             self.stats.outside_window += 1;
             return None;
@@ -179,38 +276,49 @@ impl Segment {
 
     /// One access of 1, 2 or 4 bytes that stays within a dword.
     fn read_within_dword(&mut self, offset: u64, size: u8) -> u32 {
-        let all_ones = if size == 4 {
-            u32::MAX
-        } else {
-            (1u32 << (8 * u32::from(size))) - 1
-        };
-        let Some(a) = self.decode(offset) else {
-            return all_ones;
+        let ones = all_ones(size) as u32;
+        let Some(a) = self.decode_ecam(offset) else {
+            return ones;
         };
         let t = self.route(&a);
-        match self.function_mut(&t) {
-            Some(f) => f.config_read(a.register, size),
+        match self.placed_mut(t) {
+            Some(p) => p.function.config_read(a.register, size),
             None => {
                 self.stats.absent += 1;
-                all_ones
+                ones
             }
         }
     }
 
     fn write_within_dword(&mut self, offset: u64, size: u8, value: u32, out: &mut Effects) {
-        let Some(a) = self.decode(offset) else {
+        let Some(a) = self.decode_ecam(offset) else {
             return;
         };
         let t = self.route(&a);
-        let bdf = Self::bdf_of(&a);
-        let mut effects: Vec<Effect> = Vec::new();
-        match self.function_mut(&t) {
-            Some(f) => f.config_write(a.register, size, value, &mut effects),
-            None => self.stats.absent += 1,
+        let mut requests = Vec::new();
+        let Some(p) = self.placed_mut(t) else {
+            self.stats.absent += 1;
+            return;
+        };
+        let id = p.id;
+        let sbr_before = secondary_bus_reset(p.function.as_ref());
+        p.function
+            .config_write(a.register, size, value, &mut requests);
+        let sbr_rose = !sbr_before && secondary_bus_reset(p.function.as_ref());
+        for r in requests {
+            match r {
+                Request::FunctionLevelReset => out.push(Effect::Reset { function: id }),
+            }
         }
-        for e in effects {
-            out.push(bdf, e);
+        if sbr_rose {
+            if let Target::Bus0(i) = t {
+                if let Some(c) = self.slots.get(i).and_then(|s| s.child.as_ref()) {
+                    out.push(Effect::Reset { function: c.id });
+                }
+            }
         }
+        self.redecode(out);
+        self.intx_changed(id, out);
     }
 
     /// A guest read of `size` bytes at `offset` in the ECAM window.
@@ -238,7 +346,8 @@ impl Segment {
         }
     }
 
-    /// A guest write of `size` bytes at `offset` in the ECAM window; split as [`Segment::ecam_read`].
+    /// A guest write of `size` bytes at `offset` in the ECAM window; split as
+    /// [`Segment::ecam_read`]. Returns what the owner must apply.
     pub fn ecam_write(&mut self, offset: u64, size: u8, value: u64) -> Effects {
         let mut out = Effects::new();
         match size {
@@ -265,17 +374,221 @@ impl Segment {
         out
     }
 
+    /// Whether `ipa` lies in one of the segment's memory apertures.
+    pub fn claims(&self, ipa: Ipa) -> bool {
+        self.apertures.iter().any(|a| a.contains(ipa))
+    }
+
+    /// The decoded BAR that holds `[ipa, ipa + size)` entirely.
+    fn decoded_at(&self, ipa: Ipa, size: u8) -> Option<Decoded> {
+        let access = MemRange::new(ipa, u64::from(size));
+        self.decoded
+            .iter()
+            .find(|d| d.guest.covers(&access))
+            .copied()
+    }
+
+    /// A guest read of `size` bytes at `ipa` in the segment's memory
+    /// apertures, routed to the function whose BAR decodes it. `None` if `ipa`
+    /// is outside the apertures (not ours). Nothing decoding, or a host-backed
+    /// BAR trapping while it is being remapped, reads all ones (an Unsupported
+    /// Request completes with all ones, PCI Express Base 6.0, 2.3.1).
+    pub fn mmio_read(&mut self, ipa: Ipa, size: u8) -> Option<(u64, Effects)> {
+        if !self.claims(ipa) {
+            return None;
+        }
+        let mut out = Effects::new();
+        let Some(d) = self.decoded_at(ipa, size) else {
+            self.stats.unclaimed_mmio += 1;
+            return Some((all_ones(size), out));
+        };
+        if d.backing != BarBacking::Trapped {
+            self.stats.host_bar_traps += 1;
+            return Some((all_ones(size), out));
+        }
+        let mut requests = Vec::new();
+        let off = ipa.0 - d.guest.base.0;
+        let v = match self.placed_by_id(d.function) {
+            Some(p) => p.function.bar_read(d.bar, off, size, &mut requests),
+            None => all_ones(size),
+        };
+        self.apply_requests(d.function, requests, &mut out);
+        self.intx_changed(d.function, &mut out);
+        Some((v, out))
+    }
+
+    /// A guest write at `ipa`, routed as [`Segment::mmio_read`]; `None` if
+    /// outside the apertures. Writes nothing decodes are dropped.
+    pub fn mmio_write(&mut self, ipa: Ipa, size: u8, value: u64) -> Option<Effects> {
+        if !self.claims(ipa) {
+            return None;
+        }
+        let mut out = Effects::new();
+        let Some(d) = self.decoded_at(ipa, size) else {
+            self.stats.unclaimed_mmio += 1;
+            return Some(out);
+        };
+        if d.backing != BarBacking::Trapped {
+            self.stats.host_bar_traps += 1;
+            return Some(out);
+        }
+        let mut requests = Vec::new();
+        let off = ipa.0 - d.guest.base.0;
+        if let Some(p) = self.placed_by_id(d.function) {
+            p.function.bar_write(d.bar, off, size, value, &mut requests);
+        }
+        self.apply_requests(d.function, requests, &mut out);
+        self.intx_changed(d.function, &mut out);
+        Some(out)
+    }
+
+    fn apply_requests(&mut self, id: FunctionId, requests: Vec<Request>, out: &mut Effects) {
+        for r in requests {
+            match r {
+                Request::FunctionLevelReset => out.push(Effect::Reset { function: id }),
+            }
+        }
+    }
+
+    /// Resets function `id` (applying an [`Effect::Reset`]): its registers go
+    /// back to their defaults (an assigned function also resets its host
+    /// device), and decoding follows.
+    pub fn reset_function(&mut self, id: FunctionId) -> Effects {
+        let mut out = Effects::new();
+        if let Some(p) = self.placed_by_id(id) {
+            p.function.reset();
+        }
+        self.redecode(&mut out);
+        self.intx_changed(id, &mut out);
+        out
+    }
+
+    /// Re-reads every function's emulated INTx output (after a device
+    /// changed it outside a guest access, e.g. a completed host request).
+    pub fn refresh_intx(&mut self) -> Effects {
+        let mut out = Effects::new();
+        let ids: Vec<FunctionId> = self.placed_ids();
+        for id in ids {
+            self.intx_changed(id, &mut out);
+        }
+        out
+    }
+
+    fn placed_ids(&self) -> Vec<FunctionId> {
+        let mut v = Vec::new();
+        for s in &self.slots {
+            v.push(s.port.id);
+            if let Some(c) = &s.child {
+                v.push(c.id);
+            }
+        }
+        v
+    }
+
+    /// The guest SPI of function `id`'s INTx pin: its Interrupt Pin swizzled
+    /// through its root port to the host bridge (PCI Express Base 6.0, 2.2.8.1;
+    /// the device number of a function below a port is 0), then the host
+    /// bridge's `interrupt-map`, which swizzles by the bus-0 device number.
+    /// `None` without a pin.
+    pub fn intx_spi(&self, id: FunctionId) -> Option<u32> {
+        self.slots.iter().find_map(|s| {
+            let f = if s.port.id == id {
+                &s.port
+            } else {
+                s.child.as_ref().filter(|c| c.id == id)?
+            };
+            let pin = f.function.config_space().raw(reg::INTERRUPT_PIN, 1) as u8;
+            if !(1..=4).contains(&pin) {
+                return None;
+            }
+            let index = (usize::from(pin - 1) + usize::from(s.dev)) % 4;
+            self.intx_spis.get(index).copied()
+        })
+    }
+
+    fn intx_changed(&mut self, id: FunctionId, out: &mut Effects) {
+        let spi = self.intx_spi(id);
+        let Some(p) = self.placed_by_id(id) else {
+            return;
+        };
+        let Intx::Level(level) = p.function.intx() else {
+            return;
+        };
+        if level == p.intx_level {
+            return;
+        }
+        p.intx_level = level;
+        if let Some(spi) = spi {
+            out.push(Effect::Intx {
+                function: id,
+                spi,
+                level,
+            });
+        }
+    }
+
+    /// Recomputes what is decoded and appends the differences: every unmap
+    /// before any map, so that a moved BAR never has two mappings at once.
+    fn redecode(&mut self, out: &mut Effects) {
+        let (now, overlapping) = decode::compute(
+            self.slots.iter().map(|s| {
+                (
+                    (s.port.id, s.port.function.as_ref()),
+                    s.child.as_ref().map(|c| (c.id, c.function.as_ref())),
+                )
+            }),
+            &self.apertures,
+        );
+        self.stats.overlapping_bars += overlapping;
+        for old in &self.decoded {
+            if !now.contains(old) {
+                out.push(Effect::Unmap {
+                    function: old.function,
+                    bar: old.bar,
+                    guest: old.guest,
+                    backing: old.backing,
+                });
+            }
+        }
+        for new in &now {
+            if !self.decoded.contains(new) {
+                out.push(Effect::Map {
+                    function: new.function,
+                    bar: new.bar,
+                    guest: new.guest,
+                    backing: new.backing,
+                    prefetchable: new.prefetchable,
+                });
+            }
+        }
+        self.decoded = now;
+    }
+
+    /// What is decoded now, in placement order.
+    pub fn decoded(&self) -> &[Decoded] {
+        &self.decoded
+    }
+
     /// Every function the guest can reach now, with its address, in bus order:
     /// exactly the functions a configuration read would reach (a device below a
     /// bridge whose bus numbers are unprogrammed, inconsistent, outside the ECAM
     /// window or shadowed by another bridge is not listed).
     pub fn enumerate(&self) -> Vec<(Bdf, &dyn PciFunction)> {
-        let mut v: Vec<(Bdf, &dyn PciFunction)> = Vec::new();
+        self.enumerate_ids()
+            .into_iter()
+            .filter_map(|(bdf, id)| self.function(id).map(|f| (bdf, f)))
+            .collect()
+    }
+
+    /// As [`Segment::enumerate`], with stable ids instead of the functions.
+    pub fn enumerate_ids(&self) -> Vec<(Bdf, FunctionId)> {
+        let mut v: Vec<(Bdf, FunctionId)> = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
             if let Ok(bdf) = Bdf::new(0, s.dev, s.func) {
-                v.push((bdf, s.function.as_ref()));
+                v.push((bdf, s.port.id));
             }
-            let (Some((secondary, _)), Some(child)) = (s.function.bridge_bus_range(), &s.child)
+            let (Some((secondary, _)), Some(child)) =
+                (s.port.function.bridge_bus_range(), &s.child)
             else {
                 continue;
             };
@@ -288,7 +601,7 @@ impl Segment {
             let in_window = u16::from(secondary) < self.bus_count;
             if in_window && matches!(self.route(&probe), Target::Below(j) if j == i) {
                 if let Ok(bdf) = Bdf::new(secondary, 0, 0) {
-                    v.push((bdf, child.as_ref()));
+                    v.push((bdf, child.id));
                 }
             }
         }
@@ -297,203 +610,16 @@ impl Segment {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::ConfigSpace;
-
-    /// A minimal bridge: bus numbers at 0x18..0x1a writable, IDs read-only.
-    struct TestBridge(ConfigSpace);
-    impl TestBridge {
-        fn new() -> Self {
-            let mut c = ConfigSpace::new();
-            c.set_u32(0, 0x000c_1b36);
-            c.set_u8(0x0e, 1);
-            c.set_writable(0x18, 4, 0x00ff_ffff);
-            TestBridge(c)
-        }
-    }
-    impl PciFunction for TestBridge {
-        fn config_read(&mut self, offset: u16, size: u8) -> u32 {
-            self.0.read(offset, size)
-        }
-        fn config_write(&mut self, offset: u16, size: u8, value: u32, effects: &mut Vec<Effect>) {
-            let before = self.0.raw(0x18, 4);
-            self.0.write(offset, size, value);
-            let after = self.0.raw(0x18, 4);
-            if before != after {
-                effects.push(Effect::BusNumbers {
-                    primary: after as u8,
-                    secondary: (after >> 8) as u8,
-                    subordinate: (after >> 16) as u8,
-                });
-            }
-        }
-        fn bridge_bus_range(&self) -> Option<(u8, u8)> {
-            Some((self.0.raw(0x19, 1) as u8, self.0.raw(0x1a, 1) as u8))
-        }
-        fn config_space(&self) -> &ConfigSpace {
-            &self.0
-        }
-    }
-
-    struct TestEndpoint(ConfigSpace);
-    impl PciFunction for TestEndpoint {
-        fn config_read(&mut self, offset: u16, size: u8) -> u32 {
-            self.0.read(offset, size)
-        }
-        fn config_write(&mut self, offset: u16, size: u8, value: u32, _: &mut Vec<Effect>) {
-            self.0.write(offset, size, value)
-        }
-        fn bridge_bus_range(&self) -> Option<(u8, u8)> {
-            None
-        }
-        fn config_space(&self) -> &ConfigSpace {
-            &self.0
-        }
-    }
-
-    fn endpoint() -> Box<TestEndpoint> {
-        let mut c = ConfigSpace::new();
-        c.set_u32(0, 0x10d3_8086);
-        Box::new(TestEndpoint(c))
-    }
-
-    fn ecam(bus: u64, dev: u64, func: u64, reg: u64) -> u64 {
-        (bus << 20) | (dev << 15) | (func << 12) | reg
-    }
-
-    fn segment() -> Segment {
-        let mut s = Segment::new(1, 16);
-        s.add_bus0(1, 0, Box::new(TestBridge::new())).unwrap();
-        s.attach_below(1, 0, endpoint()).unwrap();
-        s
-    }
-
-    #[test]
-    fn absent_function_reads_all_ones_and_is_counted() {
-        let mut s = segment();
-        assert_eq!(s.ecam_read(ecam(0, 5, 0, 0), 2), 0xffff);
-        assert_eq!(s.ecam_read(ecam(0, 5, 0, 0), 4), 0xffff_ffff);
-        assert_eq!(s.stats().absent, 2);
-    }
-
-    #[test]
-    fn device_below_port_is_unreachable_until_bus_numbers_are_programmed() {
-        let mut s = segment();
-        assert_eq!(s.ecam_read(ecam(1, 0, 0, 0), 4), 0xffff_ffff);
-        let fx = s.ecam_write(ecam(0, 1, 0, 0x18), 4, 0x0001_0100);
-        assert_eq!(fx.len(), 1);
-        assert_eq!(s.ecam_read(ecam(1, 0, 0, 0), 4), 0x10d3_8086);
-    }
-
-    #[test]
-    fn only_device_0_is_decoded_below_a_downstream_port() {
-        let mut s = segment();
-        s.ecam_write(ecam(0, 1, 0, 0x18), 4, 0x0002_0100);
-        assert_eq!(s.ecam_read(ecam(1, 1, 0, 0), 4), 0xffff_ffff);
-        assert_eq!(s.ecam_read(ecam(2, 0, 0, 0), 4), 0xffff_ffff);
-    }
-
-    #[test]
-    fn reprogrammed_secondary_bus_moves_the_device() {
-        let mut s = segment();
-        s.ecam_write(ecam(0, 1, 0, 0x18), 4, 0x0001_0100);
-        s.ecam_write(ecam(0, 1, 0, 0x19), 2, 0x0505);
-        assert_eq!(s.ecam_read(ecam(1, 0, 0, 0), 4), 0xffff_ffff);
-        assert_eq!(s.ecam_read(ecam(5, 0, 0, 0), 2), 0x8086);
-    }
-
-    #[test]
-    fn effects_are_tagged_with_the_writer_address() {
-        let mut s = segment();
-        let fx = s.ecam_write(ecam(0, 1, 0, 0x18), 4, 0x0001_0100);
-        let (bdf, e) = fx.iter().next().copied().unwrap();
-        assert_eq!(bdf, Bdf::new(0, 1, 0).unwrap());
-        assert_eq!(
-            e,
-            Effect::BusNumbers {
-                primary: 0,
-                secondary: 1,
-                subordinate: 1
-            }
-        );
-    }
-
-    #[test]
-    fn eight_byte_read_is_two_dwords_low_first() {
-        let mut s = segment();
-        s.ecam_write(ecam(0, 1, 0, 0x18), 4, 0x0001_0100);
-        let v = s.ecam_read(ecam(0, 1, 0, 0x18), 8);
-        assert_eq!(v & 0xffff_ffff, 0x0001_0100);
-        assert_eq!(s.ecam_read(ecam(0, 1, 0, 0), 8) & 0xffff_ffff, 0x000c_1b36);
-    }
-
-    #[test]
-    fn straddling_access_is_split_into_bytes() {
-        let mut s = segment();
-        // Bytes 0x03..0x06 of the bridge: device ID high byte, then command/status (0).
-        assert_eq!(s.ecam_read(ecam(0, 1, 0, 3), 4), 0x0000_0000);
-        assert_eq!(s.ecam_read(ecam(0, 1, 0, 1), 2), 0x0c1b);
-        assert_eq!(s.ecam_read(ecam(0, 1, 0, 3), 2), 0x0000);
-        s.ecam_write(ecam(0, 1, 0, 0x17), 4, 0x0003_0200);
-        assert_eq!(s.ecam_read(ecam(0, 1, 0, 0x18), 4), 0x0000_0302);
-    }
-
-    #[test]
-    fn bad_size_reads_all_ones_and_is_counted() {
-        let mut s = segment();
-        assert_eq!(s.ecam_read(0, 3), u64::MAX);
-        assert!(s.ecam_write(0, 16, 0).is_empty());
-        assert_eq!(s.stats().bad_size, 2);
-    }
-
-    #[test]
-    fn access_past_the_window_is_all_ones() {
-        let mut s = segment();
-        assert_eq!(s.ecam_read(16 << 20, 4), 0xffff_ffff);
-        assert_eq!(s.ecam_read(u64::MAX - 2, 8), u64::MAX);
-        assert!(s.stats().outside_window >= 1);
-    }
-
-    #[test]
-    fn attaching_below_an_endpoint_is_refused() {
-        let mut s = Segment::new(0, 4);
-        s.add_bus0(2, 0, endpoint()).unwrap();
-        assert_eq!(
-            s.attach_below(2, 0, endpoint()),
-            Err(TopologyError::NotABridge(Bdf::new(0, 2, 0).unwrap()))
-        );
-    }
-
-    #[test]
-    fn enumerate_leaves_out_a_device_behind_inconsistent_bus_numbers() {
-        let mut s = segment();
-        s.ecam_write(ecam(0, 1, 0, 0x18), 4, 0x0000_0200);
-        assert_eq!(s.ecam_read(ecam(2, 0, 0, 0), 4), 0xffff_ffff);
-        assert_eq!(s.enumerate().len(), 1);
-    }
-
-    #[test]
-    fn enumerate_lists_reachable_functions_in_bus_order() {
-        let mut s = segment();
-        assert_eq!(s.enumerate().len(), 1);
-        s.ecam_write(ecam(0, 1, 0, 0x18), 4, 0x0001_0100);
-        let list: Vec<Bdf> = s.enumerate().into_iter().map(|(b, _)| b).collect();
-        assert_eq!(
-            list,
-            [Bdf::new(0, 1, 0).unwrap(), Bdf::new(1, 0, 0).unwrap()]
-        );
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn random_accesses_never_panic(ops in proptest::collection::vec((proptest::prelude::any::<u64>(), 0u8..10, proptest::prelude::any::<u64>(), proptest::prelude::any::<bool>()), 0..300)) {
-            let mut s = segment();
-            for (off, size, val, w) in ops {
-                let off = off % (20 << 20);
-                if w { s.ecam_write(off, size, val); } else { s.ecam_read(off, size); }
-            }
-        }
-    }
+/// Whether a bridge holds its Secondary Bus Reset bit (Bridge Control bit 6).
+fn secondary_bus_reset(f: &dyn PciFunction) -> bool {
+    f.bridge_bus_range().is_some()
+        && f.config_space().raw(decode::BRIDGE_CONTROL, 2) & decode::SECONDARY_BUS_RESET != 0
 }
+
+/// Whether a function's Memory Space Enable is set.
+pub(crate) fn memory_enabled(f: &dyn PciFunction) -> bool {
+    f.config_space().raw(reg::COMMAND, 2) as u16 & command::MEMORY_SPACE != 0
+}
+
+#[cfg(test)]
+mod tests;
