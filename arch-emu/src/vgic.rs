@@ -288,9 +288,13 @@ impl Vgic {
         Kick::default()
     }
 
-    /// Marks PPI `intid` of `vcpu` as hardware-linked to physical INTID `pintid`.
+    /// Marks PPI `intid` of `vcpu`, or SPI `intid` (`vcpu` ignored), as
+    /// hardware-linked to physical INTID `pintid` (a PPI, or an SPI such as a
+    /// passed-through device's INTx): its list register carries HW and the
+    /// pINTID, so the guest's deactivation deactivates the physical interrupt
+    /// (GICv3 architecture 4.2.4, ICH_LR<n>_EL2.HW).
     pub fn set_hw_linked(&mut self, vcpu: usize, intid: u32, pintid: u32) {
-        if (16..32).contains(&intid) {
+        if (16..32).contains(&intid) || (32..32 + self.num_spis).contains(&intid) {
             if let Some(irq) = self.irq_mut(vcpu, intid) {
                 irq.hw = Some(pintid & 0x1fff);
             }

@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::entry::{cpu_index, run_guest, Frame, MAX_CPUS};
 use crate::gic;
 use crate::sysreg::{read_sysreg, wfe, write_sysreg};
-use crate::vm::{Counters, Power, TxBytes, Vm, VM};
+use crate::vm::{Counters, IrqOwner, Power, TxBytes, Vm, VM};
 
 /// SPSR for a fresh EL1 entry: EL1h, D, A, I, F masked.
 pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
@@ -439,6 +439,17 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
             // Level-sensitive: asserted until the list registers that caused it
             // (completed level entries, underflow) are dealt with.
             refresh_lrs(vm, cpu);
+        } else if intid != uart_intid {
+            match vm.irq_routes.iter().find(|r| r.0 == intid).map(|r| r.1) {
+                Some(IrqOwner::GuestSpi(spi)) => {
+                    // Left active: the guest's deactivation of the hardware-linked
+                    // virtual SPI deactivates it, so a level line that stays
+                    // asserted cannot fire again before the guest has run.
+                    kick.0 |= vm.vgic.lock().set_line(cpu, spi, true).0;
+                    continue;
+                }
+                None => Counters::bump(&vm.stats.irq_unrouted),
+            }
         }
         // Kicks need nothing more: the list registers are refreshed on the way
         // back to the guest.
@@ -611,10 +622,11 @@ fn shutdown(
             .and_then(|d| d.segment.as_ref().map(|s| s.stats()))
     });
     log::info!(
-        "pci: aperture traps {} stage-2 changes {} (failed {}); segment {segment:?}",
+        "pci: aperture traps {} stage-2 changes {} (failed {}); unrouted physical interrupts {}; segment {segment:?}",
         s.pci_mmio,
         s.stage2_changes,
-        s.stage2_errors
+        s.stage2_errors,
+        s.irq_unrouted
     );
     power_off(code, semihosting)
 }

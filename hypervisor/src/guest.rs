@@ -335,6 +335,7 @@ pub fn build(
         pcpu_mpidr: host.cpus.iter().copied().take(n).collect(),
         layout,
         stage2: spin::Mutex::new(stage2),
+        irq_routes: Vec::new(),
         ram_pa,
         vgic: spin::Mutex::new(vgic),
         devices: spin::Mutex::new(crate::vm::Devices {

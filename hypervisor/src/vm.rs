@@ -70,6 +70,8 @@ pub struct Counters {
     pub irq: AtomicU64,
     /// Exits that left interrupts pending after 64 acknowledgements.
     pub irq_storms: AtomicU64,
+    /// Physical interrupts no one owns (deactivated and dropped).
+    pub irq_unrouted: AtomicU64,
     /// Bytes of host console input given to the guest's UART.
     pub console_input: AtomicU64,
     /// Instruction aborts and other exception classes (an exception was injected).
@@ -111,6 +113,8 @@ pub struct ExitStats {
     pub irq: u64,
     /// Exits that left interrupts pending after 64 acknowledgements.
     pub irq_storms: u64,
+    /// Physical interrupts no one owns (deactivated and dropped).
+    pub irq_unrouted: u64,
     /// Bytes of host console input given to the guest's UART.
     pub console_input: u64,
     /// Instruction aborts and other exception classes (an exception was injected).
@@ -142,10 +146,20 @@ impl Counters {
             sysreg_other: self.sysreg_other.load(Ordering::Relaxed),
             irq: self.irq.load(Ordering::Relaxed),
             irq_storms: self.irq_storms.load(Ordering::Relaxed),
+            irq_unrouted: self.irq_unrouted.load(Ordering::Relaxed),
             console_input: self.console_input.load(Ordering::Relaxed),
             other: self.other.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Who a physical interrupt (other than the timer, UART and maintenance
+/// interrupts) belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IrqOwner {
+    /// A passed-through device's INTx: injected as this guest SPI, hardware-
+    /// linked (the physical SPI stays active until the guest deactivates it).
+    GuestSpi(u32),
 }
 
 /// The emulated devices behind one lock.
@@ -177,6 +191,8 @@ pub struct Vm {
     pub power: Mutex<Vec<Power>>,
     /// Physical CPU affinities, index = vCPU.
     pub pcpu_mpidr: Vec<u64>,
+    /// Physical interrupts routed to an owner: (physical INTID, owner), fixed at boot.
+    pub irq_routes: Vec<(u32, IrqOwner)>,
     /// Exit counters.
     pub stats: Counters,
     /// Implemented list registers.

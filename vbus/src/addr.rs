@@ -82,6 +82,56 @@ impl fmt::Display for Sbdf {
     }
 }
 
+/// Why a textual PCI address was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseSbdfError {
+    /// Not of the form `SSSS:BB:DD.F` (or `BB:DD.F`), hexadecimal.
+    Syntax,
+    /// Device or function out of range.
+    Range(BdfError),
+}
+
+impl fmt::Display for ParseSbdfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseSbdfError::Syntax => write!(f, "want SSSS:BB:DD.F in hexadecimal"),
+            ParseSbdfError::Range(BdfError::Device(d)) => write!(f, "device {d:#x} is above 0x1f"),
+            ParseSbdfError::Range(BdfError::Function(n)) => write!(f, "function {n} is above 7"),
+        }
+    }
+}
+
+impl core::str::FromStr for Sbdf {
+    type Err = ParseSbdfError;
+
+    /// `SSSS:BB:DD.F` as `lspci -D` prints it, or `BB:DD.F` in segment 0;
+    /// each field hexadecimal.
+    fn from_str(s: &str) -> Result<Sbdf, ParseSbdfError> {
+        let (segment, rest) = match s.matches(':').count() {
+            2 => {
+                let (seg, rest) = s.split_once(':').ok_or(ParseSbdfError::Syntax)?;
+                (
+                    u16::from_str_radix(seg, 16).map_err(|_| ParseSbdfError::Syntax)?,
+                    rest,
+                )
+            }
+            1 => (0, s),
+            _ => return Err(ParseSbdfError::Syntax),
+        };
+        let (bus, rest) = rest.split_once(':').ok_or(ParseSbdfError::Syntax)?;
+        let (dev, func) = rest.split_once('.').ok_or(ParseSbdfError::Syntax)?;
+        let field = |x: &str| {
+            if x.is_empty() || x.len() > 2 {
+                return Err(ParseSbdfError::Syntax);
+            }
+            u8::from_str_radix(x, 16).map_err(|_| ParseSbdfError::Syntax)
+        };
+        let bdf =
+            Bdf::new(field(bus)?, field(dev)?, field(func)?).map_err(ParseSbdfError::Range)?;
+        Ok(Sbdf { segment, bdf })
+    }
+}
+
 /// A decoded ECAM offset (PCI Express Base 7.2.2: `bus << 20 | dev << 15 | fn << 12 | reg`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EcamAddress {
@@ -114,6 +164,38 @@ impl EcamAddress {
 mod tests {
     use super::*;
     use alloc::string::ToString;
+
+    #[test]
+    fn sbdf_parses_as_lspci_prints_it() {
+        let s: Sbdf = "0001:03:1f.7".parse().unwrap();
+        assert_eq!((s.segment, s.bdf), (1, Bdf::new(3, 0x1f, 7).unwrap()));
+        assert_eq!(alloc::format!("{s}"), "0001:03:1f.7");
+        let s: Sbdf = "01:00.0".parse().unwrap();
+        assert_eq!((s.segment, s.bdf), (0, Bdf::new(1, 0, 0).unwrap()));
+    }
+
+    #[test]
+    fn sbdf_out_of_range_or_malformed_is_refused() {
+        assert_eq!(
+            "0000:00:20.0".parse::<Sbdf>(),
+            Err(ParseSbdfError::Range(BdfError::Device(0x20)))
+        );
+        assert_eq!(
+            "0000:00:01.8".parse::<Sbdf>(),
+            Err(ParseSbdfError::Range(BdfError::Function(8)))
+        );
+        for bad in [
+            "",
+            "0000:00:01",
+            "x:00:01.0",
+            "0000:100:01.0",
+            "0:0:0:0.0",
+            "00:01.0.1",
+            "00:.0",
+        ] {
+            assert_eq!(bad.parse::<Sbdf>(), Err(ParseSbdfError::Syntax), "{bad}");
+        }
+    }
 
     #[test]
     fn bdf_rejects_device_above_31() {

@@ -16,7 +16,7 @@ pub mod function;
 pub mod planner;
 pub mod segment;
 
-pub use addr::{Bdf, BdfError, EcamAddress, Sbdf};
+pub use addr::{Bdf, BdfError, EcamAddress, ParseSbdfError, Sbdf};
 pub use arch_emu::addr::{Ipa, MemRange, Pa};
 pub use config::{CapabilityError, ConfigSpace, CONFIG_SPACE_SIZE};
 pub use decode::Decoded;

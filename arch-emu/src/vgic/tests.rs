@@ -247,6 +247,39 @@ fn hardware_linked_timer_ppi_carries_hw_and_pintid_and_no_eoi() {
 }
 
 #[test]
+fn hardware_linked_spi_is_latched_per_physical_interrupt_and_carries_its_pintid() {
+    let mut g = linux_init();
+    g.set_hw_linked(0, 36, 52);
+    enable_spi(&mut g, 36);
+    assert_eq!(g.set_line(0, 36, true), Kick(1));
+    // The physical line cannot be sampled: dropping it is not a retraction.
+    g.set_line(0, 36, false);
+    let mut lrs = [0u64; 4];
+    g.flush(0, &mut lrs);
+    assert_eq!(lrs[0] & lr::VINTID_MASK, 36);
+    assert_ne!(lrs[0] & lr::HW, 0);
+    assert_eq!((lrs[0] >> lr::PINTID_SHIFT) & 0x1fff, 52);
+    assert_eq!(
+        lrs[0] & lr::EOI,
+        0,
+        "no maintenance: the hardware deactivates"
+    );
+}
+
+#[test]
+fn hardware_linking_an_intid_outside_the_spis_is_ignored() {
+    let mut g = linux_init();
+    g.set_hw_linked(0, 32 + 64, 52);
+    g.set_hw_linked(0, 5, 52);
+    // SGI 5 from vCPU 1 to vCPU 0 (Aff1=0, TargetList bit 0).
+    assert_eq!(g.write_sgi1r(1, (5 << 24) | 0b1), Kick(1));
+    let mut lrs = [0u64; 4];
+    g.flush(0, &mut lrs);
+    assert_eq!(lrs[0] & lr::VINTID_MASK, 5);
+    assert_eq!(lrs[0] & lr::HW, 0, "an SGI is never hardware-linked");
+}
+
+#[test]
 fn reset_values_match_the_architecture() {
     let mut g = Vgic::new(&MPIDRS, 64);
     assert_eq!(g.gicd_read(0x0, 4), 0x50, "ARE and DS set, groups disabled");
