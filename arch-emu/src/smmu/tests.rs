@@ -36,7 +36,7 @@ fn stage2_ste_carries_the_vtcr_fields_word_by_word() {
             | (1 << 40) // S2IR0: WB
             | (1 << 42) // S2OR0: WB
             | (3 << 44) // S2SH0: inner
-            | (0 << 46) // S2TG: 4 KiB
+            // S2TG (47:46) = 0b00: 4 KiB
             | (5 << 48) // S2PS: 48 bits
             | (1 << 51) // S2AA64
             | (1 << 54) // S2PTW
