@@ -1,4 +1,4 @@
-//! Pure models of the Arm architecture state the hypervisor emulates: ESR_EL2/ISS decode, load/store decode, the vGICv3 distributor and redistributor, PSCI and the PL011.
+//! Pure models of the Arm architecture state the hypervisor emulates: ESR_EL2/ISS decode, load/store decode, the vGICv3 distributor and redistributor, PSCI, the PL011, stage-2 tables and SMMUv3 encodings.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -10,5 +10,6 @@ pub mod esr;
 pub mod insn;
 pub mod pl011;
 pub mod psci;
+pub mod smmu;
 pub mod stage2;
 pub mod vgic;

@@ -10,6 +10,7 @@ const GICD_IGROUPR: usize = 0x0080;
 const GICD_ISENABLER: usize = 0x0100;
 const GICD_ICENABLER: usize = 0x0180;
 const GICD_IPRIORITYR: usize = 0x0400;
+const GICD_ICFGR: usize = 0x0c00;
 const GICD_IROUTER: usize = 0x6000;
 const CTLR_RWP: u32 = 1 << 31;
 /// GICD_CTLR (single security state): EnableGrp1 (bit 1), ARE (bit 4).
@@ -103,6 +104,20 @@ impl Gic {
         };
         wr32(self.gicd + GICD_ISENABLER + (i / 32) * 4, 1 << (i % 32));
         self.wait_rwp();
+    }
+
+    /// Makes SPI `intid` edge-triggered (`edge`) or level-sensitive: GICD_ICFGR
+    /// Int_config bit 1 of its 2-bit field (GICv3 12.9.10). Call while the SPI
+    /// is disabled (before `enable_spi`).
+    pub fn set_spi_edge(&self, intid: u32, edge: bool) {
+        if !(32..1020).contains(&intid) {
+            return;
+        }
+        let i = intid as usize;
+        let reg = self.gicd + GICD_ICFGR + (i / 16) * 4;
+        let bit = 1u32 << ((i % 16) * 2 + 1);
+        let v = rd32(reg);
+        wr32(reg, if edge { v | bit } else { v & !bit });
     }
 
     /// This CPU's redistributor frame, found by matching GICR_TYPER's affinity.

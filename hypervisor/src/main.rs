@@ -23,6 +23,7 @@ mod gic;
 mod guest;
 mod mmu;
 mod semihosting;
+mod smmu;
 mod sysreg;
 mod vm;
 
@@ -142,9 +143,6 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             h.bus_range.1
         );
     }
-    for s in &plat.smmus {
-        log::info!("host SMMUv3 {} at {:#x}: recorded", s.node, s.regs.base);
-    }
 
     let tables = match mmu::El2Tables::new(&host.memory) {
         Ok(t) => t,
@@ -170,6 +168,8 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         exits::fatal(e);
     }
     pgic.enable_spi(host.uart_intid, sysreg::mpidr_affinity());
+    // The host SMMUv3s: every stream aborts until passthrough configures it.
+    smmu::init(&plat, &pgic);
     exits::HOST_IRQS.call_once(|| exits::HostIrqs {
         uart_intid: host.uart_intid,
         vtimer: host.vtimer_intid,

@@ -57,6 +57,12 @@ pub fn pa_bits() -> u32 {
     }
 }
 
+/// ID_AA64MMFR0_EL1.PARange, at most 0b101 (48 bits): the PS encoding the
+/// stage-2 tables use.
+pub fn pa_range() -> u64 {
+    pa_range_field()
+}
+
 fn pa_range_field() -> u64 {
     (read_sysreg!("id_aa64mmfr0_el1") & 0xf).min(5)
 }
@@ -152,8 +158,9 @@ impl El2Tables {
 pub use arch_emu::stage2::S2Attr;
 use arch_emu::stage2::TableMemory;
 
-/// Stage-2 table pages from the heap, reached through the identity map.
-struct HeapTables;
+/// Stage-2 table pages from the heap, reached through the identity map (the
+/// CPU's stage 2 and the SMMU's, `smmu.rs`).
+pub(crate) struct HeapTables;
 
 impl TableMemory for HeapTables {
     fn alloc(&mut self, pages: usize) -> Option<u64> {

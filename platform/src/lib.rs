@@ -19,8 +19,11 @@ use alloc::vec::Vec;
 use fdt::node::FdtNode;
 use fdt::Fdt;
 
+mod pci_maps;
 #[cfg(test)]
 mod tests;
+
+pub use pci_maps::{GicIrq, IdMapEntry, IntxMapEntry, Trigger, NO_MASK};
 
 /// A physical address range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +142,75 @@ pub struct PcieHost {
     pub segment: Option<u16>,
     /// Address translations.
     pub ranges: Vec<PciRange>,
+    /// `interrupt-map` rows (parent: the GIC), empty when absent.
+    pub interrupt_map: Vec<IntxMapEntry>,
+    /// `interrupt-map-mask`: 3 address cells and the pin cell ([`NO_MASK`] when absent).
+    pub interrupt_map_mask: [u32; 4],
+    /// `iommu-map` rows (targets: SMMU nodes), empty when absent.
+    pub iommu_map: Vec<IdMapEntry>,
+    /// `iommu-map-mask`, applied to a Requester ID before the lookup.
+    pub iommu_map_mask: Option<u32>,
+    /// `msi-map` rows (targets: ITS nodes), recorded; empty when absent.
+    pub msi_map: Vec<IdMapEntry>,
+    /// `msi-map-mask`.
+    pub msi_map_mask: Option<u32>,
+}
+
+impl PcieHost {
+    /// The GIC interrupt INTx `pin` (1..=4 for INTA..INTD) of the function
+    /// whose routing ID (bus << 8 | device << 3 | function) is
+    /// `bdf_routing_id` raises, through `interrupt-map` after
+    /// `interrupt-map-mask` (Devicetree Specification v0.4, 2.4.3). The child
+    /// unit address is phys.hi = routing ID << 8, phys.mid = phys.lo = 0.
+    /// No swizzle is applied: for a function behind bridges, pass the routing
+    /// ID and pin as seen at the host bridge. `None` for a pin outside 1..=4
+    /// or no matching row.
+    pub fn intx_intid(&self, bdf_routing_id: u16, pin: u8) -> Option<u32> {
+        self.intx_irq(bdf_routing_id, pin).map(|i| i.intid)
+    }
+
+    /// As [`PcieHost::intx_intid`], with the trigger.
+    pub fn intx_irq(&self, bdf_routing_id: u16, pin: u8) -> Option<GicIrq> {
+        if !(1..=4).contains(&pin) {
+            return None;
+        }
+        pci_maps::lookup_intx(
+            &self.interrupt_map,
+            &self.interrupt_map_mask,
+            [u32::from(bdf_routing_id) << 8, 0, 0],
+            u32::from(pin),
+        )
+    }
+
+    /// The SMMU (node path) and StreamID that Requester ID `rid` reaches
+    /// through `iommu-map` after `iommu-map-mask` (pci-iommu.txt). `None`
+    /// when no row covers it (or there is no `iommu-map`).
+    pub fn stream_id(&self, rid: u16) -> Option<(&str, u32)> {
+        pci_maps::map_id(&self.iommu_map, self.iommu_map_mask, rid)
+    }
+
+    /// The ITS (node path) and DeviceID of Requester ID `rid` through
+    /// `msi-map` after `msi-map-mask` (pci-msi.txt).
+    pub fn msi_device_id(&self, rid: u16) -> Option<(&str, u32)> {
+        pci_maps::map_id(&self.msi_map, self.msi_map_mask, rid)
+    }
+}
+
+/// An SMMUv3's wired interrupts, by `interrupt-names` (binding
+/// `iommu/arm,smmu-v3.yaml`: `eventq`, `gerror`, `priq`, `cmdq-sync`, or one
+/// `combined`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SmmuIrqs {
+    /// Event queue non-empty.
+    pub eventq: Option<GicIrq>,
+    /// Global error.
+    pub gerror: Option<GicIrq>,
+    /// PRI queue non-empty.
+    pub priq: Option<GicIrq>,
+    /// CMD_SYNC completion.
+    pub cmdq_sync: Option<GicIrq>,
+    /// One interrupt for all of them.
+    pub combined: Option<GicIrq>,
 }
 
 /// An SMMUv3 (recorded for DMA isolation).
@@ -146,8 +218,14 @@ pub struct PcieHost {
 pub struct Smmuv3 {
     /// Its node's path.
     pub node: String,
-    /// Register frame.
+    /// Register frame (pages 0 and 1: 128 KiB).
     pub regs: Region,
+    /// Its `phandle` (what `iommu-map` names), if it has one.
+    pub phandle: Option<u32>,
+    /// `dma-coherent`: its table and queue accesses snoop the CPU caches.
+    pub dma_coherent: bool,
+    /// Its interrupts (none when the node has no `interrupts`).
+    pub irqs: SmmuIrqs,
 }
 
 /// What a boot module holds.
@@ -209,6 +287,14 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// The index in [`Platform::smmus`] and StreamID that Requester ID `rid`
+    /// of host bridge `host` reaches (see [`PcieHost::stream_id`]).
+    pub fn smmu_stream(&self, host: &PcieHost, rid: u16) -> Option<(usize, u32)> {
+        let (node, sid) = host.stream_id(rid)?;
+        let i = self.smmus.iter().position(|s| s.node == node)?;
+        Some((i, sid))
+    }
+
     /// The guest kernel module.
     pub fn kernel(&self) -> Option<&Module> {
         self.modules.iter().find(|m| m.kind == ModuleKind::Kernel)
@@ -311,6 +397,11 @@ fn regs(
 
 /// Interrupt specifiers (3 cells: type, number, flags) as INTIDs.
 fn interrupts(path: &str, node: &FdtNode<'_, '_>) -> Result<Vec<u32>, PlatformError> {
+    Ok(gic_irqs(path, node)?.iter().map(|i| i.intid).collect())
+}
+
+/// Interrupt specifiers (3 cells: type, number, flags) as INTIDs with their trigger.
+fn gic_irqs(path: &str, node: &FdtNode<'_, '_>) -> Result<Vec<GicIrq>, PlatformError> {
     let p = node
         .property("interrupts")
         .ok_or_else(|| missing(path, "interrupts"))?;
@@ -323,14 +414,25 @@ fn interrupts(path: &str, node: &FdtNode<'_, '_>) -> Result<Vec<u32>, PlatformEr
     let c: Vec<u32> = cells(p.value).collect();
     c.chunks_exact(3)
         .map(|s| match (s[0], s[1]) {
-            (0, n) if n < 988 => Ok(32 + n),
-            (1, n) if n < 16 => Ok(16 + n),
+            (0, n) if n < 988 => Ok(GicIrq {
+                intid: 32 + n,
+                trigger: Trigger::from_flags(s[2]),
+            }),
+            (1, n) if n < 16 => Ok(GicIrq {
+                intid: 16 + n,
+                trigger: Trigger::from_flags(s[2]),
+            }),
             (t, n) => Err(err(
                 path,
                 format!("property `interrupts`: unsupported specifier type {t} number {n}"),
             )),
         })
         .collect()
+}
+
+/// A node's `phandle` (or the older `linux,phandle`).
+fn phandle(node: &FdtNode<'_, '_>) -> Option<u32> {
+    u32_prop(node, "phandle").or_else(|| u32_prop(node, "linux,phandle"))
 }
 
 fn has_compat(node: &FdtNode<'_, '_>, c: &str) -> bool {
@@ -533,6 +635,17 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, PlatformError> {
     };
 
     // PCIe host bridges and SMMUs (recorded).
+    let by_phandle = |ph: u32| {
+        nodes
+            .iter()
+            .find(|(_, n)| phandle(n) == Some(ph))
+            .map(|(p, n)| (p, n))
+    };
+    let gic_parent = pci_maps::GicParent {
+        phandle: phandle(gic_node),
+        address_cells: u32_prop(gic_node, "#address-cells").unwrap_or(0),
+        interrupt_cells: 3,
+    };
     let mut pcie = Vec::new();
     for (path, n) in nodes
         .iter()
@@ -589,6 +702,28 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, PlatformError> {
                 });
             }
         }
+        let interrupt_map = match n.property("interrupt-map") {
+            Some(p) => pci_maps::parse_interrupt_map(
+                path,
+                p.value,
+                u32_prop(n, "#interrupt-cells").unwrap_or(0),
+                &gic_parent,
+            )?,
+            None => Vec::new(),
+        };
+        let interrupt_map_mask = match n.property("interrupt-map-mask") {
+            Some(p) => pci_maps::parse_interrupt_map_mask(path, p.value)?,
+            None => NO_MASK,
+        };
+        let id_map = |prop: &str, cells_prop: &str| match n.property(prop) {
+            Some(p) => pci_maps::parse_id_map(path, prop, p.value, |ph| {
+                let (tp, tn) = by_phandle(ph)?;
+                Some((tp.clone(), u32_prop(tn, cells_prop).unwrap_or(1)))
+            }),
+            None => Ok(Vec::new()),
+        };
+        let iommu_map = id_map("iommu-map", "#iommu-cells")?;
+        let msi_map = id_map("msi-map", "#msi-cells")?;
         pcie.push(PcieHost {
             node: path.clone(),
             compatible,
@@ -596,14 +731,64 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, PlatformError> {
             bus_range,
             segment,
             ranges,
+            interrupt_map,
+            interrupt_map_mask,
+            iommu_map,
+            iommu_map_mask: u32_prop(n, "iommu-map-mask"),
+            msi_map,
+            msi_map_mask: u32_prop(n, "msi-map-mask"),
         });
     }
     let mut smmus = Vec::new();
     for (path, n) in nodes.iter().filter(|(_, n)| has_compat(n, "arm,smmu-v3")) {
         let r = regs(path, n, parent_cells(path))?;
+        let irqs = if n.property("interrupts").is_some() {
+            let list = gic_irqs(path, n)?;
+            let names: Vec<&str> = n
+                .property("interrupt-names")
+                .ok_or_else(|| missing(path, "interrupt-names"))?
+                .value
+                .split(|&b| b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| core::str::from_utf8(s).unwrap_or("?"))
+                .collect();
+            if names.len() != list.len() {
+                return Err(err(
+                    path,
+                    format!(
+                        "property `interrupt-names` has {} names for {} interrupts",
+                        names.len(),
+                        list.len()
+                    ),
+                ));
+            }
+            let mut irqs = SmmuIrqs::default();
+            for (name, irq) in names.iter().zip(list) {
+                let slot = match *name {
+                    "eventq" => &mut irqs.eventq,
+                    "gerror" => &mut irqs.gerror,
+                    "priq" => &mut irqs.priq,
+                    "cmdq-sync" => &mut irqs.cmdq_sync,
+                    "combined" => &mut irqs.combined,
+                    other => {
+                        return Err(err(
+                            path,
+                            format!("property `interrupt-names`: unknown name \"{other}\""),
+                        ))
+                    }
+                };
+                *slot = Some(irq);
+            }
+            irqs
+        } else {
+            SmmuIrqs::default()
+        };
         smmus.push(Smmuv3 {
             node: path.clone(),
-            regs: r[0],
+            regs: *r.first().ok_or_else(|| missing(path, "reg"))?,
+            phandle: phandle(n),
+            dma_coherent: n.property("dma-coherent").is_some(),
+            irqs,
         });
     }
 

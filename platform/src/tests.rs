@@ -3,6 +3,9 @@ use vm_fdt::FdtWriter;
 
 const QEMU_VIRT: &[u8] = include_bytes!("../tests/data/qemu-virt-gicv3.dtb");
 const QEMU_MODULES_SMMU: &[u8] = include_bytes!("../tests/data/qemu-virt-modules-smmuv3.dtb");
+/// `qemu-system-aarch64` 10.0 `-M virt,gic-version=3,virtualization=on,iommu=smmuv3,dumpdtb=`
+/// `-smp 2 -m 2G -device igb` (the dump recompiled by dtc to drop the padding).
+const QEMU_SMMU: &[u8] = include_bytes!("../tests/data/qemu-virt-gicv3-smmuv3.dtb");
 
 #[test]
 fn qemu_virt_gicv3_platform_is_read() {
@@ -104,6 +107,141 @@ fn guest_loader_modules_are_read_with_the_roots_cells() {
     assert_eq!(p.cpus.len(), 4);
 }
 
+fn qemu_pcie() -> PcieHost {
+    parse(QEMU_SMMU).expect("valid").pcie.remove(0)
+}
+
+#[test]
+fn qemu_intx_of_device_0_pin_a_is_spi_3() {
+    // interrupt-map row 0: <0x0 0x0 0x0 1 &gic 0 0 GIC_SPI 3 IRQ_TYPE_LEVEL_HIGH>.
+    assert_eq!(qemu_pcie().intx_intid(0x0000, 1), Some(32 + 3));
+}
+
+#[test]
+fn qemu_intx_follows_the_virt_machines_rotation_for_every_device_and_pin() {
+    // QEMU virt: device d, pin p (1-based) -> SPI 3 + (d + p - 1) % 4.
+    let h = qemu_pcie();
+    for dev in 0u16..32 {
+        for pin in 1u8..=4 {
+            let spi = 3 + (u32::from(dev) + u32::from(pin) - 1) % 4;
+            assert_eq!(
+                h.intx_intid(dev << 3, pin),
+                Some(32 + spi),
+                "dev {dev} pin {pin}"
+            );
+        }
+    }
+}
+
+#[test]
+fn qemu_intx_mask_ignores_bus_and_function() {
+    // interrupt-map-mask <0x1800 0 0 7>: bus 5, device 1, function 3 matches device 1.
+    let h = qemu_pcie();
+    assert_eq!(
+        h.intx_intid((5 << 8) | (1 << 3) | 3, 2),
+        h.intx_intid(1 << 3, 2)
+    );
+}
+
+#[test]
+fn intx_pins_outside_a_to_d_have_no_interrupt() {
+    let h = qemu_pcie();
+    assert_eq!(h.intx_intid(0, 0), None);
+    assert_eq!(h.intx_intid(0, 5), None);
+}
+
+#[test]
+fn qemu_intx_lines_are_level_triggered() {
+    let h = qemu_pcie();
+    assert_eq!(h.interrupt_map.len(), 16);
+    assert!(h
+        .interrupt_map
+        .iter()
+        .all(|e| e.irq.trigger == Trigger::Level));
+    assert_eq!(h.interrupt_map_mask, [0x1800, 0, 0, 7]);
+}
+
+#[test]
+fn qemu_iommu_map_gives_the_rid_as_stream_id_on_the_smmu() {
+    // iommu-map = <0x0 &smmu 0x0 0x10000>: StreamID = RID.
+    let p = parse(QEMU_SMMU).expect("valid");
+    let h = &p.pcie[0];
+    assert_eq!(h.stream_id(0x0108), Some(("/smmuv3@9050000", 0x0108)));
+    assert_eq!(p.smmu_stream(h, 0x0108), Some((0, 0x0108)));
+}
+
+#[test]
+fn qemu_msi_map_names_the_its_with_the_rid_as_device_id() {
+    let h = qemu_pcie();
+    assert_eq!(
+        h.msi_device_id(0x0100),
+        Some(("/intc@8000000/its@8080000", 0x0100))
+    );
+}
+
+fn host_with_iommu_map(mask: Option<u32>) -> PcieHost {
+    PcieHost {
+        iommu_map: alloc::vec![IdMapEntry {
+            rid_base: 0x100,
+            target_phandle: 1,
+            target: "/smmu".into(),
+            out_base: 0x2000,
+            length: 0x100,
+        }],
+        iommu_map_mask: mask,
+        ..qemu_pcie()
+    }
+}
+
+#[test]
+fn iommu_map_offsets_the_rid_from_rid_base() {
+    assert_eq!(
+        host_with_iommu_map(None).stream_id(0x105),
+        Some(("/smmu", 0x2005))
+    );
+}
+
+#[test]
+fn iommu_map_outside_every_row_has_no_stream() {
+    let h = host_with_iommu_map(None);
+    assert_eq!(h.stream_id(0xff), None);
+    assert_eq!(h.stream_id(0x200), None);
+}
+
+#[test]
+fn iommu_map_mask_is_applied_before_the_lookup() {
+    // Mask 0xfff8: every function of device 0x100/8 shares function 0's StreamID.
+    assert_eq!(
+        host_with_iommu_map(Some(0xfff8)).stream_id(0x107),
+        Some(("/smmu", 0x2000))
+    );
+}
+
+#[test]
+fn qemu_smmuv3_interrupts_are_named_edge_spis() {
+    // interrupts = <SPI 0x4a edge, SPI 0x4b, SPI 0x4c, SPI 0x4d>, names eventq priq cmdq-sync gerror.
+    let s = &parse(QEMU_SMMU).expect("valid").smmus[0];
+    let edge = |intid| {
+        Some(GicIrq {
+            intid,
+            trigger: Trigger::Edge,
+        })
+    };
+    assert_eq!(s.irqs.eventq, edge(32 + 0x4a));
+    assert_eq!(s.irqs.priq, edge(32 + 0x4b));
+    assert_eq!(s.irqs.cmdq_sync, edge(32 + 0x4c));
+    assert_eq!(s.irqs.gerror, edge(32 + 0x4d));
+    assert_eq!(s.irqs.combined, None);
+}
+
+#[test]
+fn qemu_smmuv3_is_dma_coherent_with_its_phandle() {
+    let s = &parse(QEMU_SMMU).expect("valid").smmus[0];
+    assert!(s.dma_coherent);
+    assert_eq!(s.phandle, Some(0x8005));
+    assert_eq!(s.node, "/smmuv3@9050000");
+}
+
 /// A minimal platform built with vm-fdt; `skip` leaves out a node or property.
 fn synthetic(skip: &str, tweak: &str) -> Vec<u8> {
     let mut w = FdtWriter::new().expect("writer");
@@ -171,6 +309,47 @@ fn synthetic(skip: &str, tweak: &str) -> Vec<u8> {
                 .expect("p");
         }
         w.end_node(p).expect("e");
+    }
+    if tweak.starts_with("smmu-") {
+        let n = w.begin_node("smmuv3@9050000").expect("n");
+        w.property_string("compatible", "arm,smmu-v3").expect("p");
+        w.property_array_u64("reg", &[0x905_0000, 0x2_0000])
+            .expect("p");
+        w.property_u32("phandle", 0x10).expect("p");
+        w.property_u32("#iommu-cells", 1).expect("p");
+        w.property_array_u32("interrupts", &[0, 0x4a, 1, 0, 0x4d, 1])
+            .expect("p");
+        match tweak {
+            "smmu-one-name" => w.property_string_list("interrupt-names", vec!["eventq".into()]),
+            "smmu-bad-name" => {
+                w.property_string_list("interrupt-names", vec!["eventq".into(), "errors".into()])
+            }
+            _ => w.property_string_list("interrupt-names", vec!["eventq".into(), "gerror".into()]),
+        }
+        .expect("p");
+        w.end_node(n).expect("e");
+    }
+    if tweak.starts_with("pcie-") {
+        let n = w.begin_node("pcie@10000000").expect("n");
+        w.property_string("compatible", "pci-host-ecam-generic")
+            .expect("p");
+        w.property_string("device_type", "pci").expect("p");
+        w.property_u32("#address-cells", 3).expect("p");
+        w.property_u32("#size-cells", 2).expect("p");
+        w.property_u32("#interrupt-cells", 1).expect("p");
+        w.property_array_u64("reg", &[0x40_1000_0000, 0x1000_0000])
+            .expect("p");
+        match tweak {
+            // Parent phandle 0x99 is not the GIC (which has none here).
+            "pcie-imap-parent" => w
+                .property_array_u32("interrupt-map", &[0, 0, 0, 1, 0x99, 0, 0, 0, 3, 4])
+                .expect("p"),
+            "pcie-iommu-phandle" => w
+                .property_array_u32("iommu-map", &[0, 0x77, 0, 0x10000])
+                .expect("p"),
+            _ => {}
+        }
+        w.end_node(n).expect("e");
     }
     let ch = w.begin_node("chosen").expect("n");
     let module = |w: &mut FdtWriter, name: &str, kind: &str, base: u64, size: u64| {
@@ -363,4 +542,43 @@ fn garbage_is_not_a_device_tree() {
         .expect_err("garbage")
         .to_string()
         .starts_with("/: not a valid"));
+}
+
+#[test]
+fn smmu_interrupt_names_fewer_than_interrupts_are_refused() {
+    assert_eq!(
+        error_of("", "smmu-one-name"),
+        "/smmuv3@9050000: property `interrupt-names` has 1 names for 2 interrupts"
+    );
+}
+
+#[test]
+fn smmu_unknown_interrupt_name_is_refused() {
+    assert_eq!(
+        error_of("", "smmu-bad-name"),
+        "/smmuv3@9050000: property `interrupt-names`: unknown name \"errors\""
+    );
+}
+
+#[test]
+fn synthetic_smmu_interrupts_are_read_by_name() {
+    let p = parse(&synthetic("", "smmu-ok")).expect("valid");
+    assert_eq!(p.smmus[0].irqs.gerror.map(|i| i.intid), Some(32 + 0x4d));
+    assert!(!p.smmus[0].dma_coherent);
+}
+
+#[test]
+fn interrupt_map_to_a_parent_other_than_the_gic_is_refused() {
+    assert_eq!(
+        error_of("", "pcie-imap-parent"),
+        "/pcie@10000000: property `interrupt-map`: row 0 names interrupt parent 0x99, not the GIC"
+    );
+}
+
+#[test]
+fn iommu_map_to_an_unknown_phandle_is_refused() {
+    assert_eq!(
+        error_of("", "pcie-iommu-phandle"),
+        "/pcie@10000000: property `iommu-map`: row 0: no node with phandle 0x77"
+    );
 }

@@ -37,6 +37,7 @@ run options:
   --smp N           CPUs (default 2)
   --mem SIZE        RAM, e.g. 2G (default 2G)
   --qemu-arg ARG    extra QEMU argument (repeatable)
+  --smmu            give the machine an SMMUv3 (virt iommu=smmuv3, stages 1 and 2)
   --timeout SECS    kill QEMU after SECS (default: none interactive, 600 with --exec)
 
 environment:
@@ -139,6 +140,7 @@ struct RunArgs {
     exec: Option<String>,
     direct: bool,
     uboot: bool,
+    smmu: bool,
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
     append: Vec<String>,
@@ -162,6 +164,10 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
         }
         if name == "--uboot" {
             r.uboot = true;
+            continue;
+        }
+        if name == "--smmu" {
+            r.smmu = true;
             continue;
         }
         let mut value = || {
@@ -223,6 +229,7 @@ fn run(args: &[String]) -> Result<i32> {
     cfg.smp = a.smp.unwrap_or(cfg.smp);
     cfg.mem_bytes = a.mem.unwrap_or(cfg.mem_bytes);
     cfg.qemu_args = a.qemu_args;
+    cfg.iommu = a.smmu;
     cfg.interactive = a.exec.is_none();
     cfg.timeout = a.timeout.or(if a.exec.is_some() {
         Some(EXEC_TIMEOUT)
@@ -345,6 +352,12 @@ mod tests {
     fn run_options_accept_inline_values() {
         let r = parse_run_args(&args(&["--exec=exit 7", "--smp=4"])).expect("valid");
         assert_eq!((r.exec.as_deref(), r.smp), (Some("exit 7"), Some(4)));
+    }
+
+    #[test]
+    fn smmu_flag_asks_for_an_iommu() {
+        assert!(parse_run_args(&args(&["--smmu"])).expect("valid").smmu);
+        assert!(!parse_run_args(&args(&[])).expect("valid").smmu);
     }
 
     #[test]

@@ -148,6 +148,9 @@ pub struct RunConfig {
     /// Added to the hypervisor's own command line (after `semihosting`), e.g.
     /// `guest-psci=smc` or `loglevel=debug`.
     pub hypervisor_args: String,
+    /// Give the machine an SMMUv3 in front of the PCIe host bridge (`iommu=smmuv3`)
+    /// with stage 1 and stage 2 (`arm-smmuv3.stage=nested`).
+    pub iommu: bool,
 }
 
 impl RunConfig {
@@ -167,6 +170,7 @@ impl RunConfig {
             interactive: false,
             input: None,
             hypervisor_args: String::new(),
+            iommu: false,
         }
     }
 }
@@ -410,7 +414,16 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
         // exceeds max for 32 bits"); the 32-bit window is enough for our devices.
         Mode::Direct => "virt,gic-version=3,highmem-mmio=off",
     };
-    a.extend(["-M", machine].map(String::from));
+    let machine = if cfg.iommu {
+        format!("{machine},iommu=smmuv3")
+    } else {
+        machine.to_string()
+    };
+    a.extend(["-M".to_string(), machine]);
+    if cfg.iommu {
+        // QEMU's SMMUv3 offers stage 1 only by default; passthrough needs stage 2.
+        a.extend(["-global", "arm-smmuv3.stage=nested"].map(String::from));
+    }
     // pauth-impdef: TCG's architected QARMA pointer authentication is slow.
     a.extend(["-cpu", "max,pauth-impdef=on"].map(String::from));
     a.extend([
