@@ -439,6 +439,8 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
             // Level-sensitive: asserted until the list registers that caused it
             // (completed level entries, underflow) are dealt with.
             refresh_lrs(vm, cpu);
+        } else if crate::smmu::handle_irq(intid) {
+            // An SMMU's event queue or global error: drained and reported.
         } else if intid != uart_intid {
             match vm.irq_routes.iter().find(|r| r.0 == intid).map(|r| r.1) {
                 Some(IrqOwner::GuestSpi(spi)) => {
