@@ -6,6 +6,8 @@
 //! 40 bits, Arm ARM D8.2 "Translation table walk"); 1 GiB blocks are not used,
 //! 2 MiB blocks where IPA and PA are both aligned, 4 KiB pages elsewhere.
 
+use crate::addr::{Ipa, Pa};
+
 /// Where the tables live. Addresses are physical (what descriptors hold).
 pub trait TableMemory {
     /// `pages` zeroed 4 KiB pages, naturally aligned to their total size.
@@ -163,11 +165,12 @@ impl Stage2 {
     pub fn map(
         &mut self,
         mem: &mut impl TableMemory,
-        ipa: u64,
-        pa: u64,
+        ipa: Ipa,
+        pa: Pa,
         size: u64,
         attr: S2Attr,
     ) -> Result<(), S2Error> {
+        let (ipa, pa) = (ipa.0, pa.0);
         for v in [ipa, pa, size] {
             if v % PAGE != 0 {
                 return Err(S2Error::Misaligned(v));
@@ -212,9 +215,10 @@ impl Stage2 {
     pub fn unmap(
         &mut self,
         mem: &mut impl TableMemory,
-        ipa: u64,
+        ipa: Ipa,
         size: u64,
     ) -> Result<(), S2Error> {
+        let ipa = ipa.0;
         if ipa % PAGE != 0 || size % PAGE != 0 {
             return Err(S2Error::Misaligned(ipa | size));
         }
@@ -271,7 +275,11 @@ impl Stage2 {
     }
 
     /// The PA and attributes `ipa` translates to, or `None`.
-    pub fn translate(&self, mem: &impl TableMemory, ipa: u64) -> Option<(u64, S2Attr)> {
+    pub fn translate(&self, mem: &impl TableMemory, ipa: Ipa) -> Option<(Pa, S2Attr)> {
+        self.translate_raw(mem, ipa.0).map(|(pa, a)| (Pa(pa), a))
+    }
+
+    fn translate_raw(&self, mem: &impl TableMemory, ipa: u64) -> Option<(u64, S2Attr)> {
         let e1 = mem.read(self.l1_entry(ipa).ok()?);
         if e1 & 3 != TABLE_OR_PAGE {
             return None;
@@ -338,12 +346,18 @@ mod tests {
     fn aligned_ranges_use_2mib_blocks() {
         let mut m = Mem::default();
         let mut t = s2(&mut m);
-        t.map(&mut m, 0x8000_0000, 0x5000_0000, 4 << 20, S2Attr::Normal)
-            .unwrap();
+        t.map(
+            &mut m,
+            Ipa(0x8000_0000),
+            Pa(0x5000_0000),
+            4 << 20,
+            S2Attr::Normal,
+        )
+        .unwrap();
         // root (2 pages) + one level-2 table: no level-3 table.
         assert_eq!(m.allocated, 3);
         assert_eq!(
-            t.translate(&m, 0x8020_1234),
+            t.translate_raw(&m, 0x8020_1234),
             Some((0x5020_1234, S2Attr::Normal))
         );
     }
@@ -352,23 +366,41 @@ mod tests {
     fn unaligned_ranges_use_pages() {
         let mut m = Mem::default();
         let mut t = s2(&mut m);
-        t.map(&mut m, 0x8000_0000, 0x5000_1000, 3 * PAGE, S2Attr::Device)
-            .unwrap();
+        t.map(
+            &mut m,
+            Ipa(0x8000_0000),
+            Pa(0x5000_1000),
+            3 * PAGE,
+            S2Attr::Device,
+        )
+        .unwrap();
         assert_eq!(
-            t.translate(&m, 0x8000_2008),
+            t.translate_raw(&m, 0x8000_2008),
             Some((0x5000_3008, S2Attr::Device))
         );
-        assert_eq!(t.translate(&m, 0x8000_3000), None);
+        assert_eq!(t.translate_raw(&m, 0x8000_3000), None);
     }
 
     #[test]
     fn mapping_twice_is_refused() {
         let mut m = Mem::default();
         let mut t = s2(&mut m);
-        t.map(&mut m, 0x8000_0000, 0x5000_0000, MIB2, S2Attr::Normal)
-            .unwrap();
+        t.map(
+            &mut m,
+            Ipa(0x8000_0000),
+            Pa(0x5000_0000),
+            MIB2,
+            S2Attr::Normal,
+        )
+        .unwrap();
         assert_eq!(
-            t.map(&mut m, 0x8000_1000, 0x6000_0000, PAGE, S2Attr::Normal),
+            t.map(
+                &mut m,
+                Ipa(0x8000_1000),
+                Pa(0x6000_0000),
+                PAGE,
+                S2Attr::Normal
+            ),
             Err(S2Error::AlreadyMapped(0x8000_1000))
         );
     }
@@ -378,7 +410,7 @@ mod tests {
         let mut m = Mem::default();
         let mut t = Stage2::new(&mut m, 36).unwrap();
         assert_eq!(
-            t.map(&mut m, 0xf_ffff_f000, 0, 2 * PAGE, S2Attr::Normal),
+            t.map(&mut m, Ipa(0xf_ffff_f000), Pa(0), 2 * PAGE, S2Attr::Normal),
             Err(S2Error::OutOfRange(0x10_0000_0fff))
         );
     }
@@ -388,7 +420,7 @@ mod tests {
         let mut m = Mem::default();
         let mut t = s2(&mut m);
         assert_eq!(
-            t.map(&mut m, 0x8000_0800, 0, PAGE, S2Attr::Normal),
+            t.map(&mut m, Ipa(0x8000_0800), Pa(0), PAGE, S2Attr::Normal),
             Err(S2Error::Misaligned(0x8000_0800))
         );
     }
@@ -397,17 +429,23 @@ mod tests {
     fn unmapping_part_of_a_block_splits_it_and_keeps_the_rest() {
         let mut m = Mem::default();
         let mut t = s2(&mut m);
-        t.map(&mut m, 0x8000_0000, 0x5000_0000, MIB2, S2Attr::Normal)
-            .unwrap();
-        t.unmap(&mut m, 0x8000_4000, 2 * PAGE).unwrap();
-        assert_eq!(t.translate(&m, 0x8000_4000), None);
-        assert_eq!(t.translate(&m, 0x8000_5fff), None);
+        t.map(
+            &mut m,
+            Ipa(0x8000_0000),
+            Pa(0x5000_0000),
+            MIB2,
+            S2Attr::Normal,
+        )
+        .unwrap();
+        t.unmap(&mut m, Ipa(0x8000_4000), 2 * PAGE).unwrap();
+        assert_eq!(t.translate_raw(&m, 0x8000_4000), None);
+        assert_eq!(t.translate_raw(&m, 0x8000_5fff), None);
         assert_eq!(
-            t.translate(&m, 0x8000_3000),
+            t.translate_raw(&m, 0x8000_3000),
             Some((0x5000_3000, S2Attr::Normal))
         );
         assert_eq!(
-            t.translate(&m, 0x8000_6000),
+            t.translate_raw(&m, 0x8000_6000),
             Some((0x5000_6000, S2Attr::Normal))
         );
         assert!(
@@ -421,13 +459,25 @@ mod tests {
     fn unmapped_pages_can_be_mapped_again_elsewhere() {
         let mut m = Mem::default();
         let mut t = s2(&mut m);
-        t.map(&mut m, 0x1000_0000, 0x7000_0000, 16 * PAGE, S2Attr::Device)
-            .unwrap();
-        t.unmap(&mut m, 0x1000_0000, 16 * PAGE).unwrap();
-        t.map(&mut m, 0x1000_0000, 0x7100_0000, 16 * PAGE, S2Attr::Device)
-            .unwrap();
+        t.map(
+            &mut m,
+            Ipa(0x1000_0000),
+            Pa(0x7000_0000),
+            16 * PAGE,
+            S2Attr::Device,
+        )
+        .unwrap();
+        t.unmap(&mut m, Ipa(0x1000_0000), 16 * PAGE).unwrap();
+        t.map(
+            &mut m,
+            Ipa(0x1000_0000),
+            Pa(0x7100_0000),
+            16 * PAGE,
+            S2Attr::Device,
+        )
+        .unwrap();
         assert_eq!(
-            t.translate(&m, 0x1000_0010),
+            t.translate_raw(&m, 0x1000_0010),
             Some((0x7100_0010, S2Attr::Device))
         );
     }
@@ -440,7 +490,7 @@ mod tests {
         };
         let mut t = s2(&mut m);
         assert_eq!(
-            t.map(&mut m, 0, 0, PAGE, S2Attr::Normal),
+            t.map(&mut m, Ipa(0), Pa(0), PAGE, S2Attr::Normal),
             Err(S2Error::OutOfMemory)
         );
     }
@@ -472,7 +522,7 @@ mod tests {
                 if map {
                     let pa = pa_page * 0x10_0000;
                     let free = (0..pages).all(|k| !model.contains_key(&(ipa + k * PAGE)));
-                    let r = t.map(&mut m, ipa, pa, size, S2Attr::Normal);
+                    let r = t.map(&mut m, Ipa(ipa), Pa(pa), size, S2Attr::Normal);
                     if free {
                         prop_assert_eq!(r, Ok(()));
                         for k in 0..pages {
@@ -483,14 +533,14 @@ mod tests {
                         prop_assert!(r.is_err());
                         for k in 0..pages {
                             let a = ipa + k * PAGE;
-                            match t.translate(&m, a) {
+                            match t.translate_raw(&m, a) {
                                 Some((p, _)) => { model.insert(a, p); }
                                 None => { model.remove(&a); }
                             }
                         }
                     }
                 } else {
-                    prop_assert_eq!(t.unmap(&mut m, ipa, size), Ok(()));
+                    prop_assert_eq!(t.unmap(&mut m, Ipa(ipa), size), Ok(()));
                     for k in 0..pages {
                         model.remove(&(ipa + k * PAGE));
                     }
@@ -498,7 +548,7 @@ mod tests {
             }
             for k in 0..(64 * 128 + 1100) {
                 let a = 0x8000_0000 + k * PAGE;
-                prop_assert_eq!(t.translate(&m, a).map(|x| x.0), model.get(&a).copied());
+                prop_assert_eq!(t.translate_raw(&m, a).map(|x| x.0), model.get(&a).copied());
             }
         }
     }

@@ -13,30 +13,11 @@ extern crate alloc;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
+use arch_emu::addr::{Ipa, MemRange};
 use vm_fdt::FdtWriter;
 
-/// A range of guest physical addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Region {
-    /// First address.
-    pub base: u64,
-    /// Size in bytes.
-    pub size: u64,
-}
-
-impl Region {
-    /// One past the last address, `None` on overflow.
-    pub fn end(&self) -> Option<u64> {
-        self.base.checked_add(self.size)
-    }
-
-    fn overlaps(&self, other: &Region) -> bool {
-        match (self.end(), other.end()) {
-            (Some(a), Some(b)) => self.base < b && other.base < a,
-            _ => true,
-        }
-    }
-}
+/// A range of guest physical addresses: the one range type, over IPAs.
+pub type Region = MemRange<Ipa>;
 
 /// The guest's synthetic PCI segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +42,7 @@ impl PciLayout {
     /// The ECAM window.
     pub fn ecam(&self) -> Region {
         Region {
-            base: self.ecam_base,
+            base: Ipa(self.ecam_base),
             size: (u64::from(self.bus_end.saturating_sub(self.bus_start)) + 1) << 20,
         }
     }
@@ -190,7 +171,7 @@ impl GuestLayout {
     pub fn qemu_virt_default(num_vcpus: usize, ram_size: u64) -> Self {
         GuestLayout {
             ram: Region {
-                base: 0x8000_0000,
+                base: Ipa(0x8000_0000),
                 size: ram_size,
             },
             mpidrs: (0..num_vcpus as u64)
@@ -210,11 +191,11 @@ impl GuestLayout {
                 bus_start: 0,
                 bus_end: 0x0f,
                 mem32: Region {
-                    base: 0x1000_0000,
+                    base: Ipa(0x1000_0000),
                     size: 0x2000_0000,
                 },
                 mem64: Region {
-                    base: 0x80_0000_0000,
+                    base: Ipa(0x80_0000_0000),
                     size: 0x40_0000_0000,
                 },
                 intx_spis: [35, 36, 37, 38],
@@ -235,7 +216,7 @@ impl GuestLayout {
                     return Err(LayoutError::OutOfRange("pci mem64"));
                 }
                 p.mem64 = Region {
-                    base: 1 << (ipa_bits - 1),
+                    base: Ipa(1 << (ipa_bits - 1)),
                     size: 1 << (ipa_bits - 2),
                 };
             }
@@ -252,7 +233,7 @@ impl GuestLayout {
     /// The redistributor region (one frame pair per vCPU).
     pub fn gicr(&self) -> Region {
         Region {
-            base: self.gicr_base,
+            base: Ipa(self.gicr_base),
             size: GICR_STRIDE * self.mpidrs.len() as u64,
         }
     }
@@ -273,7 +254,7 @@ impl GuestLayout {
             (
                 "gicd",
                 Region {
-                    base: self.gicd_base,
+                    base: Ipa(self.gicd_base),
                     size: GICD_SIZE,
                 },
                 GICD_SIZE,
@@ -282,7 +263,7 @@ impl GuestLayout {
             (
                 "uart",
                 Region {
-                    base: self.uart_base,
+                    base: Ipa(self.uart_base),
                     size: UART_SIZE,
                 },
                 UART_SIZE,
@@ -300,10 +281,10 @@ impl GuestLayout {
             regions.push(("pci-mem64", p.mem64, 1 << 20));
         }
         for &(name, r, align) in &regions {
-            if r.base % align != 0 || r.size % 4096 != 0 {
+            if r.base.0 % align != 0 || r.size % 4096 != 0 {
                 return Err(LayoutError::Misaligned {
                     item: name,
-                    base: r.base,
+                    base: r.base.0,
                 });
             }
             if r.end().is_none_or(|e| e > 1 << IPA_BITS) {
@@ -364,14 +345,14 @@ impl GuestLayout {
             &alloc::format!("/pl011@{:x}", self.uart_base),
         )?;
         if let Some(i) = chosen.initrd {
-            w.property_u64("linux,initrd-start", i.base)?;
-            w.property_u64("linux,initrd-end", i.base + i.size)?;
+            w.property_u64("linux,initrd-start", i.base.0)?;
+            w.property_u64("linux,initrd-end", i.base.0 + i.size)?;
         }
         w.end_node(c)?;
 
         let m = w.begin_node(&alloc::format!("memory@{:x}", self.ram.base))?;
         w.property_string("device_type", "memory")?;
-        w.property_array_u64("reg", &[self.ram.base, self.ram.size])?;
+        w.property_array_u64("reg", &[self.ram.base.0, self.ram.size])?;
         w.end_node(m)?;
 
         let cpus = w.begin_node("cpus")?;
@@ -413,7 +394,7 @@ impl GuestLayout {
         w.property_u32("#address-cells", 2)?;
         w.property_u32("#size-cells", 2)?;
         w.property_null("ranges")?;
-        w.property_array_u64("reg", &[self.gicd_base, GICD_SIZE, gicr.base, gicr.size])?;
+        w.property_array_u64("reg", &[self.gicd_base, GICD_SIZE, gicr.base.0, gicr.size])?;
         w.property_array_u32(
             "interrupts",
             &[GIC_PPI, self.maintenance_ppi - 16, IRQ_TYPE_LEVEL_HIGH],
@@ -473,7 +454,7 @@ impl GuestLayout {
         w.property_u32("#address-cells", 3)?;
         w.property_u32("#size-cells", 2)?;
         w.property_u32("#interrupt-cells", 1)?;
-        w.property_array_u64("reg", &[ecam.base, ecam.size])?;
+        w.property_array_u64("reg", &[ecam.base.0, ecam.size])?;
         w.property_array_u32("bus-range", &[p.bus_start.into(), p.bus_end.into()])?;
         w.property_u32("linux,pci-domain", p.segment.into())?;
         w.property_null("dma-coherent")?;
@@ -485,17 +466,17 @@ impl GuestLayout {
             "ranges",
             &[
                 0x0200_0000,
-                hi(p.mem32.base),
-                lo(p.mem32.base),
-                hi(p.mem32.base),
-                lo(p.mem32.base),
+                hi(p.mem32.base.0),
+                lo(p.mem32.base.0),
+                hi(p.mem32.base.0),
+                lo(p.mem32.base.0),
                 hi(p.mem32.size),
                 lo(p.mem32.size),
                 0x4300_0000,
-                hi(p.mem64.base),
-                lo(p.mem64.base),
-                hi(p.mem64.base),
-                lo(p.mem64.base),
+                hi(p.mem64.base.0),
+                lo(p.mem64.base.0),
+                hi(p.mem64.base.0),
+                lo(p.mem64.base.0),
                 hi(p.mem64.size),
                 lo(p.mem64.size),
             ],

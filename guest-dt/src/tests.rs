@@ -1,4 +1,5 @@
 use super::*;
+use arch_emu::addr::Ipa;
 use fdt::Fdt;
 
 fn layout() -> GuestLayout {
@@ -9,7 +10,7 @@ fn chosen() -> Chosen {
     Chosen {
         bootargs: "console=ttyAMA0".to_string(),
         initrd: Some(Region {
-            base: 0x8800_0000,
+            base: Ipa(0x8800_0000),
             size: 0x10_0000,
         }),
     }
@@ -165,7 +166,7 @@ fn overlapping_regions_are_named() {
 #[test]
 fn misaligned_ram_is_refused() {
     let mut l = layout();
-    l.ram.base += 0x1000;
+    l.ram.base.0 += 0x1000;
     assert_eq!(
         l.validate(),
         Err(LayoutError::Misaligned {
@@ -179,7 +180,7 @@ fn misaligned_ram_is_refused() {
 fn region_past_ipa_space_is_refused() {
     let mut l = layout();
     if let Some(p) = l.pci.as_mut() {
-        p.mem64.base = 0xff_0000_0000;
+        p.mem64.base = Ipa(0xff_0000_0000);
     }
     assert_eq!(l.validate(), Err(LayoutError::OutOfRange("pci-mem64")));
 }
@@ -229,7 +230,7 @@ fn timer_on_an_spi_is_refused() {
 fn mem32_aperture_above_4g_is_refused() {
     let mut l = layout();
     if let Some(p) = l.pci.as_mut() {
-        p.mem32.base = 0xf000_0000;
+        p.mem32.base = Ipa(0xf000_0000);
     }
     assert_eq!(l.validate(), Err(LayoutError::Mem32Above4G));
 }
@@ -264,7 +265,7 @@ fn a_36_bit_ipa_space_moves_the_64_bit_aperture_inside_it() {
     let mut l = layout();
     l.fit_ipa(36).expect("fits");
     let m = l.pci.as_ref().expect("pci").mem64;
-    assert_eq!((m.base, m.size), (1 << 35, 1 << 34));
+    assert_eq!((m.base.0, m.size), (1 << 35, 1 << 34));
     assert!(l.render(&chosen()).is_ok());
 }
 

@@ -162,9 +162,8 @@ fn fetch_guest_insn(vm: &Vm, va: u64) -> Option<u32> {
         return None;
     }
     let ipa = (par & 0x000f_ffff_ffff_f000) | (va & 0xfff);
-    let pa = vm.stage2.lock().translate(ipa)?;
-    let ram = vm.layout.ram;
-    if !(ram.base..ram.base + ram.size).contains(&ipa) {
+    let pa = vm.stage2.lock().translate(crate::mmu::Ipa(ipa))?.0;
+    if !vm.layout.ram.contains(crate::mmu::Ipa(ipa)) {
         return None;
     }
     // SAFETY: `pa` is guest RAM (checked above), identity-mapped in our tables and
@@ -297,7 +296,15 @@ fn psci_call(vm: &Vm, cpu: usize, frame: &mut Frame) -> Next {
             context_id,
         } => match vm.vcpu_by_mpidr(psci::mpidr_affinity(target_mpidr)) {
             None => psci::INVALID_PARAMETERS,
-            Some(_) if vm.stage2.lock().translate(entry_point).is_none() => psci::INVALID_ADDRESS,
+            Some(_)
+                if vm
+                    .stage2
+                    .lock()
+                    .translate(crate::mmu::Ipa(entry_point))
+                    .is_none() =>
+            {
+                psci::INVALID_ADDRESS
+            }
             Some(t) => {
                 let mut power = vm.power.lock();
                 match power.get_mut(t) {

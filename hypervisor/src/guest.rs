@@ -10,7 +10,7 @@ use arch_emu::vgic::Vgic;
 use guest_dt::{Chosen, GuestLayout, Region};
 
 use crate::entry::MAX_CPUS;
-use crate::mmu::{S2Attr, Stage2};
+use crate::mmu::{Ipa, Pa, S2Attr, Stage2};
 use crate::sysreg::clean_dcache_range;
 use crate::vm::{Power, Vm};
 
@@ -230,7 +230,7 @@ pub fn build(
     let probe = layout
         .render(&Chosen {
             bootargs: bootargs.clone(),
-            initrd: host.ramdisk.map(|(_, s)| Region { base: 0, size: s }),
+            initrd: host.ramdisk.map(|(_, s)| Region::new(Ipa(0), s)),
         })
         .map_err(|e| alloc::format!("guest DT: {e:?}"))?;
     let place = guest_dt::boot::place(
@@ -252,24 +252,28 @@ pub fn build(
     };
     match in_place {
         Some((ia, off, len)) => {
+            let ram = |off: u64, size: u64| Region::new(Ipa(layout.ram.base.0 + off), size);
             stage2
-                .map(layout.ram.base, ram_pa, off, S2Attr::Normal)
+                .map(ram(0, off), Pa(ram_pa), S2Attr::Normal)
                 .map_err(s2)?;
             stage2
-                .map(layout.ram.base + off, ia, len, S2Attr::Normal)
+                .map(ram(off, len), Pa(ia), S2Attr::Normal)
                 .map_err(s2)?;
             let rest = off + len;
             stage2
                 .map(
-                    layout.ram.base + rest,
-                    ram_pa + rest,
-                    ram_size - rest,
+                    ram(rest, ram_size - rest),
+                    Pa(ram_pa + rest),
                     S2Attr::Normal,
                 )
                 .map_err(s2)?;
         }
         None => stage2
-            .map(layout.ram.base, ram_pa, ram_size, S2Attr::Normal)
+            .map(
+                Region::new(layout.ram.base, ram_size),
+                Pa(ram_pa),
+                S2Attr::Normal,
+            )
             .map_err(s2)?,
     }
     log::info!(
@@ -279,22 +283,19 @@ pub fn build(
         stage2.ipa_bits()
     );
     copy_in(ram_pa + place.kernel, kimg);
-    let entry = layout.ram.base + place.kernel;
+    let entry = layout.ram.base.0 + place.kernel;
     if let (Some((ia, is)), Some(off)) = (host.ramdisk, place.initrd) {
         if in_place.is_some() {
             log::info!(
                 "initrd mapped in place: PA {ia:#x} at IPA {:#x}",
-                layout.ram.base + off
+                layout.ram.base.0 + off
             );
         } else {
             // SAFETY: as for the kernel.
             let img = unsafe { core::slice::from_raw_parts(ia as *const u8, is as usize) };
             copy_in(ram_pa + off, img);
         }
-        initrd_region = Some(Region {
-            base: layout.ram.base + off,
-            size: is,
-        });
+        initrd_region = Some(Region::new(Ipa(layout.ram.base.0 + off), is));
     }
     let initrd = initrd_region;
     let dtb_off = place.dtb;
@@ -311,7 +312,7 @@ pub fn build(
         ));
     }
     copy_in(ram_pa + dtb_off, &dtb);
-    let dtb_ipa = layout.ram.base + dtb_off;
+    let dtb_ipa = layout.ram.base.0 + dtb_off;
     log::info!("guest kernel at IPA {entry:#x}, bootargs \"{bootargs}\"");
 
     let mut vgic = Vgic::new(&layout.mpidrs, layout.num_spis);

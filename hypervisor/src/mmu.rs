@@ -155,6 +155,7 @@ impl El2Tables {
     }
 }
 
+pub use arch_emu::addr::{Ipa, MemRange, Pa};
 pub use arch_emu::stage2::S2Attr;
 use arch_emu::stage2::TableMemory;
 
@@ -213,20 +214,21 @@ impl Stage2 {
         self.tables.ipa_bits()
     }
 
-    /// Maps `[ipa, ipa + size)` to `[pa, pa + size)`.
-    pub fn map(&mut self, ipa: u64, pa: u64, size: u64, attr: S2Attr) -> Result<(), MmuError> {
-        self.tables.map(&mut HeapTables, ipa, pa, size, attr)?;
+    /// Maps `guest` onto the host range of the same size at `pa`.
+    pub fn map(&mut self, guest: MemRange<Ipa>, pa: Pa, attr: S2Attr) -> Result<(), MmuError> {
+        self.tables
+            .map(&mut HeapTables, guest.base, pa, guest.size, attr)?;
         dsb_ish();
         Ok(())
     }
 
-    /// Unmaps `[ipa, ipa + size)` (break-before-make, TLB invalidation by IPA).
-    pub fn unmap(&mut self, ipa: u64, size: u64) -> Result<(), MmuError> {
-        self.tables.unmap(&mut HeapTables, ipa, size)
+    /// Unmaps `guest` (break-before-make, TLB invalidation by IPA).
+    pub fn unmap(&mut self, guest: MemRange<Ipa>) -> Result<(), MmuError> {
+        self.tables.unmap(&mut HeapTables, guest.base, guest.size)
     }
 
     /// Translates an IPA to a PA through these tables, or `None` if unmapped.
-    pub fn translate(&self, ipa: u64) -> Option<u64> {
+    pub fn translate(&self, ipa: Ipa) -> Option<Pa> {
         self.tables.translate(&HeapTables, ipa).map(|(pa, _)| pa)
     }
 

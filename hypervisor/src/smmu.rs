@@ -17,6 +17,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use arch_emu::addr::{Ipa, MemRange, Pa};
 use arch_emu::smmu::{
     self as enc, cr0, cr1, cr2, gbpa, gerror, idr0, idr1, idr5, irq_ctrl, queue, reg, S2Params,
     StreamTable,
@@ -573,9 +574,9 @@ pub struct SmmuStage2 {
 impl SmmuStage2 {
     /// Maps `[ipa, ipa + size)` to `[pa, pa + size)` as Normal memory (bytes,
     /// 4 KiB aligned). Errors as `arch_emu::stage2::Stage2::map`.
-    pub fn map(&mut self, ipa: u64, pa: u64, size: u64) -> Result<(), SmmuError> {
+    pub fn map(&mut self, guest: MemRange<Ipa>, pa: Pa) -> Result<(), SmmuError> {
         self.tables
-            .map(&mut HeapTables, ipa, pa, size, S2Attr::Normal)
+            .map(&mut HeapTables, guest.base, pa, guest.size, S2Attr::Normal)
             .map_err(SmmuError::Stage2)?;
         dsb_sy();
         Ok(())
@@ -587,22 +588,22 @@ impl SmmuStage2 {
     pub fn mirror(
         &mut self,
         cpu: &crate::mmu::Stage2,
-        ipa: u64,
-        size: u64,
+        guest: MemRange<Ipa>,
     ) -> Result<(), SmmuError> {
         const PAGE: u64 = 4096;
+        let (ipa, size) = (guest.base.0, guest.size);
         let end = ipa
             .checked_add(size)
             .ok_or(SmmuError::Stage2(S2Error::OutOfRange(ipa)))?;
         let mut run: Option<(u64, u64, u64)> = None; // (ipa, pa, len)
         let mut a = ipa & !(PAGE - 1);
         while a < end {
-            let pa = cpu.translate(a);
+            let pa = cpu.translate(Ipa(a)).map(|p| p.0);
             run = match (run, pa) {
                 (Some((ri, rp, rl)), Some(p)) if rp + rl == p => Some((ri, rp, rl + PAGE)),
                 (r, p) => {
                     if let Some((ri, rp, rl)) = r {
-                        self.map(ri, rp, rl)?;
+                        self.map(MemRange::new(Ipa(ri), rl), Pa(rp))?;
                     }
                     p.map(|p| (a, p, PAGE))
                 }
@@ -610,13 +611,13 @@ impl SmmuStage2 {
             a += PAGE;
         }
         if let Some((ri, rp, rl)) = run {
-            self.map(ri, rp, rl)?;
+            self.map(MemRange::new(Ipa(ri), rl), Pa(rp))?;
         }
         Ok(())
     }
 
     /// The PA `ipa` translates to, or `None`.
-    pub fn translate(&self, ipa: u64) -> Option<u64> {
+    pub fn translate(&self, ipa: Ipa) -> Option<Pa> {
         self.tables.translate(&HeapTables, ipa).map(|(pa, _)| pa)
     }
 
@@ -715,8 +716,8 @@ fn self_test(smmu: &mut Smmu) -> Result<u32, SmmuError> {
     if smmu.s2p && smmu.coherent {
         let mut s2 = smmu.new_stage2()?;
         // Never used for DMA: the stream has no device and ends as abort.
-        s2.map(0x8000_0000, 0x4000_0000, 2 << 20)?;
-        if s2.translate(0x8012_3000) != Some(0x4012_3000) {
+        s2.map(MemRange::new(Ipa(0x8000_0000), 2 << 20), Pa(0x4000_0000))?;
+        if s2.translate(Ipa(0x8012_3000)) != Some(Pa(0x4012_3000)) {
             return Err(SmmuError::Unsupported("stage-2 tables do not translate"));
         }
         smmu.set_stage2(sid, 1, s2.root(), s2.vtcr())?;

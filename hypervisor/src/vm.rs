@@ -232,10 +232,7 @@ pub fn synthetic_segment(layout: &GuestLayout) -> Option<Segment> {
     let pci = layout.pci.as_ref()?;
     let buses = u16::from(pci.bus_end) - u16::from(pci.bus_start) + 1;
     let mut seg = Segment::new(pci.segment, buses);
-    seg.set_apertures(&[
-        MemRange::new(Ipa(pci.mem32.base), pci.mem32.size),
-        MemRange::new(Ipa(pci.mem64.base), pci.mem64.size),
-    ]);
+    seg.set_apertures(&[pci.mem32, pci.mem64]);
     seg.set_intx_spis(pci.intx_spis);
     for (dev, chassis_slot) in [(1u8, 1u16), (2, 2)] {
         let port = RootPort::new(RootPortConfig {
@@ -277,6 +274,7 @@ impl Vm {
     ) -> Option<u64> {
         let l = &self.layout;
         let within = |base: u64, len: u64| ipa >= base && ipa - base < len;
+        let within_region = |r: MemRange<Ipa>| r.contains(Ipa(ipa));
         if within(l.gicd_base, guest_dt::GICD_SIZE) {
             Counters::bump(&self.stats.gicd);
             let off = ipa - l.gicd_base;
@@ -320,9 +318,9 @@ impl Vm {
         }
         if let Some(pci) = l.pci.as_ref() {
             let ecam = pci.ecam();
-            if within(ecam.base, ecam.size) {
+            if within_region(ecam) {
                 Counters::bump(&self.stats.ecam);
-                let off = ipa - ecam.base;
+                let off = ipa - ecam.base.0;
                 let mut dev = self.devices.lock();
                 let seg = dev.segment.as_mut()?;
                 return Some(match write {
@@ -334,9 +332,7 @@ impl Vm {
                     None => seg.ecam_read(off, size),
                 });
             }
-            let in_aperture = [pci.mem32, pci.mem64]
-                .iter()
-                .any(|r| within(r.base, r.size));
+            let in_aperture = within_region(pci.mem32) || within_region(pci.mem64);
             if in_aperture {
                 Counters::bump(&self.stats.pci_mmio);
                 let mut dev = self.devices.lock();
@@ -404,7 +400,7 @@ impl Vm {
             S2Attr::Device
         };
         Counters::bump(&self.stats.stage2_changes);
-        if let Err(e) = self.stage2.lock().map(guest.base.0, pa.0, guest.size, attr) {
+        if let Err(e) = self.stage2.lock().map(guest, pa, attr) {
             Counters::bump(&self.stats.stage2_errors);
             log::debug!("stage 2: map {guest} -> {pa}: {e}");
         }
@@ -412,7 +408,7 @@ impl Vm {
 
     fn unmap_bar(&self, guest: MemRange<Ipa>) {
         Counters::bump(&self.stats.stage2_changes);
-        if let Err(e) = self.stage2.lock().unmap(guest.base.0, guest.size) {
+        if let Err(e) = self.stage2.lock().unmap(guest) {
             Counters::bump(&self.stats.stage2_errors);
             log::debug!("stage 2: unmap {guest}: {e}");
         }
