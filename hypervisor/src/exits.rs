@@ -150,7 +150,10 @@ fn inject_prefetch_abort() {
     } else {
         ESR_EL1::EC::InstrAbortCurrentEL
     };
-    inject_sync(ec + ESR_EL1::IL::SET + external_abort_iss(), Some(FAR_EL2.get()));
+    inject_sync(
+        ec + ESR_EL1::IL::SET + external_abort_iss(),
+        Some(FAR_EL2.get()),
+    );
 }
 
 /// An Undefined Instruction exception (EC 0, "unknown reason"; IL: 32-bit).

@@ -195,33 +195,36 @@ impl Gic {
     }
 }
 
-/// ICC_PMR_EL1, the priority mask (GIC architecture, IHI 0069H, 12.2.17).
+// The ICC_* registers `aarch64-cpu` lacks, fields as the GIC architecture
+// specification (IHI 0069) describes them.
+
+/// ICC_PMR_EL1, the priority mask.
 mod icc_pmr_el1 {
     /// Priority, bits 7:0: interrupts of higher priority (lower value) than
     /// this are signalled; 0xff lets every priority through.
     pub const PRIORITY: u64 = 0xff;
 }
 
-/// ICC_CTLR_EL1 (12.2.6): the field the hypervisor sets (`aarch64-cpu` has the
+/// ICC_CTLR_EL1: the field the hypervisor sets (`aarch64-cpu` has the
 /// register read-only).
 mod icc_ctlr_el1 {
     /// EOImode, bit 1: ICC_EOIR1_EL1 only drops priority, ICC_DIR_EL1 deactivates.
     pub const EOIMODE: u64 = 1 << 1;
 }
 
-/// ICC_IGRPEN1_EL1 (12.2.14).
+/// ICC_IGRPEN1_EL1.
 mod icc_igrpen1_el1 {
     /// Enable, bit 0: group 1 interrupts are signalled.
     pub const ENABLE: u64 = 1 << 0;
 }
 
-/// ICC_IAR1_EL1 (12.2.13).
+/// ICC_IAR1_EL1.
 mod icc_iar1_el1 {
     /// INTID, bits 23:0: the acknowledged interrupt (1020..=1023: none).
     pub const INTID: u64 = 0xff_ffff;
 }
 
-/// ICC_SGI1R_EL1 (12.2.22): field shifts.
+/// ICC_SGI1R_EL1: field shifts.
 mod icc_sgi1r_el1 {
     /// TargetList, bits 15:0: one bit per Aff0 value within the range RS selects.
     pub const TARGET_LIST_SHIFT: u32 = 0;

@@ -29,7 +29,7 @@ mod vm;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{
-    Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, CurrentEL, HCR_EL2, ICH_VMCR_EL2,
+    CurrentEL, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ICH_VMCR_EL2,
     ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MDCR_EL2, MIDR_EL1, VMPIDR_EL2,
 };
 use linked_list_allocator::LockedHeap;
@@ -312,9 +312,10 @@ fn configure_el2_for_guest(idx: usize) {
         unsafe { write_sysreg!("S3_4_C1_C2_0", zcr_el2::LEN) };
     }
     if sme {
+        let smcr = smcr_el2::FA64 | smcr_el2::EZT0 | smcr_el2::LEN;
         // SAFETY: SMCR_EL2 exists (FEAT_SME) and is not trapped (CPTR_EL2.TSM = 0);
         // it controls SME state only, which the hypervisor never uses.
-        unsafe { write_sysreg!("S3_4_C1_C2_6", smcr_el2::FA64 | smcr_el2::EZT0 | smcr_el2::LEN) };
+        unsafe { write_sysreg!("S3_4_C1_C2_6", smcr) };
     }
     // MDCR_EL2: the guest gets every PMU counter (HPMN = PMCR_EL0.N) and no debug
     // or PMU access traps (the reset value is UNKNOWN on hardware).

@@ -10,9 +10,9 @@
 //! `S3_<op1>_C<n>_C<m>_<op2>` form; their fields are the `u64` constants of a
 //! module per register.
 //!
-//! Field positions and RES1 bits are those of the Arm Architecture Reference
-//! Manual for A-profile (DDI 0487, K.a), chapter D19, for the layouts with
-//! HCR_EL2.E2H = 0: the hypervisor never sets E2H.
+//! Field positions and RES1 bits are those of the register descriptions of the
+//! Arm Architecture Reference Manual for A-profile (DDI 0487), in the layouts
+//! for HCR_EL2.E2H = 0: the hypervisor never sets E2H.
 
 use aarch64_cpu::registers::*;
 use tock_registers::fields::{Field, FieldValue};
@@ -63,7 +63,7 @@ const fn res1<R: RegisterLongName>(bits: u64) -> FieldValue<u64, R> {
     FieldValue::<u64, R>::new(bits, 0, bits)
 }
 
-/// CPTR_EL2 with E2H = 0 (D19.2.28): the fields `aarch64-cpu` (TAM only) lacks.
+/// CPTR_EL2 with E2H = 0: the fields `aarch64-cpu` (TAM only) lacks.
 pub mod cptr_el2 {
     use super::{res1, Field, FieldValue, CPTR_EL2::Register as R};
 
@@ -81,7 +81,7 @@ pub mod cptr_el2 {
     pub const RES1: FieldValue<u64, R> = res1((1 << 13) | (1 << 9) | 0xff);
 }
 
-/// SCTLR_EL2 with E2H = 0 (D19.2.119): its RES1 bits.
+/// SCTLR_EL2 with E2H = 0: its RES1 bits.
 pub mod sctlr_el2 {
     use super::{res1, FieldValue, SCTLR_EL2::Register as R};
 
@@ -91,7 +91,7 @@ pub mod sctlr_el2 {
         res1((1 << 29) | (1 << 28) | (1 << 23) | (1 << 18) | (1 << 16) | (1 << 5) | (1 << 4));
 }
 
-/// TCR_EL2 with E2H = 0 (D19.2.139): its RES1 bits.
+/// TCR_EL2 with E2H = 0: its RES1 bits.
 pub mod tcr_el2 {
     use super::{res1, FieldValue, TCR_EL2::Register as R};
 
@@ -99,8 +99,9 @@ pub mod tcr_el2 {
     pub const RES1: FieldValue<u64, R> = res1((1 << 31) | (1 << 23));
 }
 
-/// SCTLR_EL1 (D19.2.118): the fields `aarch64-cpu` lacks that the hypervisor
-/// sets or reads. Each is RES1 when its feature is not implemented.
+/// SCTLR_EL1: the fields `aarch64-cpu` lacks that the hypervisor sets or
+/// reads. All but DSSBS (RES0 then) are RES1 when their feature is not
+/// implemented.
 pub mod sctlr_el1 {
     use super::{Field, SCTLR_EL1::Register as R};
 
@@ -120,7 +121,7 @@ pub mod sctlr_el1 {
     pub const EOS: Field<u64, R> = Field::new(1, 11);
 }
 
-/// SPSR_EL2 / SPSR_EL1 for AArch64 state (C5.2.18): the PSTATE fields
+/// SPSR_EL2 / SPSR_EL1 for AArch64 state: the PSTATE fields
 /// `aarch64-cpu` lacks.
 pub mod spsr {
     use super::{Field, SPSR_EL2::Register as R};
@@ -133,7 +134,7 @@ pub mod spsr {
     pub const SSBS: Field<u64, R> = Field::new(1, 12);
 }
 
-/// ESR_ELx ISS for data and instruction aborts (D19.2.37): the fields the
+/// ESR_ELx ISS for data and instruction aborts: the fields the
 /// injected aborts set.
 pub mod esr_iss {
     use super::{Field, ESR_EL1::Register as R};
@@ -146,7 +147,7 @@ pub mod esr_iss {
     pub const FSC_SYNC_EXTERNAL: u64 = 0b01_0000;
 }
 
-/// ID_AA64PFR1_EL1 (D19.2.70): the fields `aarch64-cpu` (MTE only) lacks.
+/// ID_AA64PFR1_EL1: the fields `aarch64-cpu` (MTE only) lacks.
 pub mod id_aa64pfr1_el1 {
     use super::{Field, ID_AA64PFR1_EL1::Register as R};
 
@@ -156,7 +157,7 @@ pub mod id_aa64pfr1_el1 {
     pub const SSBS: Field<u64, R> = Field::new(0xf, 4);
 }
 
-/// ZCR_EL2, SVE control (D19.2.165); written as `S3_4_C1_C2_0` (the assembler
+/// ZCR_EL2, SVE control; written as `S3_4_C1_C2_0` (the assembler
 /// knows the name only with SVE enabled).
 pub mod zcr_el2 {
     /// LEN, bits 8:0 as first defined (now 3:0, with 8:4 RAZ/WI): the vector
@@ -165,7 +166,7 @@ pub mod zcr_el2 {
     pub const LEN: u64 = 0x1ff;
 }
 
-/// SMCR_EL2, SME control (D19.2.122); written as `S3_4_C1_C2_6`.
+/// SMCR_EL2, SME control; written as `S3_4_C1_C2_6`.
 pub mod smcr_el2 {
     /// FA64, bit 31: the full A64 instruction set in Streaming SVE mode.
     pub const FA64: u64 = 1 << 31;
@@ -176,7 +177,7 @@ pub mod smcr_el2 {
     pub const LEN: u64 = 0x1ff;
 }
 
-/// PMCR_EL0 (D19.4.7): the field the hypervisor reads.
+/// PMCR_EL0: the field the hypervisor reads.
 pub mod pmcr_el0 {
     /// N, bits 15:11: the number of event counters implemented (shift).
     pub const N_SHIFT: u32 = 11;
@@ -184,7 +185,7 @@ pub mod pmcr_el0 {
     pub const N_MASK: u64 = 0x1f;
 }
 
-/// CTR_EL0 (D19.2.34): the field the hypervisor reads.
+/// CTR_EL0: the field the hypervisor reads.
 pub mod ctr_el0 {
     /// DminLine, bits 19:16: log2 of the smallest data cache line, in 4-byte words (shift).
     pub const DMINLINE_SHIFT: u32 = 16;
@@ -193,10 +194,8 @@ pub mod ctr_el0 {
 }
 
 /// MPIDR_EL1's affinity fields (Aff3..Aff0), without U, MT and the RES1 bit.
-const MPIDR_AFFINITY: u64 = bits(MPIDR_EL1::Aff3)
-    | bits(MPIDR_EL1::Aff2)
-    | bits(MPIDR_EL1::Aff1)
-    | bits(MPIDR_EL1::Aff0);
+const MPIDR_AFFINITY: u64 =
+    bits(MPIDR_EL1::Aff3) | bits(MPIDR_EL1::Aff2) | bits(MPIDR_EL1::Aff1) | bits(MPIDR_EL1::Aff0);
 
 /// Instruction synchronization barrier.
 #[inline(always)]
