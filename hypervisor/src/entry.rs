@@ -291,7 +291,8 @@ pub fn image_start() -> u64 {
 
 /// This CPU's index (TPIDR_EL2, set at entry).
 pub fn cpu_index() -> usize {
-    crate::sysreg::read_sysreg!("tpidr_el2") as usize
+    use aarch64_cpu::registers::{Readable, TPIDR_EL2};
+    TPIDR_EL2.get() as usize
 }
 
 /// Enters the guest at the ELR_EL2/SPSR_EL2 already set, with x0 = `x0`,

@@ -1,22 +1,56 @@
 //! Guest exits: synchronous exceptions (MMIO, PSCI, SGIs), physical interrupts,
 //! exception injection, list-register refresh, parking and shutdown.
 
+use aarch64_cpu::registers::{
+    Readable, Writeable, ELR_EL1, ELR_EL2, ESR_EL1, FAR_EL1, FAR_EL2, ID_AA64MMFR1_EL1,
+    ID_AA64PFR1_EL1, PAR_EL1, SCTLR_EL1, SPSR_EL1, SPSR_EL2, SP_EL0, SP_EL1, VBAR_EL1,
+};
 use arch_emu::esr::{self, Exit};
 use arch_emu::psci::{self, Call};
 use arch_emu::vgic::Kick;
+use tock_registers::fields::FieldValue;
 
 use crate::console::CONSOLE;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::entry::{cpu_index, run_guest, Frame, MAX_CPUS};
 use crate::gic;
-use crate::sysreg::{read_sysreg, wfe, write_sysreg};
+use crate::sysreg::{esr_iss, id_aa64pfr1_el1, read_sysreg, sctlr_el1, spsr, wfe};
 use crate::vm::{Counters, IrqOwner, Power, TxBytes, Vm, VM};
 
 /// SPSR for a fresh EL1 entry: EL1h, D, A, I, F masked.
-pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
-/// SCTLR_EL1 as a CPU comes out of reset for Linux: MMU and caches off (RES1 bits only).
-pub const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
+fn spsr_el1h_masked() -> FieldValue<u64, SPSR_EL2::Register> {
+    SPSR_EL2::M::EL1h
+        + SPSR_EL2::D::Masked
+        + SPSR_EL2::A::Masked
+        + SPSR_EL2::I::Masked
+        + SPSR_EL2::F::Masked
+}
+
+/// SCTLR_EL1 as Linux's boot protocol wants it: MMU, caches and alignment
+/// checks off; the fields that are RES1 when their feature is not implemented
+/// set, as they are then (EOS, EIS: exception entry and return synchronize
+/// context; SPAN: PAN left alone on exception entry; TSCXT: SCXTNUM_EL0 trapped;
+/// nTLSMD, LSMAOE: load/store multiple as in Armv8.0).
+fn sctlr_el1_reset() -> FieldValue<u64, SCTLR_EL1::Register> {
+    SCTLR_EL1::M::Disable
+        + SCTLR_EL1::C::NonCacheable
+        + SCTLR_EL1::I::NonCacheable
+        + sctlr_el1::EOS.val(1)
+        + sctlr_el1::TSCXT.val(1)
+        + sctlr_el1::EIS.val(1)
+        + sctlr_el1::SPAN.val(1)
+        + sctlr_el1::NTLSMD.val(1)
+        + sctlr_el1::LSMAOE.val(1)
+}
+
+/// Prepares this CPU to enter its vCPU at `entry` as out of reset: SCTLR_EL1 as
+/// the boot protocol wants it, EL1h with every exception masked.
+pub fn prepare_el1_entry(entry: u64) {
+    SCTLR_EL1.write(sctlr_el1_reset());
+    ELR_EL2.set(entry);
+    SPSR_EL2.write(spsr_el1h_masked());
+}
 
 /// The virtual timer's INTID when the host DT does not say (PPI 11).
 pub const DEFAULT_VTIMER_INTID: u32 = 27;
@@ -44,74 +78,87 @@ pub struct HostIrqs {
 pub static HOST_IRQS: spin::Once<HostIrqs> = spin::Once::new();
 
 fn advance_pc() {
-    write_sysreg!("elr_el2", read_sysreg!("elr_el2").wrapping_add(4));
+    ELR_EL2.set(ELR_EL2.get().wrapping_add(4));
 }
 
 /// Injects a synchronous exception into the guest at EL1 with `esr_el1` and
 /// `far`, as the hardware would take it from the interrupted context.
-fn inject_sync(esr_el1: u64, far: Option<u64>) {
-    let spsr = read_sysreg!("spsr_el2");
-    let elr = read_sysreg!("elr_el2");
-    let vbar = read_sysreg!("vbar_el1");
-    let offset = match spsr & 0xf {
-        0b0101 => 0x200, // from EL1h
-        0b0100 => 0x000, // from EL1t
-        _ => 0x400,      // from EL0 (AArch64)
+fn inject_sync(esr_el1: FieldValue<u64, ESR_EL1::Register>, far: Option<u64>) {
+    let spsr = SPSR_EL2.extract();
+    let elr = ELR_EL2.get();
+    let vbar = VBAR_EL1.get();
+    let offset = match spsr.read_as_enum(SPSR_EL2::M) {
+        Some(SPSR_EL2::M::Value::EL1h) => 0x200, // current EL with SP_EL1
+        Some(SPSR_EL2::M::Value::EL1t) => 0x000, // current EL with SP_EL0
+        _ => 0x400,                              // lower EL (AArch64)
     };
-    write_sysreg!("elr_el1", elr);
-    write_sysreg!("spsr_el1", spsr);
-    write_sysreg!("esr_el1", esr_el1);
+    ELR_EL1.set(elr);
+    SPSR_EL1.set(spsr.get());
+    ESR_EL1.write(esr_el1);
     if let Some(f) = far {
-        write_sysreg!("far_el1", f);
+        FAR_EL1.set(f);
     }
-    write_sysreg!("elr_el2", vbar.wrapping_add(offset));
-    write_sysreg!("spsr_el2", exception_entry_pstate(spsr));
+    ELR_EL2.set(vbar.wrapping_add(offset));
+    SPSR_EL2.set(exception_entry_pstate(spsr.get()));
 }
 
 /// PSTATE as the hardware sets it on taking an exception to EL1h from `old`
 /// (Arm ARM D1.3.2): D, A, I, F masked; PAN set when SCTLR_EL1.SPAN is 0 (and
 /// kept otherwise); SSBS from SCTLR_EL1.DSSBS; DIT kept; UAO and BTYPE cleared.
 fn exception_entry_pstate(old: u64) -> u64 {
-    const PAN: u64 = 1 << 22;
-    const DIT: u64 = 1 << 24;
-    const SSBS: u64 = 1 << 12;
-    let sctlr = read_sysreg!("sctlr_el1");
-    let mmfr1 = read_sysreg!("id_aa64mmfr1_el1");
-    let pfr1 = read_sysreg!("id_aa64pfr1_el1");
-    let mut p = SPSR_EL1H_MASKED | (old & DIT);
-    if (mmfr1 >> 20) & 0xf != 0 {
-        if sctlr & (1 << 23) == 0 {
-            p |= PAN;
+    let old = tock_registers::LocalRegisterCopy::<u64, SPSR_EL2::Register>::new(old);
+    let sctlr = SCTLR_EL1.extract();
+    let mut p = spsr_el1h_masked() + spsr::DIT.val(old.read(spsr::DIT));
+    if ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::PAN) != 0 {
+        if sctlr.is_set(sctlr_el1::SPAN) {
+            p += spsr::PAN.val(old.read(spsr::PAN));
         } else {
-            p |= old & PAN;
+            p += spsr::PAN.val(1);
         }
     }
-    if (pfr1 >> 4) & 0xf != 0 && sctlr & (1 << 44) != 0 {
-        p |= SSBS;
+    if ID_AA64PFR1_EL1.read(id_aa64pfr1_el1::SSBS) != 0 && sctlr.is_set(sctlr_el1::DSSBS) {
+        p += spsr::SSBS.val(1);
     }
-    p
+    p.value
 }
 
 fn from_el0() -> bool {
-    read_sysreg!("spsr_el2") & 0xf == 0
+    SPSR_EL2.matches_all(SPSR_EL2::M::EL0t)
+}
+
+/// The ISS of an injected abort: a synchronous External abort, not on a
+/// translation table walk.
+fn external_abort_iss() -> FieldValue<u64, ESR_EL1::Register> {
+    esr_iss::FSC.val(esr_iss::FSC_SYNC_EXTERNAL)
 }
 
 /// A synchronous external abort on a data access.
 fn inject_data_abort(write: bool) {
-    let ec = if from_el0() { 0x24 } else { 0x25 };
-    let esr = (ec << 26) | (1 << 25) | (u64::from(write) << 6) | 0x10;
-    inject_sync(esr, Some(read_sysreg!("far_el2")));
+    let ec = if from_el0() {
+        ESR_EL1::EC::DataAbortLowerEL
+    } else {
+        ESR_EL1::EC::DataAbortCurrentEL
+    };
+    let esr = ec + ESR_EL1::IL::SET + esr_iss::WNR.val(u64::from(write)) + external_abort_iss();
+    inject_sync(esr, Some(FAR_EL2.get()));
 }
 
 /// A synchronous external abort on an instruction fetch.
 fn inject_prefetch_abort() {
-    let ec = if from_el0() { 0x20 } else { 0x21 };
-    inject_sync((ec << 26) | (1 << 25) | 0x10, Some(read_sysreg!("far_el2")));
+    let ec = if from_el0() {
+        ESR_EL1::EC::InstrAbortLowerEL
+    } else {
+        ESR_EL1::EC::InstrAbortCurrentEL
+    };
+    inject_sync(
+        ec + ESR_EL1::IL::SET + external_abort_iss(),
+        Some(FAR_EL2.get()),
+    );
 }
 
-/// An Undefined Instruction exception.
+/// An Undefined Instruction exception (EC 0, "unknown reason"; IL: 32-bit).
 fn inject_undef() {
-    inject_sync(1 << 25, None);
+    inject_sync(ESR_EL1::EC::Unknown + ESR_EL1::IL::SET, None);
 }
 
 /// The faulting IPA of a stage-2 abort (HPFAR_EL2.FIPA plus FAR's page offset).
@@ -122,22 +169,22 @@ fn fault_ipa() -> u64 {
 
 /// The guest's SP for a base register 31: SP_EL1 in EL1h, else SP_EL0.
 fn guest_sp_is_el1() -> bool {
-    read_sysreg!("spsr_el2") & 0xf == 0b0101
+    SPSR_EL2.matches_all(SPSR_EL2::M::EL1h)
 }
 
 fn guest_sp() -> u64 {
     if guest_sp_is_el1() {
-        read_sysreg!("sp_el1")
+        SP_EL1.get()
     } else {
-        read_sysreg!("sp_el0")
+        SP_EL0.get()
     }
 }
 
 fn set_guest_sp(v: u64) {
     if guest_sp_is_el1() {
-        write_sysreg!("sp_el1", v);
+        SP_EL1.set(v);
     } else {
-        write_sysreg!("sp_el0", v);
+        SP_EL0.set(v);
     }
 }
 
@@ -147,7 +194,7 @@ fn fetch_guest_insn(vm: &Vm, va: u64) -> Option<u32> {
     if va % 4 != 0 {
         return None;
     }
-    let saved = read_sysreg!("par_el1");
+    let saved = PAR_EL1.get();
     if from_el0() {
         // SAFETY: AT only writes PAR_EL1, restored below.
         unsafe { core::arch::asm!("at s1e0r, {}", in(reg) va, options(nostack)) };
@@ -156,8 +203,8 @@ fn fetch_guest_insn(vm: &Vm, va: u64) -> Option<u32> {
         unsafe { core::arch::asm!("at s1e1r, {}", in(reg) va, options(nostack)) };
     }
     crate::sysreg::isb();
-    let par = read_sysreg!("par_el1");
-    write_sysreg!("par_el1", saved);
+    let par = PAR_EL1.get();
+    PAR_EL1.set(saved);
     if par & 1 != 0 {
         return None;
     }
@@ -586,9 +633,7 @@ pub fn park(cpu: usize) -> ! {
                 }
             };
             if let Some((entry, context_id)) = start {
-                write_sysreg!("sctlr_el1", SCTLR_EL1_RESET);
-                write_sysreg!("elr_el2", entry);
-                write_sysreg!("spsr_el2", SPSR_EL1H_MASKED);
+                prepare_el1_entry(entry);
                 refresh_lrs(vm, cpu);
                 run_guest(context_id)
             }

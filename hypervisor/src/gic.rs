@@ -2,6 +2,13 @@
 //! set-up, the EL2 CPU interface, and the virtual CPU interface control
 //! registers (ICH_*) the vGIC uses.
 
+use aarch64_cpu::registers::{
+    Readable, Writeable, ICC_SRE_EL2, ICH_AP0R0_EL2, ICH_AP1R0_EL2, ICH_HCR_EL2, ICH_LR0_EL2,
+    ICH_LR10_EL2, ICH_LR11_EL2, ICH_LR12_EL2, ICH_LR13_EL2, ICH_LR14_EL2, ICH_LR15_EL2,
+    ICH_LR1_EL2, ICH_LR2_EL2, ICH_LR3_EL2, ICH_LR4_EL2, ICH_LR5_EL2, ICH_LR6_EL2, ICH_LR7_EL2,
+    ICH_LR8_EL2, ICH_LR9_EL2, ICH_VTR_EL2,
+};
+
 use crate::sysreg::{dsb_sy, isb, read_sysreg, write_sysreg};
 
 const GICD_CTLR: usize = 0x0000;
@@ -177,77 +184,139 @@ impl Gic {
             }
         }
         dsb_sy();
-        // ICC_SRE_EL2: SRE, DFB, DIB, Enable (EL1 may use the system registers).
-        write_sysreg!("S3_4_C12_C9_5", 0xf);
+        // ICC_SRE_EL2: the system register interface at EL2, FIQ and IRQ bypass
+        // disabled, and EL1 may use the system register interface too.
+        ICC_SRE_EL2.write(
+            ICC_SRE_EL2::SRE::SET
+                + ICC_SRE_EL2::DFB::SET
+                + ICC_SRE_EL2::DIB::SET
+                + ICC_SRE_EL2::ENABLE::SET,
+        );
         isb();
-        // ICC_PMR_EL1: let every priority through.
-        write_sysreg!("S3_0_C4_C6_0", 0xff);
-        // ICC_BPR1_EL1 = 0.
-        write_sysreg!("S3_0_C12_C12_3", 0);
-        // ICC_CTLR_EL1.EOImode = 1: EOIR only drops priority; DIR deactivates.
-        write_sysreg!("S3_0_C12_C12_4", 1 << 1);
-        // ICC_IGRPEN1_EL1 = 1.
-        write_sysreg!("S3_0_C12_C12_7", 1);
+        // SAFETY: the four GICv3 CPU interface registers below exist (the host DT
+        // names a GICv3) and ICC_SRE_EL2.SRE is set above; they only decide which
+        // interrupts this CPU takes, never memory or translation.
+        unsafe {
+            // Let every priority through.
+            write_sysreg!("icc_pmr_el1", icc_pmr_el1::PRIORITY);
+            // Group priority from every priority bit (binary point 0).
+            write_sysreg!("icc_bpr1_el1", 0);
+            // EOIR only drops priority; DIR deactivates.
+            write_sysreg!("icc_ctlr_el1", icc_ctlr_el1::EOIMODE);
+            write_sysreg!("icc_igrpen1_el1", icc_igrpen1_el1::ENABLE);
+        }
         isb();
         Ok(())
     }
 }
 
+// The ICC_* registers `aarch64-cpu` lacks, fields as the GIC architecture
+// specification (IHI 0069) describes them.
+
+/// ICC_PMR_EL1, the priority mask.
+mod icc_pmr_el1 {
+    /// Priority, bits 7:0: interrupts of higher priority (lower value) than
+    /// this are signalled; 0xff lets every priority through.
+    pub const PRIORITY: u64 = 0xff;
+}
+
+/// ICC_CTLR_EL1: the field the hypervisor sets (`aarch64-cpu` has the
+/// register read-only).
+mod icc_ctlr_el1 {
+    /// EOImode, bit 1: ICC_EOIR1_EL1 only drops priority, ICC_DIR_EL1 deactivates.
+    pub const EOIMODE: u64 = 1 << 1;
+}
+
+/// ICC_IGRPEN1_EL1.
+mod icc_igrpen1_el1 {
+    /// Enable, bit 0: group 1 interrupts are signalled.
+    pub const ENABLE: u64 = 1 << 0;
+}
+
+/// ICC_IAR1_EL1.
+mod icc_iar1_el1 {
+    /// INTID, bits 23:0: the acknowledged interrupt (1020..=1023: none).
+    pub const INTID: u64 = 0xff_ffff;
+}
+
+/// ICC_SGI1R_EL1: field shifts.
+mod icc_sgi1r_el1 {
+    /// TargetList, bits 15:0: one bit per Aff0 value within the range RS selects.
+    pub const TARGET_LIST_SHIFT: u32 = 0;
+    /// Aff1, bits 23:16.
+    pub const AFF1_SHIFT: u32 = 16;
+    /// INTID, bits 27:24: the SGI.
+    pub const INTID_SHIFT: u32 = 24;
+    /// Aff2, bits 39:32.
+    pub const AFF2_SHIFT: u32 = 32;
+    /// RS, bits 47:44: the range of 16 Aff0 values TargetList covers.
+    pub const RS_SHIFT: u32 = 44;
+    /// Aff3, bits 55:48.
+    pub const AFF3_SHIFT: u32 = 48;
+}
+
 /// Acknowledges the highest-priority pending group-1 interrupt (ICC_IAR1_EL1).
 pub fn ack() -> u32 {
-    (read_sysreg!("S3_0_C12_C12_0") & 0xff_ffff) as u32
+    (read_sysreg!("icc_iar1_el1") & icc_iar1_el1::INTID) as u32
 }
 
 /// Priority drop (ICC_EOIR1_EL1); with EOImode = 1 the interrupt stays active.
 pub fn eoi(intid: u32) {
-    write_sysreg!("S3_0_C12_C12_1", u64::from(intid));
+    // SAFETY: ICC_EOIR1_EL1 exists (GICv3, SRE set in `init_cpu`); writing an INTID
+    // this CPU acknowledged drops its running priority, nothing else.
+    unsafe { write_sysreg!("icc_eoir1_el1", u64::from(intid)) };
     isb();
 }
 
 /// Deactivation (ICC_DIR_EL1).
 pub fn deactivate(intid: u32) {
-    write_sysreg!("S3_0_C12_C11_1", u64::from(intid));
+    // SAFETY: ICC_DIR_EL1 exists (GICv3, SRE set in `init_cpu`); it only changes
+    // the interrupt's state in the GIC.
+    unsafe { write_sysreg!("icc_dir_el1", u64::from(intid)) };
     isb();
 }
 
 /// Sends physical SGI `intid` to the CPU with affinity `mpidr` (ICC_SGI1R_EL1).
 pub fn send_sgi(intid: u32, mpidr: u64) {
+    use icc_sgi1r_el1::*;
     let aff0 = mpidr & 0xff;
-    let v = (1u64 << (aff0 % 16))
-        | (((mpidr >> 8) & 0xff) << 16)
-        | (u64::from(intid & 0xf) << 24)
-        | (((mpidr >> 16) & 0xff) << 32)
-        | ((aff0 / 16) << 44)
-        | (((mpidr >> 32) & 0xff) << 48);
+    let v = ((1u64 << (aff0 % 16)) << TARGET_LIST_SHIFT)
+        | (((mpidr >> 8) & 0xff) << AFF1_SHIFT)
+        | (u64::from(intid & 0xf) << INTID_SHIFT)
+        | (((mpidr >> 16) & 0xff) << AFF2_SHIFT)
+        | ((aff0 / 16) << RS_SHIFT)
+        | (((mpidr >> 32) & 0xff) << AFF3_SHIFT);
     dsb_sy();
-    write_sysreg!("S3_0_C12_C11_5", v);
+    // SAFETY: ICC_SGI1R_EL1 exists (GICv3, SRE set in `init_cpu`); it only raises
+    // an SGI on the target CPU.
+    unsafe { write_sysreg!("icc_sgi1r_el1", v) };
     isb();
 }
 
 /// Number of implemented list registers (ICH_VTR_EL2.ListRegs + 1).
 pub fn num_lrs() -> usize {
-    ((read_sysreg!("S3_4_C12_C11_1") & 0x1f) + 1) as usize
+    (ICH_VTR_EL2.read(ICH_VTR_EL2::ListRegs) + 1) as usize
 }
 
 /// Reads ICH_LR<n>_EL2.
 pub fn read_lr(n: usize) -> u64 {
     match n {
-        0 => read_sysreg!("S3_4_C12_C12_0"),
-        1 => read_sysreg!("S3_4_C12_C12_1"),
-        2 => read_sysreg!("S3_4_C12_C12_2"),
-        3 => read_sysreg!("S3_4_C12_C12_3"),
-        4 => read_sysreg!("S3_4_C12_C12_4"),
-        5 => read_sysreg!("S3_4_C12_C12_5"),
-        6 => read_sysreg!("S3_4_C12_C12_6"),
-        7 => read_sysreg!("S3_4_C12_C12_7"),
-        8 => read_sysreg!("S3_4_C12_C13_0"),
-        9 => read_sysreg!("S3_4_C12_C13_1"),
-        10 => read_sysreg!("S3_4_C12_C13_2"),
-        11 => read_sysreg!("S3_4_C12_C13_3"),
-        12 => read_sysreg!("S3_4_C12_C13_4"),
-        13 => read_sysreg!("S3_4_C12_C13_5"),
-        14 => read_sysreg!("S3_4_C12_C13_6"),
-        15 => read_sysreg!("S3_4_C12_C13_7"),
+        0 => ICH_LR0_EL2.get(),
+        1 => ICH_LR1_EL2.get(),
+        2 => ICH_LR2_EL2.get(),
+        3 => ICH_LR3_EL2.get(),
+        4 => ICH_LR4_EL2.get(),
+        5 => ICH_LR5_EL2.get(),
+        6 => ICH_LR6_EL2.get(),
+        7 => ICH_LR7_EL2.get(),
+        8 => ICH_LR8_EL2.get(),
+        9 => ICH_LR9_EL2.get(),
+        10 => ICH_LR10_EL2.get(),
+        11 => ICH_LR11_EL2.get(),
+        12 => ICH_LR12_EL2.get(),
+        13 => ICH_LR13_EL2.get(),
+        14 => ICH_LR14_EL2.get(),
+        15 => ICH_LR15_EL2.get(),
         _ => 0,
     }
 }
@@ -255,43 +324,45 @@ pub fn read_lr(n: usize) -> u64 {
 /// Writes ICH_LR<n>_EL2.
 pub fn write_lr(n: usize, v: u64) {
     match n {
-        0 => write_sysreg!("S3_4_C12_C12_0", v),
-        1 => write_sysreg!("S3_4_C12_C12_1", v),
-        2 => write_sysreg!("S3_4_C12_C12_2", v),
-        3 => write_sysreg!("S3_4_C12_C12_3", v),
-        4 => write_sysreg!("S3_4_C12_C12_4", v),
-        5 => write_sysreg!("S3_4_C12_C12_5", v),
-        6 => write_sysreg!("S3_4_C12_C12_6", v),
-        7 => write_sysreg!("S3_4_C12_C12_7", v),
-        8 => write_sysreg!("S3_4_C12_C13_0", v),
-        9 => write_sysreg!("S3_4_C12_C13_1", v),
-        10 => write_sysreg!("S3_4_C12_C13_2", v),
-        11 => write_sysreg!("S3_4_C12_C13_3", v),
-        12 => write_sysreg!("S3_4_C12_C13_4", v),
-        13 => write_sysreg!("S3_4_C12_C13_5", v),
-        14 => write_sysreg!("S3_4_C12_C13_6", v),
-        15 => write_sysreg!("S3_4_C12_C13_7", v),
+        0 => ICH_LR0_EL2.set(v),
+        1 => ICH_LR1_EL2.set(v),
+        2 => ICH_LR2_EL2.set(v),
+        3 => ICH_LR3_EL2.set(v),
+        4 => ICH_LR4_EL2.set(v),
+        5 => ICH_LR5_EL2.set(v),
+        6 => ICH_LR6_EL2.set(v),
+        7 => ICH_LR7_EL2.set(v),
+        8 => ICH_LR8_EL2.set(v),
+        9 => ICH_LR9_EL2.set(v),
+        10 => ICH_LR10_EL2.set(v),
+        11 => ICH_LR11_EL2.set(v),
+        12 => ICH_LR12_EL2.set(v),
+        13 => ICH_LR13_EL2.set(v),
+        14 => ICH_LR14_EL2.set(v),
+        15 => ICH_LR15_EL2.set(v),
         _ => {}
     }
 }
 
-/// ICH_HCR_EL2 bits.
+/// ICH_HCR_EL2 bits (`aarch64-cpu`'s fields, as `u64` for [`write_ich_hcr`]).
 pub mod ich_hcr {
-    /// En: the virtual CPU interface is enabled.
-    pub const EN: u64 = 1 << 0;
-    /// UIE: maintenance interrupt when at most one LR is valid.
-    pub const UIE: u64 = 1 << 1;
+    use aarch64_cpu::registers::ICH_HCR_EL2;
+
+    /// En, bit 0: the virtual CPU interface is enabled.
+    pub const EN: u64 = ICH_HCR_EL2::En::SET.value;
+    /// UIE, bit 1: maintenance interrupt when at most one LR is valid.
+    pub const UIE: u64 = ICH_HCR_EL2::UIE::SET.value;
 }
 
-/// Writes ICH_HCR_EL2.
+/// Writes ICH_HCR_EL2 (bits from [`ich_hcr`]).
 pub fn write_ich_hcr(v: u64) {
-    write_sysreg!("S3_4_C12_C11_0", v);
+    ICH_HCR_EL2.set(v);
 }
 
 /// Clears the virtual active priorities (ICH_AP0R0_EL2, ICH_AP1R0_EL2): a vCPU
 /// starting afresh has no interrupt active.
 pub fn clear_active_priorities() {
-    write_sysreg!("S3_4_C12_C8_0", 0);
-    write_sysreg!("S3_4_C12_C9_0", 0);
+    ICH_AP0R0_EL2.set(0);
+    ICH_AP1R0_EL2.set(0);
     isb();
 }

@@ -29,8 +29,12 @@ mod vm;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use aarch64_cpu::registers::{
+    CurrentEL, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ICH_VMCR_EL2,
+    ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MDCR_EL2, MIDR_EL1, VMPIDR_EL2,
+};
 use linked_list_allocator::LockedHeap;
-use sysreg::{read_sysreg, write_sysreg};
+use sysreg::{cptr_el2, id_aa64pfr1_el1, pmcr_el0, read_sysreg, smcr_el2, write_sysreg, zcr_el2};
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
@@ -235,9 +239,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     log::info!("{ncpus} CPUs up; entering the guest at {entry:#x}, DTB at {dtb_ipa:#x}");
 
     configure_el2_for_guest(0);
-    write_sysreg!("sctlr_el1", exits::SCTLR_EL1_RESET);
-    write_sysreg!("elr_el2", entry);
-    write_sysreg!("spsr_el2", exits::SPSR_EL1H_MASKED);
+    exits::prepare_el1_entry(entry);
     if let Some(vm) = vm::VM.get() {
         if let Some(p) = vm.power.lock().get_mut(0) {
             *p = vm::Power::On;
@@ -273,45 +275,62 @@ fn configure_el2_for_guest(idx: usize) {
     let Some(vm) = vm::VM.get() else {
         exits::fatal("no VM to configure for")
     };
-    // HCR_EL2: VM (stage 2), SWIO, FMO/IMO/AMO (physical interrupts to EL2, virtual
-    // ones to the guest), FB (broadcast TLB/cache maintenance), BSU = inner shareable,
-    // TSC (trap SMC: PSCI), RW (EL1 is AArch64), APK/API (pointer authentication
-    // does not trap).
-    let hcr = (1 << 0)
-        | (1 << 1)
-        | (1 << 3)
-        | (1 << 4)
-        | (1 << 5)
-        | (1 << 9)
-        | (1 << 10)
-        | (1 << 19)
-        | (1 << 31)
-        | (1 << 40)
-        | (1 << 41);
-    write_sysreg!("hcr_el2", hcr);
-    // CPTR_EL2: no FP/SIMD/SVE/SME traps (RES1 bits 13, 9:0; TSM 12 = 0, TZ 8 = 0).
-    write_sysreg!("cptr_el2", 0x2ff);
-    let pfr0 = read_sysreg!("id_aa64pfr0_el1");
-    let pfr1 = read_sysreg!("id_aa64pfr1_el1");
-    if (pfr0 >> 32) & 0xf != 0 {
-        // ZCR_EL2.LEN: the largest vector length the CPU has.
-        write_sysreg!("S3_4_C1_C2_0", 0x1ff);
+    // HCR_EL2 (E2H = 0): stage 2 on, set/way invalidation as clean+invalidate,
+    // physical FIQ/IRQ/SError to EL2 (virtual ones to the guest), TLB and cache
+    // maintenance broadcast inner shareable, SMC trapped (PSCI), EL1 in AArch64,
+    // pointer authentication untrapped; every other trap off.
+    HCR_EL2.write(
+        HCR_EL2::VM::Enable
+            + HCR_EL2::SWIO::SET
+            + HCR_EL2::FMO::EnableVirtualFIQ
+            + HCR_EL2::IMO::EnableVirtualIRQ
+            + HCR_EL2::AMO::SET
+            + HCR_EL2::FB::SET
+            + HCR_EL2::BSU::InnerShareable
+            + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+            + HCR_EL2::RW::EL1IsAarch64
+            + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2
+            + HCR_EL2::API::DisableTrapPointerAuthInstToEl2,
+    );
+    // CPTR_EL2 (E2H = 0): no trap of CPACR_EL1, activity monitors, trace,
+    // FP/SIMD, SVE or SME. TZ and TSM are RES1 when SVE / SME is not implemented.
+    let sve = ID_AA64PFR0_EL1.read(ID_AA64PFR0_EL1::SVE) != 0;
+    let sme = ID_AA64PFR1_EL1.read(id_aa64pfr1_el1::SME) != 0;
+    CPTR_EL2.write(
+        cptr_el2::TCPAC.val(0)
+            + CPTR_EL2::TAM::CLEAR
+            + cptr_el2::TTA.val(0)
+            + cptr_el2::TSM.val(u64::from(!sme))
+            + cptr_el2::TFP.val(0)
+            + cptr_el2::TZ.val(u64::from(!sve))
+            + cptr_el2::RES1,
+    );
+    if sve {
+        // SAFETY: ZCR_EL2 exists (FEAT_SVE) and is not trapped (CPTR_EL2.TZ = 0);
+        // the vector length affects SVE state only, which the hypervisor (softfloat)
+        // never uses.
+        unsafe { write_sysreg!("S3_4_C1_C2_0", zcr_el2::LEN) };
     }
-    if (pfr1 >> 24) & 0xf != 0 {
-        // SMCR_EL2: FA64, EZT0, LEN max.
-        write_sysreg!("S3_4_C1_C2_6", (1 << 31) | (1 << 30) | 0x1ff);
+    if sme {
+        let smcr = smcr_el2::FA64 | smcr_el2::EZT0 | smcr_el2::LEN;
+        // SAFETY: SMCR_EL2 exists (FEAT_SME) and is not trapped (CPTR_EL2.TSM = 0);
+        // it controls SME state only, which the hypervisor never uses.
+        unsafe { write_sysreg!("S3_4_C1_C2_6", smcr) };
     }
     // MDCR_EL2: the guest gets every PMU counter (HPMN = PMCR_EL0.N) and no debug
     // or PMU access traps (the reset value is UNKNOWN on hardware).
-    write_sysreg!("mdcr_el2", (read_sysreg!("pmcr_el0") >> 11) & 0x1f);
+    let counters = (read_sysreg!("pmcr_el0") >> pmcr_el0::N_SHIFT) & pmcr_el0::N_MASK;
+    MDCR_EL2.write(MDCR_EL2::HPMN.val(counters));
     // CNTHCTL_EL2: EL1 may read the physical counter and use the physical timer.
-    write_sysreg!("cnthctl_el2", 0b11);
-    write_sysreg!("cntvoff_el2", 0);
-    write_sysreg!("vpidr_el2", read_sysreg!("midr_el1"));
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET);
+    CNTVOFF_EL2.set(0);
+    // SAFETY: VPIDR_EL2 is an EL2 register of every Armv8-A PE; the value only
+    // changes what the guest reads from MIDR_EL1.
+    unsafe { write_sysreg!("vpidr_el2", MIDR_EL1.get()) };
     let mpidr = vm.layout.mpidrs.get(idx).copied().unwrap_or(0);
-    write_sysreg!("vmpidr_el2", mpidr | (1 << 31));
+    VMPIDR_EL2.set(VMPIDR_EL2::RES1::SET.modify(mpidr));
     // ICH_VMCR_EL2: the guest programs its virtual CPU interface itself.
-    write_sysreg!("S3_4_C12_C11_7", 0);
+    ICH_VMCR_EL2.set(0);
     gic::write_ich_hcr(gic::ich_hcr::EN);
     for i in 0..vm.lr_count {
         gic::write_lr(i, 0);
@@ -320,7 +339,7 @@ fn configure_el2_for_guest(idx: usize) {
 }
 
 fn current_el() -> u64 {
-    (read_sysreg!("CurrentEL") >> 2) & 3
+    CurrentEL.read(CurrentEL::EL)
 }
 
 #[panic_handler]

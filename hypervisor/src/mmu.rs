@@ -6,17 +6,30 @@
 
 use alloc::alloc::{alloc_zeroed, Layout};
 
-use crate::sysreg::{dsb_ish, isb, read_sysreg, write_sysreg};
+use aarch64_cpu::registers::{
+    Readable, Writeable, ID_AA64MMFR0_EL1, MAIR_EL2, SCTLR_EL2, TCR_EL2, TTBR0_EL2, VTCR_EL2,
+    VTTBR_EL2,
+};
+use tock_registers::fields::FieldValue;
+
+use crate::sysreg::{dsb_ish, isb, sctlr_el2, tcr_el2};
 
 const PAGE: usize = 4096;
 const GIB: u64 = 1 << 30;
 const MIB2: u64 = 2 << 20;
 
-/// MAIR_EL2 attribute indexes.
+/// MAIR_EL2 attribute indexes (see [`mair`]).
 const ATTR_DEVICE_NGNRNE: u64 = 0;
 const ATTR_NORMAL_WB: u64 = 2;
-/// MAIR_EL2: attr0 Device-nGnRnE, attr1 Device-nGnRE, attr2 Normal WB RA/WA inner+outer.
-const MAIR: u64 = (0x04 << 8) | (0xff << 16);
+
+/// MAIR_EL2: Attr0 Device-nGnRnE, Attr1 Device-nGnRE, Attr2 Normal, inner and
+/// outer write-back non-transient, read- and write-allocate.
+fn mair() -> FieldValue<u64, MAIR_EL2::Register> {
+    MAIR_EL2::Attr0_Device::nonGathering_nonReordering_noEarlyWriteAck
+        + MAIR_EL2::Attr1_Device::nonGathering_nonReordering_EarlyWriteAck
+        + MAIR_EL2::Attr2_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
+        + MAIR_EL2::Attr2_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc
+}
 
 /// Descriptor bits (stage 1, EL2 regime).
 const DESC_BLOCK: u64 = 0b01;
@@ -46,7 +59,7 @@ fn set_entry(t: *mut u64, i: usize, v: u64) {
 
 /// The physical address size, in bits, from ID_AA64MMFR0_EL1.PARange.
 pub fn pa_bits() -> u32 {
-    match read_sysreg!("id_aa64mmfr0_el1") & 0xf {
+    match ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) {
         0 => 32,
         1 => 36,
         2 => 40,
@@ -64,7 +77,7 @@ pub fn pa_range() -> u64 {
 }
 
 fn pa_range_field() -> u64 {
-    (read_sysreg!("id_aa64mmfr0_el1") & 0xf).min(5)
+    ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(5)
 }
 
 /// The hypervisor's EL2 stage-1 tables: an identity map of the first 1 TiB,
@@ -124,33 +137,42 @@ impl El2Tables {
     /// The register values that turn translation on with these tables:
     /// MAIR_EL2, TCR_EL2, TTBR0_EL2, SCTLR_EL2.
     pub fn registers(&self) -> [u64; 4] {
-        // TCR_EL2 (non-VHE): T0SZ = 16 (48-bit VA, walk from level 0), inner/outer
-        // write-back cacheable, inner shareable walks, 4 KiB granule, PS = PARange;
-        // bits 31 and 23 are RES1.
-        let tcr = 16
-            | (1 << 8)
-            | (1 << 10)
-            | (3 << 12)
-            | (pa_range_field() << 16)
-            | (1 << 23)
-            | (1 << 31);
-        // SCTLR_EL2: M, C, SA, I on; RES1 bits 4, 5, 11, 16, 18, 22, 23, 28, 29.
-        let sctlr = 0x30C5_0830 | 1 | (1 << 2) | (1 << 3) | (1 << 12);
-        [MAIR, tcr, self.root as u64, sctlr]
+        // TCR_EL2 (E2H = 0): 48-bit VA (walks start at level 0), table walks
+        // inner shareable and write-back cacheable, 4 KiB granule, PS = PARange.
+        let tcr = TCR_EL2::T0SZ.val(16)
+            + TCR_EL2::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+            + TCR_EL2::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+            + TCR_EL2::SH0::Inner
+            + TCR_EL2::TG0::KiB_4
+            + TCR_EL2::PS.val(pa_range_field())
+            + tcr_el2::RES1;
+        // SCTLR_EL2 (E2H = 0): MMU, data and instruction caches and SP alignment
+        // checks on; exception entry and return context-synchronizing (EIS, EOS:
+        // RES1 without FEAT_ExS); everything else (WXN, EE, A, IESB) off.
+        let sctlr = SCTLR_EL2::M::Enable
+            + SCTLR_EL2::C::Cacheable
+            + SCTLR_EL2::SA::Enable
+            + SCTLR_EL2::I::Cacheable
+            + SCTLR_EL2::EOS::IsSynch
+            + SCTLR_EL2::EIS::IsSynch
+            + sctlr_el2::RES1;
+        [mair().value, tcr.value, self.root as u64, sctlr.value]
     }
 
     /// Turns the MMU and caches on at EL2 on this CPU with these tables.
     /// (Secondaries do the same in `entry.rs` before running any Rust code.)
     pub fn enable(&self) {
         let [mair, tcr, ttbr, sctlr] = self.registers();
-        write_sysreg!("mair_el2", mair);
-        write_sysreg!("tcr_el2", tcr);
-        write_sysreg!("ttbr0_el2", ttbr);
+        MAIR_EL2.set(mair);
+        TCR_EL2.set(tcr);
+        TTBR0_EL2.set(ttbr);
         dsb_ish();
         // SAFETY: invalidating all EL2 TLB entries before enabling translation.
         unsafe { core::arch::asm!("tlbi alle2", "dsb ish", options(nostack)) };
         isb();
-        write_sysreg!("sctlr_el2", sctlr);
+        // The tables identity-map everything the hypervisor uses, with the
+        // attributes it had with the MMU off or stronger (Normal RAM cacheable).
+        SCTLR_EL2.set(sctlr);
         isb();
     }
 }
@@ -236,8 +258,12 @@ impl Stage2 {
     pub fn install(&self, vmid: u16) {
         // VTCR_EL2 (see `arch_emu::stage2::Stage2::vtcr`): level-1 start, 4 KiB
         // granule, PS = PARange.
-        write_sysreg!("vtcr_el2", self.tables.vtcr(pa_range_field()));
-        write_sysreg!("vttbr_el2", self.tables.root() | (u64::from(vmid) << 48));
+        VTCR_EL2.set(self.tables.vtcr(pa_range_field()));
+        // BADDR's field starts at bit 1: the table address goes in shifted right
+        // by one, the way `VTTBR_EL2::set_baddr` does it.
+        VTTBR_EL2.write(
+            VTTBR_EL2::VMID.val(u64::from(vmid)) + VTTBR_EL2::BADDR.val(self.tables.root() >> 1),
+        );
         isb();
         // SAFETY: invalidating the stage-1+2 TLB entries of the current VMID.
         unsafe { core::arch::asm!("tlbi vmalls12e1is", "dsb ish", options(nostack)) };
