@@ -89,13 +89,7 @@ pub fn write8<A: ConfigAccess + ?Sized>(a: &mut A, bdf: Bdf, offset: u16, value:
 /// Writes the 16-bit register at `offset` (2-byte aligned) by a
 /// read-modify-write of its dword; `rw1c` is that dword's write-1-to-clear
 /// mask (e.g. `(status::RW1C_ERRORS as u32) << 16` when writing Command).
-pub fn write16<A: ConfigAccess + ?Sized>(
-    a: &mut A,
-    bdf: Bdf,
-    offset: u16,
-    value: u16,
-    rw1c: u32,
-) {
+pub fn write16<A: ConfigAccess + ?Sized>(a: &mut A, bdf: Bdf, offset: u16, value: u16, rw1c: u32) {
     write_sub(a, bdf, offset, 2, value.into(), rw1c)
 }
 
@@ -117,7 +111,10 @@ mod tests {
 
     impl ConfigAccess for Regs {
         fn read32(&mut self, _: Bdf, offset: u16) -> u32 {
-            self.dwords.get(usize::from(offset / 4)).copied().unwrap_or(!0)
+            self.dwords
+                .get(usize::from(offset / 4))
+                .copied()
+                .unwrap_or(!0)
         }
         fn write32(&mut self, _: Bdf, offset: u16, value: u32) {
             self.writes.push((offset, value));

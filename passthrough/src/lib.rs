@@ -1,6 +1,8 @@
 //! Host-side PCI config access, host enumeration and resource assignment, and the assigned function seen by a guest.
 //!
 //! * [`access`]: the [`ConfigAccess`] trait one host segment implements, and [`Delay`].
+//! * [`regs`]: register offsets, capability IDs and bits.
+//! * `testing` (feature `testing`): a fake host hierarchy, `FakeHost`.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -8,5 +10,8 @@
 extern crate alloc;
 
 pub mod access;
+pub mod regs;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use access::{ConfigAccess, Delay};
