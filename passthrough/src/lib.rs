@@ -1,6 +1,7 @@
 //! Host-side PCI config access, host enumeration and resource assignment, and the assigned function seen by a guest.
 //!
 //! * [`access`]: the [`ConfigAccess`] trait one host segment implements, and [`Delay`].
+//! * [`enumerate`]: walk a host segment, number its buses, size its BARs.
 //! * [`regs`]: register offsets, capability IDs and bits.
 //! * `testing` (feature `testing`): a fake host hierarchy, `FakeHost`.
 #![cfg_attr(not(test), no_std)]
@@ -15,3 +16,6 @@ pub mod regs;
 pub mod testing;
 
 pub use access::{ConfigAccess, Delay};
+pub mod enumerate;
+
+pub use enumerate::{enumerate, EnumError, HostTopology};
