@@ -820,3 +820,23 @@ mod tests {
         );
     }
 }
+
+/// QEMU virt's host bridge ranges (`hw/arm/virt.c`): 32-bit memory at
+/// 1000_0000h (2EFF_0000h bytes) and 64-bit prefetchable memory at
+/// 80_0000_0000h (512 GiB), CPU address equal to PCI address.
+pub fn qemu_windows() -> crate::assign::HostWindows {
+    use crate::assign::{HostRange, HostWindows};
+    use arch_emu::addr::Pa;
+    HostWindows {
+        mem32: HostRange {
+            cpu: Pa(0x1000_0000),
+            pci: 0x1000_0000,
+            size: 0x2eff_0000,
+        },
+        mem64_prefetchable: Some(HostRange {
+            cpu: Pa(0x80_0000_0000),
+            pci: 0x80_0000_0000,
+            size: 0x80_0000_0000,
+        }),
+    }
+}

@@ -133,7 +133,10 @@ fn consistent_firmware_bus_numbers_are_kept() {
     let t = enumerate(&mut h, 0..=255).unwrap();
     assert_eq!(t.get(bdf(0, 4, 0)).unwrap().buses, Some((8, 9)));
     assert!(t.get(bdf(8, 0, 0)).is_some());
-    assert!(h.writes().iter().all(|(name, off, _)| (*name, *off) != ("pcie-root-port", 0x18)));
+    assert!(h
+        .writes()
+        .iter()
+        .all(|(name, off, _)| (*name, *off) != ("pcie-root-port", 0x18)));
 }
 
 #[test]
