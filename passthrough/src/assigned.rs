@@ -392,3 +392,6 @@ impl<A: ConfigAccess + Delay + Send> PciFunction for AssignedFunction<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

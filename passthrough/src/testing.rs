@@ -840,3 +840,41 @@ pub fn qemu_windows() -> crate::assign::HostWindows {
         }),
     }
 }
+
+/// The physical INTID [`assigned`] gives its function.
+pub const TEST_INTID: u32 = 42;
+
+/// Enumerates and assigns `host` (QEMU's ranges), clears its log, and
+/// assigns the function at `bdf` with INTID [`TEST_INTID`].
+pub fn assigned(mut host: FakeHost, bdf: Bdf) -> crate::AssignedFunction<FakeHost> {
+    let t = crate::enumerate(&mut host, 0..=255).expect("fake host enumerates");
+    let a = crate::assign(&t, &mut host, qemu_windows()).expect("fake host assigns");
+    let layout = crate::HostFunction::capture(&mut host, &t, &a, bdf).expect("function exists");
+    host.clear_log();
+    crate::AssignedFunction::new(host, layout, Some(TEST_INTID))
+}
+
+/// The e1000e behind a root port (host 01:00.0), assigned.
+pub fn assigned_e1000e() -> crate::AssignedFunction<FakeHost> {
+    assigned(FakeHost::behind_root_port(), Bdf::from_routing_id(0x0100))
+}
+
+/// Host config writes that could move or resize something: to a BAR, the
+/// Expansion ROM, or any register of a bridge other than Command and
+/// Bridge Control. Every such write is reported.
+pub fn forbidden_writes(host: &FakeHost) -> Vec<(&'static str, u16, u32)> {
+    host.writes()
+        .into_iter()
+        .filter(|(name, off, _)| {
+            let bridge = matches!(
+                *name,
+                "pcie-root-port" | "x3130-upstream" | "xio3130-downstream"
+            );
+            if bridge {
+                !matches!(*off, 0x04 | 0x3c)
+            } else {
+                (0x10..0x28).contains(off) || *off == 0x30
+            }
+        })
+        .collect()
+}
