@@ -364,11 +364,11 @@ impl Planner<'_> {
     }
 }
 
+/// A window as `(pci base, size)`, `None` when closed.
+type Window = Option<(u64, u64)>;
+
 /// The windows bridge `bdf` decodes now: (memory, prefetchable), `None` when closed.
-fn read_windows<A: ConfigAccess + ?Sized>(
-    a: &mut A,
-    bdf: Bdf,
-) -> (Option<(u64, u64)>, Option<(u64, u64)>) {
+fn read_windows<A: ConfigAccess + ?Sized>(a: &mut A, bdf: Bdf) -> (Window, Window) {
     let mem = a.read32(bdf, type1::MEMORY_BASE);
     let base = u64::from(mem & 0xfff0) << 16;
     let limit = u64::from(mem >> 16 & 0xfff0) << 16 | 0xf_ffff;

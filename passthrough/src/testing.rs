@@ -541,13 +541,13 @@ fn claims(f: &FakeFunction, bus: u8) -> bool {
 
 /// The function a request for `bdf` reaches on a bus whose functions are
 /// `list`, `Err(())` when it is blocked by a reset in progress.
-fn route<'a>(
-    list: &'a mut [(u8, u8, FakeFunction)],
+fn route(
+    list: &mut [(u8, u8, FakeFunction)],
     on_bus: u8,
     downstream: bool,
     bdf: Bdf,
     now: u64,
-) -> Result<Option<&'a mut FakeFunction>, ()> {
+) -> Result<Option<&mut FakeFunction>, ()> {
     if bdf.bus() == on_bus {
         if downstream && bdf.dev() != 0 {
             return Ok(None);
@@ -731,6 +731,64 @@ impl Delay for FakeHost {
     }
 }
 
+/// QEMU virt's host bridge ranges (`hw/arm/virt.c`): 32-bit memory at
+/// 1000_0000h (2EFF_0000h bytes) and 64-bit prefetchable memory at
+/// 80_0000_0000h (512 GiB), CPU address equal to PCI address.
+pub fn qemu_windows() -> crate::assign::HostWindows {
+    use crate::assign::{HostRange, HostWindows};
+    use arch_emu::addr::Pa;
+    HostWindows {
+        mem32: HostRange {
+            cpu: Pa(0x1000_0000),
+            pci: 0x1000_0000,
+            size: 0x2eff_0000,
+        },
+        mem64_prefetchable: Some(HostRange {
+            cpu: Pa(0x80_0000_0000),
+            pci: 0x80_0000_0000,
+            size: 0x80_0000_0000,
+        }),
+    }
+}
+
+/// The physical INTID [`assigned`] gives its function.
+pub const TEST_INTID: u32 = 42;
+
+/// Enumerates and assigns `host` (QEMU's ranges), clears its log, and
+/// assigns the function at `bdf` with INTID [`TEST_INTID`].
+pub fn assigned(mut host: FakeHost, bdf: Bdf) -> crate::AssignedFunction<FakeHost> {
+    let t = crate::enumerate(&mut host, 0..=255).expect("fake host enumerates");
+    let a = crate::assign(&t, &mut host, qemu_windows()).expect("fake host assigns");
+    let layout = crate::HostFunction::capture(&mut host, &t, &a, bdf).expect("function exists");
+    host.clear_log();
+    crate::AssignedFunction::new(host, layout, Some(TEST_INTID))
+}
+
+/// The e1000e behind a root port (host 01:00.0), assigned.
+pub fn assigned_e1000e() -> crate::AssignedFunction<FakeHost> {
+    assigned(FakeHost::behind_root_port(), Bdf::from_routing_id(0x0100))
+}
+
+/// Host config writes that could move or resize something: to a BAR, the
+/// Expansion ROM, or any register of a bridge other than Command and
+/// Bridge Control. Every such write is reported.
+pub fn forbidden_writes(host: &FakeHost) -> Vec<(&'static str, u16, u32)> {
+    host.writes()
+        .into_iter()
+        .filter(|(name, off, _)| {
+            let bridge = matches!(
+                *name,
+                "pcie-root-port" | "x3130-upstream" | "xio3130-downstream"
+            );
+            if bridge {
+                !matches!(*off, 0x04 | 0x3c)
+            } else {
+                (0x10..0x28).contains(off) || *off == 0x30
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -819,62 +877,4 @@ mod tests {
             ]
         );
     }
-}
-
-/// QEMU virt's host bridge ranges (`hw/arm/virt.c`): 32-bit memory at
-/// 1000_0000h (2EFF_0000h bytes) and 64-bit prefetchable memory at
-/// 80_0000_0000h (512 GiB), CPU address equal to PCI address.
-pub fn qemu_windows() -> crate::assign::HostWindows {
-    use crate::assign::{HostRange, HostWindows};
-    use arch_emu::addr::Pa;
-    HostWindows {
-        mem32: HostRange {
-            cpu: Pa(0x1000_0000),
-            pci: 0x1000_0000,
-            size: 0x2eff_0000,
-        },
-        mem64_prefetchable: Some(HostRange {
-            cpu: Pa(0x80_0000_0000),
-            pci: 0x80_0000_0000,
-            size: 0x80_0000_0000,
-        }),
-    }
-}
-
-/// The physical INTID [`assigned`] gives its function.
-pub const TEST_INTID: u32 = 42;
-
-/// Enumerates and assigns `host` (QEMU's ranges), clears its log, and
-/// assigns the function at `bdf` with INTID [`TEST_INTID`].
-pub fn assigned(mut host: FakeHost, bdf: Bdf) -> crate::AssignedFunction<FakeHost> {
-    let t = crate::enumerate(&mut host, 0..=255).expect("fake host enumerates");
-    let a = crate::assign(&t, &mut host, qemu_windows()).expect("fake host assigns");
-    let layout = crate::HostFunction::capture(&mut host, &t, &a, bdf).expect("function exists");
-    host.clear_log();
-    crate::AssignedFunction::new(host, layout, Some(TEST_INTID))
-}
-
-/// The e1000e behind a root port (host 01:00.0), assigned.
-pub fn assigned_e1000e() -> crate::AssignedFunction<FakeHost> {
-    assigned(FakeHost::behind_root_port(), Bdf::from_routing_id(0x0100))
-}
-
-/// Host config writes that could move or resize something: to a BAR, the
-/// Expansion ROM, or any register of a bridge other than Command and
-/// Bridge Control. Every such write is reported.
-pub fn forbidden_writes(host: &FakeHost) -> Vec<(&'static str, u16, u32)> {
-    host.writes()
-        .into_iter()
-        .filter(|(name, off, _)| {
-            let bridge = matches!(
-                *name,
-                "pcie-root-port" | "x3130-upstream" | "xio3130-downstream"
-            );
-            if bridge {
-                !matches!(*off, 0x04 | 0x3c)
-            } else {
-                (0x10..0x28).contains(off) || *off == 0x30
-            }
-        })
-        .collect()
 }
