@@ -176,3 +176,97 @@ pub fn run_vgic(data: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The assigned-function fuzz harness (`fuzz/fuzz_targets/assigned_config.rs`
+/// and its corpus replay).
+///
+/// Input: 8-byte records `[op, size, offset (2, LE), value (4, LE)]` against
+/// the e1000e of `passthrough::testing::assigned_e1000e` (host 01:00.0 behind
+/// a root port). `op` low 2 bits: config read, config write, reset (as the
+/// owner would on a `FunctionLevelReset` request), or a read of the whole
+/// standard capability chain. Properties: no panic; an access of an illegal
+/// size or crossing a dword reads all ones; no host write ever reaches a BAR,
+/// the Expansion ROM or a bridge's bus numbers or windows; the host BARs hold
+/// the assigned addresses after every record; the chain from 34h stays
+/// within 40h..FFh and ends.
+pub fn run_assigned(data: &[u8]) -> Result<(), String> {
+    use passthrough::testing::{assigned_e1000e, forbidden_writes};
+    use vbus::PciFunction;
+    let mut f = assigned_e1000e();
+    let bars: Vec<(u16, u32)> = [0x10u16, 0x14, 0x1c]
+        .iter()
+        .map(|o| {
+            (
+                *o,
+                f.host()
+                    .function("e1000e")
+                    .map_or(0, |h| h.config().raw(*o, 4)),
+            )
+        })
+        .collect();
+    for (n, r) in data.chunks_exact(8).enumerate() {
+        let size = [1u8, 2, 4, 8, 3, 0, 4, 2][usize::from(r[1] & 7)];
+        let offset = u16::from_le_bytes([r[2], r[3]]) & 0x1fff;
+        let value = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+        let mut requests = Vec::new();
+        match r[0] & 3 {
+            0 => {
+                let got = f.config_read(offset, size);
+                let legal = matches!(size, 1 | 2 | 4)
+                    && (offset & 3) + u16::from(size) <= 4
+                    && usize::from(offset) + usize::from(size) <= 4096;
+                let ones = match size {
+                    1 => 0xff,
+                    2 => 0xffff,
+                    _ => 0xffff_ffff,
+                };
+                if !legal && got != ones {
+                    return Err(format!(
+                        "record {n}: illegal read {offset:#x}/{size} gave {got:#x}"
+                    ));
+                }
+            }
+            1 => f.config_write(offset, size, value, &mut requests),
+            2 => f.reset(),
+            _ => {
+                let mut at = f.config_read(0x34, 1) as u16;
+                let mut hops = 0;
+                while at != 0 {
+                    if !(0x40..0x100).contains(&at) || hops > 48 {
+                        return Err(format!("record {n}: capability chain reaches {at:#x}"));
+                    }
+                    at = f.config_read(at + 1, 1) as u16;
+                    hops += 1;
+                }
+            }
+        }
+        if requests.contains(&vbus::Request::FunctionLevelReset) {
+            f.reset();
+        }
+        let bad = forbidden_writes(f.host());
+        if !bad.is_empty() {
+            // Reset restores the host BARs to their assigned values: allowed.
+            let moved: Vec<_> = bad
+                .iter()
+                .filter(|(name, off, v)| {
+                    *name != "e1000e" || !bars.iter().any(|(o, b)| o == off && b == v)
+                })
+                .collect();
+            if !moved.is_empty() {
+                return Err(format!("record {n}: host writes {moved:x?}"));
+            }
+        }
+        for (o, b) in &bars {
+            let now = f
+                .host()
+                .function("e1000e")
+                .map_or(0, |h| h.config().raw(*o, 4));
+            if now != *b {
+                return Err(format!(
+                    "record {n}: host BAR at {o:#x} is {now:#x}, assigned {b:#x}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -33,3 +33,8 @@ fn config_access_corpus_holds_every_property() {
 fn vgic_mmio_corpus_holds_every_property() {
     replay("vgic_mmio", tests::fuzz::run_vgic);
 }
+
+#[test]
+fn assigned_config_corpus_holds_every_property() {
+    replay("assigned_config", tests::fuzz::run_assigned);
+}
