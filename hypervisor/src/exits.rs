@@ -682,6 +682,9 @@ fn shutdown(
         s.stage2_errors,
         s.irq_unrouted
     );
+    if let Some(vm) = crate::vm::VM.get() {
+        crate::assign::shutdown(vm);
+    }
     power_off(code, semihosting)
 }
 

@@ -1,6 +1,7 @@
 //! Building the guest from the host platform: RAM, kernel, initrd and DTB
 //! placement, stage-2 and the emulated devices.
 
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -179,6 +180,7 @@ pub fn build(
     semihosting: bool,
     psci: guest_dt::PsciMethod,
     guest_mem: Option<u64>,
+    assigned: Vec<crate::assign::Assigned>,
 ) -> Result<(Vm, u64, u64), String> {
     let n = host.cpus.len().min(MAX_CPUS);
     if host.cpus.len() > MAX_CPUS {
@@ -320,9 +322,38 @@ pub fn build(
         // The guest's virtual timer is the physical PPI itself, hardware-linked.
         vgic.set_hw_linked(v, layout.timer_ppis[2], host.vtimer_intid);
     }
-    let segment = crate::vm::synthetic_segment(&layout);
-    if layout.pci.is_some() && segment.is_none() {
-        return Err("the synthetic PCI segment could not be built".into());
+    // Each assigned device's DMA goes through SMMU stage-2 tables of its own
+    // that map guest RAM only (the CPU's stage 2 also maps device BARs).
+    for a in &assigned {
+        if let Some((i, sid)) = a.stream {
+            crate::smmu::confine(i, sid, 1, &stage2, layout.ram)
+                .map_err(|e| alloc::format!("pci-passthrough={}: SMMU: {e}", a.sbdf))?;
+        }
+    }
+    let lines: Vec<(vbus::Sbdf, Option<u32>)> =
+        assigned.iter().map(|a| (a.sbdf, a.intid)).collect();
+    let functions: Vec<Box<dyn vbus::PciFunction>> = assigned
+        .into_iter()
+        .map(|a| Box::new(a.function) as Box<dyn vbus::PciFunction>)
+        .collect();
+    if layout.pci.is_none() && !functions.is_empty() {
+        return Err("host devices to assign but the guest has no PCI segment".into());
+    }
+    let (segment, ids) = match crate::vm::synthetic_segment(&layout, functions)? {
+        Some((s, ids)) => (Some(s), ids),
+        None => (None, Vec::new()),
+    };
+    let mut irq_routes = Vec::new();
+    if let Some(seg) = segment.as_ref() {
+        for (id, (sbdf, intid)) in ids.iter().zip(&lines) {
+            let (Some(pintid), Some(spi)) = (*intid, seg.intx_spi(*id)) else {
+                continue;
+            };
+            // Level, hardware-linked: the guest's deactivation deactivates the host line.
+            vgic.set_hw_linked(0, spi, pintid);
+            irq_routes.push((pintid, crate::vm::IrqOwner::GuestSpi(spi)));
+            log::info!("{sbdf}: host INTID {pintid} -> guest SPI {spi}");
+        }
     }
     // Every vCPU starts off; the boot CPU switches vCPU 0 on when it enters it.
     let power = vec![Power::Off; n];
@@ -336,13 +367,14 @@ pub fn build(
         pcpu_mpidr: host.cpus.iter().copied().take(n).collect(),
         layout,
         stage2: spin::Mutex::new(stage2),
-        irq_routes: Vec::new(),
+        irq_routes,
         ram_pa,
         vgic: spin::Mutex::new(vgic),
         devices: spin::Mutex::new(crate::vm::Devices {
             uart,
             uart_line: false,
             segment,
+            assigned: ids,
         }),
         power: spin::Mutex::new(power),
         stats: Default::default(),

@@ -16,12 +16,14 @@
 
 extern crate alloc;
 
+mod assign;
 mod console;
 mod entry;
 mod exits;
 mod gic;
 mod guest;
 mod mmu;
+mod pci;
 mod semihosting;
 mod smmu;
 mod sysreg;
@@ -201,10 +203,29 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             None => exits::fatal(&alloc::format!("bootargs: bad guest-mem={v}")),
         },
     };
-    let vm = match guest::build(&host, semihosting, psci, guest_mem) {
+    // Host devices named by `pci-passthrough=`: their host segments enumerated
+    // and assigned as firmware would, each device reset and its layout cached.
+    let opts = match assign::Options::parse(bootargs) {
+        Ok(o) => o,
+        Err(e) => exits::fatal(&e),
+    };
+    let assigned = match assign::prepare(&plat, &opts) {
+        Ok((a, segments)) => {
+            *assign::HOST_SEGMENTS.lock() = segments;
+            a
+        }
+        Err(e) => exits::fatal(&e),
+    };
+    let vm = match guest::build(&host, semihosting, psci, guest_mem, assigned) {
         Ok(vm) => vm,
         Err(e) => exits::fatal(&alloc::format!("guest: {e}")),
     };
+    // The assigned devices' INTx lines: level, to the boot CPU, enabled; they
+    // reach the guest hardware-linked.
+    for &(intid, _) in &vm.0.irq_routes {
+        pgic.set_spi_edge(intid, false);
+        pgic.enable_spi(intid, sysreg::mpidr_affinity());
+    }
     let entry = vm.1;
     let dtb_ipa = vm.2;
     let ncpus = vm.0.pcpu_mpidr.len();

@@ -637,6 +637,32 @@ impl SmmuStage2 {
 /// up are absent: the boot stopped).
 static SMMUS: spin::Once<Vec<spin::Mutex<Smmu>>> = spin::Once::new();
 
+/// The SMMU stage-2 tables streams point at: kept for as long as the STEs
+/// do (the life of the hypervisor).
+static CONFINED: spin::Mutex<Vec<SmmuStage2>> = spin::Mutex::new(Vec::new());
+
+/// Confines stream `sid` of SMMU `index` to guest RAM: SMMU stage-2 tables
+/// of its own mapping `ram` as the CPU's stage 2 `cpu` maps it (and nothing
+/// else), under `vmid`. Errors name what the SMMU refused.
+pub fn confine(
+    index: usize,
+    sid: u32,
+    vmid: u16,
+    cpu: &crate::mmu::Stage2,
+    ram: MemRange<Ipa>,
+) -> Result<(), String> {
+    let r = with(index, |s| -> Result<SmmuStage2, SmmuError> {
+        let mut t = s.new_stage2()?;
+        t.mirror(cpu, ram)?;
+        s.set_stage2(sid, vmid, t.root(), t.vtcr())?;
+        Ok(t)
+    })
+    .ok_or_else(|| alloc::format!("no SMMU #{index}"))?;
+    let t = r.map_err(|e| alloc::format!("{e}"))?;
+    CONFINED.lock().push(t);
+    Ok(())
+}
+
 /// Runs `f` on SMMU `index` (an index into `Platform::smmus`), `None` if there
 /// is no such SMMU.
 pub fn with<R>(index: usize, f: impl FnOnce(&mut Smmu) -> R) -> Option<R> {

@@ -13,8 +13,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use emulated_bridges::{RootPort, RootPortConfig};
 use guest_dt::GuestLayout;
 
+use alloc::string::String;
 use spin::{Mutex, Once};
-use vbus::{BarBacking, Effect, Effects, Ipa, MemRange, Pa, Segment};
+use vbus::{BarBacking, Effect, Effects, FunctionId, Ipa, MemRange, Pa, PciFunction, Segment};
 
 use crate::mmu::{S2Attr, Stage2};
 
@@ -170,6 +171,8 @@ pub struct Devices {
     pub uart_line: bool,
     /// The synthetic PCI segment.
     pub segment: Option<Segment>,
+    /// The assigned host devices' ids on the segment.
+    pub assigned: Vec<FunctionId>,
 }
 
 /// The guest.
@@ -226,23 +229,48 @@ impl TxBytes {
 /// The one guest.
 pub static VM: Once<Vm> = Once::new();
 
-/// The synthetic segment: two root ports at 00:01.0 and 00:02.0, its
-/// apertures and INTx lines from the layout.
-pub fn synthetic_segment(layout: &GuestLayout) -> Option<Segment> {
-    let pci = layout.pci.as_ref()?;
+/// The synthetic segment: a root port for each assigned host device
+/// (00:01.0, 00:02.0, ...) with the device below it, then one empty port (at
+/// least two ports in all); its apertures and INTx lines from the layout.
+/// Returns the segment and the stable id of each assigned device, in order.
+pub fn synthetic_segment(
+    layout: &GuestLayout,
+    assigned: Vec<Box<dyn PciFunction>>,
+) -> Result<Option<(Segment, Vec<FunctionId>)>, String> {
+    let Some(pci) = layout.pci.as_ref() else {
+        return Ok(None);
+    };
     let buses = u16::from(pci.bus_end) - u16::from(pci.bus_start) + 1;
     let mut seg = Segment::new(pci.segment, buses);
     seg.set_apertures(&[pci.mem32, pci.mem64]);
     seg.set_intx_spis(pci.intx_spis);
-    for (dev, chassis_slot) in [(1u8, 1u16), (2, 2)] {
-        let port = RootPort::new(RootPortConfig {
+    let ports = (assigned.len() + 1).max(2);
+    if ports > 31 {
+        return Err(alloc::format!(
+            "{} assigned devices: at most 30 fit on bus 0",
+            assigned.len()
+        ));
+    }
+    let mut ids = Vec::new();
+    let mut below = assigned.into_iter();
+    for dev in 1..=ports as u8 {
+        let mut port = RootPort::new(RootPortConfig {
             port_number: dev,
-            slot_number: chassis_slot,
+            slot_number: dev.into(),
             ..RootPortConfig::default()
         });
-        seg.add_bus0(dev, 0, Box::new(port)).ok()?;
+        let function = below.next();
+        port.set_device_present(function.is_some());
+        seg.add_bus0(dev, 0, Box::new(port))
+            .map_err(|e| alloc::format!("root port 00:{dev:02x}.0: {e:?}"))?;
+        if let Some(f) = function {
+            ids.push(
+                seg.attach_below(dev, 0, f)
+                    .map_err(|e| alloc::format!("device below 00:{dev:02x}.0: {e:?}"))?,
+            );
+        }
     }
-    Some(seg)
+    Ok(Some((seg, ids)))
 }
 
 impl Vm {

@@ -566,5 +566,61 @@ pub fn assign<A: ConfigAccess + ?Sized>(
     Ok(plan)
 }
 
+/// Reads back what [`assign`] programmed: every memory BAR of `t`'s
+/// functions, every bridge's bus numbers and windows. Returns one line per
+/// difference, naming the function and register (empty when nothing moved).
+/// Nothing a guest does may ever make this non-empty.
+pub fn verify<A: ConfigAccess + ?Sized>(
+    a: &mut A,
+    t: &HostTopology,
+    plan: &Assignment,
+) -> Vec<alloc::string::String> {
+    let mut out = Vec::new();
+    for b in &plan.bars {
+        let off = reg::BAR0 + 4 * u16::from(b.index);
+        let lo = u64::from(a.read32(b.bdf, off) & crate::regs::bar::MEM_ADDRESS);
+        let hi = if b.is_64bit {
+            u64::from(a.read32(b.bdf, off + 4)) << 32
+        } else {
+            0
+        };
+        if lo | hi != b.pci {
+            out.push(alloc::format!(
+                "{} BAR{}: {:#x}, assigned {:#x}",
+                b.bdf,
+                b.index,
+                lo | hi,
+                b.pci
+            ));
+        }
+    }
+    for f in t.functions.iter().filter(|f| f.is_bridge()) {
+        if let Some((sec, sub)) = f.buses {
+            let v = a.read32(f.bdf, type1::PRIMARY_BUS);
+            let now = ((v >> 8) as u8, (v >> 16) as u8);
+            if now != (sec, sub) {
+                out.push(alloc::format!(
+                    "{} bus numbers: secondary {:#x} subordinate {:#x}, assigned {sec:#x} {sub:#x}",
+                    f.bdf,
+                    now.0,
+                    now.1
+                ));
+            }
+        }
+    }
+    for b in &plan.bridges {
+        let now = read_windows(a, b.bdf);
+        if now != (b.memory, b.prefetchable) {
+            out.push(alloc::format!(
+                "{} windows: {:x?}, assigned {:x?}",
+                b.bdf,
+                now,
+                (b.memory, b.prefetchable)
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ pub mod enumerate;
 pub mod filter;
 pub mod layout;
 
-pub use assign::{assign, AssignError, Assignment, HostRange, HostWindows};
+pub use assign::{assign, verify, AssignError, Assignment, HostRange, HostWindows};
 pub use assigned::{AssignedFunction, AssignedStats};
 pub use enumerate::{enumerate, EnumError, HostTopology};
 pub use layout::{HostFunction, IntxRoute, LayoutError};

@@ -160,3 +160,43 @@ fn without_a_prefetchable_range_64_bit_prefetchable_bars_go_low() {
     let a = assign(&t, &mut h, w).unwrap();
     assert!(pci(&a, bdf(0, 1, 0), 3) < 1 << 32);
 }
+
+#[test]
+fn verify_finds_nothing_after_assignment_behind_a_switch() {
+    let mut h = FakeHost::behind_switch();
+    let t = enumerate(&mut h, 0..=255).unwrap();
+    let a = assign(&t, &mut h, qemu_windows()).unwrap();
+    assert_eq!(verify(&mut h, &t, &a), Vec::<alloc::string::String>::new());
+}
+
+#[test]
+fn verify_names_a_moved_bar_and_a_changed_window() {
+    let mut h = FakeHost::behind_root_port();
+    let t = enumerate(&mut h, 0..=255).unwrap();
+    let a = assign(&t, &mut h, qemu_windows()).unwrap();
+    h.write32(bdf(1, 0, 0), 0x10, 0x2000_0000);
+    // Memory Limit one MiB lower: the window shrinks.
+    let w = h.read32(bdf(0, 1, 0), 0x20);
+    h.write32(bdf(0, 1, 0), 0x20, w.wrapping_sub(0x10_0000));
+    let got = verify(&mut h, &t, &a);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with("01:00.0 BAR0: 0x20000000, assigned 0x10000000"),
+        "{got:?}"
+    );
+    assert!(got[1].starts_with("00:01.0 windows"), "{got:?}");
+}
+
+#[test]
+fn verify_names_changed_bus_numbers() {
+    let mut h = FakeHost::behind_root_port();
+    let t = enumerate(&mut h, 0..=255).unwrap();
+    let a = assign(&t, &mut h, qemu_windows()).unwrap();
+    h.write32(bdf(0, 1, 0), 0x18, 0x0002_0200);
+    let got = verify(&mut h, &t, &a);
+    assert!(
+        got.iter()
+            .any(|l| l == "00:01.0 bus numbers: secondary 0x2 subordinate 0x2, assigned 0x1 0x1"),
+        "{got:?}"
+    );
+}

@@ -1,0 +1,319 @@
+//! Host devices given to the guest: the hypervisor option
+//! `pci-passthrough=SSSS:BB:DD.F[,...]`, the host segments they sit on
+//! enumerated and assigned as firmware would, each device's layout cached,
+//! its INTx line and SMMU stream found, and the device reset before the
+//! guest gets it.
+//!
+//! Without an SMMU translating a device's DMA, passthrough is refused unless
+//! the option `pci-passthrough-unconfined` accepts unconfined DMA (and the
+//! boot says so).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use passthrough::{
+    assign, enumerate, AssignedFunction, Assignment, HostFunction, HostRange, HostTopology,
+    HostWindows,
+};
+use platform::{PciSpace, PcieHost, Platform};
+use vbus::{Pa, Sbdf};
+
+use crate::pci::HostEcam;
+
+/// One host device to give to the guest, ready to be placed.
+pub struct Assigned {
+    /// Its host address.
+    pub sbdf: Sbdf,
+    /// The function the guest will see.
+    pub function: AssignedFunction<HostEcam>,
+    /// The physical SPI of its INTx pin, if it has one.
+    pub intid: Option<u32>,
+    /// The SMMU (index in the platform's list) and StreamID that translate
+    /// its DMA; `None` when unconfined DMA was accepted.
+    pub stream: Option<(usize, u32)>,
+}
+
+/// What a host segment looked like after assignment, kept to read back
+/// (nothing a guest does may change a host BAR, bus number or window).
+pub struct HostSegment {
+    /// The host bridge's DT node.
+    pub node: String,
+    /// Its config access.
+    pub ecam: HostEcam,
+    /// The enumeration.
+    pub topology: HostTopology,
+    /// The resources assigned.
+    pub assignment: Assignment,
+}
+
+/// The hypervisor options that name host devices.
+pub struct Options {
+    /// `pci-passthrough=`.
+    pub devices: Vec<Sbdf>,
+    /// `pci-passthrough-unconfined`.
+    pub unconfined: bool,
+}
+
+impl Options {
+    /// Reads the options from the hypervisor's bootargs; the error names the bad item.
+    pub fn parse(bootargs: &str) -> Result<Options, String> {
+        let mut devices = Vec::new();
+        let mut unconfined = false;
+        for arg in bootargs.split_whitespace() {
+            if let Some(list) = arg.strip_prefix("pci-passthrough=") {
+                for item in list.split(',').filter(|s| !s.is_empty()) {
+                    let sbdf: Sbdf = item
+                        .parse()
+                        .map_err(|e| format!("bootargs: pci-passthrough={item}: {e}"))?;
+                    if devices.contains(&sbdf) {
+                        return Err(format!("bootargs: pci-passthrough: {sbdf} named twice"));
+                    }
+                    devices.push(sbdf);
+                }
+            } else if arg == "pci-passthrough-unconfined" {
+                unconfined = true;
+            }
+        }
+        Ok(Options {
+            devices,
+            unconfined,
+        })
+    }
+}
+
+/// Host resources are assigned from the upper half of each host bridge
+/// window, so that a guest (which assigns its own from the bottom of its
+/// apertures) never gets a device at its host address by accident.
+fn upper_half(r: HostRange) -> HostRange {
+    let half = (r.size / 2) & !((1 << 20) - 1);
+    HostRange {
+        cpu: Pa(r.cpu.0 + half),
+        pci: r.pci + half,
+        size: r.size - half,
+    }
+}
+
+fn windows(host: &PcieHost) -> Result<HostWindows, String> {
+    let range = |space: PciSpace| {
+        host.ranges
+            .iter()
+            .find(|r| r.space == space)
+            .map(|r| HostRange {
+                cpu: Pa(r.cpu_addr),
+                pci: r.pci_addr,
+                size: r.size,
+            })
+    };
+    let mem32 = range(PciSpace::Mem32)
+        .ok_or_else(|| format!("{}: property `ranges`: no 32-bit memory range", host.node))?;
+    Ok(HostWindows {
+        mem32: upper_half(mem32),
+        // A 64-bit range serves prefetchable BARs whether or not it says
+        // prefetchable (QEMU's does not).
+        mem64_prefetchable: range(PciSpace::Mem64).map(upper_half),
+    })
+}
+
+/// Enumerates and assigns every host segment that holds a requested device,
+/// and prepares each device. The error names the device or host bridge.
+pub fn prepare(
+    plat: &Platform,
+    opts: &Options,
+) -> Result<(Vec<Assigned>, Vec<HostSegment>), String> {
+    let mut out = Vec::new();
+    let mut segments = Vec::new();
+    for host in &plat.pcie {
+        let seg = host.segment.unwrap_or(0);
+        let wanted: Vec<Sbdf> = opts
+            .devices
+            .iter()
+            .copied()
+            .filter(|s| s.segment == seg)
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let cfg = host
+            .config
+            .ok_or_else(|| format!("{}: no ECAM window (`reg`) for config access", host.node))?;
+        // SAFETY: the window is the host bridge's ECAM as the DT names it, inside
+        // the EL2 identity map as Device memory; the hypervisor owns the host bridge.
+        let mut ecam = unsafe { HostEcam::new(cfg.base, host.bus_range.0, host.bus_range.1) };
+        let topology = enumerate(&mut ecam, host.bus_range.0..=host.bus_range.1)
+            .map_err(|e| format!("{}: enumeration: {e:?}", host.node))?;
+        let assignment = assign(&topology, &mut ecam, windows(host)?)
+            .map_err(|e| format!("{}: resource assignment: {e:?}", host.node))?;
+        log::info!(
+            "host PCIe {} segment {seg}: {} functions, resources {}",
+            host.node,
+            topology.functions.len(),
+            if assignment.kept_firmware {
+                "as firmware assigned them"
+            } else {
+                "assigned"
+            }
+        );
+        for sbdf in wanted {
+            out.push(prepare_one(
+                plat,
+                host,
+                &mut ecam,
+                &topology,
+                &assignment,
+                sbdf,
+                opts,
+            )?);
+        }
+        segments.push(HostSegment {
+            node: host.node.clone(),
+            ecam,
+            topology,
+            assignment,
+        });
+    }
+    for s in &opts.devices {
+        if !out.iter().any(|a| a.sbdf == *s) {
+            return Err(format!(
+                "pci-passthrough={s}: no host PCIe bridge of segment {} in the host DT",
+                s.segment
+            ));
+        }
+    }
+    check_lines(plat, &out)?;
+    Ok((out, segments))
+}
+
+fn prepare_one(
+    plat: &Platform,
+    host: &PcieHost,
+    ecam: &mut HostEcam,
+    topology: &HostTopology,
+    assignment: &Assignment,
+    sbdf: Sbdf,
+    opts: &Options,
+) -> Result<Assigned, String> {
+    let layout = HostFunction::capture(ecam, topology, assignment, sbdf.bdf)
+        .map_err(|e| format!("pci-passthrough={sbdf}: {e}"))?;
+    for b in &layout.bars {
+        log::info!(
+            "host {sbdf} BAR{}: PA {:#x} size {:#x}{}",
+            b.index,
+            b.cpu.0,
+            b.size,
+            if b.prefetchable { " prefetchable" } else { "" }
+        );
+    }
+    let intid = match layout.intx {
+        Some(r) => Some(host.intx_intid(r.root.routing_id(), r.pin).ok_or_else(|| {
+            format!(
+                "pci-passthrough={sbdf}: {}: `interrupt-map` has no entry for {} INT{}",
+                host.node,
+                r.root,
+                char::from(b'A' + r.pin.saturating_sub(1).min(3))
+            )
+        })?),
+        None => None,
+    };
+    let rid = sbdf.bdf.routing_id();
+    let stream = plat.smmu_stream(host, rid);
+    if stream.is_none() {
+        if !opts.unconfined {
+            return Err(format!(
+                "pci-passthrough={sbdf}: no SMMU translates its DMA ({} has no `iommu-map` entry for it); \
+                 add `pci-passthrough-unconfined` to accept DMA to all of host memory",
+                host.node
+            ));
+        }
+        log::warn!("pci-passthrough={sbdf}: no SMMU: its DMA reaches all of host memory (pci-passthrough-unconfined)");
+    }
+    log::info!(
+        "host {sbdf} {:04x}:{:04x}: INTx {}, {}",
+        layout.vendor_id,
+        layout.device_id,
+        intid.map_or(String::from("none"), |i| format!("INTID {i}")),
+        stream.map_or(String::from("DMA unconfined"), |(i, sid)| format!(
+            "DMA through {} StreamID {sid:#x}",
+            plat.smmus.get(i).map_or("?", |s| s.node.as_str())
+        ))
+    );
+    let mut function = AssignedFunction::new(*ecam, layout, intid);
+    // The device the guest gets starts from reset, whatever the host left in it.
+    vbus::PciFunction::reset(&mut function);
+    Ok(Assigned {
+        sbdf,
+        function,
+        intid,
+        stream,
+    })
+}
+
+/// A host line may have one owner: two assigned devices sharing an INTx
+/// line, or one shared with the UART or an SMMU, are refused.
+fn check_lines(plat: &Platform, out: &[Assigned]) -> Result<(), String> {
+    let mut owners: Vec<(u32, String)> = alloc::vec![(plat.uart.intid, plat.uart.node.clone())];
+    for s in &plat.smmus {
+        for irq in [
+            s.irqs.eventq,
+            s.irqs.gerror,
+            s.irqs.priq,
+            s.irqs.cmdq_sync,
+            s.irqs.combined,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            owners.push((irq.intid, s.node.clone()));
+        }
+    }
+    for a in out {
+        let Some(intid) = a.intid else { continue };
+        if let Some((_, other)) = owners.iter().find(|(i, _)| *i == intid) {
+            return Err(format!(
+                "pci-passthrough={}: its INTx (INTID {intid}) is shared with {other}; a host line can have one owner",
+                a.sbdf
+            ));
+        }
+        owners.push((intid, format!("host device {}", a.sbdf)));
+    }
+    Ok(())
+}
+
+/// The host segments the hypervisor assigned, for the read-back at shutdown.
+pub static HOST_SEGMENTS: spin::Mutex<Vec<HostSegment>> = spin::Mutex::new(Vec::new());
+
+/// At shutdown: reads back every assigned host segment (a difference is an
+/// error line naming it; none gives one line saying so), then resets the
+/// assigned devices so the next owner gets them clean.
+pub fn shutdown(vm: &crate::vm::Vm) {
+    let mut segments = HOST_SEGMENTS.lock();
+    for s in segments.iter_mut() {
+        let diffs = read_back(s);
+        if diffs.is_empty() {
+            log::info!(
+                "host read-back {}: BARs, bus numbers and windows as assigned",
+                s.node
+            );
+        }
+        for d in diffs {
+            log::error!("host read-back {}: {d}", s.node);
+        }
+    }
+    drop(segments);
+    let Some(mut dev) = vm.devices.try_lock() else {
+        return;
+    };
+    let ids = dev.assigned.clone();
+    if let Some(seg) = dev.segment.as_mut() {
+        for id in ids {
+            // The guest is gone: its BARs' stage-2 mappings do not matter any more.
+            let _ = seg.reset_function(id);
+        }
+    }
+}
+
+/// Reads back the host BARs, bus numbers and bridge windows of `s` and
+/// compares them with what the hypervisor assigned; each difference named.
+pub fn read_back(s: &mut HostSegment) -> Vec<String> {
+    passthrough::verify(&mut s.ecam, &s.topology, &s.assignment)
+}
