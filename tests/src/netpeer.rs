@@ -482,10 +482,14 @@ struct Source {
 }
 
 fn tcp_socket() -> tcp::Socket<'static> {
-    tcp::Socket::new(
+    let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
         tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-    )
+    );
+    // Acknowledge at once: a delayed ACK stalls a sender whose window is full.
+    s.set_ack_delay(None);
+    s.set_nagle_enabled(false);
+    s
 }
 
 fn run_stack<S: Link>(
