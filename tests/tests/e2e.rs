@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use xtask::qemu::{self, RunOutcome, Verdict};
 
+#[path = "e2e/net.rs"]
+mod net;
+
 /// Hard limit of one boot; `XTASK_E2E_TIMEOUT_SECS` overrides it.
 fn boot_timeout() -> Duration {
     let secs = std::env::var("XTASK_E2E_TIMEOUT_SECS")

@@ -872,6 +872,18 @@ mod tests {
     }
 
     #[test]
+    fn init_script_configures_ethernet_after_loading_the_nic_drivers() {
+        let modprobe = INIT_SCRIPT.find("modprobe").expect("modprobe");
+        let addr = INIT_SCRIPT
+            .find("ip addr add 10.0.2.15/24")
+            .expect("guest address");
+        let route = INIT_SCRIPT
+            .find("ip route add default via 10.0.2.2")
+            .expect("default route");
+        assert!(modprobe < addr && addr < route);
+    }
+
+    #[test]
     fn init_script_prints_marker_before_loading_modules() {
         let marker = INIT_SCRIPT.find("echo XTASK-INIT-START").expect("marker");
         let modprobe = INIT_SCRIPT.find("modprobe").expect("modprobe");

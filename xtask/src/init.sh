@@ -16,6 +16,28 @@ for m in $(cat /etc/xtask-modules); do
 done
 ifconfig lo 127.0.0.1 up 2>/dev/null
 
+# The first Ethernet interface (ARPHRD_ETHER) gets QEMU user networking's
+# guest address and gateway, which the test peer uses too. The link is waited
+# for (at most 5 s) so that a command's first packet is not lost.
+for d in /sys/class/net/*; do
+	n="${d##*/}"
+	[ "$n" != lo ] && [ "$(cat "$d/type" 2>/dev/null)" = 1 ] || continue
+	ip link set "$n" up
+	ip addr add 10.0.2.15/24 dev "$n"
+	i=0
+	while [ "$(cat "$d/carrier" 2>/dev/null)" != 1 ] && [ $i -lt 50 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	ip route add default via 10.0.2.2 dev "$n"
+	if [ $i -lt 50 ]; then
+		echo "xtask-init: $n 10.0.2.15/24 via 10.0.2.2, link up after $((i * 100)) ms"
+	else
+		echo "xtask-init: $n 10.0.2.15/24 via 10.0.2.2, no link after 5 s"
+	fi
+	break
+done
+
 xtask_exec=
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in

@@ -12,6 +12,7 @@ use std::process::{exit, Command};
 use std::time::Duration;
 
 use xtask::error::Context;
+use xtask::net::{NetBackend, Nic, NicSlot, PortForward};
 use xtask::qemu::{self, Mode, RunConfig, Verdict};
 use xtask::{flat, image, install, paths, Error, Result};
 
@@ -24,7 +25,8 @@ commands:
   test    cargo test, build the hypervisor, then the end-to-end boots
   bench   time guest workloads directly on QEMU and under the hypervisor, same
           guest, one run; prints medians and the ratio hypervisor/direct
-          (--runs N, default 3; --smp/--mem/--kernel/--initrd/--append/--qemu-arg)
+          (--runs N, default 3; --smp/--mem/--kernel/--initrd/--append/--qemu-arg;
+          --nic/--nic-slot/--hostfwd, default --nic none: no workload uses the network)
 
 run options:
   --exec CMD        run CMD in the guest (sh -c), print its output, exit with its status
@@ -38,6 +40,14 @@ run options:
   --mem SIZE        RAM, e.g. 2G (default 2G)
   --qemu-arg ARG    extra QEMU argument (repeatable)
   --smmu            give the machine an SMMUv3 (virt iommu=smmuv3, stages 1 and 2)
+  --nic MODEL       host NIC: e1000e (default), igb or none; the guest's /init gives
+                    it 10.0.2.15/24 via 10.0.2.2 (QEMU user networking, restrict=on:
+                    only 10.0.2.2, which is QEMU, answers). Under the hypervisor it
+                    is passed through (pci-passthrough=, QEMU iommu=smmuv3)
+  --nic-slot WHERE  where the NIC sits on the host's PCIe: bus (pcie.0, 00:02.0),
+                    root-port (default; 01:00.0), switch (root port, upstream and
+                    downstream switch ports; 03:00.0)
+  --hostfwd H:G     forward TCP 127.0.0.1:H on the host to guest port G (repeatable)
   --timeout SECS    kill QEMU after SECS (default: none interactive, 600 with --exec)
 
 environment:
@@ -148,6 +158,21 @@ struct RunArgs {
     mem: Option<u64>,
     qemu_args: Vec<String>,
     timeout: Option<Duration>,
+    nic: Option<Nic>,
+    nic_slot: Option<NicSlot>,
+    forwards: Vec<PortForward>,
+}
+
+impl RunArgs {
+    /// Sets `cfg`'s NIC, its slot and user networking with the forwards;
+    /// `default_nic` when `--nic` was not given.
+    fn apply_network(&self, cfg: &mut RunConfig, default_nic: Nic) {
+        cfg.nic = self.nic.unwrap_or(default_nic);
+        cfg.nic_slot = self.nic_slot.unwrap_or(cfg.nic_slot);
+        cfg.net = NetBackend::User {
+            forwards: self.forwards.clone(),
+        };
+    }
 }
 
 fn parse_run_args(args: &[String]) -> Result<RunArgs> {
@@ -192,6 +217,9 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
             }
             "--mem" => r.mem = Some(qemu::parse_mem(&value()?)?),
             "--qemu-arg" => r.qemu_args.push(value()?),
+            "--nic" => r.nic = Some(Nic::parse(&value()?)?),
+            "--nic-slot" => r.nic_slot = Some(NicSlot::parse(&value()?)?),
+            "--hostfwd" => r.forwards.push(PortForward::parse(&value()?)?),
             "--timeout" => {
                 let v = value()?;
                 let secs: u64 = v.parse().map_err(|_| Error(format!("bad --timeout {v}")))?;
@@ -217,7 +245,7 @@ fn run(args: &[String]) -> Result<i32> {
         Mode::Hypervisor(build_hypervisor()?)
     };
     install::ensure_qemu()?;
-    let (kernel, initrd) = match (a.kernel, a.initrd) {
+    let (kernel, initrd) = match (a.kernel.clone(), a.initrd.clone()) {
         (Some(k), Some(i)) => (k, i),
         (k, i) => {
             let img = image::ensure_guest_image()?;
@@ -228,6 +256,7 @@ fn run(args: &[String]) -> Result<i32> {
     cfg.append = a.append.join(" ");
     cfg.smp = a.smp.unwrap_or(cfg.smp);
     cfg.mem_bytes = a.mem.unwrap_or(cfg.mem_bytes);
+    a.apply_network(&mut cfg, Nic::E1000e);
     cfg.qemu_args = a.qemu_args;
     cfg.iommu = a.smmu;
     cfg.interactive = a.exec.is_none();
@@ -292,12 +321,13 @@ fn bench(args: &[String]) -> Result<i32> {
     let img = image::ensure_guest_image()?;
     let mut cfg = RunConfig::new(
         Mode::Direct,
-        a.kernel.unwrap_or(img.kernel),
-        a.initrd.unwrap_or(img.initrd),
+        a.kernel.clone().unwrap_or(img.kernel),
+        a.initrd.clone().unwrap_or(img.initrd),
     );
     cfg.append = a.append.join(" ");
     cfg.smp = a.smp.unwrap_or(cfg.smp);
     cfg.mem_bytes = a.mem.unwrap_or(cfg.mem_bytes);
+    a.apply_network(&mut cfg, Nic::None);
     cfg.qemu_args = a.qemu_args;
     xtask::bench::bench(&cfg, hv, runs.max(1))?;
     Ok(0)
@@ -364,6 +394,40 @@ mod tests {
     fn qemu_arg_is_repeatable() {
         let r = parse_run_args(&args(&["--qemu-arg", "-s", "--qemu-arg", "-S"])).expect("valid");
         assert_eq!(r.qemu_args, args(&["-s", "-S"]));
+    }
+
+    #[test]
+    fn run_defaults_to_an_e1000e_behind_a_root_port_on_user_networking() {
+        let r = parse_run_args(&[]).expect("valid");
+        let mut cfg = RunConfig::new(Mode::Direct, "Image".into(), "initrd".into());
+        r.apply_network(&mut cfg, Nic::E1000e);
+        assert_eq!((cfg.nic, cfg.nic_slot), (Nic::E1000e, NicSlot::RootPort));
+        assert_eq!(cfg.net, NetBackend::User { forwards: vec![] });
+    }
+
+    #[test]
+    fn nic_options_select_model_slot_and_forwards() {
+        let r = parse_run_args(&args(&[
+            "--nic=igb",
+            "--nic-slot",
+            "switch",
+            "--hostfwd",
+            "5201:5201",
+        ]))
+        .expect("valid");
+        assert_eq!((r.nic, r.nic_slot), (Some(Nic::Igb), Some(NicSlot::Switch)));
+        assert_eq!(
+            r.forwards,
+            [PortForward {
+                host: 5201,
+                guest: 5201
+            }]
+        );
+    }
+
+    #[test]
+    fn unknown_nic_model_is_an_error() {
+        assert!(parse_run_args(&args(&["--nic", "rtl8139"])).is_err());
     }
 
     #[test]

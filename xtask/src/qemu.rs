@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Context;
+use crate::net::{self, NetBackend, Nic, NicSlot};
 use crate::{Error, Result};
 
 /// Hypervisor exit status: the guest powered off (PSCI `SYSTEM_OFF`).
@@ -84,7 +85,7 @@ pub fn uboot_script_for(cfg: &RunConfig) -> Result<String> {
         i,
         ilen,
         &cmdline,
-        &cfg.hypervisor_args,
+        &cfg.hypervisor_extra_args(),
     ))
 }
 
@@ -146,10 +147,17 @@ pub struct RunConfig {
     /// marker (tests of console input).
     pub input: Option<(String, Vec<u8>)>,
     /// Added to the hypervisor's own command line (after `semihosting`), e.g.
-    /// `guest-psci=smc` or `loglevel=debug`.
+    /// `guest-psci=smc` or `loglevel=debug`. The NIC's `pci-passthrough=`
+    /// is added to these (see [`RunConfig::hypervisor_extra_args`]).
     pub hypervisor_args: String,
-    /// Give the machine an SMMUv3 in front of the PCIe host bridge (`iommu=smmuv3`)
-    /// with stage 1 and stage 2 (`arm-smmuv3.stage=nested`).
+    /// The host NIC QEMU emulates.
+    pub nic: Nic,
+    /// Where the NIC sits on the host's PCIe hierarchy.
+    pub nic_slot: NicSlot,
+    /// What the NIC is cabled to.
+    pub net: NetBackend,
+    /// QEMU's `virt` gets an SMMUv3 (`iommu=smmuv3`, stages 1 and 2) in front
+    /// of its PCIe host. Implied under the hypervisor when a NIC is passed through.
     pub iommu: bool,
 }
 
@@ -170,8 +178,42 @@ impl RunConfig {
             interactive: false,
             input: None,
             hypervisor_args: String::new(),
+            nic: Nic::None,
+            nic_slot: NicSlot::RootPort,
+            net: NetBackend::default(),
             iommu: false,
         }
+    }
+
+    /// Whether the hypervisor boots (and is given the NIC to pass through).
+    pub fn under_hypervisor(&self) -> bool {
+        !matches!(self.mode, Mode::Direct)
+    }
+
+    /// The host PCI address of the NIC the hypervisor passes through to the
+    /// guest: `None` without a NIC or under `--direct` (the guest drives it).
+    pub fn passthrough_address(&self) -> Option<&'static str> {
+        (self.under_hypervisor() && self.nic != Nic::None).then(|| self.nic_slot.host_address())
+    }
+
+    /// Whether QEMU's machine gets an SMMUv3: asked for, or a NIC passed through.
+    pub fn smmu(&self) -> bool {
+        self.iommu || self.passthrough_address().is_some()
+    }
+
+    /// The hypervisor's command line after `semihosting`:
+    /// [`RunConfig::hypervisor_args`], then `pci-passthrough=SEG:BUS:DEV.FN`
+    /// for the NIC.
+    pub fn hypervisor_extra_args(&self) -> String {
+        let mut args = self.hypervisor_args.trim().to_string();
+        if let Some(bdf) = self.passthrough_address() {
+            if !args.is_empty() {
+                args.push(' ');
+            }
+            args.push_str("pci-passthrough=");
+            args.push_str(bdf);
+        }
+        args
     }
 }
 
@@ -407,20 +449,19 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
     let cmdline = guest_cmdline(&cfg.append, cfg.exec.as_deref())?;
     let mem_mib = cfg.mem_bytes >> 20;
     let mut a: Vec<String> = Vec::new();
-    let machine = match cfg.mode {
+    let mut machine = match cfg.mode {
         Mode::Hypervisor(_) | Mode::UBoot { .. } => "virt,gic-version=3,virtualization=on",
         // Without highmem-mmio=off, Linux 6.1 warns about the 512 GiB
         // 64-bit PCI window of the virt machine ("Memory resource size
         // exceeds max for 32 bits"); the 32-bit window is enough for our devices.
         Mode::Direct => "virt,gic-version=3,highmem-mmio=off",
-    };
-    let machine = if cfg.iommu {
-        format!("{machine},iommu=smmuv3")
-    } else {
-        machine.to_string()
-    };
+    }
+    .to_string();
+    if cfg.smmu() {
+        machine.push_str(",iommu=smmuv3");
+    }
     a.extend(["-M".to_string(), machine]);
-    if cfg.iommu {
+    if cfg.smmu() {
         // QEMU's SMMUv3 offers stage 1 only by default; passthrough needs stage 2.
         a.extend(["-global", "arm-smmuv3.stage=nested"].map(String::from));
     }
@@ -447,7 +488,7 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
                 "-kernel".to_string(),
                 bin.display().to_string(),
                 "-append".to_string(),
-                format!("semihosting {}", cfg.hypervisor_args)
+                format!("semihosting {}", cfg.hypervisor_extra_args())
                     .trim_end()
                     .to_string(),
                 "-device".to_string(),
@@ -497,6 +538,7 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
             ]);
         }
     }
+    a.extend(net::qemu_args(cfg.nic, cfg.nic_slot, &cfg.net));
     a.extend(cfg.qemu_args.iter().cloned());
     Ok(a)
 }
@@ -863,6 +905,61 @@ mod tests {
         assert!(lines
             .iter()
             .any(|l| l.starts_with("booti 0x40400000 - 0x48000000")));
+    }
+
+    fn hv_config_with_nic(slot: NicSlot) -> RunConfig {
+        let mut cfg = RunConfig::new(
+            Mode::Hypervisor("hv.bin".into()),
+            "Image".into(),
+            "initrd".into(),
+        );
+        cfg.nic = Nic::E1000e;
+        cfg.nic_slot = slot;
+        cfg.hypervisor_args = "loglevel=debug".into();
+        cfg
+    }
+
+    #[test]
+    fn hypervisor_is_told_to_pass_the_nic_through_at_its_host_address() {
+        let cfg = hv_config_with_nic(NicSlot::Switch);
+        assert_eq!(
+            cfg.hypervisor_extra_args(),
+            "loglevel=debug pci-passthrough=0000:03:00.0"
+        );
+    }
+
+    #[test]
+    fn passing_a_nic_through_puts_an_smmuv3_on_the_machine() {
+        assert!(hv_config_with_nic(NicSlot::RootPort).smmu());
+    }
+
+    #[test]
+    fn direct_mode_has_no_smmu_and_no_passthrough() {
+        let mut cfg = hv_config_with_nic(NicSlot::RootPort);
+        cfg.mode = Mode::Direct;
+        assert!(!cfg.smmu());
+        assert_eq!(cfg.hypervisor_extra_args(), "loglevel=debug");
+        let a = qemu_args(&cfg).expect("args");
+        assert!(!a.iter().any(|x| x.contains("iommu")), "{a:?}");
+        assert!(a.iter().any(|x| x.starts_with("e1000e,")), "{a:?}");
+    }
+
+    #[test]
+    fn without_a_nic_the_hypervisor_gets_no_passthrough_argument() {
+        let mut cfg = hv_config_with_nic(NicSlot::Bus);
+        cfg.nic = Nic::None;
+        assert_eq!(cfg.hypervisor_extra_args(), "loglevel=debug");
+        assert!(!cfg.smmu());
+    }
+
+    #[test]
+    fn uboot_mode_passes_the_nic_through_too() {
+        let mut cfg = hv_config_with_nic(NicSlot::Bus);
+        cfg.mode = Mode::UBoot {
+            bios: "u-boot.bin".into(),
+            hypervisor: "hv.bin".into(),
+        };
+        assert_eq!(cfg.passthrough_address(), Some("0000:00:02.0"));
     }
 
     #[test]

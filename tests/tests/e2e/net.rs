@@ -1,0 +1,311 @@
+//! End-to-end network tests: the guest's NIC cabled (QEMU `-netdev stream`)
+//! to [`tests::netpeer`], a smoltcp peer at 10.0.2.2 in this process.
+//!
+//! The checks take the run mode, so each can run under the hypervisor (once
+//! the NIC is passed through) with a one-line test; today they run with
+//! `Mode::Direct`, Linux driving the NIC itself. Boots are shared: one boot per
+//! (mode, NIC, slot, transfer) serves every test that reads it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tests::netpeer::{self, NetPeer, PeerConfig, PeerSummary, SinkReport};
+use xtask::net::{NetBackend, Nic, NicSlot};
+use xtask::qemu::{self, Mode, RunOutcome, Verdict};
+
+use super::{boot_timeout, tagged};
+
+/// Bytes sent each way by the transfer boots. 64 MiB was asked for, but under
+/// TCG on this loaded 2-core host the guest sends about 0.5 MB/s and receives
+/// about 2.3 MB/s (16 MiB, e1000e: 31.5 s and 7.2 s, 53 s per boot; igb the
+/// same; 64 MiB guest to peer did not end within 113 s): 8 MiB keeps each
+/// boot near 30 s. `XTASK_NET_BYTES` overrides it (with a longer
+/// `XTASK_E2E_TIMEOUT_SECS`).
+fn transfer_bytes() -> u64 {
+    std::env::var("XTASK_NET_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8 << 20)
+}
+
+/// What one boot does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NetCase {
+    mode: Mode,
+    nic: Nic,
+    slot: NicSlot,
+    /// Also send and receive [`transfer_bytes`] bytes.
+    transfer: bool,
+}
+
+/// A finished boot and what the peer saw.
+struct NetRun {
+    out: RunOutcome,
+    sink: Vec<SinkReport>,
+    peer: PeerSummary,
+    /// Seconds the guest spent in each transfer direction (`SEND-SECS`, `RECV-SECS`).
+    took: String,
+}
+
+/// The guest script: where the NIC is and its driver, three pings to the
+/// peer, and (with `transfer`) [`transfer_bytes`] to the sink (random bytes,
+/// hashed by the guest through a FIFO as they are sent) and from the source.
+fn script(case: &NetCase) -> String {
+    let mut s = format!(
+        "a={addr}
+echo NIC-AT=$(lspci -n -s ${{a#0000:}} | cut -d' ' -f3)
+echo NIC-DRIVER=$(basename \"$(readlink /sys/bus/pci/devices/$a/driver)\")
+ping -c 3 -W 5 {peer} >/tmp/ping 2>&1; echo PING-STATUS=$?
+sed 's/^/PING:/' /tmp/ping
+",
+        addr = case.slot.host_address(),
+        peer = xtask::net::PEER_IP,
+    );
+    if case.transfer {
+        s.push_str(&format!(
+            "mkfifo /tmp/f; sha256sum </tmp/f >/tmp/sent &
+read t0 x </proc/uptime
+head -c {n} /dev/urandom | tee /tmp/f | nc {peer} {sink}; echo SEND-STATUS=$?
+read t1 x </proc/uptime
+wait; echo SENT-SHA256=$(cut -d' ' -f1 /tmp/sent)
+echo RECEIVED-SHA256=$(nc {peer} {source} | sha256sum | cut -d' ' -f1)
+read t2 x </proc/uptime
+echo TOOK=send:$t0-$t1,recv:$t1-$t2
+",
+            n = transfer_bytes(),
+            peer = xtask::net::PEER_IP,
+            sink = netpeer::SINK_PORT,
+            source = netpeer::SOURCE_PORT,
+        ));
+    }
+    s
+}
+
+/// Boots `case` with a fresh peer; `Err` with the console tail when QEMU did
+/// not run, the boot timed out, or the guest did not power off cleanly.
+fn net_boot(case: &NetCase) -> Result<NetRun, String> {
+    let peer = NetPeer::start(PeerConfig {
+        source_bytes: transfer_bytes(),
+        deadline: boot_timeout() + Duration::from_secs(10),
+    })
+    .map_err(|e| format!("peer did not start: {e}"))?;
+    let mut cfg = qemu::config_from_env().map_err(|e| e.to_string())?;
+    cfg.mode = case.mode.clone();
+    cfg.nic = case.nic;
+    cfg.nic_slot = case.slot;
+    cfg.net = NetBackend::Stream { port: peer.port() };
+    cfg.exec = Some(script(case));
+    cfg.timeout = Some(boot_timeout());
+    cfg.echo = false;
+    let started = Instant::now();
+    let out = qemu::run(&cfg).map_err(|e| format!("QEMU did not run: {e}"))?;
+    let sink = peer.sink_reports();
+    let summary = peer.stop().map_err(|e| format!("peer failed: {e}"))?;
+    if out.verdict != Verdict::PoweredOff {
+        return Err(format!(
+            "{case:?}: {} ({} s limit); peer {summary:?}; last 60 console lines:\n{}{}",
+            out.summary(),
+            boot_timeout().as_secs(),
+            out.tail(60),
+            out.qemu_stderr
+        ));
+    }
+    let took = format!(
+        "{} in {:.1} s of wall time",
+        tagged(&out, "TOOK").join(" "),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(NetRun {
+        out,
+        sink,
+        peer: summary,
+        took,
+    })
+}
+
+/// The boot of `case`, shared by the tests that read it.
+fn boot_once(case: NetCase) -> Arc<Result<NetRun, String>> {
+    type Cache = Mutex<Vec<(NetCase, Arc<Result<NetRun, String>>)>>;
+    static BOOTS: Cache = Mutex::new(Vec::new());
+    let mut boots = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, r)) = boots.iter().find(|(c, _)| *c == case) {
+        return Arc::clone(r);
+    }
+    let r = Arc::new(net_boot(&case));
+    boots.push((case, Arc::clone(&r)));
+    r
+}
+
+/// The run, or a panic with why the boot failed.
+fn ok(r: &Result<NetRun, String>) -> &NetRun {
+    r.as_ref().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn fail(run: &NetRun, what: &str) -> ! {
+    panic!(
+        "{what}; peer {:?}; last 40 console lines:\n{}",
+        run.peer,
+        run.out.tail(40)
+    )
+}
+
+/// A ping boot of `nic` at `slot`.
+fn ping_case(mode: Mode, nic: Nic, slot: NicSlot) -> NetCase {
+    NetCase {
+        mode,
+        nic,
+        slot,
+        transfer: false,
+    }
+}
+
+/// A transfer boot of `nic` behind a root port.
+fn transfer_case(mode: Mode, nic: Nic) -> NetCase {
+    NetCase {
+        mode,
+        nic,
+        slot: NicSlot::RootPort,
+        transfer: true,
+    }
+}
+
+/// Three pings from the guest reach the peer and are answered.
+fn check_guest_pings_the_peer(case: NetCase) {
+    let r = boot_once(case);
+    let run = ok(&r);
+    if tagged(&run.out, "PING-STATUS") != ["0"] {
+        fail(run, "ping -c 3 10.0.2.2 failed");
+    }
+    let ping = super::prefixed(&run.out, "PING").join("\n");
+    assert!(
+        ping.contains("3 packets transmitted, 3 packets received"),
+        "{ping}"
+    );
+    assert!(run.peer.frames_in >= 3, "peer saw {:?}", run.peer);
+}
+
+/// What the guest sent to the sink arrives whole: one connection, closed
+/// with a FIN, [`transfer_bytes`] bytes whose SHA-256 is the guest's.
+fn check_guest_to_peer_transfer(case: NetCase) {
+    let r = boot_once(case);
+    let run = ok(&r);
+    let Some(sent) = tagged(&run.out, "SENT-SHA256").first().copied() else {
+        fail(run, "the guest printed no SENT-SHA256")
+    };
+    assert_eq!(sent.len(), 64, "guest hash {sent:?}");
+    let want = SinkReport {
+        bytes: transfer_bytes(),
+        sha256: sent.to_string(),
+        finished: true,
+    };
+    assert_eq!(run.sink, [want], "sink reports ({})", run.took);
+    eprintln!("guest to peer: {}", run.took);
+}
+
+/// What the source sent arrives whole in the guest: its SHA-256 is the pattern's.
+fn check_peer_to_guest_transfer(case: NetCase) {
+    let r = boot_once(case);
+    let run = ok(&r);
+    let want = netpeer::pattern_sha256(transfer_bytes());
+    let got = tagged(&run.out, "RECEIVED-SHA256");
+    if got.is_empty() {
+        fail(run, "the guest printed no RECEIVED-SHA256");
+    }
+    assert_eq!(got, [want.as_str()], "{} ({})", run.out.tail(20), run.took);
+    assert_eq!(run.peer.source_done, 1, "peer {:?}", run.peer);
+    eprintln!("peer to guest: {}", run.took);
+}
+
+/// Under `--direct` the NIC is where `NicSlot::host_address` (the address
+/// given to the hypervisor) says, with its Linux driver bound.
+fn check_nic_at_host_address(case: NetCase) {
+    let r = boot_once(case.clone());
+    let run = ok(&r);
+    let id = case.nic.pci_id().unwrap_or_default();
+    let driver = case.nic.linux_driver().unwrap_or_default();
+    assert_eq!(
+        tagged(&run.out, "NIC-AT"),
+        [id],
+        "lspci -n -s {}:\n{}",
+        case.slot.host_address(),
+        run.out.tail(40)
+    );
+    assert_eq!(
+        tagged(&run.out, "NIC-DRIVER"),
+        [driver],
+        "{}",
+        run.out.tail(40)
+    );
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_e1000e_guest_pings_the_peer() {
+    check_guest_pings_the_peer(transfer_case(Mode::Direct, Nic::E1000e));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_e1000e_bytes_from_the_guest_reach_the_peer_with_matching_sha256() {
+    check_guest_to_peer_transfer(transfer_case(Mode::Direct, Nic::E1000e));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_e1000e_bytes_from_the_peer_reach_the_guest_with_matching_sha256() {
+    check_peer_to_guest_transfer(transfer_case(Mode::Direct, Nic::E1000e));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_igb_guest_pings_the_peer() {
+    check_guest_pings_the_peer(transfer_case(Mode::Direct, Nic::Igb));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_igb_bytes_from_the_guest_reach_the_peer_with_matching_sha256() {
+    check_guest_to_peer_transfer(transfer_case(Mode::Direct, Nic::Igb));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_igb_bytes_from_the_peer_reach_the_guest_with_matching_sha256() {
+    check_peer_to_guest_transfer(transfer_case(Mode::Direct, Nic::Igb));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_igb_behind_a_root_port_is_at_0000_01_00_0_with_igb_bound() {
+    check_nic_at_host_address(transfer_case(Mode::Direct, Nic::Igb));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_e1000e_on_the_root_bus_is_at_0000_00_02_0_with_e1000e_bound() {
+    check_nic_at_host_address(ping_case(Mode::Direct, Nic::E1000e, NicSlot::Bus));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_e1000e_on_the_root_bus_pings_the_peer() {
+    check_guest_pings_the_peer(ping_case(Mode::Direct, Nic::E1000e, NicSlot::Bus));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_e1000e_behind_a_root_port_is_at_0000_01_00_0_with_e1000e_bound() {
+    check_nic_at_host_address(transfer_case(Mode::Direct, Nic::E1000e));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_e1000e_behind_a_switch_is_at_0000_03_00_0_with_e1000e_bound() {
+    check_nic_at_host_address(ping_case(Mode::Direct, Nic::E1000e, NicSlot::Switch));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn direct_e1000e_behind_a_switch_pings_the_peer() {
+    check_guest_pings_the_peer(ping_case(Mode::Direct, Nic::E1000e, NicSlot::Switch));
+}
