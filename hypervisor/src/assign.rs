@@ -286,6 +286,13 @@ pub static HOST_SEGMENTS: spin::Mutex<Vec<HostSegment>> = spin::Mutex::new(Vec::
 /// error line naming it; none gives one line saying so), then resets the
 /// assigned devices so the next owner gets them clean.
 pub fn shutdown(vm: &crate::vm::Vm) {
+    if !vm.devices.try_lock().is_some_and(|d| d.assigned.is_empty()) {
+        if canary_intact() {
+            log::info!("DMA canary intact");
+        } else {
+            log::error!("DMA canary CHANGED: a device wrote to host memory");
+        }
+    }
     let mut segments = HOST_SEGMENTS.lock();
     for s in segments.iter_mut() {
         let diffs = read_back(s);
@@ -316,4 +323,39 @@ pub fn shutdown(vm: &crate::vm::Vm) {
 /// compares them with what the hypervisor assigned; each difference named.
 pub fn read_back(s: &mut HostSegment) -> Vec<String> {
     passthrough::verify(&mut s.ecam, &s.topology, &s.assignment)
+}
+
+/// A page of host memory the guest must never reach: tests point an
+/// assigned device's DMA at it (its link address, from the ELF symbol
+/// `DMA_CANARY`) and check at shutdown that it is unchanged.
+#[repr(C, align(4096))]
+pub struct Canary([u8; 4096]);
+
+/// The canary page (written at boot, checked at shutdown; nothing else
+/// touches it).
+#[no_mangle]
+pub static mut DMA_CANARY: Canary = Canary([0; 4096]);
+
+fn canary_byte(i: usize) -> u8 {
+    (i as u8).wrapping_mul(7).wrapping_add(0x5a)
+}
+
+/// Fills the canary and cleans it to the point of coherency (a device
+/// writing there would be visible to the later check).
+pub fn arm_canary() {
+    let p = core::ptr::addr_of_mut!(DMA_CANARY).cast::<u8>();
+    for i in 0..4096 {
+        // SAFETY: `p` points at the 4 KiB static that only this module touches,
+        // once at boot on the boot CPU before any guest runs.
+        unsafe { p.add(i).write_volatile(canary_byte(i)) };
+    }
+    crate::sysreg::clean_dcache_range(p as usize, 4096);
+    log::debug!("DMA canary at PA {:#x}", p as usize);
+}
+
+/// Whether the canary still holds what [`arm_canary`] wrote.
+pub fn canary_intact() -> bool {
+    let p = core::ptr::addr_of!(DMA_CANARY).cast::<u8>();
+    // SAFETY: as in `arm_canary`; reads only (a stray DMA write is what we look for).
+    (0..4096).all(|i| unsafe { p.add(i).read_volatile() } == canary_byte(i))
 }

@@ -495,7 +495,8 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
             refresh_lrs(vm, cpu);
         } else if crate::smmu::handle_irq(intid) {
             // An SMMU's event queue or global error: drained and reported.
-        } else if intid != uart_intid {
+        } else if intid >= 32 && intid != uart_intid {
+            // SGIs (kicks between CPUs) need nothing more; SPIs have an owner.
             match vm.irq_routes.iter().find(|r| r.0 == intid).map(|r| r.1) {
                 Some(IrqOwner::GuestSpi(spi)) => {
                     // Left active: the guest's deactivation of the hardware-linked

@@ -209,6 +209,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         Ok(o) => o,
         Err(e) => exits::fatal(&e),
     };
+    assign::arm_canary();
     let assigned = match assign::prepare(&plat, &opts) {
         Ok((a, segments)) => {
             *assign::HOST_SEGMENTS.lock() = segments;

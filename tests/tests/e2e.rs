@@ -15,6 +15,8 @@ use xtask::qemu::{self, RunOutcome, Verdict};
 
 #[path = "e2e/net.rs"]
 mod net;
+#[path = "e2e/passthrough.rs"]
+mod passthrough;
 
 /// Hard limit of one boot; `XTASK_E2E_TIMEOUT_SECS` overrides it.
 fn boot_timeout() -> Duration {

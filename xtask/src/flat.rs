@@ -71,6 +71,17 @@ pub fn elf_to_flat(elf: &[u8]) -> Result<FlatImage> {
     })
 }
 
+/// The address of symbol `name` in the ELF `elf` (its link address: where
+/// the hypervisor runs when loaded at its link address, as QEMU `-kernel` does).
+pub fn symbol_address(elf: &[u8], name: &str) -> Result<u64> {
+    use object::{Object, ObjectSymbol};
+    let file = object::File::parse(elf)?;
+    file.symbols()
+        .find(|s| s.name() == Ok(name))
+        .map(|s| s.address())
+        .ok_or_else(|| Error(format!("the ELF has no symbol {name}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

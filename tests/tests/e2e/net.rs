@@ -58,7 +58,7 @@ echo NIC-DRIVER=$(basename \"$(readlink /sys/bus/pci/devices/$a/driver)\")
 ping -c 3 -W 5 {peer} >/tmp/ping 2>&1; echo PING-STATUS=$?
 sed 's/^/PING:/' /tmp/ping
 ",
-        addr = case.slot.host_address(),
+        addr = guest_address(case),
         peer = xtask::net::PEER_IP,
     );
     if case.transfer {
@@ -79,6 +79,24 @@ echo TOOK=send:$t0-$t1,recv:$t1-$t2
         ));
     }
     s
+}
+
+/// Where the guest sees the NIC: at its host address when Linux drives it
+/// directly, at 0001:01:00.0 (behind our first root port) under the
+/// hypervisor, wherever it sits on the host.
+fn guest_address(case: &NetCase) -> &'static str {
+    match case.mode {
+        Mode::Direct => case.slot.host_address(),
+        _ => GUEST_NIC,
+    }
+}
+
+/// The NIC's address in the guest under the hypervisor.
+const GUEST_NIC: &str = "0001:01:00.0";
+
+/// The hypervisor mode of these tests.
+fn hyp() -> Mode {
+    Mode::Hypervisor(super::hypervisor_bin())
 }
 
 /// Boots `case` with a fresh peer; `Err` with the console tail when QEMU did
@@ -217,7 +235,8 @@ fn check_peer_to_guest_transfer(case: NetCase) {
 }
 
 /// Under `--direct` the NIC is where `NicSlot::host_address` (the address
-/// given to the hypervisor) says, with its Linux driver bound.
+/// given to the hypervisor) says, with its Linux driver bound; under the
+/// hypervisor it is at 0001:01:00.0 whatever the host topology.
 fn check_nic_at_host_address(case: NetCase) {
     let r = boot_once(case.clone());
     let run = ok(&r);
@@ -227,7 +246,7 @@ fn check_nic_at_host_address(case: NetCase) {
         tagged(&run.out, "NIC-AT"),
         [id],
         "lspci -n -s {}:\n{}",
-        case.slot.host_address(),
+        guest_address(&case),
         run.out.tail(40)
     );
     assert_eq!(
@@ -308,4 +327,78 @@ fn direct_e1000e_behind_a_switch_is_at_0000_03_00_0_with_e1000e_bound() {
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn direct_e1000e_behind_a_switch_pings_the_peer() {
     check_guest_pings_the_peer(ping_case(Mode::Direct, Nic::E1000e, NicSlot::Switch));
+}
+
+// ---- under the hypervisor: the NIC passed through ----
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_e1000e_guest_pings_the_peer() {
+    check_guest_pings_the_peer(transfer_case(hyp(), Nic::E1000e));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_e1000e_bytes_from_the_guest_reach_the_peer_with_matching_sha256() {
+    check_guest_to_peer_transfer(transfer_case(hyp(), Nic::E1000e));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_e1000e_bytes_from_the_peer_reach_the_guest_with_matching_sha256() {
+    check_peer_to_guest_transfer(transfer_case(hyp(), Nic::E1000e));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_e1000e_behind_a_root_port_is_at_0001_01_00_0_with_e1000e_bound() {
+    check_nic_at_host_address(transfer_case(hyp(), Nic::E1000e));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_igb_guest_pings_the_peer() {
+    check_guest_pings_the_peer(transfer_case(hyp(), Nic::Igb));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_igb_bytes_from_the_guest_reach_the_peer_with_matching_sha256() {
+    check_guest_to_peer_transfer(transfer_case(hyp(), Nic::Igb));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_igb_bytes_from_the_peer_reach_the_guest_with_matching_sha256() {
+    check_peer_to_guest_transfer(transfer_case(hyp(), Nic::Igb));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_igb_is_at_0001_01_00_0_with_igb_bound() {
+    check_nic_at_host_address(transfer_case(hyp(), Nic::Igb));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_e1000e_on_the_host_root_bus_is_at_0001_01_00_0_with_e1000e_bound() {
+    check_nic_at_host_address(ping_case(hyp(), Nic::E1000e, NicSlot::Bus));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_e1000e_on_the_host_root_bus_pings_the_peer() {
+    check_guest_pings_the_peer(ping_case(hyp(), Nic::E1000e, NicSlot::Bus));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_e1000e_behind_a_host_switch_is_at_0001_01_00_0_with_e1000e_bound() {
+    check_nic_at_host_address(ping_case(hyp(), Nic::E1000e, NicSlot::Switch));
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_e1000e_behind_a_host_switch_pings_the_peer() {
+    check_guest_pings_the_peer(ping_case(hyp(), Nic::E1000e, NicSlot::Switch));
 }
