@@ -21,7 +21,7 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -400,10 +400,7 @@ impl NetPeer {
 
     /// The next sink report, waiting at most `timeout`.
     pub fn sink_report(&self, timeout: Duration) -> Option<SinkReport> {
-        match self.sink.recv_timeout(timeout) {
-            Ok(r) => Some(r),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.sink.recv_timeout(timeout).ok()
     }
 
     /// Every sink report so far, without waiting.

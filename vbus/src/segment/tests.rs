@@ -524,7 +524,7 @@ fn model(regs: &ModelRegs) -> Vec<(u16, u8, u64, u64)> {
             )
         });
         let pref = (port.pref_limit >= port.pref_base)
-            .then(|| (port.pref_base << 20, (port.pref_limit << 20) | 0xf_ffff));
+            .then_some((port.pref_base << 20, (port.pref_limit << 20) | 0xf_ffff));
         let dev = &regs.devs[p];
         if !dev.mse {
             continue;
