@@ -349,3 +349,91 @@ proptest! {
         prop_assert_eq!(host_dword(&f, 0x10), 0x1000_0000);
     }
 }
+
+/// The guest's view of the assigned e1000e's type-0 header, written from
+/// the specification (PCI Express Base 6.0, 7.5.1.1 and 7.5.1.2) and the
+/// filter's rules, independently of the implementation: (offset, size,
+/// value after reset, bits a write of all ones sets, write-1-to-clear bits).
+const E1000E_HEADER: &[(u16, u8, u32, u32, u32)] = &[
+    (0x00, 4, 0x10d3_8086, 0, 0),           // Vendor/Device ID from the host
+    (0x04, 2, 0x0000, 0x0546, 0), // Command: MSE, BME, Parity Error Response, SERR#, INTx Disable; no I/O Space
+    (0x06, 2, 0x0010, 0, 0xf900), // Status: Capabilities List; error bits RW1C
+    (0x08, 4, 0x0200_0000, 0, 0), // Revision 0, class 020000h
+    (0x0c, 1, 0x00, 0xff, 0),     // Cache Line Size (emulated)
+    (0x0d, 1, 0x00, 0, 0),        // Latency Timer: RO 0 on PCI Express
+    (0x0e, 1, 0x00, 0, 0),        // Header Type 0, no multi-function bit
+    (0x0f, 1, 0x00, 0, 0),        // BIST: none
+    (0x10, 4, 0x0000_0000, 0xfffe_0000, 0), // BAR0: 128 KiB, 32-bit, non-prefetchable
+    (0x14, 4, 0x0000_0000, 0xfffe_0000, 0), // BAR1: 128 KiB flash
+    (0x18, 4, 0x0000_0000, 0, 0), // BAR2: the I/O BAR, hidden
+    (0x1c, 4, 0x0000_0000, 0xffff_c000, 0), // BAR3: 16 KiB MSI-X BAR
+    (0x20, 4, 0x0000_0000, 0, 0), // BAR4: none
+    (0x24, 4, 0x0000_0000, 0, 0), // BAR5: none
+    (0x28, 4, 0x0000_0000, 0, 0), // CardBus CIS Pointer: none
+    (0x2c, 4, 0x0000_8086, 0, 0), // Subsystem 8086:0000 from the host
+    (0x30, 4, 0x0000_0000, 0, 0), // Expansion ROM: hidden
+    (0x34, 1, 0xc8, 0, 0),        // Capabilities Pointer: PM (MSI-X at A0h hidden)
+    (0x3c, 1, 0x00, 0xff, 0),     // Interrupt Line (emulated)
+    (0x3d, 1, 0x01, 0, 0),        // Interrupt Pin: INTA from the host
+    (0x3e, 2, 0x0000, 0, 0),      // Min_Gnt/Max_Lat: 0 on PCI Express
+];
+
+#[test]
+fn header_reads_its_reset_values_at_every_width_and_alignment() {
+    for &(off, size, value, _, _) in E1000E_HEADER {
+        let mut f = assigned_e1000e();
+        for b in 0..u16::from(size) {
+            let want = (value >> (8 * b)) & 0xff;
+            assert_eq!(f.config_read(off + b, 1), want, "byte {:#x}", off + b);
+        }
+        if size >= 2 {
+            for h in (0..u16::from(size)).step_by(2) {
+                let want = (value >> (8 * h)) & 0xffff;
+                assert_eq!(f.config_read(off + h, 2), want, "word {:#x}", off + h);
+            }
+        }
+        let dword = f.config_read(off & !3, 4);
+        let shift = 8 * u32::from(off & 3);
+        let mask = if size == 4 {
+            u32::MAX
+        } else {
+            (1u32 << (8 * u32::from(size))) - 1
+        };
+        assert_eq!((dword >> shift) & mask, value, "dword at {:#x}", off & !3);
+    }
+}
+
+#[test]
+fn header_writes_of_all_ones_set_exactly_the_writable_bits_at_every_width() {
+    for &(off, size, value, writable, w1c) in E1000E_HEADER {
+        for width in [1u8, 2, 4] {
+            if width > size && !(width == 4 && off % 4 == 0) {
+                continue;
+            }
+            let mut f = assigned_e1000e();
+            let host_before: Vec<u32> =
+                (0x10..0x34).step_by(4).map(|o| host_dword(&f, o)).collect();
+            let span = u16::from(size.max(width));
+            let base = off & !(u16::from(width) - 1);
+            for o in (base..base + span).step_by(usize::from(width)) {
+                let ones = if width == 4 {
+                    u32::MAX
+                } else {
+                    (1u32 << (8 * u32::from(width))) - 1
+                };
+                let rq = wr(&mut f, o, width, ones);
+                assert!(rq.is_empty(), "{o:#x}");
+            }
+            let mask = if size == 4 {
+                u32::MAX
+            } else {
+                (1u32 << (8 * u32::from(size))) - 1
+            };
+            let got = (f.config_read(off & !3, 4) >> (8 * u32::from(off & 3))) & mask;
+            let want = ((value & !writable) | writable) & !w1c;
+            assert_eq!(got, want, "{off:#x} after all ones at width {width}");
+            let host_after: Vec<u32> = (0x10..0x34).step_by(4).map(|o| host_dword(&f, o)).collect();
+            assert_eq!(host_before, host_after, "host BARs after writing {off:#x}");
+        }
+    }
+}
