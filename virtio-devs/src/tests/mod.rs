@@ -1,0 +1,5 @@
+//! Host tests of the whole crate, one file per part.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod oracle;
+mod queue;

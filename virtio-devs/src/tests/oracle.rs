@@ -1,0 +1,1 @@
+//! rust-vmm `virtio-queue` as an oracle on the same descriptor chains.
