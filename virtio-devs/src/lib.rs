@@ -7,7 +7,10 @@
 
 extern crate alloc;
 
+pub mod blk;
+pub mod device;
 pub mod memory;
+pub mod pci;
 pub mod queue;
 pub mod testing;
 

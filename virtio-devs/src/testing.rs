@@ -311,3 +311,61 @@ impl MockQueue {
         q
     }
 }
+
+/// Drives a virtio-pci function through BAR 0 the way a driver initialises
+/// it (virtio 1.2, 3.1.1): reset, ACKNOWLEDGE, DRIVER, `features`,
+/// FEATURES_OK, queue 0 programmed from `mock` and enabled, DRIVER_OK.
+/// Returns the device status read back at the end.
+pub fn driver_init<F: vbus::PciFunction + ?Sized>(
+    f: &mut F,
+    mock: &MockQueue,
+    features: u64,
+) -> u8 {
+    use crate::pci::{common, device_status as s};
+    let mut rq = Vec::new();
+    let mut w = |f: &mut F, off: u64, size: u8, v: u64| f.bar_write(0, off, size, v, &mut rq);
+    w(f, common::DEVICE_STATUS, 1, 0);
+    w(f, common::DEVICE_STATUS, 1, u64::from(s::ACKNOWLEDGE));
+    w(
+        f,
+        common::DEVICE_STATUS,
+        1,
+        u64::from(s::ACKNOWLEDGE | s::DRIVER),
+    );
+    w(f, common::DRIVER_FEATURE_SELECT, 4, 0);
+    w(f, common::DRIVER_FEATURE, 4, features & 0xffff_ffff);
+    w(f, common::DRIVER_FEATURE_SELECT, 4, 1);
+    w(f, common::DRIVER_FEATURE, 4, features >> 32);
+    w(
+        f,
+        common::DEVICE_STATUS,
+        1,
+        u64::from(s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK),
+    );
+    w(f, common::QUEUE_SELECT, 2, 0);
+    w(f, common::QUEUE_SIZE, 2, u64::from(mock.size()));
+    w(f, common::QUEUE_DESC, 8, mock.desc_table().0);
+    w(
+        f,
+        common::QUEUE_DRIVER,
+        4,
+        mock.avail_ring().0 & 0xffff_ffff,
+    );
+    w(f, common::QUEUE_DRIVER + 4, 4, mock.avail_ring().0 >> 32);
+    w(f, common::QUEUE_DEVICE, 8, mock.used_ring().0);
+    w(f, common::QUEUE_ENABLE, 2, 1);
+    w(
+        f,
+        common::DEVICE_STATUS,
+        1,
+        u64::from(s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK | s::DRIVER_OK),
+    );
+    f.bar_read(0, common::DEVICE_STATUS, 1, &mut rq) as u8
+}
+
+/// Notifies queue `index` (a 16-bit write in the notification area, 4.1.4.4).
+pub fn notify<F: vbus::PciFunction + ?Sized>(f: &mut F, index: u16) {
+    let off =
+        crate::pci::NOTIFY_OFFSET + u64::from(index) * u64::from(crate::pci::NOTIFY_OFF_MULTIPLIER);
+    f.bar_write(0, off, 2, u64::from(index), &mut Vec::new());
+}
