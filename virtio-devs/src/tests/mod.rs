@@ -1,5 +1,8 @@
 //! Host tests of the whole crate, one file per part.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod blk;
 mod oracle;
+mod pci;
 mod queue;
+mod segment;
