@@ -4,5 +4,6 @@
 mod blk;
 mod oracle;
 mod pci;
+mod props;
 mod queue;
 mod segment;
