@@ -680,6 +680,9 @@ impl<B: BlockBackend> VirtioDevice for VirtioBlk<B> {
     }
 }
 
+/// A request a deferred [`RamDisk`] holds until polled.
+type Deferred = (RequestId, BlockOp, Vec<MemRange<Ipa>>);
+
 /// A disk in RAM. With [`RamDisk::deferred`], submissions stay pending until
 /// [`BlockBackend::poll`] — the shape of a host disk completing on its interrupt.
 #[derive(Debug, Clone)]
@@ -689,7 +692,7 @@ pub struct RamDisk {
     discard: bool,
     write_zeroes: bool,
     id: [u8; VIRTIO_BLK_ID_BYTES],
-    pending: Option<VecDeque<(RequestId, BlockOp, Vec<MemRange<Ipa>>)>>,
+    pending: Option<VecDeque<Deferred>>,
     flushes: u64,
 }
 
