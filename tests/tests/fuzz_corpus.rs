@@ -38,3 +38,13 @@ fn vgic_mmio_corpus_holds_every_property() {
 fn assigned_config_corpus_holds_every_property() {
     replay("assigned_config", tests::fuzz::run_assigned);
 }
+
+#[test]
+fn virtio_pci_corpus_holds_every_property() {
+    replay("virtio_pci", tests::fuzz::run_virtio_pci);
+}
+
+#[test]
+fn virtio_blk_corpus_holds_every_property() {
+    replay("virtio_blk", tests::fuzz::run_virtio_blk);
+}

@@ -1,0 +1,9 @@
+//! Host tests of the whole crate, one file per part.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod blk;
+mod oracle;
+mod pci;
+mod props;
+mod queue;
+mod segment;
