@@ -181,6 +181,7 @@ pub fn build(
     psci: guest_dt::PsciMethod,
     guest_mem: Option<u64>,
     assigned: Vec<crate::assign::Assigned>,
+    ram_disk: Option<u64>,
 ) -> Result<(Vm, u64, u64), String> {
     let n = host.cpus.len().min(MAX_CPUS);
     if host.cpus.len() > MAX_CPUS {
@@ -252,6 +253,17 @@ pub fn build(
         }
         _ => None,
     };
+    // The runs of guest RAM as stage 2 maps them, for the emulated devices.
+    let base = layout.ram.base;
+    let run = |off: u64, size: u64, pa: u64| (Region::new(Ipa(base.0 + off), size), Pa(pa));
+    let guest_ram = crate::guestmem::GuestRam::new(match in_place {
+        Some((ia, off, len)) => vec![
+            run(0, off, ram_pa),
+            run(off, len, ia),
+            run(off + len, ram_size - off - len, ram_pa + off + len),
+        ],
+        None => vec![run(0, ram_size, ram_pa)],
+    });
     match in_place {
         Some((ia, off, len)) => {
             let ram = |off: u64, size: u64| Region::new(Ipa(layout.ram.base.0 + off), size);
@@ -336,6 +348,20 @@ pub fn build(
         .into_iter()
         .map(|a| Box::new(a.function) as Box<dyn vbus::PciFunction>)
         .collect();
+    let mut functions = functions;
+    if let Some(size) = ram_disk {
+        let disk = ram_disk_storage(ram_pa + ram_size, free - ram_size, size)?;
+        log::info!(
+            "virtio-blk: RAM disk of {:#x} bytes at PA {:#x}",
+            disk.len(),
+            disk.as_ptr() as usize
+        );
+        let blk = virtio_devs::blk::VirtioBlk::new(virtio_devs::blk::RamDisk::over(disk));
+        functions.push(Box::new(virtio_devs::pci::VirtioPci::new(
+            blk,
+            guest_ram.clone(),
+        )));
+    }
     if layout.pci.is_none() && !functions.is_empty() {
         return Err("host devices to assign but the guest has no PCI segment".into());
     }
@@ -374,7 +400,7 @@ pub fn build(
             uart,
             uart_line: false,
             segment,
-            assigned: ids,
+            assigned: ids.get(..lines.len()).unwrap_or(&[]).to_vec(),
         }),
         power: spin::Mutex::new(power),
         stats: Default::default(),
@@ -382,6 +408,30 @@ pub fn build(
         semihosting,
     };
     Ok((vm, entry, dtb_ipa))
+}
+
+/// The RAM disk's storage: `size` bytes at the top of the free host RAM
+/// `[free_pa, free_pa + free_len)` left after guest RAM, zeroed.
+fn ram_disk_storage(free_pa: u64, free_len: u64, size: u64) -> Result<&'static mut [u8], String> {
+    let size = size & !0x1ff;
+    if size == 0 || size > free_len {
+        return Err(alloc::format!(
+            "virtio-blk=ram:{size:#x}: only {free_len:#x} bytes of host RAM are left after guest RAM"
+        ));
+    }
+    let base = (free_pa + free_len - size) & !(MIB2 - 1);
+    if base < free_pa {
+        return Err(alloc::format!(
+            "virtio-blk=ram:{size:#x}: does not fit 2 MiB-aligned in the {free_len:#x} bytes left"
+        ));
+    }
+    // SAFETY: `[base, base + size)` is host RAM that `free_ram` found unused
+    // (no module, DT, hypervisor image or heap) and that guest RAM does not
+    // take; identity-mapped Normal memory at EL2. Only this slice refers to it,
+    // for the life of the hypervisor.
+    let disk = unsafe { core::slice::from_raw_parts_mut(base as *mut u8, size as usize) };
+    disk.fill(0);
+    Ok(disk)
 }
 
 /// Copies `src` to host PA `dst` and cleans it to the point of coherency (the guest

@@ -22,6 +22,7 @@ mod entry;
 mod exits;
 mod gic;
 mod guest;
+mod guestmem;
 mod mmu;
 mod pci;
 mod semihosting;
@@ -217,7 +218,20 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         }
         Err(e) => exits::fatal(&e),
     };
-    let vm = match guest::build(&host, semihosting, psci, guest_mem, assigned) {
+    // `virtio-blk=ram:SIZE`: an emulated virtio-blk over a RAM disk of SIZE bytes.
+    let ram_disk = match bootargs
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("virtio-blk="))
+    {
+        None => None,
+        Some(v) => match v.strip_prefix("ram:").and_then(guest_dt::boot::parse_size) {
+            Some(n) => Some(n),
+            None => exits::fatal(&alloc::format!(
+                "bootargs: bad virtio-blk={v} (want ram:SIZE, e.g. ram:64M)"
+            )),
+        },
+    };
+    let vm = match guest::build(&host, semihosting, psci, guest_mem, assigned, ram_disk) {
         Ok(vm) => vm,
         Err(e) => exits::fatal(&alloc::format!("guest: {e}")),
     };

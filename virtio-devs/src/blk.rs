@@ -685,9 +685,12 @@ type Deferred = (RequestId, BlockOp, Vec<MemRange<Ipa>>);
 
 /// A disk in RAM. With [`RamDisk::deferred`], submissions stay pending until
 /// [`BlockBackend::poll`] — the shape of a host disk completing on its interrupt.
+///
+/// The storage is any byte buffer: a `Vec` by default, or memory the owner
+/// set aside (the hypervisor's carve-out of host RAM) through [`RamDisk::over`].
 #[derive(Debug, Clone)]
-pub struct RamDisk {
-    data: Vec<u8>,
+pub struct RamDisk<S = Vec<u8>> {
+    data: S,
     read_only: bool,
     discard: bool,
     write_zeroes: bool,
@@ -701,12 +704,20 @@ impl RamDisk {
     /// with discard and write zeroes, completing at once.
     pub fn new(capacity: usize) -> Self {
         let len = capacity - capacity % SECTOR_SIZE as usize;
+        RamDisk::over(vec![0; len])
+    }
+}
+
+impl<S: AsRef<[u8]> + AsMut<[u8]> + Send> RamDisk<S> {
+    /// A disk over `storage`, as it is (its last partial sector, if any, is
+    /// not used), with discard and write zeroes, completing at once.
+    pub fn over(storage: S) -> Self {
         let mut id = [0u8; VIRTIO_BLK_ID_BYTES];
         for (d, s) in id.iter_mut().zip(b"ramdisk") {
             *d = *s;
         }
         RamDisk {
-            data: vec![0; len],
+            data: storage,
             read_only: false,
             discard: true,
             write_zeroes: true,
@@ -740,14 +751,17 @@ impl RamDisk {
         self.pending.as_ref().map_or(0, VecDeque::len)
     }
 
-    /// The disk's bytes.
+    /// The disk's bytes (whole sectors).
     pub fn data(&self) -> &[u8] {
-        &self.data
+        let d = self.data.as_ref();
+        d.get(..d.len() - d.len() % SECTOR_SIZE as usize).unwrap_or(&[])
     }
 
-    /// The disk's bytes, mutably.
+    /// The disk's bytes (whole sectors), mutably.
     pub fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.data
+        let d = self.data.as_mut();
+        let len = d.len() - d.len() % SECTOR_SIZE as usize;
+        d.get_mut(..len).unwrap_or(&mut [])
     }
 
     /// How many flushes completed.
@@ -770,7 +784,7 @@ impl RamDisk {
             BlockOp::Read { mut offset } => {
                 for seg in segments {
                     let src = self
-                        .data
+                        .data()
                         .get(span(offset, seg.size)?)
                         .ok_or(BlockError::Io)?;
                     mem.write(seg.base, src).map_err(|_| BlockError::Io)?;
@@ -784,7 +798,7 @@ impl RamDisk {
                 }
                 for seg in segments {
                     let r = span(offset, seg.size)?;
-                    let dst = self.data.get_mut(r).ok_or(BlockError::Io)?;
+                    let dst = self.data_mut().get_mut(r).ok_or(BlockError::Io)?;
                     mem.read(seg.base, dst).map_err(|_| BlockError::Io)?;
                     offset = offset.checked_add(seg.size).ok_or(BlockError::Io)?;
                 }
@@ -802,7 +816,7 @@ impl RamDisk {
                 if !supported {
                     return Err(BlockError::Unsupported);
                 }
-                self.data
+                self.data_mut()
                     .get_mut(span(offset, len)?)
                     .ok_or(BlockError::Io)?
                     .fill(0);
@@ -812,9 +826,9 @@ impl RamDisk {
     }
 }
 
-impl BlockBackend for RamDisk {
+impl<S: AsRef<[u8]> + AsMut<[u8]> + Send> BlockBackend for RamDisk<S> {
     fn capacity(&self) -> u64 {
-        self.data.len() as u64
+        self.data().len() as u64
     }
     fn block_size(&self) -> u32 {
         SECTOR_SIZE as u32

@@ -48,10 +48,16 @@ run options:
                     root-port (default; 01:00.0), switch (root port, upstream and
                     downstream switch ports; 03:00.0)
   --hostfwd H:G     forward TCP 127.0.0.1:H on the host to guest port G (repeatable)
+  --disk DISK       the guest's virtio-blk, emulated by the hypervisor behind its own
+                    root port: ram:SIZE (default ram:64M, in host RAM, lost at
+                    power-off) or none; --direct has none
   --timeout SECS    kill QEMU after SECS (default: none interactive, 600 with --exec)
 
 environment:
   XTASK_E2E_DIRECT=1  `test` boots the end-to-end guests without the hypervisor";
+
+/// The disk `cargo xtask run` gives the guest unless `--disk` says otherwise.
+const DEFAULT_DISK: qemu::Disk = qemu::Disk::Ram(64 << 20);
 
 /// Default timeout of a `--exec` run.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
@@ -161,6 +167,7 @@ struct RunArgs {
     nic: Option<Nic>,
     nic_slot: Option<NicSlot>,
     forwards: Vec<PortForward>,
+    disk: Option<qemu::Disk>,
 }
 
 impl RunArgs {
@@ -220,6 +227,7 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
             "--nic" => r.nic = Some(Nic::parse(&value()?)?),
             "--nic-slot" => r.nic_slot = Some(NicSlot::parse(&value()?)?),
             "--hostfwd" => r.forwards.push(PortForward::parse(&value()?)?),
+            "--disk" => r.disk = Some(qemu::Disk::parse(&value()?)?),
             "--timeout" => {
                 let v = value()?;
                 let secs: u64 = v.parse().map_err(|_| Error(format!("bad --timeout {v}")))?;
@@ -257,6 +265,7 @@ fn run(args: &[String]) -> Result<i32> {
     cfg.smp = a.smp.unwrap_or(cfg.smp);
     cfg.mem_bytes = a.mem.unwrap_or(cfg.mem_bytes);
     a.apply_network(&mut cfg, Nic::E1000e);
+    cfg.disk = a.disk.unwrap_or(DEFAULT_DISK);
     cfg.qemu_args = a.qemu_args;
     cfg.iommu = a.smmu;
     cfg.interactive = a.exec.is_none();

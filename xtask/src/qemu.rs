@@ -156,6 +156,8 @@ pub struct RunConfig {
     pub nic_slot: NicSlot,
     /// What the NIC is cabled to.
     pub net: NetBackend,
+    /// The guest's emulated virtio-blk (under the hypervisor; `--direct` has none).
+    pub disk: Disk,
     /// QEMU's `virt` gets an SMMUv3 (`iommu=smmuv3`, stages 1 and 2) in front
     /// of its PCIe host. Implied under the hypervisor when a NIC is passed through.
     pub iommu: bool,
@@ -181,6 +183,7 @@ impl RunConfig {
             nic: Nic::None,
             nic_slot: NicSlot::RootPort,
             net: NetBackend::default(),
+            disk: Disk::None,
             iommu: false,
         }
     }
@@ -206,6 +209,12 @@ impl RunConfig {
     /// for the NIC.
     pub fn hypervisor_extra_args(&self) -> String {
         let mut args = self.hypervisor_args.trim().to_string();
+        if let Disk::Ram(n) = self.disk {
+            if !args.is_empty() {
+                args.push(' ');
+            }
+            args.push_str(&format!("virtio-blk=ram:{n}"));
+        }
         if let Some(bdf) = self.passthrough_address() {
             if !args.is_empty() {
                 args.push(' ');
@@ -214,6 +223,29 @@ impl RunConfig {
             args.push_str(bdf);
         }
         args
+    }
+}
+
+/// The guest's emulated virtio-blk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Disk {
+    /// None.
+    #[default]
+    None,
+    /// A RAM disk of this many bytes inside the hypervisor (`virtio-blk=ram:N`).
+    Ram(u64),
+}
+
+impl Disk {
+    /// `none` or `ram:SIZE` (`ram:64M`).
+    pub fn parse(s: &str) -> Result<Disk> {
+        match s {
+            "none" => Ok(Disk::None),
+            _ => match s.strip_prefix("ram:") {
+                Some(size) => Ok(Disk::Ram(parse_mem(size)?)),
+                None => Err(Error(format!("bad --disk {s}: want ram:SIZE or none"))),
+            },
+        }
     }
 }
 
