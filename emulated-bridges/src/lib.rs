@@ -164,9 +164,10 @@ pub mod pcie {
         pub const ENABLE_NO_SNOOP: u16 = 1 << 11;
         /// Max_Read_Request_Size (14:12).
         pub const MAX_READ_REQUEST_SIZE: u16 = 0x7 << 12;
-        /// Bridge Configuration Retry Enable / Initiate Function Level Reset:
+        /// Initiate Function Level Reset (Endpoints with FLR; Bridge
+        /// Configuration Retry Enable in PCI Express to PCI/PCI-X Bridges):
         /// RsvdP in a Root Port.
-        pub const BIT15: u16 = 1 << 15;
+        pub const INITIATE_FUNCTION_LEVEL_RESET: u16 = 1 << 15;
     }
 
     /// Device Status bits (7.5.3.5).
@@ -641,7 +642,16 @@ pub fn pcie_registers(config: &RootPortConfig) -> [PcieRegister; 19] {
             0,
         ),
         // Relaxed Ordering and No Snoop enabled, 512-byte reads (the defaults of 7.5.3.4).
-        register(DEVICE_CONTROL, 2, 0x2810, device_control_bits.into(), 0),
+        register(
+            DEVICE_CONTROL,
+            2,
+            (device_control::ENABLE_RELAXED_ORDERING
+                | device_control::ENABLE_NO_SNOOP
+                | (0b010 << 12))
+                .into(),
+            device_control_bits.into(),
+            0,
+        ),
         register(
             DEVICE_STATUS,
             2,
