@@ -35,14 +35,12 @@ impl GuestRam {
                 .0
                 .checked_add(done as u64)
                 .ok_or(MemoryError::Overflow)?;
-            let (run, pa) = self
-                .runs
-                .iter()
-                .find(|(r, _)| r.contains(Ipa(at)))
-                .ok_or(MemoryError::OutOfRange {
+            let (run, pa) = self.runs.iter().find(|(r, _)| r.contains(Ipa(at))).ok_or(
+                MemoryError::OutOfRange {
                     addr,
                     len: len as u64,
-                })?;
+                },
+            )?;
             let off = at - run.base.0;
             let n = (run.size - off).min((len - done) as u64) as usize;
             f((pa.0 + off) as usize, done, n);

@@ -17,6 +17,8 @@ use xtask::qemu::{self, RunOutcome, Verdict};
 mod net;
 #[path = "e2e/passthrough.rs"]
 mod passthrough;
+#[path = "e2e/virtio.rs"]
+mod virtio;
 
 /// Hard limit of one boot; `XTASK_E2E_TIMEOUT_SECS` overrides it.
 fn boot_timeout() -> Duration {

@@ -754,7 +754,8 @@ impl<S: AsRef<[u8]> + AsMut<[u8]> + Send> RamDisk<S> {
     /// The disk's bytes (whole sectors).
     pub fn data(&self) -> &[u8] {
         let d = self.data.as_ref();
-        d.get(..d.len() - d.len() % SECTOR_SIZE as usize).unwrap_or(&[])
+        d.get(..d.len() - d.len() % SECTOR_SIZE as usize)
+            .unwrap_or(&[])
     }
 
     /// The disk's bytes (whole sectors), mutably.

@@ -194,7 +194,7 @@ fn passthrough_e1000e_binds_the_link_comes_up_and_its_intx_counts() {
 /// The two lines e1000e logs, at error level, for any device without MSI-X
 /// and MSI capabilities: the assigned function hides both until MSI
 /// interception exists, so the driver falls back to INTx, as designed.
-const MSI_HIDDEN: [&str; 2] = [
+pub(super) const MSI_HIDDEN: [&str; 2] = [
     "Failed to initialize MSI-X interrupts.  Falling back to MSI interrupts.",
     "Failed to initialize MSI interrupts.  Falling back to legacy interrupts.",
 ];
