@@ -19,53 +19,8 @@ use alloc::vec::Vec;
 use vbus::config::{command, reg, status};
 use vbus::{BarInfo, ConfigSpace, Intx, Ipa, MemRange, PciFunction, Request};
 
-/// Type-1 header registers (PCI Express Base 7.5.1.3).
-pub mod type1 {
-    /// Primary Bus Number.
-    pub const PRIMARY_BUS: u16 = 0x18;
-    /// Secondary Bus Number.
-    pub const SECONDARY_BUS: u16 = 0x19;
-    /// Subordinate Bus Number.
-    pub const SUBORDINATE_BUS: u16 = 0x1a;
-    /// Secondary Latency Timer.
-    pub const SECONDARY_LATENCY_TIMER: u16 = 0x1b;
-    /// I/O Base.
-    pub const IO_BASE: u16 = 0x1c;
-    /// I/O Limit.
-    pub const IO_LIMIT: u16 = 0x1d;
-    /// Secondary Status.
-    pub const SECONDARY_STATUS: u16 = 0x1e;
-    /// Memory Base.
-    pub const MEMORY_BASE: u16 = 0x20;
-    /// Memory Limit.
-    pub const MEMORY_LIMIT: u16 = 0x22;
-    /// Prefetchable Memory Base.
-    pub const PREFETCHABLE_BASE: u16 = 0x24;
-    /// Prefetchable Memory Limit.
-    pub const PREFETCHABLE_LIMIT: u16 = 0x26;
-    /// Prefetchable Base Upper 32 Bits.
-    pub const PREFETCHABLE_BASE_UPPER: u16 = 0x28;
-    /// Prefetchable Limit Upper 32 Bits.
-    pub const PREFETCHABLE_LIMIT_UPPER: u16 = 0x2c;
-    /// I/O Base Upper 16 Bits.
-    pub const IO_BASE_UPPER: u16 = 0x30;
-    /// I/O Limit Upper 16 Bits.
-    pub const IO_LIMIT_UPPER: u16 = 0x32;
-    /// Expansion ROM Base Address (type 1).
-    pub const EXPANSION_ROM: u16 = 0x38;
-    /// Bridge Control.
-    pub const BRIDGE_CONTROL: u16 = 0x3e;
-}
-
-/// Bridge Control bits (7.5.1.3.13).
-pub mod bridge_control {
-    /// Parity Error Response Enable.
-    pub const PARITY_ERROR_RESPONSE: u16 = 1 << 0;
-    /// SERR# Enable.
-    pub const SERR_ENABLE: u16 = 1 << 1;
-    /// Secondary Bus Reset.
-    pub const SECONDARY_BUS_RESET: u16 = 1 << 6;
-}
+/// Type-1 header registers and Bridge Control bits (from [`vbus::config`]).
+pub use vbus::config::{bridge_control, type1};
 
 /// Offsets of the capabilities this port builds (fixed, so tests and dumps can name them).
 pub mod caps {
@@ -85,6 +40,7 @@ pub mod caps {
 
 /// PCI Express Capability register offsets, relative to the capability (7.5.3).
 pub mod pcie {
+    pub use vbus::config::pcie::*;
     /// PCI Express Capabilities Register.
     pub const CAPABILITIES: u16 = 0x02;
     /// Device Capabilities.

@@ -20,10 +20,7 @@ use crate::segment::memory_enabled;
 use alloc::vec::Vec;
 use arch_emu::addr::{Ipa, MemRange};
 
-/// Bridge Control (type 1, 16 bits).
-pub const BRIDGE_CONTROL: u16 = 0x3e;
-/// Bridge Control: Secondary Bus Reset.
-pub const SECONDARY_BUS_RESET: u32 = 1 << 6;
+use crate::config::type1;
 
 /// One decoded BAR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +53,8 @@ pub fn bar_address(cs: &ConfigSpace, index: u8, is_64bit: bool) -> u64 {
 /// A type-1 function's memory window (PCI-to-PCI Bridge Architecture 1.2,
 /// 3.2.5.8), `None` when its limit is below its base.
 pub fn memory_window(cs: &ConfigSpace) -> Option<MemRange<Ipa>> {
-    let base = u64::from(cs.raw(0x20, 2) & 0xfff0) << 16;
-    let limit = (u64::from(cs.raw(0x22, 2) & 0xfff0) << 16) | 0xf_ffff;
+    let base = u64::from(cs.raw(type1::MEMORY_BASE, 2) & 0xfff0) << 16;
+    let limit = (u64::from(cs.raw(type1::MEMORY_LIMIT, 2) & 0xfff0) << 16) | 0xf_ffff;
     (limit >= base).then(|| MemRange::new(Ipa(base), limit - base + 1))
 }
 
@@ -65,11 +62,14 @@ pub fn memory_window(cs: &ConfigSpace) -> Option<MemRange<Ipa>> {
 /// bits count only when the low nibble says 64-bit decode), `None` when its
 /// limit is below its base.
 pub fn prefetchable_window(cs: &ConfigSpace) -> Option<MemRange<Ipa>> {
-    let base_lo = cs.raw(0x24, 2);
-    let limit_lo = cs.raw(0x26, 2);
+    let base_lo = cs.raw(type1::PREFETCHABLE_BASE, 2);
+    let limit_lo = cs.raw(type1::PREFETCHABLE_LIMIT, 2);
     let wide = base_lo & 0xf == 1;
     let (base_hi, limit_hi) = if wide {
-        (u64::from(cs.raw(0x28, 4)), u64::from(cs.raw(0x2c, 4)))
+        (
+            u64::from(cs.raw(type1::PREFETCHABLE_BASE_UPPER, 4)),
+            u64::from(cs.raw(type1::PREFETCHABLE_LIMIT_UPPER, 4)),
+        )
     } else {
         (0, 0)
     };

@@ -613,7 +613,10 @@ impl Segment {
 /// Whether a bridge holds its Secondary Bus Reset bit (Bridge Control bit 6).
 fn secondary_bus_reset(f: &dyn PciFunction) -> bool {
     f.bridge_bus_range().is_some()
-        && f.config_space().raw(decode::BRIDGE_CONTROL, 2) & decode::SECONDARY_BUS_RESET != 0
+        && f.config_space()
+            .raw(crate::config::type1::BRIDGE_CONTROL, 2)
+            & u32::from(crate::config::bridge_control::SECONDARY_BUS_RESET)
+            != 0
 }
 
 /// Whether a function's Memory Space Enable is set.
