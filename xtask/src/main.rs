@@ -48,6 +48,10 @@ run options:
                     root-port (default; 01:00.0), switch (root port, upstream and
                     downstream switch ports; 03:00.0)
   --hostfwd H:G     forward TCP 127.0.0.1:H on the host to guest port G (repeatable)
+  --host-disk IMG   a raw image as a host virtio-blk at 0000:00:05.0 that the
+                    hypervisor drives itself (host-disk=, host-disk-selftest; the
+                    guest does not see it; QEMU iommu=smmuv3); with --direct,
+                    the guest's Linux drives it
   --timeout SECS    kill QEMU after SECS (default: none interactive, 600 with --exec)
 
 environment:
@@ -161,6 +165,7 @@ struct RunArgs {
     nic: Option<Nic>,
     nic_slot: Option<NicSlot>,
     forwards: Vec<PortForward>,
+    host_disk: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -220,6 +225,7 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
             "--nic" => r.nic = Some(Nic::parse(&value()?)?),
             "--nic-slot" => r.nic_slot = Some(NicSlot::parse(&value()?)?),
             "--hostfwd" => r.forwards.push(PortForward::parse(&value()?)?),
+            "--host-disk" => r.host_disk = Some(value()?.into()),
             "--timeout" => {
                 let v = value()?;
                 let secs: u64 = v.parse().map_err(|_| Error(format!("bad --timeout {v}")))?;
@@ -259,6 +265,10 @@ fn run(args: &[String]) -> Result<i32> {
     a.apply_network(&mut cfg, Nic::E1000e);
     cfg.qemu_args = a.qemu_args;
     cfg.iommu = a.smmu;
+    if let Some(img) = a.host_disk.clone() {
+        cfg.hypervisor_args = "host-disk-selftest".into();
+        cfg.host_disk = Some(img);
+    }
     cfg.interactive = a.exec.is_none();
     cfg.timeout = a.timeout.or(if a.exec.is_some() {
         Some(EXEC_TIMEOUT)
