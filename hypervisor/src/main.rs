@@ -250,6 +250,13 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         pgic.set_spi_edge(intid, false);
         pgic.enable_spi(intid, sysreg::mpidr_affinity());
     }
+    if let Some(d) = hostdisk::HOST_DISK.get() {
+        if disk_intid.is_some() {
+            if let Err(e) = d.lock().start_irq_selftest() {
+                exits::fatal(&alloc::format!("host-disk selftest: {e}"));
+            }
+        }
+    }
     let entry = vm.1;
     let dtb_ipa = vm.2;
     let ncpus = vm.0.pcpu_mpidr.len();
