@@ -81,7 +81,9 @@ impl Options {
                     .parse()
                     .map_err(|e| format!("bootargs: host-disk={item}: {e}"))?;
                 if host_disk.is_some_and(|d| d != sbdf) {
-                    return Err(format!("bootargs: host-disk: a second disk {sbdf} (one is driven)"));
+                    return Err(format!(
+                        "bootargs: host-disk: a second disk {sbdf} (one is driven)"
+                    ));
                 }
                 host_disk = Some(sbdf);
             }

@@ -253,7 +253,9 @@ fn with_buffers<R>(
             // accesses are what the device sees anyway, as on hardware.
             Op::Write => inputs.push(unsafe { core::slice::from_raw_parts(pa as *const u8, len) }),
             // SAFETY: as for writes.
-            Op::Read => outputs.push(unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, len) }),
+            Op::Read => {
+                outputs.push(unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, len) })
+            }
             Op::Flush => {}
         }
     }
@@ -291,12 +293,10 @@ impl HostDisk {
         // of guest RAM plus the hypervisor's DMA buffers, so that a bug in the
         // hypervisor or the device could not reach the rest of host memory.
         let dma = match site.stream {
-            Some((i, sid)) => {
-                crate::smmu::with(i, |s| s.set_bypass(sid).map(|()| s.node.clone()))
-                    .ok_or_else(|| err(format!("no SMMU #{i}")))?
-                    .map(|node| format!("DMA bypass through {node} StreamID {sid:#x}"))
-                    .map_err(|e| err(format!("SMMU bypass: {e}")))?
-            }
+            Some((i, sid)) => crate::smmu::with(i, |s| s.set_bypass(sid).map(|()| s.node.clone()))
+                .ok_or_else(|| err(format!("no SMMU #{i}")))?
+                .map(|node| format!("DMA bypass through {node} StreamID {sid:#x}"))
+                .map_err(|e| err(format!("SMMU bypass: {e}")))?,
             None => String::from("DMA untranslated (no SMMU on its path)"),
         };
         let mut ecam = site.ecam;
@@ -459,7 +459,10 @@ impl HostDisk {
                 if segments.is_empty() || segments.len() > self.max_segments {
                     return Err(SubmitError::Invalid("segment count"));
                 }
-                if segments.iter().any(|&(_, l)| l == 0 || l > u32::MAX as usize) {
+                if segments
+                    .iter()
+                    .any(|&(_, l)| l == 0 || l > u32::MAX as usize)
+                {
                     return Err(SubmitError::Invalid("segment length"));
                 }
                 let bytes = segments
@@ -604,7 +607,10 @@ impl HostDisk {
                 return Ok(c.status);
             }
             if crate::sysreg::read_sysreg!("cntpct_el0").wrapping_sub(start) > ticks {
-                return Err(format!("no completion in {} ms", SELFTEST_TIMEOUT_US / 1000));
+                return Err(format!(
+                    "no completion in {} ms",
+                    SELFTEST_TIMEOUT_US / 1000
+                ));
             }
             core::hint::spin_loop();
         }
@@ -650,9 +656,15 @@ impl HostDisk {
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(0xa5))
             .collect();
         let original = tail.clone();
-        check("write scratch sector", self.sync(Op::Write, last, &mut pattern)?)?;
+        check(
+            "write scratch sector",
+            self.sync(Op::Write, last, &mut pattern)?,
+        )?;
         let mut back = alloc::vec![0u8; SECTOR as usize];
-        check("read scratch sector back", self.sync(Op::Read, last, &mut back)?)?;
+        check(
+            "read scratch sector back",
+            self.sync(Op::Read, last, &mut back)?,
+        )?;
         if back != pattern {
             return Err(format!(
                 "scratch sector {last} read back {} after writing {}",
@@ -661,7 +673,10 @@ impl HostDisk {
             ));
         }
         let mut restore = original;
-        check("restore scratch sector", self.sync(Op::Write, last, &mut restore)?)?;
+        check(
+            "restore scratch sector",
+            self.sync(Op::Write, last, &mut restore)?,
+        )?;
         if self.flush {
             check("flush", self.sync(Op::Flush, 0, &mut [])?)?;
         }
@@ -711,8 +726,9 @@ pub fn shutdown() {
     match done {
         // SAFETY: the device finished with the buffer (completed, then reset);
         // a volatile read sees what its DMA wrote.
-        Some(c) if c.status == Status::Ok
-            && (0..512).all(|i| unsafe { core::ptr::read_volatile(&buf[i]) } == first[i]) =>
+        Some(c)
+            if c.status == Status::Ok
+                && (0..512).all(|i| unsafe { core::ptr::read_volatile(&buf[i]) } == first[i]) =>
         {
             log::info!(
                 "host disk selftest: read completed through INTx ({} interrupts): ok",
@@ -722,7 +738,11 @@ pub fn shutdown() {
         Some(c) => log::error!(
             "host disk selftest: read through INTx: status {:?}, data {}",
             c.status,
-            if buf[..] == first[..] { "matches" } else { "differs" }
+            if buf[..] == first[..] {
+                "matches"
+            } else {
+                "differs"
+            }
         ),
         None => log::error!("host disk selftest: read through INTx never completed"),
     }

@@ -225,7 +225,10 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             Ok(d) => d,
             Err(e) => exits::fatal(&e),
         };
-        if bootargs.split_whitespace().any(|a| a == "host-disk-selftest") {
+        if bootargs
+            .split_whitespace()
+            .any(|a| a == "host-disk-selftest")
+        {
             if let Err(e) = disk.selftest() {
                 exits::fatal(&alloc::format!("host-disk={} selftest: {e}", site.sbdf));
             }
