@@ -2,7 +2,8 @@
 //! `pci-passthrough=SSSS:BB:DD.F[,...]`, the host segments they sit on
 //! enumerated and assigned as firmware would, each device's layout cached,
 //! its INTx line and SMMU stream found, and the device reset before the
-//! guest gets it.
+//! guest gets it. The host disk (`host-disk=`, driven by the hypervisor:
+//! `hostdisk.rs`) has its segment enumerated and assigned in the same pass.
 //!
 //! Without an SMMU translating a device's DMA, passthrough is refused unless
 //! the option `pci-passthrough-unconfined` accepts unconfined DMA (and the

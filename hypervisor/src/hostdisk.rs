@@ -221,7 +221,15 @@ pub struct HostDisk {
     dma_ok: Vec<(u64, u64)>,
     /// The self-test's copy of sector 0 and its interrupt-driven read's
     /// buffer (`start_irq_selftest`), checked at shutdown.
-    selftest: Option<(Vec<u8>, Option<Box<[u8; 512]>>)>,
+    selftest: Option<SelfTest>,
+}
+
+/// What the boot self-test leaves for the shutdown check.
+struct SelfTest {
+    /// Sector 0 as read synchronously.
+    sector0: Vec<u8>,
+    /// The buffer of the read completed through the INTx.
+    irq_read: Option<Box<[u8; 512]>>,
 }
 
 /// The token of the self-test's read completed through the INTx.
@@ -252,8 +260,8 @@ fn with_buffers<R>(
             // used for its address and length (see above), so concurrent guest
             // accesses are what the device sees anyway, as on hardware.
             Op::Write => inputs.push(unsafe { core::slice::from_raw_parts(pa as *const u8, len) }),
-            // SAFETY: as for writes.
             Op::Read => {
+                // SAFETY: as for writes.
                 outputs.push(unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, len) })
             }
             Op::Flush => {}
@@ -575,10 +583,10 @@ impl HostDisk {
     /// again without waiting; the interrupt path completes it and
     /// [`shutdown`] checks it (the data path as the guest's disk will use it).
     pub fn start_irq_selftest(&mut self) -> Result<(), String> {
-        let Some((_, probe)) = self.selftest.as_mut() else {
+        let Some(t) = self.selftest.as_mut() else {
             return Ok(());
         };
-        let buf = probe.insert(Box::new([0u8; 512]));
+        let buf = t.irq_read.insert(Box::new([0u8; 512]));
         let seg = alloc::vec![(buf.as_mut_ptr() as u64, buf.len())];
         self.submit_checked(Op::Read, 0, seg, IRQ_SELFTEST_TOKEN)
             .map_err(|e| format!("interrupt-driven read: {e:?}"))
@@ -642,7 +650,10 @@ impl HostDisk {
         };
         check("read sector 0", self.sync(Op::Read, 0, &mut first)?)?;
         log::info!("host disk selftest: sector 0: {}", hex(&first));
-        self.selftest = Some((first.clone(), None));
+        self.selftest = Some(SelfTest {
+            sector0: first.clone(),
+            irq_read: None,
+        });
         check("read last sector", self.sync(Op::Read, last, &mut tail)?)?;
         log::info!("host disk selftest: sector {last}: {}", hex(&tail));
         if !first.starts_with(SCRATCH_MAGIC) {
@@ -717,19 +728,21 @@ pub fn shutdown() {
     let Some(d) = HOST_DISK.get() else { return };
     let Some(mut d) = d.try_lock() else { return };
     d.reset();
-    let Some((first, Some(buf))) = d.selftest.as_ref() else {
+    let Some(SelfTest {
+        sector0: first,
+        irq_read: Some(buf),
+    }) = d.selftest.as_ref()
+    else {
         return;
     };
     let done = COMPLETED
         .try_lock()
         .and_then(|c| c.iter().find(|c| c.token == IRQ_SELFTEST_TOKEN).copied());
+    // SAFETY: a live box; the device is done with it (reset above), and a
+    // volatile read sees what its DMA wrote.
+    let same = (0..512).all(|i| unsafe { core::ptr::read_volatile(&buf[i]) } == first[i]);
     match done {
-        // SAFETY: the device finished with the buffer (completed, then reset);
-        // a volatile read sees what its DMA wrote.
-        Some(c)
-            if c.status == Status::Ok
-                && (0..512).all(|i| unsafe { core::ptr::read_volatile(&buf[i]) } == first[i]) =>
-        {
+        Some(c) if c.status == Status::Ok && same => {
             log::info!(
                 "host disk selftest: read completed through INTx ({} interrupts): ok",
                 IRQS.load(core::sync::atomic::Ordering::Relaxed)
@@ -738,11 +751,7 @@ pub fn shutdown() {
         Some(c) => log::error!(
             "host disk selftest: read through INTx: status {:?}, data {}",
             c.status,
-            if buf[..] == first[..] {
-                "matches"
-            } else {
-                "differs"
-            }
+            if same { "matches" } else { "differs" }
         ),
         None => log::error!("host disk selftest: read through INTx never completed"),
     }
