@@ -2,7 +2,8 @@
 //! `pci-passthrough=SSSS:BB:DD.F[,...]`, the host segments they sit on
 //! enumerated and assigned as firmware would, each device's layout cached,
 //! its INTx line and SMMU stream found, and the device reset before the
-//! guest gets it.
+//! guest gets it. The host disk (`host-disk=`, driven by the hypervisor:
+//! `hostdisk.rs`) has its segment enumerated and assigned in the same pass.
 //!
 //! Without an SMMU translating a device's DMA, passthrough is refused unless
 //! the option `pci-passthrough-unconfined` accepts unconfined DMA (and the
@@ -53,6 +54,8 @@ pub struct Options {
     pub devices: Vec<Sbdf>,
     /// `pci-passthrough-unconfined`.
     pub unconfined: bool,
+    /// `host-disk=`: the host virtio-blk the hypervisor drives itself.
+    pub host_disk: Option<Sbdf>,
 }
 
 impl Options {
@@ -60,6 +63,7 @@ impl Options {
     pub fn parse(bootargs: &str) -> Result<Options, String> {
         let mut devices = Vec::new();
         let mut unconfined = false;
+        let mut host_disk = None;
         for arg in bootargs.split_whitespace() {
             if let Some(list) = arg.strip_prefix("pci-passthrough=") {
                 for item in list.split(',').filter(|s| !s.is_empty()) {
@@ -73,13 +77,58 @@ impl Options {
                 }
             } else if arg == "pci-passthrough-unconfined" {
                 unconfined = true;
+            } else if let Some(item) = arg.strip_prefix("host-disk=") {
+                let sbdf: Sbdf = item
+                    .parse()
+                    .map_err(|e| format!("bootargs: host-disk={item}: {e}"))?;
+                if host_disk.is_some_and(|d| d != sbdf) {
+                    return Err(format!(
+                        "bootargs: host-disk: a second disk {sbdf} (one is driven)"
+                    ));
+                }
+                host_disk = Some(sbdf);
+            }
+        }
+        if let Some(d) = host_disk {
+            if devices.contains(&d) {
+                return Err(format!(
+                    "bootargs: host-disk={d} is also in pci-passthrough: a device has one owner"
+                ));
             }
         }
         Ok(Options {
             devices,
             unconfined,
+            host_disk,
         })
     }
+}
+
+/// Where the host disk (`host-disk=`) sits, once its segment is assigned:
+/// what `hostdisk::HostDisk::probe` needs.
+pub struct DiskSite {
+    /// Its host address.
+    pub sbdf: Sbdf,
+    /// Config access to its segment.
+    pub ecam: HostEcam,
+    /// Its layout (BARs with their host addresses, INTx route).
+    pub layout: HostFunction,
+    /// The physical SPI of its INTx pin, if it has one.
+    pub intid: Option<u32>,
+    /// The SMMU (index) and StreamID its DMA goes through, if any.
+    pub stream: Option<(usize, u32)>,
+    /// Whether the host bridge says `dma-coherent`.
+    pub coherent: bool,
+}
+
+/// What [`prepare`] found and assigned.
+pub struct Prepared {
+    /// The passed-through devices, ready to be placed.
+    pub assigned: Vec<Assigned>,
+    /// The host segments enumerated and assigned (kept for the read-back).
+    pub segments: Vec<HostSegment>,
+    /// The host disk, when `host-disk=` names one.
+    pub host_disk: Option<DiskSite>,
 }
 
 /// Host resources are assigned from the upper half of each host bridge
@@ -115,14 +164,13 @@ fn windows(host: &PcieHost) -> Result<HostWindows, String> {
     })
 }
 
-/// Enumerates and assigns every host segment that holds a requested device,
-/// and prepares each device. The error names the device or host bridge.
-pub fn prepare(
-    plat: &Platform,
-    opts: &Options,
-) -> Result<(Vec<Assigned>, Vec<HostSegment>), String> {
+/// Enumerates and assigns, once, every host segment that holds a requested
+/// device (passed through, or the host disk), and prepares each device. The
+/// error names the device or host bridge.
+pub fn prepare(plat: &Platform, opts: &Options) -> Result<Prepared, String> {
     let mut out = Vec::new();
     let mut segments = Vec::new();
+    let mut host_disk = None;
     for host in &plat.pcie {
         let seg = host.segment.unwrap_or(0);
         let wanted: Vec<Sbdf> = opts
@@ -131,7 +179,8 @@ pub fn prepare(
             .copied()
             .filter(|s| s.segment == seg)
             .collect();
-        if wanted.is_empty() {
+        let disk = opts.host_disk.filter(|d| d.segment == seg);
+        if wanted.is_empty() && disk.is_none() {
             continue;
         }
         let cfg = host
@@ -165,6 +214,16 @@ pub fn prepare(
                 opts,
             )?);
         }
+        if let Some(sbdf) = disk {
+            host_disk = Some(prepare_disk(
+                plat,
+                host,
+                &mut ecam,
+                &topology,
+                &assignment,
+                sbdf,
+            )?);
+        }
         segments.push(HostSegment {
             node: host.node.clone(),
             ecam,
@@ -180,8 +239,69 @@ pub fn prepare(
             ));
         }
     }
-    check_lines(plat, &out)?;
-    Ok((out, segments))
+    if let Some(d) = opts.host_disk {
+        if host_disk.is_none() {
+            return Err(format!(
+                "host-disk={d}: no host PCIe bridge of segment {} in the host DT",
+                d.segment
+            ));
+        }
+    }
+    check_lines(plat, &out, host_disk.as_ref())?;
+    Ok(Prepared {
+        assigned: out,
+        segments,
+        host_disk,
+    })
+}
+
+/// Virtio's PCI vendor and the virtio-blk device IDs (virtio 1.2, 4.1.2.1):
+/// modern (0x1040 + 2) and transitional.
+const VIRTIO_VENDOR: u16 = 0x1af4;
+const VIRTIO_BLK_MODERN: u16 = 0x1042;
+const VIRTIO_BLK_TRANSITIONAL: u16 = 0x1001;
+
+/// Checks that `sbdf` is a virtio-blk and reads its layout, INTx and stream.
+fn prepare_disk(
+    plat: &Platform,
+    host: &PcieHost,
+    ecam: &mut HostEcam,
+    topology: &HostTopology,
+    assignment: &Assignment,
+    sbdf: Sbdf,
+) -> Result<DiskSite, String> {
+    let id = passthrough::ConfigAccess::read32(ecam, sbdf.bdf, 0);
+    if id == u32::MAX {
+        return Err(format!("host-disk={sbdf}: no PCI function there"));
+    }
+    let (vendor, device) = (id as u16, (id >> 16) as u16);
+    if vendor != VIRTIO_VENDOR || !matches!(device, VIRTIO_BLK_MODERN | VIRTIO_BLK_TRANSITIONAL) {
+        return Err(format!(
+            "host-disk={sbdf}: {vendor:04x}:{device:04x} is not a virtio-blk \
+             ({VIRTIO_VENDOR:04x}:{VIRTIO_BLK_MODERN:04x} or {VIRTIO_VENDOR:04x}:{VIRTIO_BLK_TRANSITIONAL:04x})"
+        ));
+    }
+    let layout = HostFunction::capture(ecam, topology, assignment, sbdf.bdf)
+        .map_err(|e| format!("host-disk={sbdf}: {e}"))?;
+    let intid = match layout.intx {
+        Some(r) => Some(host.intx_intid(r.root.routing_id(), r.pin).ok_or_else(|| {
+            format!(
+                "host-disk={sbdf}: {}: `interrupt-map` has no entry for {} INT{}",
+                host.node,
+                r.root,
+                char::from(b'A' + r.pin.saturating_sub(1).min(3))
+            )
+        })?),
+        None => None,
+    };
+    Ok(DiskSite {
+        sbdf,
+        ecam: *ecam,
+        layout,
+        intid,
+        stream: plat.smmu_stream(host, sbdf.bdf.routing_id()),
+        coherent: host.dma_coherent,
+    })
 }
 
 fn prepare_one(
@@ -249,8 +369,8 @@ fn prepare_one(
 }
 
 /// A host line may have one owner: two assigned devices sharing an INTx
-/// line, or one shared with the UART or an SMMU, are refused.
-fn check_lines(plat: &Platform, out: &[Assigned]) -> Result<(), String> {
+/// line, or one shared with the UART, an SMMU or the host disk, are refused.
+fn check_lines(plat: &Platform, out: &[Assigned], disk: Option<&DiskSite>) -> Result<(), String> {
     let mut owners: Vec<(u32, String)> = alloc::vec![(plat.uart.intid, plat.uart.node.clone())];
     for s in &plat.smmus {
         for irq in [
@@ -275,6 +395,16 @@ fn check_lines(plat: &Platform, out: &[Assigned]) -> Result<(), String> {
             ));
         }
         owners.push((intid, format!("host device {}", a.sbdf)));
+    }
+    if let Some(d) = disk {
+        if let Some(intid) = d.intid {
+            if let Some((_, other)) = owners.iter().find(|(i, _)| *i == intid) {
+                return Err(format!(
+                    "host-disk={}: its INTx (INTID {intid}) is shared with {other}; a host line can have one owner",
+                    d.sbdf
+                ));
+            }
+        }
     }
     Ok(())
 }

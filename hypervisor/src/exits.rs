@@ -505,6 +505,13 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
                     kick.0 |= vm.vgic.lock().set_line(cpu, spi, true).0;
                     continue;
                 }
+                Some(IrqOwner::HostDisk) => {
+                    // Reading the device's ISR deasserts the line before the
+                    // deactivation below; the (token, status) list waits in
+                    // `hostdisk::take_completed` for the disk's user.
+                    let n = crate::hostdisk::handle_irq();
+                    log::trace!("host disk: {n} completions");
+                }
                 None => Counters::bump(&vm.stats.irq_unrouted),
             }
         }
@@ -685,6 +692,7 @@ fn shutdown(
     );
     if let Some(vm) = crate::vm::VM.get() {
         crate::assign::shutdown(vm);
+        crate::hostdisk::shutdown();
     }
     power_off(code, semihosting)
 }

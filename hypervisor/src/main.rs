@@ -23,6 +23,7 @@ mod exits;
 mod gic;
 mod guest;
 mod guestmem;
+mod hostdisk;
 mod mmu;
 mod pci;
 mod semihosting;
@@ -211,13 +212,30 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         Err(e) => exits::fatal(&e),
     };
     assign::arm_canary();
-    let assigned = match assign::prepare(&plat, &opts) {
-        Ok((a, segments)) => {
-            *assign::HOST_SEGMENTS.lock() = segments;
-            a
-        }
+    let prepared = match assign::prepare(&plat, &opts) {
+        Ok(p) => p,
         Err(e) => exits::fatal(&e),
     };
+    *assign::HOST_SEGMENTS.lock() = prepared.segments;
+    // `host-disk=`: the host virtio-blk the hypervisor drives (never shown
+    // to the guest); `host-disk-selftest` reads (and, on a scratch image,
+    // writes) it once at boot.
+    let disk_intid = prepared.host_disk.as_ref().and_then(|d| d.intid);
+    if let Some(site) = prepared.host_disk.as_ref() {
+        let mut disk = match hostdisk::HostDisk::probe(site) {
+            Ok(d) => d,
+            Err(e) => exits::fatal(&e),
+        };
+        if bootargs
+            .split_whitespace()
+            .any(|a| a == "host-disk-selftest")
+        {
+            if let Err(e) = disk.selftest() {
+                exits::fatal(&alloc::format!("host-disk={} selftest: {e}", site.sbdf));
+            }
+        }
+        hostdisk::HOST_DISK.call_once(|| spin::Mutex::new(disk));
+    }
     // `virtio-blk=ram:SIZE`: an emulated virtio-blk over a RAM disk of SIZE bytes.
     let ram_disk = match bootargs
         .split_whitespace()
@@ -231,15 +249,30 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             )),
         },
     };
-    let vm = match guest::build(&host, semihosting, psci, guest_mem, assigned, ram_disk) {
+    let mut vm = match guest::build(&host, semihosting, psci, guest_mem, prepared.assigned, ram_disk) {
         Ok(vm) => vm,
         Err(e) => exits::fatal(&alloc::format!("guest: {e}")),
     };
+    if let Some(d) = hostdisk::HOST_DISK.get() {
+        // The disk may move data to and from guest RAM only.
+        d.lock()
+            .allow_dma(vbus::Pa(vm.0.ram_pa), vm.0.layout.ram.size);
+        if let Some(intid) = disk_intid {
+            vm.0.irq_routes.push((intid, vm::IrqOwner::HostDisk));
+        }
+    }
     // The assigned devices' INTx lines: level, to the boot CPU, enabled; they
-    // reach the guest hardware-linked.
+    // reach the guest hardware-linked. The host disk's too (handled at EL2).
     for &(intid, _) in &vm.0.irq_routes {
         pgic.set_spi_edge(intid, false);
         pgic.enable_spi(intid, sysreg::mpidr_affinity());
+    }
+    if let Some(d) = hostdisk::HOST_DISK.get() {
+        if disk_intid.is_some() {
+            if let Err(e) = d.lock().start_irq_selftest() {
+                exits::fatal(&alloc::format!("host-disk selftest: {e}"));
+            }
+        }
     }
     let entry = vm.1;
     let dtb_ipa = vm.2;

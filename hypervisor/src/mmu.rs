@@ -80,6 +80,10 @@ fn pa_range_field() -> u64 {
     ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(5)
 }
 
+/// Where the EL2 identity map ends (two level-0 entries: 1 TiB); device
+/// memory the hypervisor drives itself (host disk BARs) must lie below.
+pub const EL2_MAP_END: u64 = 2 * 512 * GIB;
+
 /// The hypervisor's EL2 stage-1 tables: an identity map of the first 1 TiB,
 /// Normal write-back where `ram` says, Device-nGnRnE (execute-never) elsewhere.
 pub struct El2Tables {
@@ -111,7 +115,7 @@ impl El2Tables {
         let normal = ATTR_NORMAL_WB << 2 | AF | SH_INNER;
         let device = ATTR_DEVICE_NGNRNE << 2 | AF | XN_EL2;
         let root = new_table(1)?;
-        for l0 in 0..2usize {
+        for l0 in 0..(EL2_MAP_END / (512 * GIB)) as usize {
             let l1 = new_table(1)?;
             set_entry(root, l0, l1 as u64 | DESC_TABLE);
             for i in 0..512usize {

@@ -161,6 +161,9 @@ pub enum IrqOwner {
     /// A passed-through device's INTx: injected as this guest SPI, hardware-
     /// linked (the physical SPI stays active until the guest deactivates it).
     GuestSpi(u32),
+    /// The host disk's INTx (`host-disk=`): its completions are popped at
+    /// EL2 (`hostdisk::handle_irq`), then the line is deactivated.
+    HostDisk,
 }
 
 /// The emulated devices behind one lock.
@@ -184,7 +187,6 @@ pub struct Vm {
     /// then stage 2.
     pub stage2: Mutex<Stage2>,
     /// Host physical address of guest RAM.
-    #[allow(dead_code)] // reported at boot; kept for DMA mapping (next issue)
     pub ram_pa: u64,
     /// The vGICv3.
     pub vgic: Mutex<Vgic>,

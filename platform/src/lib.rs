@@ -154,6 +154,8 @@ pub struct PcieHost {
     pub msi_map: Vec<IdMapEntry>,
     /// `msi-map-mask`.
     pub msi_map_mask: Option<u32>,
+    /// `dma-coherent`: its devices' DMA snoops the CPU caches.
+    pub dma_coherent: bool,
 }
 
 impl PcieHost {
@@ -737,6 +739,7 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, PlatformError> {
             iommu_map_mask: u32_prop(n, "iommu-map-mask"),
             msi_map,
             msi_map_mask: u32_prop(n, "msi-map-mask"),
+            dma_coherent: n.property("dma-coherent").is_some(),
         });
     }
     let mut smmus = Vec::new();

@@ -112,6 +112,11 @@ fn qemu_pcie() -> PcieHost {
 }
 
 #[test]
+fn qemu_pcie_host_bridge_is_dma_coherent() {
+    assert!(qemu_pcie().dma_coherent);
+}
+
+#[test]
 fn qemu_intx_of_device_0_pin_a_is_spi_3() {
     // interrupt-map row 0: <0x0 0x0 0x0 1 &gic 0 0 GIC_SPI 3 IRQ_TYPE_LEVEL_HIGH>.
     assert_eq!(qemu_pcie().intx_intid(0x0000, 1), Some(32 + 3));

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use xtask::qemu::{self, RunOutcome, Verdict};
 
+#[path = "e2e/hostdisk.rs"]
+mod hostdisk;
 #[path = "e2e/net.rs"]
 mod net;
 #[path = "e2e/passthrough.rs"]

@@ -51,6 +51,10 @@ run options:
   --disk DISK       the guest's virtio-blk, emulated by the hypervisor behind its own
                     root port: ram:SIZE (default ram:64M, in host RAM, lost at
                     power-off) or none; --direct has none
+  --host-disk IMG   a raw image as a host virtio-blk at 0000:00:05.0 that the
+                    hypervisor drives itself (host-disk=, host-disk-selftest; the
+                    guest does not see it; QEMU iommu=smmuv3); with --direct,
+                    the guest's Linux drives it
   --timeout SECS    kill QEMU after SECS (default: none interactive, 600 with --exec)
 
 environment:
@@ -168,6 +172,7 @@ struct RunArgs {
     nic_slot: Option<NicSlot>,
     forwards: Vec<PortForward>,
     disk: Option<qemu::Disk>,
+    host_disk: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -228,6 +233,7 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
             "--nic-slot" => r.nic_slot = Some(NicSlot::parse(&value()?)?),
             "--hostfwd" => r.forwards.push(PortForward::parse(&value()?)?),
             "--disk" => r.disk = Some(qemu::Disk::parse(&value()?)?),
+            "--host-disk" => r.host_disk = Some(value()?.into()),
             "--timeout" => {
                 let v = value()?;
                 let secs: u64 = v.parse().map_err(|_| Error(format!("bad --timeout {v}")))?;
@@ -268,6 +274,10 @@ fn run(args: &[String]) -> Result<i32> {
     cfg.disk = a.disk.unwrap_or(DEFAULT_DISK);
     cfg.qemu_args = a.qemu_args;
     cfg.iommu = a.smmu;
+    if let Some(img) = a.host_disk.clone() {
+        cfg.hypervisor_args = "host-disk-selftest".into();
+        cfg.host_disk = Some(img);
+    }
     cfg.interactive = a.exec.is_none();
     cfg.timeout = a.timeout.or(if a.exec.is_some() {
         Some(EXEC_TIMEOUT)

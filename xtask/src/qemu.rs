@@ -161,7 +161,16 @@ pub struct RunConfig {
     /// QEMU's `virt` gets an SMMUv3 (`iommu=smmuv3`, stages 1 and 2) in front
     /// of its PCIe host. Implied under the hypervisor when a NIC is passed through.
     pub iommu: bool,
+    /// A raw disk image QEMU gives the host as a virtio-blk at
+    /// [`HOST_DISK_ADDRESS`]; under the hypervisor, `host-disk=` names it (the
+    /// hypervisor drives it, the guest never sees it), and the machine gets an
+    /// SMMUv3. Under `--direct` the guest's Linux drives it.
+    pub host_disk: Option<PathBuf>,
 }
+
+/// The host PCI address of the host disk ([`RunConfig::host_disk`]): QEMU's
+/// `virtio-blk-pci` at `bus=pcie.0,addr=0x5`, away from the NIC's slot 2.
+pub const HOST_DISK_ADDRESS: &str = "0000:00:05.0";
 
 impl RunConfig {
     /// Defaults: 2 CPUs, 2 GiB, no extra arguments, no command, no timeout, echo on.
@@ -185,6 +194,7 @@ impl RunConfig {
             net: NetBackend::default(),
             disk: Disk::None,
             iommu: false,
+            host_disk: None,
         }
     }
 
@@ -201,12 +211,14 @@ impl RunConfig {
 
     /// Whether QEMU's machine gets an SMMUv3: asked for, or a NIC passed through.
     pub fn smmu(&self) -> bool {
-        self.iommu || self.passthrough_address().is_some()
+        self.iommu
+            || self.passthrough_address().is_some()
+            || (self.under_hypervisor() && self.host_disk.is_some())
     }
 
     /// The hypervisor's command line after `semihosting`:
     /// [`RunConfig::hypervisor_args`], then `pci-passthrough=SEG:BUS:DEV.FN`
-    /// for the NIC.
+    /// for the NIC, then `host-disk=`[`HOST_DISK_ADDRESS`] with a host disk.
     pub fn hypervisor_extra_args(&self) -> String {
         let mut args = self.hypervisor_args.trim().to_string();
         if let Disk::Ram(n) = self.disk {
@@ -221,6 +233,13 @@ impl RunConfig {
             }
             args.push_str("pci-passthrough=");
             args.push_str(bdf);
+        }
+        if self.under_hypervisor() && self.host_disk.is_some() {
+            if !args.is_empty() {
+                args.push(' ');
+            }
+            args.push_str("host-disk=");
+            args.push_str(HOST_DISK_ADDRESS);
         }
         args
     }
@@ -571,6 +590,17 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
         }
     }
     a.extend(net::qemu_args(cfg.nic, cfg.nic_slot, &cfg.net));
+    if let Some(img) = &cfg.host_disk {
+        a.extend([
+            "-drive".to_string(),
+            format!(
+                "file={},if=none,id=hostdisk0,format=raw",
+                qemu_escape(&img.display().to_string())
+            ),
+            "-device".to_string(),
+            "virtio-blk-pci,drive=hostdisk0,bus=pcie.0,addr=0x5".to_string(),
+        ]);
+    }
     a.extend(cfg.qemu_args.iter().cloned());
     Ok(a)
 }
@@ -949,6 +979,22 @@ mod tests {
         cfg.nic_slot = slot;
         cfg.hypervisor_args = "loglevel=debug".into();
         cfg
+    }
+
+    #[test]
+    fn host_disk_is_named_to_the_hypervisor_and_given_an_smmu() {
+        let mut cfg = hv_config_with_nic(NicSlot::RootPort);
+        cfg.nic = Nic::None;
+        cfg.host_disk = Some("disk.img".into());
+        assert_eq!(
+            cfg.hypervisor_extra_args(),
+            format!("loglevel=debug host-disk={HOST_DISK_ADDRESS}")
+        );
+        assert!(cfg.smmu());
+        let mut direct = cfg.clone();
+        direct.mode = Mode::Direct;
+        assert!(!direct.smmu());
+        assert_eq!(direct.hypervisor_extra_args(), "loglevel=debug");
     }
 
     #[test]

@@ -1,0 +1,761 @@
+//! The host disk: a host virtio-blk PCI function (`host-disk=SSSS:BB:DD.F`)
+//! the hypervisor drives itself with the `virtio-drivers` crate, to back the
+//! guest's emulated virtio-blk with zero-copy DMA. It is never shown to a
+//! guest.
+//!
+//! * Config access: `virtio-drivers`' `ConfigurationAccess` over our ECAM
+//!   ([`crate::pci::HostEcam`]); its segment is enumerated and assigned by
+//!   [`crate::assign::prepare`] like a passthrough device's.
+//! * Transport and queue: `PciTransport` + one `VirtQueue` (the pieces
+//!   `VirtIOBlk` is made of). `VirtIOBlk` itself is not used: its
+//!   non-blocking calls take one contiguous buffer (a guest request is a
+//!   scatter list of guest pages) and its blocking ones spin without a bound.
+//!   The request header and status byte follow virtio 1.2, 5.2.6.
+//! * [`Hal`]: DMA memory from the heap (page-aligned, zeroed); physical =
+//!   virtual (EL2 maps RAM and the BARs identity); `share`/`unshare` need
+//!   no copy and no cache maintenance because the host bridge must be
+//!   `dma-coherent` (checked at probe: the virtqueue rings live in cacheable
+//!   heap memory and `virtio-drivers` reads them without cache maintenance,
+//!   so a non-coherent bridge is refused rather than half-supported; QEMU's
+//!   `virt` says `dma-coherent`, and TCG models no caches anyway).
+//! * DMA: the disk's StreamID gets a bypass STE (see [`HostDisk::probe`]).
+//! * Data path: [`HostDisk::submit`] gives the device the caller's physical
+//!   pages directly (no copy), at most [`QUEUE_SIZE`] requests in flight;
+//!   the device's INTx ([`crate::vm::IrqOwner::HostDisk`]) makes the IRQ exit
+//!   call [`HostDisk::complete`], whose (token, status) list is queued for
+//!   the caller ([`take_completed`]).
+
+use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+use passthrough::ConfigAccess;
+use vbus::{Bdf, Pa, Sbdf};
+use virtio_drivers::queue::VirtQueue;
+use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::{DeviceStatus, DeviceType, Transport};
+use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
+
+use crate::assign::DiskSite;
+use crate::pci::HostEcam;
+
+/// Descriptors in the one request queue: the bound on requests in flight
+/// (with indirect descriptors, one each; without, header + data + status).
+pub const QUEUE_SIZE: usize = 64;
+/// A sector (virtio 1.2, 5.2.6: requests count 512-byte sectors).
+pub const SECTOR: u64 = 512;
+/// Longest the boot self-test waits for one request, in microseconds.
+const SELFTEST_TIMEOUT_US: u64 = 5_000_000;
+/// The first bytes of a disk image whose last sector the self-test may
+/// overwrite (it restores it after).
+pub const SCRATCH_MAGIC: &[u8] = b"SYNTHPCI-HOSTDISK-SCRATCH-LAST\n";
+
+// virtio-blk feature bits (virtio 1.2, 5.2.3, 6).
+const F_SEG_MAX: u64 = 1 << 2;
+const F_RO: u64 = 1 << 5;
+const F_FLUSH: u64 = 1 << 9;
+const F_INDIRECT_DESC: u64 = 1 << 28;
+const F_VERSION_1: u64 = 1 << 32;
+
+// Request types (5.2.6).
+const T_IN: u32 = 0;
+const T_OUT: u32 = 1;
+const T_FLUSH: u32 = 4;
+
+bitflags::bitflags! {
+    /// The features this driver accepts (the rest are declined).
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+    struct Features: u64 {
+        const SEG_MAX = F_SEG_MAX;
+        const RO = F_RO;
+        const FLUSH = F_FLUSH;
+        const INDIRECT_DESC = F_INDIRECT_DESC;
+        const VERSION_1 = F_VERSION_1;
+    }
+}
+
+/// `virtio-drivers`' config access over a host segment's ECAM.
+struct Cam(HostEcam);
+
+fn bdf_of(df: DeviceFunction) -> Option<Bdf> {
+    Bdf::new(df.bus, df.device, df.function).ok()
+}
+
+impl ConfigurationAccess for Cam {
+    fn read_word(&self, df: DeviceFunction, register_offset: u8) -> u32 {
+        let mut e = self.0;
+        bdf_of(df).map_or(u32::MAX, |b| e.read32(b, u16::from(register_offset)))
+    }
+
+    fn write_word(&mut self, df: DeviceFunction, register_offset: u8, data: u32) {
+        if let Some(b) = bdf_of(df) {
+            self.0.write32(b, u16::from(register_offset), data);
+        }
+    }
+
+    unsafe fn unsafe_clone(&self) -> Self {
+        Cam(self.0)
+    }
+}
+
+/// The `Hal` of the hypervisor's own virtio devices: identity-mapped heap
+/// memory, coherent DMA.
+pub struct DiskHal;
+
+fn pages_layout(pages: usize) -> Option<Layout> {
+    let size = pages.checked_mul(PAGE_SIZE)?.max(PAGE_SIZE);
+    Layout::from_size_align(size, PAGE_SIZE).ok()
+}
+
+// SAFETY: `dma_alloc` returns zeroed, page-aligned heap memory no one else
+// uses until `dma_dealloc`; EL2 maps the heap identity (its virtual address
+// is the physical address the device uses); BARs are identity-mapped Device
+// memory; `share` hands out the buffer's own (identity) address and the
+// bridge is DMA-coherent, so nothing needs copying or cache maintenance.
+unsafe impl Hal for DiskHal {
+    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        let Some(layout) = pages_layout(pages) else {
+            return (0, NonNull::dangling());
+        };
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc_zeroed(layout) };
+        match NonNull::new(p) {
+            Some(nn) => (p as u64, nn),
+            // A zero address makes `virtio-drivers` report a DMA error.
+            None => (0, NonNull::dangling()),
+        }
+    }
+
+    unsafe fn dma_dealloc(_paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
+        let Some(layout) = pages_layout(pages) else {
+            return -1;
+        };
+        // SAFETY: the caller passes what `dma_alloc` returned for `pages`
+        // (virtio-drivers' contract), allocated with this very layout.
+        unsafe { dealloc(vaddr.as_ptr(), layout) };
+        0
+    }
+
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
+        // EL2's identity map covers the BARs (checked at probe against
+        // `mmu::EL2_MAP_END`); `virtio-drivers` refuses BAR address 0.
+        NonNull::new(paddr as usize as *mut u8).unwrap_or(NonNull::dangling())
+    }
+
+    unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
+        buffer.as_ptr().cast::<u8>() as usize as u64
+    }
+
+    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
+}
+
+/// A request's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Device to memory.
+    Read,
+    /// Memory to device.
+    Write,
+    /// Make written data durable (no segments).
+    Flush,
+}
+
+/// Why [`HostDisk::submit`] did not take a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue is full: retry after a completion.
+    Busy,
+    /// The request is malformed or not allowed (never reaches the device).
+    Invalid(&'static str),
+    /// The device refused the buffers.
+    Device,
+}
+
+/// How the device completed a request (virtio 1.2, 5.2.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// VIRTIO_BLK_S_OK.
+    Ok,
+    /// VIRTIO_BLK_S_IOERR.
+    IoError,
+    /// VIRTIO_BLK_S_UNSUPP.
+    Unsupported,
+    /// Any other status byte (a device bug).
+    Other(u8),
+}
+
+/// One completed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// The caller's token from [`HostDisk::submit`].
+    pub token: u64,
+    /// The device's verdict.
+    pub status: Status,
+}
+
+/// A request the device holds: everything `pop_used` needs back.
+struct InFlight {
+    token: u64,
+    op: Op,
+    header: Box<[u8; 16]>,
+    status: Box<[u8; 1]>,
+    segments: Vec<(u64, usize)>,
+}
+
+/// The driven host disk.
+pub struct HostDisk {
+    sbdf: Sbdf,
+    transport: PciTransport,
+    queue: VirtQueue<DiskHal, QUEUE_SIZE>,
+    capacity: u64,
+    readonly: bool,
+    flush: bool,
+    max_segments: usize,
+    in_flight: BTreeMap<u16, InFlight>,
+    /// Physical ranges (start, end) a caller's segments may lie in.
+    dma_ok: Vec<(u64, u64)>,
+    /// The self-test's copy of sector 0 and its interrupt-driven read's
+    /// buffer (`start_irq_selftest`), checked at shutdown.
+    selftest: Option<SelfTest>,
+}
+
+/// What the boot self-test leaves for the shutdown check.
+struct SelfTest {
+    /// Sector 0 as read synchronously.
+    sector0: Vec<u8>,
+    /// The buffer of the read completed through the INTx.
+    irq_read: Option<Box<[u8; 512]>>,
+}
+
+/// The token of the self-test's read completed through the INTx.
+const IRQ_SELFTEST_TOKEN: u64 = 0x5e1f_0001;
+
+/// Builds the request's buffer lists over the header, the data segments and
+/// the status byte, and runs `f` on them.
+///
+/// The data slices alias memory outside Rust's knowledge (guest RAM, or a
+/// self-test buffer): they are never read or written through, only handed
+/// to `virtio-drivers`, which takes their addresses and lengths (`share`,
+/// `unshare`).
+fn with_buffers<R>(
+    op: Op,
+    header: &[u8; 16],
+    status: &mut [u8; 1],
+    segments: &[(u64, usize)],
+    f: impl for<'a> FnOnce(&'a [&'a [u8]], &'a mut [&'a mut [u8]]) -> R,
+) -> R {
+    let mut inputs: Vec<&[u8]> = Vec::with_capacity(segments.len() + 1);
+    let mut outputs: Vec<&mut [u8]> = Vec::with_capacity(segments.len() + 1);
+    inputs.push(&header[..]);
+    for &(pa, len) in segments {
+        match op {
+            // SAFETY: `submit` checked that [pa, pa + len) lies in a range the
+            // owner declared DMA-able (guest RAM, identity-mapped Normal
+            // memory), or it is the self-test's heap buffer; the slice is only
+            // used for its address and length (see above), so concurrent guest
+            // accesses are what the device sees anyway, as on hardware.
+            Op::Write => inputs.push(unsafe { core::slice::from_raw_parts(pa as *const u8, len) }),
+            Op::Read => {
+                // SAFETY: as for writes.
+                outputs.push(unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, len) })
+            }
+            Op::Flush => {}
+        }
+    }
+    outputs.push(&mut status[..]);
+    f(&inputs, &mut outputs)
+}
+
+impl HostDisk {
+    /// Claims the disk at `site`: BARs checked against the EL2 map, memory
+    /// decoding and bus mastering on, its stream bypassing the SMMU, the
+    /// virtio transport found, features negotiated, the queue set up.
+    /// Errors name the device.
+    pub fn probe(site: &DiskSite) -> Result<HostDisk, String> {
+        let sbdf = site.sbdf;
+        let err = |what: String| format!("host-disk={sbdf}: {what}");
+        if !site.coherent {
+            return Err(err(String::from(
+                "its host bridge is not `dma-coherent`; the virtqueues need coherent DMA",
+            )));
+        }
+        for b in &site.layout.bars {
+            if b.cpu.0.saturating_add(b.size) > crate::mmu::EL2_MAP_END {
+                return Err(err(format!(
+                    "BAR{} at {:#x} is outside the EL2 identity map",
+                    b.index, b.cpu.0
+                )));
+            }
+        }
+        // DMA. The hypervisor alone drives this device and chooses every
+        // address it is given (its own heap for the rings, and guest pages
+        // checked against `dma_ok` by `submit`), so a bypass STE lets through
+        // only what the hypervisor asked for; the device cannot be reached by
+        // the guest (never shown, its BARs not in the guest's stage 2). A
+        // stricter design would confine it too: an SMMU stage-2 identity map
+        // of guest RAM plus the hypervisor's DMA buffers, so that a bug in the
+        // hypervisor or the device could not reach the rest of host memory.
+        let dma = match site.stream {
+            Some((i, sid)) => crate::smmu::with(i, |s| s.set_bypass(sid).map(|()| s.node.clone()))
+                .ok_or_else(|| err(format!("no SMMU #{i}")))?
+                .map(|node| format!("DMA bypass through {node} StreamID {sid:#x}"))
+                .map_err(|e| err(format!("SMMU bypass: {e}")))?,
+            None => String::from("DMA untranslated (no SMMU on its path)"),
+        };
+        let mut ecam = site.ecam;
+        let bdf = sbdf.bdf;
+        let df = DeviceFunction {
+            bus: bdf.bus(),
+            device: bdf.dev(),
+            function: bdf.func(),
+        };
+        let mut root = PciRoot::new(Cam(ecam));
+        let mut transport = PciTransport::new::<DiskHal, Cam>(&mut root, df)
+            .map_err(|e| err(format!("virtio transport: {e}")))?;
+        if transport.device_type() != DeviceType::Block {
+            return Err(err(format!(
+                "a virtio {:?} device, not a block device",
+                transport.device_type()
+            )));
+        }
+        // Command: Memory Space and Bus Master on, INTx not disabled.
+        let cmd = ecam.read32(bdf, 4);
+        ecam.write32(bdf, 4, (cmd & 0xffff & !(1 << 10)) | 0b110);
+        // Virtio 1.2, 3.1.1: reset, acknowledge, negotiate, queues, DRIVER_OK.
+        let features = transport.begin_init(
+            Features::SEG_MAX
+                | Features::RO
+                | Features::FLUSH
+                | Features::INDIRECT_DESC
+                | Features::VERSION_1,
+        );
+        let capacity = transport
+            .read_consistent(|| {
+                let lo: u32 = transport.read_config_space(0)?;
+                let hi: u32 = transport.read_config_space(4)?;
+                Ok(u64::from(lo) | u64::from(hi) << 32)
+            })
+            .map_err(|e| err(format!("config space: {e}")))?;
+        let seg_max = if features.contains(Features::SEG_MAX) {
+            transport
+                .read_config_space::<u32>(12)
+                .map_err(|e| err(format!("config space: {e}")))?
+        } else {
+            1
+        };
+        let indirect = features.contains(Features::INDIRECT_DESC);
+        let queue = VirtQueue::<DiskHal, QUEUE_SIZE>::new(&mut transport, 0, indirect, false)
+            .map_err(|e| {
+                transport.set_status(DeviceStatus::FAILED);
+                err(format!("queue 0 of {QUEUE_SIZE} entries: {e}"))
+            })?;
+        transport.finish_init();
+        // One descriptor table (direct or indirect) holds header + data +
+        // status: at most QUEUE_SIZE descriptors (2.7.5.3.1).
+        let max_segments = (seg_max.max(1) as usize).min(QUEUE_SIZE - 2);
+        let disk = HostDisk {
+            sbdf,
+            transport,
+            queue,
+            capacity,
+            readonly: features.contains(Features::RO),
+            flush: features.contains(Features::FLUSH),
+            max_segments,
+            in_flight: BTreeMap::new(),
+            dma_ok: Vec::new(),
+            selftest: None,
+        };
+        log::info!(
+            "host disk {sbdf}: virtio-blk, {capacity} sectors, {}, {}flush, {} segments per request, queue {QUEUE_SIZE}{}, INTx {}, {dma}",
+            if disk.readonly { "read-only" } else { "read-write" },
+            if disk.flush { "" } else { "no " },
+            max_segments,
+            if indirect { " (indirect)" } else { "" },
+            site.intid.map_or(String::from("none"), |i| format!("INTID {i}")),
+        );
+        Ok(disk)
+    }
+
+    #[allow(dead_code)] // data-path API: the emulated virtio-blk calls it once wired
+    /// Its host address.
+    pub fn sbdf(&self) -> Sbdf {
+        self.sbdf
+    }
+
+    #[allow(dead_code)] // data-path API: the emulated virtio-blk calls it once wired
+    /// Capacity in 512-byte sectors.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    #[allow(dead_code)] // data-path API: the emulated virtio-blk calls it once wired
+    /// Whether the device refuses writes.
+    pub fn readonly(&self) -> bool {
+        self.readonly
+    }
+
+    #[allow(dead_code)] // data-path API: the emulated virtio-blk calls it once wired
+    /// Most data segments one request may carry.
+    pub fn max_segments(&self) -> usize {
+        self.max_segments
+    }
+
+    #[allow(dead_code)] // data-path API: the emulated virtio-blk calls it once wired
+    /// Requests given to the device and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Lets [`HostDisk::submit`] accept segments in host physical
+    /// `[base, base + len)` (guest RAM as stage 2 maps it). Nothing else is
+    /// accepted: the disk bypasses the SMMU.
+    pub fn allow_dma(&mut self, base: Pa, len: u64) {
+        if let Some(end) = base.0.checked_add(len) {
+            self.dma_ok.push((base.0, end));
+        }
+    }
+
+    #[allow(dead_code)] // data-path API: the emulated virtio-blk calls it once wired
+    /// Gives the device a request: `op` at `sector` over `segments`
+    /// (host physical address, length; together a multiple of 512 bytes,
+    /// each inside a range [`HostDisk::allow_dma`] allowed), its data moved
+    /// by the device straight from/to those pages. `token` comes back in a
+    /// [`Completion`] from [`HostDisk::complete`]; the pages belong to the
+    /// device until then. `Busy` when the queue is full.
+    pub fn submit(
+        &mut self,
+        op: Op,
+        sector: u64,
+        segments: &[(Pa, usize)],
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        for &(pa, len) in segments {
+            let end = pa.0.checked_add(len as u64);
+            let inside = end.is_some_and(|e| self.dma_ok.iter().any(|&(b, l)| pa.0 >= b && e <= l));
+            if !inside {
+                return Err(SubmitError::Invalid("segment outside the DMA-able ranges"));
+            }
+        }
+        let segs: Vec<(u64, usize)> = segments.iter().map(|&(p, l)| (p.0, l)).collect();
+        self.submit_checked(op, sector, segs, token)
+    }
+
+    /// [`HostDisk::submit`] after the ranges check.
+    fn submit_checked(
+        &mut self,
+        op: Op,
+        sector: u64,
+        segments: Vec<(u64, usize)>,
+        token: u64,
+    ) -> Result<(), SubmitError> {
+        let kind = match op {
+            Op::Flush => {
+                if !segments.is_empty() {
+                    return Err(SubmitError::Invalid("a flush carries no data"));
+                }
+                if !self.flush {
+                    return Err(SubmitError::Invalid("the device has no flush"));
+                }
+                T_FLUSH
+            }
+            Op::Read | Op::Write => {
+                if segments.is_empty() || segments.len() > self.max_segments {
+                    return Err(SubmitError::Invalid("segment count"));
+                }
+                if segments
+                    .iter()
+                    .any(|&(_, l)| l == 0 || l > u32::MAX as usize)
+                {
+                    return Err(SubmitError::Invalid("segment length"));
+                }
+                let bytes = segments
+                    .iter()
+                    .try_fold(0u64, |a, &(_, l)| a.checked_add(l as u64))
+                    .ok_or(SubmitError::Invalid("length"))?;
+                if bytes % SECTOR != 0 {
+                    return Err(SubmitError::Invalid("length not a multiple of 512"));
+                }
+                if sector
+                    .checked_add(bytes / SECTOR)
+                    .is_none_or(|end| end > self.capacity)
+                {
+                    return Err(SubmitError::Invalid("beyond the disk's capacity"));
+                }
+                if op == Op::Write && self.readonly {
+                    return Err(SubmitError::Invalid("the disk is read-only"));
+                }
+                if op == Op::Read {
+                    T_IN
+                } else {
+                    T_OUT
+                }
+            }
+        };
+        if self.in_flight.len() >= QUEUE_SIZE {
+            return Err(SubmitError::Busy);
+        }
+        let mut header = Box::new([0u8; 16]);
+        header[..4].copy_from_slice(&kind.to_le_bytes());
+        header[8..].copy_from_slice(&(if op == Op::Flush { 0 } else { sector }).to_le_bytes());
+        // An impossible status: a completion that leaves it is a device bug.
+        let mut status = Box::new([0xffu8]);
+        let queue = &mut self.queue;
+        let r = with_buffers(op, &header, &mut status, &segments, |i, o| {
+            // SAFETY: the header and status live in boxes kept in `in_flight`
+            // until `complete` pops the request; the data pages belong to the
+            // device until then (`submit`'s contract with its caller).
+            unsafe { queue.add(i, o) }
+        });
+        let head = match r {
+            Ok(h) => h,
+            Err(virtio_drivers::Error::QueueFull) => return Err(SubmitError::Busy),
+            Err(e) => {
+                log::debug!("host disk {}: add: {e}", self.sbdf);
+                return Err(SubmitError::Device);
+            }
+        };
+        self.in_flight.insert(
+            head,
+            InFlight {
+                token,
+                op,
+                header,
+                status,
+                segments,
+            },
+        );
+        if self.queue.should_notify() {
+            self.transport.notify(0);
+        }
+        Ok(())
+    }
+
+    /// Acknowledges the device's interrupt (reading ISR deasserts its INTx)
+    /// and pops every completed request: (token, status) in completion order.
+    pub fn complete(&mut self) -> Vec<Completion> {
+        let _ = self.transport.ack_interrupt();
+        let mut done = Vec::new();
+        for _ in 0..QUEUE_SIZE {
+            let Some(head) = self.queue.peek_used() else {
+                break;
+            };
+            let Some(mut f) = self.in_flight.remove(&head) else {
+                log::error!(
+                    "host disk {}: the device completed descriptor {head}, which it was not given",
+                    self.sbdf
+                );
+                break;
+            };
+            let queue = &mut self.queue;
+            let r = with_buffers(f.op, &f.header, &mut f.status, &f.segments, |i, o| {
+                // SAFETY: the same buffers `submit` added under this head.
+                unsafe { queue.pop_used(head, i, o) }
+            });
+            let status = match r {
+                // SAFETY: the status byte is a live box the device wrote before
+                // putting the request in the used ring (read after `pop_used`'s
+                // barrier).
+                Ok(_) => match unsafe { core::ptr::read_volatile(&f.status[0]) } {
+                    0 => Status::Ok,
+                    1 => Status::IoError,
+                    2 => Status::Unsupported,
+                    s => Status::Other(s),
+                },
+                Err(e) => {
+                    log::error!("host disk {}: pop_used: {e}", self.sbdf);
+                    Status::IoError
+                }
+            };
+            done.push(Completion {
+                token: f.token,
+                status,
+            });
+        }
+        done
+    }
+
+    /// After [`HostDisk::selftest`], once the INTx is routed: reads sector 0
+    /// again without waiting; the interrupt path completes it and
+    /// [`shutdown`] checks it (the data path as the guest's disk will use it).
+    pub fn start_irq_selftest(&mut self) -> Result<(), String> {
+        let Some(t) = self.selftest.as_mut() else {
+            return Ok(());
+        };
+        let buf = t.irq_read.insert(Box::new([0u8; 512]));
+        let seg = alloc::vec![(buf.as_mut_ptr() as u64, buf.len())];
+        self.submit_checked(Op::Read, 0, seg, IRQ_SELFTEST_TOKEN)
+            .map_err(|e| format!("interrupt-driven read: {e:?}"))
+    }
+
+    /// Stops the device (virtio reset: no more DMA), e.g. at shutdown.
+    pub fn reset(&mut self) {
+        self.transport.set_status(DeviceStatus::empty());
+    }
+
+    /// One request on a heap buffer, waited for by polling (boot only, bounded).
+    fn sync(&mut self, op: Op, sector: u64, buf: &mut [u8]) -> Result<Status, String> {
+        let token = 0x5e1f_7e57;
+        let segs = if op == Op::Flush {
+            Vec::new()
+        } else {
+            alloc::vec![(buf.as_mut_ptr() as u64, buf.len())]
+        };
+        self.submit_checked(op, sector, segs, token)
+            .map_err(|e| format!("submit: {e:?}"))?;
+        let freq = crate::sysreg::read_sysreg!("cntfrq_el0").max(1);
+        let ticks = SELFTEST_TIMEOUT_US.saturating_mul(freq) / 1_000_000;
+        let start = crate::sysreg::read_sysreg!("cntpct_el0");
+        loop {
+            if let Some(c) = self.complete().into_iter().find(|c| c.token == token) {
+                return Ok(c.status);
+            }
+            if crate::sysreg::read_sysreg!("cntpct_el0").wrapping_sub(start) > ticks {
+                return Err(format!(
+                    "no completion in {} ms",
+                    SELFTEST_TIMEOUT_US / 1000
+                ));
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// The boot self-test (`host-disk-selftest`): reads sector 0 and the
+    /// last sector; when sector 0 starts with [`SCRATCH_MAGIC`], writes a
+    /// pattern to the last sector, reads it back, and restores it. One line
+    /// per step; the error says which step failed.
+    pub fn selftest(&mut self) -> Result<(), String> {
+        if self.capacity == 0 {
+            return Err(String::from("empty disk"));
+        }
+        let last = self.capacity - 1;
+        let mut first = alloc::vec![0u8; SECTOR as usize];
+        let mut tail = alloc::vec![0u8; SECTOR as usize];
+        let hex = |b: &[u8]| {
+            b.iter().take(16).fold(String::new(), |mut s, x| {
+                s.push_str(&format!("{x:02x}"));
+                s
+            })
+        };
+        let check = |what: &str, s: Status| {
+            if s == Status::Ok {
+                Ok(())
+            } else {
+                Err(format!("{what}: status {s:?}"))
+            }
+        };
+        check("read sector 0", self.sync(Op::Read, 0, &mut first)?)?;
+        log::info!("host disk selftest: sector 0: {}", hex(&first));
+        self.selftest = Some(SelfTest {
+            sector0: first.clone(),
+            irq_read: None,
+        });
+        check("read last sector", self.sync(Op::Read, last, &mut tail)?)?;
+        log::info!("host disk selftest: sector {last}: {}", hex(&tail));
+        if !first.starts_with(SCRATCH_MAGIC) {
+            log::info!("host disk selftest: no scratch marker in sector 0: read-only test passed");
+            return Ok(());
+        }
+        if self.readonly {
+            return Err(String::from("scratch marker but the disk is read-only"));
+        }
+        let mut pattern: Vec<u8> = (0..SECTOR as usize)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(0xa5))
+            .collect();
+        let original = tail.clone();
+        check(
+            "write scratch sector",
+            self.sync(Op::Write, last, &mut pattern)?,
+        )?;
+        let mut back = alloc::vec![0u8; SECTOR as usize];
+        check(
+            "read scratch sector back",
+            self.sync(Op::Read, last, &mut back)?,
+        )?;
+        if back != pattern {
+            return Err(format!(
+                "scratch sector {last} read back {} after writing {}",
+                hex(&back),
+                hex(&pattern)
+            ));
+        }
+        let mut restore = original;
+        check(
+            "restore scratch sector",
+            self.sync(Op::Write, last, &mut restore)?,
+        )?;
+        if self.flush {
+            check("flush", self.sync(Op::Flush, 0, &mut [])?)?;
+        }
+        log::info!("host disk selftest: scratch sector {last} written, read back and restored: ok");
+        Ok(())
+    }
+}
+
+/// The host disk, once probed (boot CPU); then reached from any CPU's exits.
+pub static HOST_DISK: spin::Once<spin::Mutex<HostDisk>> = spin::Once::new();
+
+/// Completions the interrupt path popped, for the disk's user (the emulated
+/// virtio-blk) to take.
+static COMPLETED: spin::Mutex<Vec<Completion>> = spin::Mutex::new(Vec::new());
+
+/// The host disk's INTx (from the IRQ exit): pops what completed and
+/// queues it for [`take_completed`]; returns how many.
+pub fn handle_irq() -> usize {
+    let Some(d) = HOST_DISK.get() else { return 0 };
+    IRQS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    let done = d.lock().complete();
+    let n = done.len();
+    if n > 0 {
+        COMPLETED.lock().extend(done);
+    }
+    n
+}
+
+#[allow(dead_code)] // data-path API: the emulated virtio-blk calls it once wired
+/// The completions the interrupt path collected since the last call.
+pub fn take_completed() -> Vec<Completion> {
+    core::mem::take(&mut *COMPLETED.lock())
+}
+
+/// At shutdown: resets the host disk so it stops all DMA; after a self-test,
+/// reports its interrupt-driven read.
+pub fn shutdown() {
+    let Some(d) = HOST_DISK.get() else { return };
+    let Some(mut d) = d.try_lock() else { return };
+    d.reset();
+    let Some(SelfTest {
+        sector0: first,
+        irq_read: Some(buf),
+    }) = d.selftest.as_ref()
+    else {
+        return;
+    };
+    let done = COMPLETED
+        .try_lock()
+        .and_then(|c| c.iter().find(|c| c.token == IRQ_SELFTEST_TOKEN).copied());
+    // SAFETY: a live box; the device is done with it (reset above), and a
+    // volatile read sees what its DMA wrote.
+    let same = (0..512).all(|i| unsafe { core::ptr::read_volatile(&buf[i]) } == first[i]);
+    match done {
+        Some(c) if c.status == Status::Ok && same => {
+            log::info!(
+                "host disk selftest: read completed through INTx ({} interrupts): ok",
+                IRQS.load(core::sync::atomic::Ordering::Relaxed)
+            )
+        }
+        Some(c) => log::error!(
+            "host disk selftest: read through INTx: status {:?}, data {}",
+            c.status,
+            if same { "matches" } else { "differs" }
+        ),
+        None => log::error!("host disk selftest: read through INTx never completed"),
+    }
+}
+
+/// Host disk interrupts taken.
+static IRQS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
