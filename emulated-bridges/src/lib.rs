@@ -942,6 +942,9 @@ impl PciFunction for RootPort {
     fn intx(&self) -> Intx {
         Intx::None
     }
+
+    /// Nothing completes asynchronously in a root port.
+    fn poll(&mut self) {}
 }
 
 #[cfg(test)]

@@ -511,6 +511,12 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
                     // `hostdisk::take_completed` for the disk's user.
                     let n = crate::hostdisk::handle_irq();
                     log::trace!("host disk: {n} completions");
+                    // The guest's virtio-blk finishes the requests that completed.
+                    let mut dev = vm.devices.lock();
+                    if let Some(seg) = dev.segment.as_mut() {
+                        let fx = seg.poll();
+                        kick.0 |= vm.apply(seg, fx).0;
+                    }
                 }
                 None => Counters::bump(&vm.stats.irq_unrouted),
             }

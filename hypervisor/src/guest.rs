@@ -181,7 +181,7 @@ pub fn build(
     psci: guest_dt::PsciMethod,
     guest_mem: Option<u64>,
     assigned: Vec<crate::assign::Assigned>,
-    ram_disk: Option<u64>,
+    disk: Option<DiskBackend>,
 ) -> Result<(Vm, u64, u64), String> {
     let n = host.cpus.len().min(MAX_CPUS);
     if host.cpus.len() > MAX_CPUS {
@@ -349,18 +349,38 @@ pub fn build(
         .map(|a| Box::new(a.function) as Box<dyn vbus::PciFunction>)
         .collect();
     let mut functions = functions;
-    if let Some(size) = ram_disk {
-        let disk = ram_disk_storage(ram_pa + ram_size, free - ram_size, size)?;
-        log::info!(
-            "virtio-blk: RAM disk of {:#x} bytes at PA {:#x}",
-            disk.len(),
-            disk.as_ptr() as usize
-        );
-        let blk = virtio_devs::blk::VirtioBlk::new(virtio_devs::blk::RamDisk::over(disk));
-        functions.push(Box::new(virtio_devs::pci::VirtioPci::new(
-            blk,
-            guest_ram.clone(),
-        )));
+    match disk {
+        None => {}
+        Some(DiskBackend::Ram(size)) => {
+            let disk = ram_disk_storage(ram_pa + ram_size, free - ram_size, size)?;
+            log::info!(
+                "virtio-blk: RAM disk of {:#x} bytes at PA {:#x}",
+                disk.len(),
+                disk.as_ptr() as usize
+            );
+            let blk = virtio_devs::blk::VirtioBlk::new(virtio_devs::blk::RamDisk::over(disk));
+            functions.push(Box::new(virtio_devs::pci::VirtioPci::new(
+                blk,
+                guest_ram.clone(),
+            )));
+        }
+        Some(DiskBackend::Host) => {
+            let backend = crate::hostdisk::HostDiskBackend::new()
+                .ok_or("virtio-blk=host: no host disk (give host-disk=SSSS:BB:DD.F)")?;
+            if let Some(d) = crate::hostdisk::HOST_DISK.get() {
+                // The disk may move data to and from guest RAM (every run, the
+                // in-place initrd's pages included) and nothing else.
+                for r in guest_ram.host_runs() {
+                    d.lock().allow_dma(r.base, r.size);
+                }
+            }
+            log::info!("virtio-blk: backed by the host disk, zero-copy");
+            let blk = virtio_devs::blk::VirtioBlk::new(backend);
+            functions.push(Box::new(virtio_devs::pci::VirtioPci::new(
+                blk,
+                guest_ram.clone(),
+            )));
+        }
     }
     if layout.pci.is_none() && !functions.is_empty() {
         return Err("host devices to assign but the guest has no PCI segment".into());
@@ -394,7 +414,6 @@ pub fn build(
         layout,
         stage2: spin::Mutex::new(stage2),
         irq_routes,
-        ram_pa,
         vgic: spin::Mutex::new(vgic),
         devices: spin::Mutex::new(crate::vm::Devices {
             uart,
@@ -408,6 +427,15 @@ pub fn build(
         semihosting,
     };
     Ok((vm, entry, dtb_ipa))
+}
+
+/// What backs the guest's emulated virtio-blk (`virtio-blk=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBackend {
+    /// A RAM disk of this many bytes carved from host RAM (`ram:SIZE`).
+    Ram(u64),
+    /// The host disk the hypervisor drives (`host`, with `host-disk=`).
+    Host,
 }
 
 /// The RAM disk's storage: `size` bytes at the top of the free host RAM

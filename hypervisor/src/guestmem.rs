@@ -21,6 +21,11 @@ impl GuestRam {
         GuestRam { runs }
     }
 
+    /// The host physical ranges guest RAM occupies.
+    pub fn host_runs(&self) -> impl Iterator<Item = MemRange<Pa>> + '_ {
+        self.runs.iter().map(|(r, pa)| MemRange::new(*pa, r.size))
+    }
+
     /// Calls `f(host address, offset in the access, length)` for each piece of
     /// `[addr, addr + len)`, in order; an error if any byte is outside guest RAM.
     fn pieces(

@@ -34,7 +34,7 @@ use alloc::vec::Vec;
 use core::ptr::NonNull;
 
 use passthrough::ConfigAccess;
-use vbus::{Bdf, Pa, Sbdf};
+use vbus::{Bdf, Ipa, MemRange, Pa, Sbdf};
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::PciTransport;
@@ -759,3 +759,128 @@ pub fn shutdown() {
 
 /// Host disk interrupts taken.
 static IRQS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The host disk as the storage behind the guest's emulated virtio-blk
+/// (`virtio-blk=host`): a guest request's pages go to the host device as they
+/// are (zero-copy: IPA → PA through the guest's RAM runs, split where pages
+/// are not contiguous), and it completes when the host device's interrupt
+/// says so ([`handle_irq`] queues the completion; the segment's poll brings it
+/// here). Requests the host queue cannot take yet wait in a backlog that the
+/// virtio-blk device bounds by its queue size.
+pub struct HostDiskBackend {
+    backlog: alloc::collections::VecDeque<(virtio_devs::blk::RequestId, Op, u64, Vec<(Pa, usize)>)>,
+    done: alloc::collections::VecDeque<Completion>,
+}
+
+impl HostDiskBackend {
+    /// The backend over [`HOST_DISK`]; `None` when no host disk was claimed.
+    pub fn new() -> Option<Self> {
+        HOST_DISK.get()?;
+        Some(HostDiskBackend {
+            backlog: alloc::collections::VecDeque::new(),
+            done: alloc::collections::VecDeque::new(),
+        })
+    }
+
+    fn disk() -> Option<&'static spin::Mutex<HostDisk>> {
+        HOST_DISK.get()
+    }
+
+    /// Gives the device what waits in the backlog, in order, until it is busy.
+    fn drain_backlog(&mut self) {
+        let Some(d) = Self::disk() else { return };
+        while let Some((id, op, sector, segs)) = self.backlog.pop_front() {
+            match d.lock().submit(op, sector, &segs, id.0) {
+                Ok(()) => {}
+                Err(SubmitError::Busy) => {
+                    self.backlog.push_front((id, op, sector, segs));
+                    return;
+                }
+                Err(_) => self.done.push_back(Completion {
+                    token: id.0,
+                    status: Status::IoError,
+                }),
+            }
+        }
+    }
+}
+
+impl virtio_devs::blk::BlockBackend for HostDiskBackend {
+    fn capacity(&self) -> u64 {
+        Self::disk().map_or(0, |d| d.lock().capacity().saturating_mul(512))
+    }
+
+    fn block_size(&self) -> u32 {
+        512
+    }
+
+    fn read_only(&self) -> bool {
+        Self::disk().is_none_or(|d| d.lock().readonly())
+    }
+
+    fn supports_discard(&self) -> bool {
+        false
+    }
+
+    fn supports_write_zeroes(&self) -> bool {
+        false
+    }
+
+    fn device_id(&self) -> [u8; virtio_devs::blk::VIRTIO_BLK_ID_BYTES] {
+        let mut id = [0u8; virtio_devs::blk::VIRTIO_BLK_ID_BYTES];
+        for (d, s) in id.iter_mut().zip(b"synthetic-pci-hostdisk") {
+            *d = *s;
+        }
+        id
+    }
+
+    fn submit(
+        &mut self,
+        id: virtio_devs::blk::RequestId,
+        op: virtio_devs::blk::BlockOp,
+        segments: &[MemRange<Ipa>],
+        mem: &dyn virtio_devs::GuestMemory,
+    ) -> virtio_devs::blk::Submission {
+        use virtio_devs::blk::{BlockError, BlockOp, Submission};
+        let (op, offset) = match op {
+            BlockOp::Read { offset } => (Op::Read, offset),
+            BlockOp::Write { offset } => (Op::Write, offset),
+            BlockOp::Flush => (Op::Flush, 0),
+            _ => return Submission::Done(Err(BlockError::Unsupported)),
+        };
+        if offset % 512 != 0 {
+            return Submission::Done(Err(BlockError::Io));
+        }
+        let mut host = Vec::new();
+        for s in segments {
+            if mem.host_ranges(*s, &mut host).is_err() {
+                return Submission::Done(Err(BlockError::Io));
+            }
+        }
+        let segs: Vec<(Pa, usize)> = host.iter().map(|r| (r.base, r.size as usize)).collect();
+        self.backlog.push_back((id, op, offset / 512, segs));
+        self.drain_backlog();
+        Submission::Pending
+    }
+
+    fn poll(
+        &mut self,
+        _mem: &dyn virtio_devs::GuestMemory,
+    ) -> Option<(
+        virtio_devs::blk::RequestId,
+        Result<(), virtio_devs::blk::BlockError>,
+    )> {
+        use virtio_devs::blk::{BlockError, RequestId};
+        if self.done.is_empty() {
+            self.done.extend(take_completed());
+            self.drain_backlog();
+        }
+        let c = self.done.pop_front()?;
+        let r = match c.status {
+            Status::Ok => Ok(()),
+            Status::Unsupported => Err(BlockError::Unsupported),
+            Status::IoError | Status::Other(_) => Err(BlockError::Io),
+        };
+        Some((RequestId(c.token), r))
+    }
+}

@@ -236,30 +236,27 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         }
         hostdisk::HOST_DISK.call_once(|| spin::Mutex::new(disk));
     }
-    // `virtio-blk=ram:SIZE`: an emulated virtio-blk over a RAM disk of SIZE bytes.
-    let ram_disk = match bootargs
+    // `virtio-blk=ram:SIZE` or `virtio-blk=host`: the guest's emulated
+    // virtio-blk over a RAM disk of SIZE bytes or over the host disk.
+    let disk = match bootargs
         .split_whitespace()
         .find_map(|a| a.strip_prefix("virtio-blk="))
     {
         None => None,
+        Some("host") => Some(guest::DiskBackend::Host),
         Some(v) => match v.strip_prefix("ram:").and_then(guest_dt::boot::parse_size) {
-            Some(n) => Some(n),
+            Some(n) => Some(guest::DiskBackend::Ram(n)),
             None => exits::fatal(&alloc::format!(
-                "bootargs: bad virtio-blk={v} (want ram:SIZE, e.g. ram:64M)"
+                "bootargs: bad virtio-blk={v} (want ram:SIZE, e.g. ram:64M, or host)"
             )),
         },
     };
-    let mut vm = match guest::build(&host, semihosting, psci, guest_mem, prepared.assigned, ram_disk) {
+    let mut vm = match guest::build(&host, semihosting, psci, guest_mem, prepared.assigned, disk) {
         Ok(vm) => vm,
         Err(e) => exits::fatal(&alloc::format!("guest: {e}")),
     };
-    if let Some(d) = hostdisk::HOST_DISK.get() {
-        // The disk may move data to and from guest RAM only.
-        d.lock()
-            .allow_dma(vbus::Pa(vm.0.ram_pa), vm.0.layout.ram.size);
-        if let Some(intid) = disk_intid {
-            vm.0.irq_routes.push((intid, vm::IrqOwner::HostDisk));
-        }
+    if let (Some(_), Some(intid)) = (hostdisk::HOST_DISK.get(), disk_intid) {
+        vm.0.irq_routes.push((intid, vm::IrqOwner::HostDisk));
     }
     // The assigned devices' INTx lines: level, to the boot CPU, enabled; they
     // reach the guest hardware-linked. The host disk's too (handled at EL2).

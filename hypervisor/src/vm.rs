@@ -186,8 +186,6 @@ pub struct Vm {
     /// mapped and unmapped as the segment decodes them. Lock order: devices,
     /// then stage 2.
     pub stage2: Mutex<Stage2>,
-    /// Host physical address of guest RAM.
-    pub ram_pa: u64,
     /// The vGICv3.
     pub vgic: Mutex<Vgic>,
     /// The emulated devices.

@@ -391,6 +391,10 @@ impl<A: ConfigAccess + Delay + Send> PciFunction for AssignedFunction<A> {
             _ => Intx::None,
         }
     }
+
+    /// The host device's own work needs nothing from us: its INTx reaches the
+    /// guest hardware-linked.
+    fn poll(&mut self) {}
 }
 
 #[cfg(test)]

@@ -147,6 +147,8 @@ impl PciFunction for Endpoint {
     fn intx(&self) -> Intx {
         Intx::None
     }
+
+    fn poll(&mut self) {}
 }
 
 #[cfg(test)]

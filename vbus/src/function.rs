@@ -253,4 +253,9 @@ pub trait PciFunction: Send {
 
     /// The INTx output now.
     fn intx(&self) -> Intx;
+
+    /// Finishes work that completed outside a guest access (a host disk's
+    /// request done on its interrupt); the segment re-reads [`PciFunction::intx`]
+    /// afterwards. Functions with nothing asynchronous do nothing.
+    fn poll(&mut self);
 }

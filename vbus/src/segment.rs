@@ -463,6 +463,18 @@ impl Segment {
         out
     }
 
+    /// Lets every function finish asynchronous work ([`PciFunction::poll`]),
+    /// then returns the INTx changes that follow.
+    pub fn poll(&mut self) -> Effects {
+        for s in &mut self.slots {
+            s.port.function.poll();
+            if let Some(c) = s.child.as_mut() {
+                c.function.poll();
+            }
+        }
+        self.refresh_intx()
+    }
+
     /// Re-reads every function's emulated INTx output (after a device
     /// changed it outside a guest access, e.g. a completed host request).
     pub fn refresh_intx(&mut self) -> Effects {

@@ -815,4 +815,8 @@ impl<D: VirtioDevice, M: GuestMemory> PciFunction for VirtioPci<D, M> {
         let disabled = self.cs.raw(reg::COMMAND, 2) as u16 & command::INTERRUPT_DISABLE != 0;
         Intx::Level(self.isr != 0 && !disabled)
     }
+
+    fn poll(&mut self) {
+        VirtioPci::poll(self);
+    }
 }

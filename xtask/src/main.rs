@@ -48,9 +48,12 @@ run options:
                     root-port (default; 01:00.0), switch (root port, upstream and
                     downstream switch ports; 03:00.0)
   --hostfwd H:G     forward TCP 127.0.0.1:H on the host to guest port G (repeatable)
-  --disk DISK       the guest's virtio-blk, emulated by the hypervisor behind its own
-                    root port: ram:SIZE (default ram:64M, in host RAM, lost at
-                    power-off) or none; --direct has none
+  --disk DISK       the guest's virtio-blk (/dev/vda), emulated by the hypervisor
+                    behind its own root port: IMG (a raw image file, driven
+                    zero-copy through a host virtio-blk; default: disk.img in the
+                    cache directory, 256 MiB, created once and kept), ram:SIZE
+                    (in host RAM, lost at power-off) or none. With --direct an
+                    image is the guest's own virtio-blk-pci, ram: gives none
   --host-disk IMG   a raw image as a host virtio-blk at 0000:00:05.0 that the
                     hypervisor drives itself (host-disk=, host-disk-selftest; the
                     guest does not see it; QEMU iommu=smmuv3); with --direct,
@@ -60,8 +63,49 @@ run options:
 environment:
   XTASK_E2E_DIRECT=1  `test` boots the end-to-end guests without the hypervisor";
 
-/// The disk `cargo xtask run` gives the guest unless `--disk` says otherwise.
-const DEFAULT_DISK: qemu::Disk = qemu::Disk::Ram(64 << 20);
+/// Size of the disk image `cargo xtask run` creates when it has none.
+const DEFAULT_DISK_BYTES: u64 = 256 << 20;
+
+/// The guest's disk from `--disk` (`IMG`, `ram:SIZE`, `none`); without it, the
+/// image `disk.img` in the cache directory, created (sparse, zeroed) the first
+/// time and kept between runs.
+fn choose_disk(arg: Option<&str>, cfg: &mut RunConfig) -> Result<()> {
+    let img = match arg {
+        Some("none") => {
+            cfg.disk = qemu::Disk::None;
+            return Ok(());
+        }
+        Some(a) if a.starts_with("ram:") => {
+            cfg.disk = qemu::Disk::parse(a)?;
+            return Ok(());
+        }
+        Some(path) => {
+            let p = PathBuf::from(path);
+            if !p.is_file() {
+                return Err(Error(format!("--disk {path}: no such image file")));
+            }
+            p
+        }
+        None => {
+            let p = paths::cache_dir().join("disk.img");
+            if !p.exists() {
+                std::fs::create_dir_all(paths::cache_dir())
+                    .and_then(|()| std::fs::File::create(&p))
+                    .and_then(|f| f.set_len(DEFAULT_DISK_BYTES))
+                    .map_err(|e| Error(format!("creating {}: {e}", p.display())))?;
+                eprintln!(
+                    "xtask: created the guest's disk image {} ({} MiB)",
+                    p.display(),
+                    DEFAULT_DISK_BYTES >> 20
+                );
+            }
+            p
+        }
+    };
+    cfg.host_disk = Some(img);
+    cfg.disk = qemu::Disk::Host;
+    Ok(())
+}
 
 /// Default timeout of a `--exec` run.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
@@ -171,7 +215,7 @@ struct RunArgs {
     nic: Option<Nic>,
     nic_slot: Option<NicSlot>,
     forwards: Vec<PortForward>,
-    disk: Option<qemu::Disk>,
+    disk: Option<String>,
     host_disk: Option<PathBuf>,
 }
 
@@ -232,7 +276,7 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
             "--nic" => r.nic = Some(Nic::parse(&value()?)?),
             "--nic-slot" => r.nic_slot = Some(NicSlot::parse(&value()?)?),
             "--hostfwd" => r.forwards.push(PortForward::parse(&value()?)?),
-            "--disk" => r.disk = Some(qemu::Disk::parse(&value()?)?),
+            "--disk" => r.disk = Some(value()?),
             "--host-disk" => r.host_disk = Some(value()?.into()),
             "--timeout" => {
                 let v = value()?;
@@ -271,12 +315,16 @@ fn run(args: &[String]) -> Result<i32> {
     cfg.smp = a.smp.unwrap_or(cfg.smp);
     cfg.mem_bytes = a.mem.unwrap_or(cfg.mem_bytes);
     a.apply_network(&mut cfg, Nic::E1000e);
-    cfg.disk = a.disk.unwrap_or(DEFAULT_DISK);
     cfg.qemu_args = a.qemu_args;
     cfg.iommu = a.smmu;
     if let Some(img) = a.host_disk.clone() {
+        if a.disk.is_some() {
+            return Err(Error::msg("--host-disk and --disk exclude each other"));
+        }
         cfg.hypervisor_args = "host-disk-selftest".into();
         cfg.host_disk = Some(img);
+    } else {
+        choose_disk(a.disk.as_deref(), &mut cfg)?;
     }
     cfg.interactive = a.exec.is_none();
     cfg.timeout = a.timeout.or(if a.exec.is_some() {

@@ -221,11 +221,16 @@ impl RunConfig {
     /// for the NIC, then `host-disk=`[`HOST_DISK_ADDRESS`] with a host disk.
     pub fn hypervisor_extra_args(&self) -> String {
         let mut args = self.hypervisor_args.trim().to_string();
-        if let Disk::Ram(n) = self.disk {
+        let disk = match self.disk {
+            Disk::None => None,
+            Disk::Ram(n) => Some(format!("virtio-blk=ram:{n}")),
+            Disk::Host => Some("virtio-blk=host".to_string()),
+        };
+        if let Some(d) = disk {
             if !args.is_empty() {
                 args.push(' ');
             }
-            args.push_str(&format!("virtio-blk=ram:{n}"));
+            args.push_str(&d);
         }
         if let Some(bdf) = self.passthrough_address() {
             if !args.is_empty() {
@@ -253,10 +258,14 @@ pub enum Disk {
     None,
     /// A RAM disk of this many bytes inside the hypervisor (`virtio-blk=ram:N`).
     Ram(u64),
+    /// Backed by [`RunConfig::host_disk`], the host virtio-blk the hypervisor
+    /// drives (`virtio-blk=host`): zero-copy to the image file.
+    Host,
 }
 
 impl Disk {
-    /// `none` or `ram:SIZE` (`ram:64M`).
+    /// `none` or `ram:SIZE` (`ram:64M`); an image path is [`Disk::Host`]
+    /// with [`RunConfig::host_disk`], set by the caller.
     pub fn parse(s: &str) -> Result<Disk> {
         match s {
             "none" => Ok(Disk::None),

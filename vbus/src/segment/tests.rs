@@ -55,6 +55,8 @@ impl PciFunction for TestBridge {
     fn intx(&self) -> Intx {
         Intx::None
     }
+
+    fn poll(&mut self) {}
 }
 
 /// An endpoint whose BARs are host-backed, that asks for an FLR when bit 15
@@ -153,6 +155,8 @@ impl PciFunction for HostFn {
     fn intx(&self) -> Intx {
         Intx::Level(self.level)
     }
+
+    fn poll(&mut self) {}
 }
 
 fn endpoint() -> Box<Endpoint> {

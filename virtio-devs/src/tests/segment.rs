@@ -53,6 +53,8 @@ impl PciFunction for Bridge {
     fn intx(&self) -> Intx {
         Intx::None
     }
+
+    fn poll(&mut self) {}
 }
 
 fn ecam(bus: u64, dev: u64, func: u64, reg: u64) -> u64 {
