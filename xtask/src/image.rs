@@ -27,7 +27,16 @@ pub const INIT_SCRIPT: &str = include_str!("init.sh");
 const FORMAT_VERSION: &str = "image-format-3";
 
 /// Kernel modules loaded at boot, with their dependencies.
-pub const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "e1000e", "igb"];
+pub const GUEST_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "e1000e",
+    "igb",
+    "ext4",
+    // ext4 asks the crypto API for crc32c at mount time; nothing loads it on demand here.
+    "crc32c_generic",
+];
 
 /// The meta-package whose `Depends` names the versioned kernel package.
 pub const KERNEL_METAPACKAGE: &str = "linux-image-arm64";

@@ -270,7 +270,7 @@ impl Disk {
         match s {
             "none" => Ok(Disk::None),
             _ => match s.strip_prefix("ram:") {
-                Some(size) => Ok(Disk::Ram(parse_mem(size)?)),
+                Some(size) => Ok(Disk::Ram(parse_size(size)?)),
                 None => Err(Error(format!("bad --disk {s}: want ram:SIZE or none"))),
             },
         }
@@ -376,6 +376,14 @@ impl RunOutcome {
 
 /// Parses a memory size: bytes, or a number with suffix `K`, `M`, `G` (binary).
 pub fn parse_mem(s: &str) -> Result<u64> {
+    parse_size(s)?
+        .checked_mul(1)
+        .filter(|b| *b >= 64 << 20)
+        .ok_or_else(|| Error(format!("memory size {s:?} out of range (at least 64M)")))
+}
+
+/// A size in bytes with an optional K, M or G suffix (`512K`, `64M`, `2G`).
+pub fn parse_size(s: &str) -> Result<u64> {
     let s = s.trim();
     let (num, shift) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
         Some('K') => (&s[..s.len() - 1], 10),
@@ -387,8 +395,8 @@ pub fn parse_mem(s: &str) -> Result<u64> {
         .parse()
         .map_err(|_| Error(format!("bad memory size {s:?} (e.g. 2G, 512M)")))?;
     n.checked_mul(1 << shift)
-        .filter(|b| *b >= 64 << 20)
-        .ok_or_else(|| Error(format!("memory size {s:?} out of range (at least 64M)")))
+        .filter(|b| *b > 0)
+        .ok_or_else(|| Error(format!("size {s:?} out of range")))
 }
 
 /// Standard base64 (RFC 4648, with padding), as busybox `base64 -d` reads it.

@@ -1,16 +1,76 @@
-//! End-to-end virtio-blk tests: the hypervisor's emulated virtio-blk (a RAM
-//! disk) beside the passed-through e1000e on one synthetic segment, each
-//! behind its own root port; the raw data path, and fio with verification
-//! while TCP traffic goes through the NIC to [`tests::netpeer`].
+//! End-to-end virtio-blk tests: the hypervisor's emulated virtio-blk, backed
+//! zero-copy by a host virtio-blk on a raw image file, beside the
+//! passed-through e1000e on one synthetic segment, each behind its own root
+//! port; the raw data path checked in the image file after QEMU exits,
+//! persistence across two boots, and fio with verification while TCP traffic
+//! goes through the NIC to [`tests::netpeer`].
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use tests::netpeer::{self, NetPeer, PeerConfig, SinkReport};
 use xtask::net::{NetBackend, Nic, NicSlot};
 use xtask::qemu::{self, Disk, RunOutcome, Verdict};
 
 use super::{all_warnings, boot_timeout, hypervisor_bin, prefixed, tagged};
+
+/// The image size: 128 MiB.
+const IMAGE_BYTES: u64 = 128 << 20;
+/// Where the 32 MiB pattern goes (MiB), past fio's four 8 MiB regions at 0, 16, 32, 48 MiB.
+const PATTERN_MIB: u64 = 64;
+
+/// A zeroed (sparse) image file of [`IMAGE_BYTES`] in a directory of its own.
+fn new_image(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("synthetic-pci-e2e-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let p = dir.join("disk.img");
+    let f = std::fs::File::create(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    f.set_len(IMAGE_BYTES)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    p
+}
+
+/// SHA-256 (hex) of `len` bytes of `image` at `offset`.
+fn image_sha256(image: &Path, offset: u64, len: u64) -> String {
+    let bytes = std::fs::read(image).unwrap_or_else(|e| panic!("{}: {e}", image.display()));
+    let part = bytes
+        .get(offset as usize..(offset + len) as usize)
+        .unwrap_or_else(|| panic!("{} is shorter than {:#x}", image.display(), offset + len));
+    Sha256::digest(part)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A run under the hypervisor with the e1000e passed through and the guest's
+/// virtio-blk backed by `image`.
+fn disk_config(image: &Path, script: String) -> Result<qemu::RunConfig, String> {
+    let mut cfg = qemu::config_from_env().map_err(|e| e.to_string())?;
+    cfg.mode = qemu::Mode::Hypervisor(hypervisor_bin());
+    cfg.nic = Nic::E1000e;
+    cfg.nic_slot = NicSlot::RootPort;
+    cfg.host_disk = Some(image.to_path_buf());
+    cfg.disk = Disk::Host;
+    cfg.exec = Some(script);
+    cfg.timeout = Some(boot_timeout());
+    cfg.echo = false;
+    Ok(cfg)
+}
+
+fn powered_off(out: RunOutcome) -> Result<RunOutcome, String> {
+    if out.verdict != Verdict::PoweredOff {
+        return Err(format!(
+            "expected a clean power-off, got {}; last 60 console lines:\n{}{}",
+            out.summary(),
+            out.tail(60),
+            out.qemu_stderr
+        ));
+    }
+    Ok(out)
+}
 
 /// Bytes the guest sends to the peer while fio runs.
 const TRAFFIC_BYTES: u64 = 16 << 20;
@@ -21,9 +81,9 @@ for d in 0001:01:00.0 0001:02:00.0; do lspci -vvv -s $d 2>/dev/null | sed "s/^/D
 echo BLK-DRIVER=$(basename "$(readlink /sys/bus/pci/devices/0001:02:00.0/driver)")
 echo VDA-SECTORS=$(cat /sys/block/vda/size)
 head -c 33554432 /dev/urandom >/tmp/p; echo WROTE-SHA256=$(sha256sum </tmp/p | cut -d' ' -f1)
-dd if=/tmp/p of=/dev/vda bs=1M seek=8 oflag=direct 2>/dev/null; echo DD-STATUS=$?
+dd if=/tmp/p of=/dev/vda bs=1M seek=PATTERN oflag=direct 2>/dev/null; echo DD-STATUS=$?
 rm /tmp/p
-echo READ-SHA256=$(dd if=/dev/vda bs=1M skip=8 count=32 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+echo READ-SHA256=$(dd if=/dev/vda bs=1M skip=PATTERN count=32 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
 head -c TRAFFIC /dev/urandom >/tmp/t; echo SENT-SHA256=$(sha256sum </tmp/t | cut -d' ' -f1)
 nc 10.0.2.2 SINK </tmp/t & n=$!
 fio --name=t --filename=/dev/vda --rw=randrw --bs=4k --size=8M --offset_increment=16M --numjobs=4 --iodepth=16 --ioengine=libaio --direct=1 --verify=crc32c --group_reporting >/tmp/fio 2>&1; echo FIO-STATUS=$?
@@ -35,6 +95,7 @@ dmesg -r | sed 's/^/DMESG:/'
 struct Boot {
     out: RunOutcome,
     sink: Vec<SinkReport>,
+    image: PathBuf,
 }
 
 fn boot() -> &'static Boot {
@@ -45,31 +106,18 @@ fn boot() -> &'static Boot {
             deadline: boot_timeout() + Duration::from_secs(10),
         })
         .map_err(|e| format!("peer did not start: {e}"))?;
-        let mut cfg = qemu::config_from_env().map_err(|e| e.to_string())?;
-        cfg.mode = qemu::Mode::Hypervisor(hypervisor_bin());
-        cfg.nic = Nic::E1000e;
-        cfg.nic_slot = NicSlot::RootPort;
+        let image = new_image("data");
+        let script = SCRIPT
+            .replace("TRAFFIC", &TRAFFIC_BYTES.to_string())
+            .replace("SINK", &netpeer::SINK_PORT.to_string())
+            .replace("PATTERN", &PATTERN_MIB.to_string());
+        let mut cfg = disk_config(&image, script)?;
         cfg.net = NetBackend::Stream { port: peer.port() };
-        cfg.disk = Disk::Ram(64 << 20);
-        cfg.exec = Some(
-            SCRIPT
-                .replace("TRAFFIC", &TRAFFIC_BYTES.to_string())
-                .replace("SINK", &netpeer::SINK_PORT.to_string()),
-        );
-        cfg.timeout = Some(boot_timeout());
-        cfg.echo = false;
         let out = qemu::run(&cfg).map_err(|e| format!("QEMU did not run: {e}"))?;
         let sink = peer.sink_reports();
         let _ = peer.stop();
-        if out.verdict != Verdict::PoweredOff {
-            return Err(format!(
-                "expected a clean power-off, got {}; last 60 console lines:\n{}{}",
-                out.summary(),
-                out.tail(60),
-                out.qemu_stderr
-            ));
-        }
-        Ok(Boot { out, sink })
+        let out = powered_off(out)?;
+        Ok(Boot { out, sink, image })
     })
     .as_ref()
     .unwrap_or_else(|e| panic!("{e}"))
@@ -104,8 +152,8 @@ fn virtio_blk_and_nic_sit_behind_two_of_our_root_ports_on_one_segment() {
     assert_eq!(tagged(out, "BLK-DRIVER"), ["virtio-pci"]);
     assert_eq!(
         tagged(out, "VDA-SECTORS"),
-        ["131072"],
-        "64 MiB in 512-byte sectors"
+        ["262144"],
+        "128 MiB in 512-byte sectors"
     );
 }
 
@@ -170,12 +218,64 @@ fn each_root_port_window_holds_its_devices_bars() {
 
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
-fn a_32_mib_pattern_written_with_o_direct_reads_back_the_same() {
-    let out = &boot().out;
+fn a_32_mib_pattern_written_with_o_direct_reads_back_the_same_and_lands_in_the_image() {
+    let b = boot();
+    let out = &b.out;
     assert_eq!(tagged(out, "DD-STATUS"), ["0"], "{}", out.tail(30));
     let wrote = tagged(out, "WROTE-SHA256");
     assert_eq!(wrote.len(), 1);
     assert_eq!(wrote, tagged(out, "READ-SHA256"));
+    let in_image = image_sha256(&b.image, PATTERN_MIB << 20, 32 << 20);
+    assert_eq!(
+        wrote,
+        [in_image.as_str()],
+        "the image file holds the pattern at {PATTERN_MIB} MiB"
+    );
+}
+
+const FIRST_BOOT: &str = r#"mke2fs -q /dev/vda && mkdir -p /mnt && mount -t ext2 /dev/vda /mnt && echo MOUNTED
+head -c 3000000 /dev/urandom >/mnt/random; cp /bin/busybox /mnt/busybox; mkdir /mnt/d; echo hello >/mnt/d/hello
+(cd /mnt && sha256sum random busybox d/hello) | sed 's/^/SUM:/'
+sync; umount /mnt; echo UMOUNT-STATUS=$?
+"#;
+
+const SECOND_BOOT: &str = r#"mkdir -p /mnt && mount -t ext2 /dev/vda /mnt && echo MOUNTED
+(cd /mnt && sha256sum random busybox d/hello) | sed 's/^/SUM:/'
+umount /mnt
+"#;
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn files_written_on_an_ext2_filesystem_are_found_again_by_the_next_boot() {
+    let image = new_image("persist");
+    let run = |script: &str| {
+        let cfg = disk_config(&image, script.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let out = qemu::run(&cfg).unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+        powered_off(out).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let first = run(FIRST_BOOT);
+    assert!(
+        first.console.iter().any(|l| l == "MOUNTED"),
+        "{}",
+        first.tail(30)
+    );
+    assert_eq!(tagged(&first, "UMOUNT-STATUS"), ["0"]);
+    let sums: Vec<String> = prefixed(&first, "SUM")
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(sums.len(), 3, "{}", first.tail(30));
+    let second = run(SECOND_BOOT);
+    assert!(
+        second.console.iter().any(|l| l == "MOUNTED"),
+        "{}",
+        second.tail(30)
+    );
+    let again: Vec<String> = prefixed(&second, "SUM")
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(sums, again);
 }
 
 #[test]
