@@ -163,6 +163,13 @@ impl Pl011 {
         }
     }
 
+    /// Whether [`Pl011::push_rx`] would take a byte now (receiver enabled,
+    /// FIFO or holding register not full), so a caller can hold input back
+    /// instead of overrunning.
+    pub fn rx_room(&self) -> bool {
+        self.cr & CR_RXE != 0 && self.cr & CR_UARTEN != 0 && self.rx.len() < self.fifo_depth()
+    }
+
     /// A byte arrives from the host console. Returns false if it was dropped
     /// because the FIFO is full or the receiver is disabled.
     pub fn push_rx(&mut self, byte: u8) -> bool {

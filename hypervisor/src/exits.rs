@@ -483,7 +483,11 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
             if let Some(c) = c.as_mut() {
                 while let Some(b) = c.getc() {
                     Counters::bump(&vm.stats.console_input);
-                    dev.uart.push_rx(b);
+                    if dev.console_backlog.len() < crate::vm::CONSOLE_BACKLOG {
+                        dev.console_backlog.push_back(b);
+                    } else {
+                        Counters::bump(&vm.stats.console_dropped);
+                    }
                 }
             }
             drop(c);

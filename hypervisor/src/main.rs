@@ -76,6 +76,20 @@ pub fn smc(x0: u64, x1: u64, x2: u64, x3: u64) -> u64 {
     r[0]
 }
 
+/// The hypervisor's options (its bootargs), by name (README, "The hypervisor's own options").
+const KNOWN_OPTIONS: &[&str] = &[
+    "semihosting",
+    "guest-mem",
+    "guest-psci",
+    "loglevel",
+    "pci-passthrough",
+    "pci-passthrough-unconfined",
+    "smmu-selftest",
+    "host-disk",
+    "host-disk-selftest",
+    "virtio-blk",
+];
+
 /// The Rust entry point, on the boot CPU at EL2, with the host DTB address.
 #[no_mangle]
 extern "C" fn rust_main(dtb: usize) -> ! {
@@ -108,13 +122,23 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         .unwrap_or("");
     let semihosting = bootargs.split_whitespace().any(|a| a == "semihosting");
     SEMIHOSTING.store(semihosting, Ordering::Relaxed);
-    let level = bootargs
+    let level_arg = bootargs
         .split_whitespace()
-        .find_map(|a| a.strip_prefix("loglevel="))
+        .find_map(|a| a.strip_prefix("loglevel="));
+    let level = level_arg
         .and_then(|l| l.parse::<log::LevelFilter>().ok())
         .unwrap_or(log::LevelFilter::Info);
     let _ = log::set_logger(&console::LOGGER);
     log::set_max_level(level);
+    if let Some(l) = level_arg.filter(|l| l.parse::<log::LevelFilter>().is_err()) {
+        log::warn!("bootargs: loglevel={l} is not error, warn, info, debug or trace: info used");
+    }
+    for arg in bootargs.split_whitespace() {
+        let name = arg.split_once('=').map_or(arg, |(n, _)| n);
+        if !KNOWN_OPTIONS.contains(&name) {
+            log::warn!("bootargs: unknown option {arg} ignored");
+        }
+    }
     log::info!("synthetic-pci hypervisor, EL{}", current_el());
     log::info!(
         "loaded at {:#x} (linked at {:#x})",

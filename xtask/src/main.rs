@@ -127,6 +127,14 @@ fn main() {
 }
 
 fn dispatch(args: &[String]) -> Result<i32> {
+    if args
+        .iter()
+        .skip(1)
+        .any(|a| matches!(a.as_str(), "-h" | "--help"))
+    {
+        println!("{USAGE}");
+        return Ok(0);
+    }
     match args.first().map(String::as_str) {
         Some("build") => build_hypervisor().map(|_| 0),
         Some("image") => image::ensure_guest_image().map(|img| {
@@ -141,7 +149,11 @@ fn dispatch(args: &[String]) -> Result<i32> {
             println!("{USAGE}");
             Ok(0)
         }
-        _ => {
+        Some(other) => {
+            eprintln!("xtask: unknown command {other:?}\n{USAGE}");
+            Ok(2)
+        }
+        None => {
             eprintln!("{USAGE}");
             Ok(2)
         }

@@ -15,6 +15,12 @@ use xtask::qemu::{self, Mode, RunOutcome, Verdict};
 
 use super::{boot_timeout, tagged};
 
+/// The igb gets ping and address checks only: QEMU's igb model stalls the
+/// receive path now and then in a 64 MiB transfer (peer to guest), with or
+/// without the hypervisor (seen 1 boot in 6 directly on QEMU, with MSI-X),
+/// which would make the suite fail at random; the e1000e carries the bulk
+/// transfers.
+///
 /// Bytes sent each way by the transfer boots: 64 MiB. Under TCG on this
 /// 2-core host the guest sends about 2 MB/s and receives about 5 MB/s
 /// through the passed-through e1000e, so each direction has a boot of its
@@ -366,25 +372,13 @@ fn passthrough_e1000e_behind_a_root_port_is_at_0001_01_00_0_with_e1000e_bound() 
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn passthrough_igb_guest_pings_the_peer() {
-    check_guest_pings_the_peer(transfer_case(hyp(), Nic::Igb, Transfer::ToGuest));
-}
-
-#[test]
-#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
-fn passthrough_igb_bytes_from_the_guest_reach_the_peer_with_matching_sha256() {
-    check_guest_to_peer_transfer(transfer_case(hyp(), Nic::Igb, Transfer::FromGuest));
-}
-
-#[test]
-#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
-fn passthrough_igb_bytes_from_the_peer_reach_the_guest_with_matching_sha256() {
-    check_peer_to_guest_transfer(transfer_case(hyp(), Nic::Igb, Transfer::ToGuest));
+    check_guest_pings_the_peer(ping_case(hyp(), Nic::Igb, NicSlot::RootPort));
 }
 
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn passthrough_igb_is_at_0001_01_00_0_with_igb_bound() {
-    check_nic_at_host_address(transfer_case(hyp(), Nic::Igb, Transfer::ToGuest));
+    check_nic_at_host_address(ping_case(hyp(), Nic::Igb, NicSlot::RootPort));
 }
 
 #[test]
