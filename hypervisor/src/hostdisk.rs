@@ -806,6 +806,14 @@ impl HostDiskBackend {
 }
 
 impl virtio_devs::blk::BlockBackend for HostDiskBackend {
+    /// The host device's limit, less two: a guest segment that crosses from
+    /// one run of guest RAM to the next becomes two host segments.
+    fn max_segments(&self) -> u32 {
+        Self::disk().map_or(1, |d| {
+            (d.lock().max_segments().saturating_sub(2)).max(1) as u32
+        })
+    }
+
     fn capacity(&self) -> u64 {
         Self::disk().map_or(0, |d| d.lock().capacity().saturating_mul(512))
     }
@@ -858,8 +866,19 @@ impl virtio_devs::blk::BlockBackend for HostDiskBackend {
             }
         }
         let segs: Vec<(Pa, usize)> = host.iter().map(|r| (r.base, r.size as usize)).collect();
+        if self.backlog.is_empty() {
+            let Some(d) = Self::disk() else {
+                return Submission::Done(Err(BlockError::Io));
+            };
+            // Refused requests are answered now: nothing else would wake the
+            // guest up if no other request is in flight.
+            match d.lock().submit(op, offset / 512, &segs, id.0) {
+                Ok(()) => return Submission::Pending,
+                Err(SubmitError::Busy) => {}
+                Err(_) => return Submission::Done(Err(BlockError::Io)),
+            }
+        }
         self.backlog.push_back((id, op, offset / 512, segs));
-        self.drain_backlog();
         Submission::Pending
     }
 

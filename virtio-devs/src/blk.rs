@@ -181,6 +181,10 @@ pub trait BlockBackend: Send {
     ) -> Submission;
     /// One completed pending request, if any (called until `None`).
     fn poll(&mut self, mem: &dyn GuestMemory) -> Option<(RequestId, Result<(), BlockError>)>;
+
+    /// Most data segments one request may carry (what the backend's own
+    /// device takes); the device offers `seg_max` no larger (virtio 1.2, 5.2.4).
+    fn max_segments(&self) -> u32;
 }
 
 /// Counters of the request path.
@@ -270,7 +274,8 @@ impl<B: BlockBackend> VirtioBlk<B> {
             &(self.backend.capacity() / SECTOR_SIZE).to_le_bytes(),
         );
         put(cfg::SIZE_MAX, &SIZE_MAX.to_le_bytes());
-        put(cfg::SEG_MAX, &SEG_MAX.to_le_bytes());
+        let seg_max = SEG_MAX.min(self.backend.max_segments()).max(1);
+        put(cfg::SEG_MAX, &seg_max.to_le_bytes());
         put(cfg::BLK_SIZE, &self.backend.block_size().to_le_bytes());
         let align = (self.backend.block_size() / SECTOR_SIZE as u32).max(1);
         if self.backend.supports_discard() {
@@ -828,6 +833,10 @@ impl<S: AsRef<[u8]> + AsMut<[u8]> + Send> RamDisk<S> {
 }
 
 impl<S: AsRef<[u8]> + AsMut<[u8]> + Send> BlockBackend for RamDisk<S> {
+    fn max_segments(&self) -> u32 {
+        SEG_MAX
+    }
+
     fn capacity(&self) -> u64 {
         self.data().len() as u64
     }
