@@ -41,58 +41,12 @@ pub mod caps {
 /// PCI Express Capability register offsets, relative to the capability (7.5.3).
 pub mod pcie {
     pub use vbus::config::pcie::*;
-    /// PCI Express Capabilities Register.
-    pub const CAPABILITIES: u16 = 0x02;
-    /// Device Capabilities.
-    pub const DEVICE_CAPABILITIES: u16 = 0x04;
-    /// Device Control.
-    pub const DEVICE_CONTROL: u16 = 0x08;
-    /// Device Status.
-    pub const DEVICE_STATUS: u16 = 0x0a;
-    /// Link Capabilities.
-    pub const LINK_CAPABILITIES: u16 = 0x0c;
-    /// Link Control.
-    pub const LINK_CONTROL: u16 = 0x10;
-    /// Link Status.
-    pub const LINK_STATUS: u16 = 0x12;
-    /// Slot Capabilities.
-    pub const SLOT_CAPABILITIES: u16 = 0x14;
-    /// Slot Control.
-    pub const SLOT_CONTROL: u16 = 0x18;
-    /// Slot Status.
-    pub const SLOT_STATUS: u16 = 0x1a;
-    /// Root Control.
-    pub const ROOT_CONTROL: u16 = 0x1c;
-    /// Root Capabilities.
-    pub const ROOT_CAPABILITIES: u16 = 0x1e;
-    /// Root Status.
-    pub const ROOT_STATUS: u16 = 0x20;
-    /// Device Capabilities 2.
-    pub const DEVICE_CAPABILITIES2: u16 = 0x24;
-    /// Device Control 2.
-    pub const DEVICE_CONTROL2: u16 = 0x28;
-    /// Device Status 2.
-    pub const DEVICE_STATUS2: u16 = 0x2a;
-    /// Link Capabilities 2.
-    pub const LINK_CAPABILITIES2: u16 = 0x2c;
-    /// Link Control 2.
-    pub const LINK_CONTROL2: u16 = 0x30;
-    /// Link Status 2.
-    pub const LINK_STATUS2: u16 = 0x32;
-    /// Slot Capabilities 2.
-    pub const SLOT_CAPABILITIES2: u16 = 0x34;
-    /// Slot Control 2.
-    pub const SLOT_CONTROL2: u16 = 0x38;
-    /// Slot Status 2.
-    pub const SLOT_STATUS2: u16 = 0x3a;
     /// Length of a version-2 PCI Express capability.
     pub const LEN: u8 = 0x3c;
     /// Link Status: Data Link Layer Link Active.
     pub const LINK_STATUS_DLLLA: u16 = 1 << 13;
     /// Slot Status: Presence Detect State.
     pub const SLOT_STATUS_PDS: u16 = 1 << 6;
-    /// Device/Port Type value of a Root Port of a PCI Express Root Complex.
-    pub const TYPE_ROOT_PORT: u16 = 0x4;
 
     /// Device Capabilities bits (7.5.3.3).
     pub mod device_capabilities {

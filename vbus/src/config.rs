@@ -226,14 +226,36 @@ pub mod pcie {
     pub const LINK_CONTROL: u16 = 0x10;
     /// Link Status (16 bits).
     pub const LINK_STATUS: u16 = 0x12;
+    /// Slot Capabilities (32 bits).
+    pub const SLOT_CAPABILITIES: u16 = 0x14;
+    /// Slot Control (16 bits).
+    pub const SLOT_CONTROL: u16 = 0x18;
+    /// Slot Status (16 bits).
+    pub const SLOT_STATUS: u16 = 0x1a;
+    /// Root Control (16 bits).
+    pub const ROOT_CONTROL: u16 = 0x1c;
+    /// Root Capabilities (16 bits).
+    pub const ROOT_CAPABILITIES: u16 = 0x1e;
+    /// Root Status (32 bits).
+    pub const ROOT_STATUS: u16 = 0x20;
     /// Device Capabilities 2 (32 bits).
     pub const DEVICE_CAPABILITIES2: u16 = 0x24;
     /// Device Control 2 (16 bits).
     pub const DEVICE_CONTROL2: u16 = 0x28;
+    /// Device Status 2 (16 bits).
+    pub const DEVICE_STATUS2: u16 = 0x2a;
     /// Link Capabilities 2.
     pub const LINK_CAPABILITIES2: u16 = 0x2c;
     /// Link Control 2 (16 bits).
     pub const LINK_CONTROL2: u16 = 0x30;
+    /// Link Status 2 (16 bits).
+    pub const LINK_STATUS2: u16 = 0x32;
+    /// Slot Capabilities 2 (32 bits).
+    pub const SLOT_CAPABILITIES2: u16 = 0x34;
+    /// Slot Control 2 (16 bits).
+    pub const SLOT_CONTROL2: u16 = 0x38;
+    /// Slot Status 2 (16 bits).
+    pub const SLOT_STATUS2: u16 = 0x3a;
     /// Length of an endpoint's version-2 capability.
     pub const LEN: u16 = 0x3c;
     /// Device Capabilities: Function Level Reset Capability (7.5.3.3).
