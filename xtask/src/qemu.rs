@@ -277,6 +277,21 @@ impl Disk {
     }
 }
 
+/// `arg` as a POSIX shell word: as it is when it needs no quoting, else in
+/// single quotes (a `'` inside becomes `'\''`), so a printed command line
+/// can be pasted into a shell.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -716,7 +731,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutcome> {
             Stdio::null()
         });
     if cfg.echo {
-        eprintln!("xtask: qemu-system-aarch64 {}", args.join(" "));
+        let shown: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        eprintln!("xtask: qemu-system-aarch64 {}", shown.join(" "));
     }
     let started = Instant::now();
     let mut child = cmd
@@ -848,6 +864,18 @@ pub fn config_from_env() -> Result<RunConfig> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn shell_quote_leaves_plain_words_and_quotes_the_rest() {
+        assert_eq!(shell_quote("virt,gic-version=3"), "virt,gic-version=3");
+        assert_eq!(
+            shell_quote("semihosting pci-passthrough=0000:01:00.0"),
+            "'semihosting pci-passthrough=0000:01:00.0'"
+        );
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
     use super::*;
 
     fn lines(s: &[&str]) -> Vec<String> {
