@@ -760,6 +760,10 @@ pub fn shutdown() {
 /// Host disk interrupts taken.
 static IRQS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
+/// A guest request waiting for room in the host queue: its id, operation,
+/// first sector and host segments.
+type Waiting = (virtio_devs::blk::RequestId, Op, u64, Vec<(Pa, usize)>);
+
 /// The host disk as the storage behind the guest's emulated virtio-blk
 /// (`virtio-blk=host`): a guest request's pages go to the host device as they
 /// are (zero-copy: IPA → PA through the guest's RAM runs, split where pages
@@ -768,7 +772,7 @@ static IRQS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::
 /// here). Requests the host queue cannot take yet wait in a backlog that the
 /// virtio-blk device bounds by its queue size.
 pub struct HostDiskBackend {
-    backlog: alloc::collections::VecDeque<(virtio_devs::blk::RequestId, Op, u64, Vec<(Pa, usize)>)>,
+    backlog: alloc::collections::VecDeque<Waiting>,
     done: alloc::collections::VecDeque<Completion>,
 }
 
