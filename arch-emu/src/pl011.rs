@@ -426,4 +426,16 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn rx_room_says_whether_push_rx_would_take_a_byte() {
+        let mut u = enabled();
+        let mut taken = 0;
+        while u.rx_room() {
+            assert!(u.push_rx(b'x'));
+            taken += 1;
+        }
+        assert_eq!(taken, 32, "the FIFO's depth");
+        assert!(!u.push_rx(b'y'));
+    }
 }

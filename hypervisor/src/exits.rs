@@ -483,11 +483,7 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
             if let Some(c) = c.as_mut() {
                 while let Some(b) = c.getc() {
                     Counters::bump(&vm.stats.console_input);
-                    if dev.console_backlog.len() < crate::vm::CONSOLE_BACKLOG {
-                        dev.console_backlog.push_back(b);
-                    } else {
-                        Counters::bump(&vm.stats.console_dropped);
-                    }
+                    dev.uart.push_rx(b);
                 }
             }
             drop(c);

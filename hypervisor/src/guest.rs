@@ -418,7 +418,6 @@ pub fn build(
         devices: spin::Mutex::new(crate::vm::Devices {
             uart,
             uart_line: false,
-            console_backlog: alloc::collections::VecDeque::new(),
             segment,
             assigned: ids.get(..lines.len()).unwrap_or(&[]).to_vec(),
         }),

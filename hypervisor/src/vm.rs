@@ -75,8 +75,6 @@ pub struct Counters {
     pub irq_unrouted: AtomicU64,
     /// Bytes of host console input given to the guest's UART.
     pub console_input: AtomicU64,
-    /// Bytes of host console input dropped because the backlog was full.
-    pub console_dropped: AtomicU64,
     /// Instruction aborts and other exception classes (an exception was injected).
     pub other: AtomicU64,
 }
@@ -168,19 +166,12 @@ pub enum IrqOwner {
     HostDisk,
 }
 
-/// Most host console input bytes held for the guest (a paste of 64 KiB).
-pub const CONSOLE_BACKLOG: usize = 64 << 10;
-
 /// The emulated devices behind one lock.
 pub struct Devices {
     /// The console UART.
     pub uart: Pl011,
     /// The UART's interrupt line as last given to the vGIC.
     pub uart_line: bool,
-    /// Host console input the guest's UART cannot take yet (its FIFO is full
-    /// or its receiver off): it waits here, as on a flow-controlled line,
-    /// up to [`CONSOLE_BACKLOG`] bytes.
-    pub console_backlog: alloc::collections::VecDeque<u8>,
     /// The synthetic PCI segment.
     pub segment: Option<Segment>,
     /// The assigned host devices' ids on the segment.
@@ -291,12 +282,6 @@ impl Vm {
     /// Re-evaluates the UART's interrupt line after an access or input
     /// (`dev` is the locked devices; the vGIC lock is taken inside).
     pub fn update_uart_line(&self, dev: &mut Devices) -> Kick {
-        while dev.uart.rx_room() {
-            let Some(b) = dev.console_backlog.pop_front() else {
-                break;
-            };
-            dev.uart.push_rx(b);
-        }
         let level = dev.uart.irq_level();
         if level == dev.uart_line {
             return Kick::default();

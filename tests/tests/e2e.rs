@@ -641,37 +641,6 @@ echo UART-IRQS=$(grep uart-pl011 /proc/interrupts | tr -s ' ' | cut -d' ' -f3)"
     expect_powered_off(&out);
 }
 
-/// A paste of 3000 characters at once: the guest's 32-byte receive FIFO
-/// fills many times over, and the rest waits in the hypervisor instead of
-/// being dropped (as on a flow-controlled line).
-#[test]
-#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
-fn a_3000_character_paste_reaches_the_guest_whole() {
-    let line: String = (0..3000u32)
-        .map(|i| char::from(b'a' + (i % 26) as u8))
-        .collect();
-    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
-    cfg.exec = Some(
-        "echo READY-FOR-INPUT; read -r line </dev/console; echo GOT-LEN=${#line}
-echo GOT-SUM=$(printf %s \"$line\" | sha256sum | cut -d' ' -f1)"
-            .to_string(),
-    );
-    let mut bytes = line.clone().into_bytes();
-    bytes.push(b'\r');
-    cfg.input = Some(("READY-FOR-INPUT".to_string(), bytes));
-    cfg.timeout = Some(boot_timeout());
-    cfg.echo = false;
-    let out = run(&cfg);
-    assert_eq!(tagged(&out, "GOT-LEN"), ["3000"], "{}", out.tail(20));
-    use sha2::Digest;
-    let want: String = sha2::Sha256::digest(line.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(tagged(&out, "GOT-SUM"), [want.as_str()]);
-    expect_powered_off(&out);
-}
-
 /// A minimal static arm64 Linux ELF: maps the guest's GICD through /dev/mem and
 /// reads GICD_CTLR and GICD_TYPER with one LDP, which traps without a valid
 /// syndrome; exits with TYPER's low byte (ITLinesNumber). Encodings from
