@@ -283,17 +283,7 @@ fn prepare_disk(
     }
     let layout = HostFunction::capture(ecam, topology, assignment, sbdf.bdf)
         .map_err(|e| format!("host-disk={sbdf}: {e}"))?;
-    let intid = match layout.intx {
-        Some(r) => Some(host.intx_intid(r.root.routing_id(), r.pin).ok_or_else(|| {
-            format!(
-                "host-disk={sbdf}: {}: `interrupt-map` has no entry for {} INT{}",
-                host.node,
-                r.root,
-                char::from(b'A' + r.pin.saturating_sub(1).min(3))
-            )
-        })?),
-        None => None,
-    };
+    let intid = host_intid(host, &layout, "host-disk", sbdf)?;
     Ok(DiskSite {
         sbdf,
         ecam: *ecam,
@@ -302,6 +292,30 @@ fn prepare_disk(
         stream: plat.smmu_stream(host, sbdf.bdf.routing_id()),
         coherent: host.dma_coherent,
     })
+}
+
+/// The physical INTID of `layout`'s INTx pin (already swizzled to the host
+/// root bus) in `host`'s `interrupt-map`; `None` without a pin; an error
+/// naming `option=sbdf` when the map has no entry for it.
+fn host_intid(
+    host: &PcieHost,
+    layout: &HostFunction,
+    option: &str,
+    sbdf: Sbdf,
+) -> Result<Option<u32>, String> {
+    let Some(r) = layout.intx else {
+        return Ok(None);
+    };
+    host.intx_intid(r.root.routing_id(), r.pin)
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "{option}={sbdf}: {}: `interrupt-map` has no entry for {} INT{}",
+                host.node,
+                r.root,
+                char::from(b'A' + r.pin.saturating_sub(1).min(3))
+            )
+        })
 }
 
 fn prepare_one(
@@ -324,17 +338,7 @@ fn prepare_one(
             if b.prefetchable { " prefetchable" } else { "" }
         );
     }
-    let intid = match layout.intx {
-        Some(r) => Some(host.intx_intid(r.root.routing_id(), r.pin).ok_or_else(|| {
-            format!(
-                "pci-passthrough={sbdf}: {}: `interrupt-map` has no entry for {} INT{}",
-                host.node,
-                r.root,
-                char::from(b'A' + r.pin.saturating_sub(1).min(3))
-            )
-        })?),
-        None => None,
-    };
+    let intid = host_intid(host, &layout, "pci-passthrough", sbdf)?;
     let rid = sbdf.bdf.routing_id();
     let stream = plat.smmu_stream(host, rid);
     if stream.is_none() {

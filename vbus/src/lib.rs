@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod function;
 pub mod planner;
 pub mod segment;
+pub mod testing;
 
 pub use addr::{Bdf, BdfError, EcamAddress, ParseSbdfError, Sbdf};
 pub use arch_emu::addr::{Ipa, MemRange, Pa};

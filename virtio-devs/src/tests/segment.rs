@@ -6,56 +6,8 @@ use crate::blk::RamDisk;
 use crate::pci::{common, ISR_OFFSET, NOTIFY_OFFSET};
 use alloc::boxed::Box;
 use arch_emu::addr::{Ipa, MemRange};
-use vbus::config::ConfigSpace;
-use vbus::{BarInfo, Effect, Intx, PciFunction, Request, Segment};
-
-/// A minimal bridge (bus numbers, windows, Memory Space Enable writable).
-struct Bridge(ConfigSpace);
-impl Bridge {
-    fn new() -> Self {
-        let mut c = ConfigSpace::new();
-        c.set_u32(0, 0x000c_1b36);
-        c.set_u8(0x0e, 1);
-        c.set_writable(0x04, 2, 0x0006);
-        c.set_writable(0x18, 4, 0x00ff_ffff);
-        c.set_writable(0x20, 4, 0xfff0_fff0);
-        c.set_u32(0x24, 0x0001_0001);
-        c.set_writable(0x24, 4, 0xfff0_fff0);
-        c.set_writable(0x28, 4, 0xffff_ffff);
-        c.set_writable(0x2c, 4, 0xffff_ffff);
-        c.set_u8(0x3d, 1);
-        Bridge(c)
-    }
-}
-impl PciFunction for Bridge {
-    fn config_read(&mut self, o: u16, s: u8) -> u32 {
-        self.0.read(o, s)
-    }
-    fn config_write(&mut self, o: u16, s: u8, v: u32, _: &mut alloc::vec::Vec<Request>) {
-        self.0.write(o, s, v)
-    }
-    fn config_space(&self) -> &ConfigSpace {
-        &self.0
-    }
-    fn bridge_bus_range(&self) -> Option<(u8, u8)> {
-        Some((self.0.raw(0x19, 1) as u8, self.0.raw(0x1a, 1) as u8))
-    }
-    fn bars(&self) -> &[BarInfo] {
-        &[]
-    }
-    fn bar_read(&mut self, _: u8, _: u64, _: u8, _: &mut alloc::vec::Vec<Request>) -> u64 {
-        u64::MAX
-    }
-    fn bar_write(&mut self, _: u8, _: u64, _: u8, _: u64, _: &mut alloc::vec::Vec<Request>) {}
-    fn reset(&mut self) {
-        *self = Bridge::new();
-    }
-    fn intx(&self) -> Intx {
-        Intx::None
-    }
-
-    fn poll(&mut self) {}
-}
+use vbus::testing::TestBridge;
+use vbus::{Effect, Segment};
 
 fn ecam(bus: u64, dev: u64, func: u64, reg: u64) -> u64 {
     (bus << 20) | (dev << 15) | (func << 12) | reg
@@ -71,7 +23,7 @@ fn programmed() -> (Segment, crate::testing::MockQueue) {
     let mut s = Segment::new(0, 4);
     s.set_apertures(&[MEM64]);
     s.set_intx_spis([35, 36, 37, 38]);
-    s.add_bus0(1, 0, Box::new(Bridge::new())).unwrap();
+    s.add_bus0(1, 0, Box::new(TestBridge::new())).unwrap();
     s.attach_below(1, 0, Box::new(d)).unwrap();
     let _ = s.ecam_write(ecam(0, 1, 0, 0x18), 4, 0x0001_0100);
     let _ = s.ecam_write(ecam(0, 1, 0, 0x24), 4, 0x0001_0001);
