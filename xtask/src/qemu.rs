@@ -837,6 +837,9 @@ pub mod env {
     pub const INITRD: &str = "XTASK_GUEST_INITRD";
     /// Path of the flat hypervisor binary (hypervisor mode).
     pub const HYPERVISOR_BIN: &str = "XTASK_HYPERVISOR_BIN";
+    /// Path of the probe guest's flat binary (`tests/probe`), booted as the
+    /// guest kernel by the probe tests.
+    pub const PROBE_BIN: &str = "XTASK_PROBE_BIN";
     /// Path of U-Boot's `qemu_arm64` `u-boot.bin` (U-Boot mode tests).
     pub const UBOOT: &str = "XTASK_UBOOT";
     /// `1`: boot the end-to-end guests directly on QEMU, without the
