@@ -35,7 +35,11 @@ use core::sync::atomic::{AtomicBool, Ordering};
 type Group = (&'static str, fn(&dt::Platform));
 
 /// The check groups, in the order they run.
-const GROUPS: &[Group] = &[("boot", boot::run), ("virtio-blk", virtio_blk::run)];
+const GROUPS: &[Group] = &[
+    ("boot", boot::run),
+    ("virtio-blk", virtio_blk::run),
+    ("virtio-blk-flood", virtio_blk::flood),
+];
 
 /// Set once the boot CPU has the platform; secondaries wait for it.
 static READY: AtomicBool = AtomicBool::new(false);

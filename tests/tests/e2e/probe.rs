@@ -179,3 +179,48 @@ fn malformed_virtio_blk_requests_get_their_status_on_the_host_disk_and_it_serves
     run.assert_passed(VIRTIO_BLK_CHECKS);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The hypervisor's heap high-water mark from its shutdown line
+/// `heap: N bytes in use, peak P bytes, of S`.
+fn heap_peak(run: &ProbeRun) -> u64 {
+    run.out
+        .console
+        .iter()
+        .find_map(|l| {
+            let rest = &l[l.find("heap: ")?..];
+            let peak = rest.split("peak ").nth(1)?;
+            peak.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no heap line; last 20 lines:\n{}", run.out.tail(20)))
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn requests_that_never_complete_do_not_grow_the_hypervisors_memory() {
+    // The host disk takes one request a second: every cycle's reads stay in
+    // flight, the guest publishes twice a queue's worth, notifies 200 times
+    // and resets the device under them.
+    let dir = std::env::temp_dir().join(format!("synthetic-pci-e2e-{}-flood", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let img = dir.join("disk.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(16 << 20))
+        .unwrap_or_else(|e| panic!("{}: {e}", img.display()));
+    let flood = |cycles: u32| {
+        let run = run_probe("virtio-blk-flood", |c| {
+            c.host_disk = Some(img.clone());
+            c.disk = Disk::Host;
+            c.host_disk_iops = Some(1);
+            c.append.push_str(&format!(" flood={cycles}"));
+        });
+        run.assert_passed(&["virtio-blk-flood/cycles"]);
+        heap_peak(&run)
+    };
+    let one = flood(1);
+    let many = flood(40);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        many <= one + 4096,
+        "the heap's peak grew from {one} bytes (1 cycle) to {many} bytes (40 cycles)"
+    );
+}
