@@ -549,17 +549,19 @@ fn hypervisor_starts_at_el2_and_reports_the_host_platform() {
         .map(String::as_str)
         .filter(|l| l.starts_with("[hv] "))
         .collect();
-    let initrd_size = std::fs::metadata(&cfg.initrd).map(|m| m.len()).unwrap_or(0);
+    let initrd_size = cfg
+        .initrd
+        .as_ref()
+        .and_then(|i| std::fs::metadata(i).ok())
+        .map_or(0, |m| m.len());
+    let plan = qemu::module_plan(&cfg).expect("modules fit");
     for want in [
         "[hv] synthetic-pci hypervisor, EL2".to_string(),
         "[hv] cpus 2".to_string(),
         "[hv] gicv3 gicd 0x8000000 gicr 0x80a0000".to_string(),
         "[hv] pl011 0x9000000".to_string(),
         "[hv] psci method smc".to_string(),
-        format!(
-            "[hv] module multiboot,kernel at {:#x}",
-            qemu::GUEST_KERNEL_ADDR
-        ),
+        format!("[hv] module multiboot,kernel at {:#x}", plan.kernel),
         format!("size {initrd_size:#x}"),
         "[hv] EL2 MMU on".to_string(),
         "[hv] guest RAM IPA 0x80000000".to_string(),
