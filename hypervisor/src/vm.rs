@@ -246,8 +246,7 @@ pub fn synthetic_segment(
     let Some(pci) = layout.pci.as_ref() else {
         return Ok(None);
     };
-    let buses = u16::from(pci.bus_end) - u16::from(pci.bus_start) + 1;
-    let mut seg = Segment::new(pci.segment, buses);
+    let mut seg = Segment::with_bus_range(pci.segment, pci.bus_start, pci.bus_end);
     seg.set_apertures(&[pci.mem32, pci.mem64]);
     seg.set_intx_spis(pci.intx_spis);
     let ports = (assigned.len() + 1).max(2);
