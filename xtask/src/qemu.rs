@@ -631,7 +631,7 @@ pub fn check_guest_fits(cfg: &RunConfig, plan: &crate::layout::Plan) -> Result<(
     }
     let mib = |b: u64| b >> 20;
     Err(Error(format!(
-        "--mem {} MiB is too small: the guest would get {} MiB ({}), but its kernel ({} MiB loaded){} and {} MiB to run need {} MiB: give --mem {} M or more",
+        "--mem {} MiB is too small: the guest would get {} MiB ({}), but its kernel ({} MiB loaded){} and {} MiB to run need {} MiB: give --mem {}M or more",
         mib(cfg.mem_bytes),
         mib(plan.guest_ram),
         if cfg.under_hypervisor() {
@@ -1217,7 +1217,7 @@ mod tests {
         assert!(e.0.contains("--mem 256 MiB is too small"), "{e}");
         assert!(e.0.contains("the guest would get 182 MiB"), "{e}");
         assert!(e.0.contains("need 246 MiB"), "{e}");
-        assert!(e.0.contains("give --mem 336 M or more"), "{e}");
+        assert!(e.0.contains("give --mem 336M or more"), "{e}");
         // What it asks for is enough.
         cfg.mem_bytes = 336 << 20;
         assert!(qemu_args(&cfg).is_ok());
