@@ -889,8 +889,8 @@ devmem 0x0a000000 32 >/dev/null 2>&1; echo READ-STATUS=$?; echo SURVIVED=yes"
     assert!(!stats.contains("(aborts injected 0)"), "{stats}");
 }
 
-/// The hypervisor's `guest-mem=` sizes guest RAM (here 512 MiB instead of the
-/// default 1 GiB), and a size that does not fit is a boot error naming it.
+/// The hypervisor's `guest-mem=` sizes guest RAM (here 512 MiB instead of all
+/// the free RAM), and a size that does not fit is a boot error naming it.
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn guest_mem_option_sizes_guest_ram() {
