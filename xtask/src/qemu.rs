@@ -1373,7 +1373,9 @@ mod tests {
 
     #[test]
     fn a_throttled_host_disk_gets_qemus_iops_limit() {
-        let mut cfg = RunConfig::new(Mode::Direct, "Image".into(), "initrd".into());
+        let k = TempFile::new("throttle-kernel", &image_head(0, 0x20_0000), 0x1000);
+        let i = TempFile::new("throttle-initrd", b"070701", 0x1000);
+        let mut cfg = RunConfig::new(Mode::Direct, k.0.clone(), i.0.clone());
         cfg.host_disk = Some("disk.img".into());
         let drive = |cfg: &RunConfig| {
             let a = qemu_args(cfg).expect("args");
