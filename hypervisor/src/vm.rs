@@ -5,6 +5,7 @@
 //! console last. Counters are atomics.
 
 use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use arch_emu::pl011::Pl011;
@@ -75,6 +76,9 @@ pub struct Counters {
     pub irq_unrouted: AtomicU64,
     /// Bytes of host console input given to the guest's UART.
     pub console_input: AtomicU64,
+    /// Times the console backlog filled and host input was held back in the
+    /// host UART (its receive interrupts masked) until the guest read.
+    pub console_held: AtomicU64,
     /// Instruction aborts and other exception classes (an exception was injected).
     pub other: AtomicU64,
 }
@@ -118,6 +122,8 @@ pub struct ExitStats {
     pub irq_unrouted: u64,
     /// Bytes of host console input given to the guest's UART.
     pub console_input: u64,
+    /// Times host console input was held back in the host UART.
+    pub console_held: u64,
     /// Instruction aborts and other exception classes (an exception was injected).
     pub other: u64,
 }
@@ -149,6 +155,7 @@ impl Counters {
             irq_storms: self.irq_storms.load(Ordering::Relaxed),
             irq_unrouted: self.irq_unrouted.load(Ordering::Relaxed),
             console_input: self.console_input.load(Ordering::Relaxed),
+            console_held: self.console_held.load(Ordering::Relaxed),
             other: self.other.load(Ordering::Relaxed),
         }
     }
@@ -166,12 +173,23 @@ pub enum IrqOwner {
     HostDisk,
 }
 
+/// Most host console input bytes the hypervisor holds for the guest beyond
+/// its UART's receive FIFO; past this, input waits in the host UART (and
+/// behind it, in whatever feeds the host line), as on a flow-controlled line.
+pub const CONSOLE_BACKLOG: usize = 1024;
+
 /// The emulated devices behind one lock.
 pub struct Devices {
     /// The console UART.
     pub uart: Pl011,
     /// The UART's interrupt line as last given to the vGIC.
     pub uart_line: bool,
+    /// Host console input the guest's UART cannot take yet (FIFO full or
+    /// receiver off), oldest first, at most [`CONSOLE_BACKLOG`] bytes.
+    pub console_backlog: VecDeque<u8>,
+    /// The backlog is full: the host UART's receive interrupts are masked and
+    /// its input is read only as the guest makes room.
+    pub host_rx_held: bool,
     /// The synthetic PCI segment.
     pub segment: Option<Segment>,
     /// The assigned host devices' ids on the segment.
@@ -204,11 +222,21 @@ pub struct Vm {
     pub semihosting: bool,
 }
 
-/// A few bytes of guest console output (one exit writes at most two).
-#[derive(Debug, Default, Clone, Copy)]
+/// Guest console output of one exit: at most a transmit FIFO's worth (a
+/// UARTCR write that enables the transmitter sends what waited in it).
+#[derive(Debug, Clone, Copy)]
 pub struct TxBytes {
-    buf: [u8; 4],
+    buf: [u8; arch_emu::pl011::FIFO_DEPTH],
     len: usize,
+}
+
+impl Default for TxBytes {
+    fn default() -> Self {
+        TxBytes {
+            buf: [0; arch_emu::pl011::FIFO_DEPTH],
+            len: 0,
+        }
+    }
 }
 
 impl TxBytes {
@@ -279,6 +307,63 @@ impl Vm {
         self.layout.mpidrs.iter().position(|&m| m == aff)
     }
 
+    /// Moves console input towards the guest after anything that can change
+    /// where it may go: a guest access to its UART (a read that made room,
+    /// the receiver or FIFOs switched on) or the host UART's interrupt
+    /// (`read_host`). The backlog goes first, in order; then, when the host
+    /// interrupt fired or input is being held back, the host UART is read
+    /// while the backlog has room. When the backlog fills, the host UART's
+    /// receive interrupts are masked, so its FIFO fills and the host line
+    /// stops (QEMU's chardev stops reading); they are unmasked once the host
+    /// FIFO is read empty. Nothing is dropped, and nothing waits in the
+    /// backlog while the guest's FIFO has room.
+    ///
+    /// The host UART's interrupt status is never cleared by UARTICR here:
+    /// reading its FIFO empty clears it (PL011 TRM 2.8.2, 2.8.4), and a
+    /// UARTICR write after the last empty check would clear the status of a
+    /// byte arriving in between; QEMU's PL011 raises RXRIS only when its
+    /// FIFO goes from empty to one entry, so that byte and everything after
+    /// it would then wait forever (the stall that lost long pastes).
+    pub fn pump_console_input(&self, dev: &mut Devices, read_host: bool) {
+        while dev.uart.rx_room() {
+            let Some(b) = dev.console_backlog.pop_front() else {
+                break;
+            };
+            dev.uart.push_rx(b);
+        }
+        if !read_host && !dev.host_rx_held {
+            return;
+        }
+        let mut console = crate::console::CONSOLE.lock();
+        let Some(c) = console.as_mut() else {
+            return;
+        };
+        loop {
+            if dev.console_backlog.len() >= CONSOLE_BACKLOG {
+                if !dev.host_rx_held {
+                    c.set_rx_interrupts(false);
+                    dev.host_rx_held = true;
+                    Counters::bump(&self.stats.console_held);
+                }
+                return;
+            }
+            let Some(b) = c.getc() else {
+                break;
+            };
+            Counters::bump(&self.stats.console_input);
+            if dev.console_backlog.is_empty() && dev.uart.rx_room() {
+                dev.uart.push_rx(b);
+            } else {
+                dev.console_backlog.push_back(b);
+            }
+        }
+        if dev.host_rx_held {
+            // Read empty: a byte arriving from now on raises the interrupt anew.
+            c.set_rx_interrupts(true);
+            dev.host_rx_held = false;
+        }
+    }
+
     /// Re-evaluates the UART's interrupt line after an access or input
     /// (`dev` is the locked devices; the vGIC lock is taken inside).
     pub fn update_uart_line(&self, dev: &mut Devices) -> Kick {
@@ -333,14 +418,15 @@ impl Vm {
             let mut dev = self.devices.lock();
             let r = match write {
                 Some(v) => {
-                    let out = dev.uart.write(off, size, v as u32);
-                    if let Some(b) = out.tx {
+                    dev.uart.write(off, size, v as u32);
+                    while let Some(b) = dev.uart.take_tx() {
                         tx.push(b);
                     }
                     0
                 }
                 None => u64::from(dev.uart.read(off, size)),
             };
+            self.pump_console_input(&mut dev, false);
             kick.0 |= self.update_uart_line(&mut dev).0;
             return Some(r);
         }
