@@ -101,7 +101,7 @@ impl Pl011 {
     }
 
     /// Takes one received byte, if any. Reading the FIFO empty is what clears
-    /// the receive interrupts (no UARTICR: see `Vm::pump_console_input`).
+    /// the receive interrupts (never UARTICR: see `arch_emu::console_input`).
     pub fn getc(&mut self) -> Option<u8> {
         // SAFETY: as for `put`.
         unsafe {
@@ -110,6 +110,15 @@ impl Pl011 {
             }
             Some(core::ptr::read_volatile(self.reg(DR)) as u8)
         }
+    }
+}
+
+impl arch_emu::console_input::HostRx for Pl011 {
+    fn getc(&mut self) -> Option<u8> {
+        Pl011::getc(self)
+    }
+    fn set_rx_interrupts(&mut self, on: bool) {
+        Pl011::set_rx_interrupts(self, on);
     }
 }
 

@@ -418,10 +418,7 @@ pub fn build(
         devices: spin::Mutex::new(crate::vm::Devices {
             uart,
             uart_line: false,
-            console_backlog: alloc::collections::VecDeque::with_capacity(
-                crate::vm::CONSOLE_BACKLOG,
-            ),
-            host_rx_held: false,
+            console_input: arch_emu::console_input::ConsoleInput::new(crate::vm::CONSOLE_BACKLOG),
             segment,
             assigned: ids.get(..lines.len()).unwrap_or(&[]).to_vec(),
         }),

@@ -5,9 +5,9 @@
 //! console last. Counters are atomics.
 
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+use arch_emu::console_input::{ConsoleInput, HostRx};
 use arch_emu::pl011::Pl011;
 use arch_emu::vgic::{Kick, Vgic};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -185,11 +185,8 @@ pub struct Devices {
     /// The UART's interrupt line as last given to the vGIC.
     pub uart_line: bool,
     /// Host console input the guest's UART cannot take yet (FIFO full or
-    /// receiver off), oldest first, at most [`CONSOLE_BACKLOG`] bytes.
-    pub console_backlog: VecDeque<u8>,
-    /// The backlog is full: the host UART's receive interrupts are masked and
-    /// its input is read only as the guest makes room.
-    pub host_rx_held: bool,
+    /// receiver off), at most [`CONSOLE_BACKLOG`] bytes.
+    pub console_input: ConsoleInput,
     /// The synthetic PCI segment.
     pub segment: Option<Segment>,
     /// The assigned host devices' ids on the segment.
@@ -307,61 +304,30 @@ impl Vm {
         self.layout.mpidrs.iter().position(|&m| m == aff)
     }
 
-    /// Moves console input towards the guest after anything that can change
-    /// where it may go: a guest access to its UART (a read that made room,
-    /// the receiver or FIFOs switched on) or the host UART's interrupt
-    /// (`read_host`). The backlog goes first, in order; then, when the host
-    /// interrupt fired or input is being held back, the host UART is read
-    /// while the backlog has room. When the backlog fills, the host UART's
-    /// receive interrupts are masked, so its FIFO fills and the host line
-    /// stops (QEMU's chardev stops reading); they are unmasked once the host
-    /// FIFO is read empty. Nothing is dropped, and nothing waits in the
-    /// backlog while the guest's FIFO has room.
-    ///
-    /// The host UART's interrupt status is never cleared by UARTICR here:
-    /// reading its FIFO empty clears it (PL011 TRM 2.8.2, 2.8.4), and a
-    /// UARTICR write after the last empty check would clear the status of a
-    /// byte arriving in between; QEMU's PL011 raises RXRIS only when its
-    /// FIFO goes from empty to one entry, so that byte and everything after
-    /// it would then wait forever (the stall that lost long pastes).
-    pub fn pump_console_input(&self, dev: &mut Devices, read_host: bool) {
-        while dev.uart.rx_room() {
-            let Some(b) = dev.console_backlog.pop_front() else {
-                break;
-            };
-            dev.uart.push_rx(b);
-        }
-        if !read_host && !dev.host_rx_held {
-            return;
-        }
-        let mut console = crate::console::CONSOLE.lock();
-        let Some(c) = console.as_mut() else {
-            return;
-        };
-        loop {
-            if dev.console_backlog.len() >= CONSOLE_BACKLOG {
-                if !dev.host_rx_held {
-                    c.set_rx_interrupts(false);
-                    dev.host_rx_held = true;
-                    Counters::bump(&self.stats.console_held);
-                }
-                return;
-            }
-            let Some(b) = c.getc() else {
-                break;
-            };
-            Counters::bump(&self.stats.console_input);
-            if dev.console_backlog.is_empty() && dev.uart.rx_room() {
-                dev.uart.push_rx(b);
-            } else {
-                dev.console_backlog.push_back(b);
-            }
-        }
-        if dev.host_rx_held {
-            // Read empty: a byte arriving from now on raises the interrupt anew.
-            c.set_rx_interrupts(true);
-            dev.host_rx_held = false;
-        }
+    /// Moves console input towards the guest after a guest access to its
+    /// UART or the host UART's interrupt (`host_interrupt`); the host console
+    /// is locked only when it is to be read (see `ConsoleInput::pump`).
+    pub fn pump_console_input(&self, dev: &mut Devices, host_interrupt: bool) {
+        let Devices {
+            uart,
+            console_input,
+            ..
+        } = dev;
+        let mut console = console_input
+            .wants_host(host_interrupt)
+            .then(|| crate::console::CONSOLE.lock());
+        let host = console
+            .as_mut()
+            .and_then(|c| c.as_mut())
+            .map(|c| c as &mut dyn HostRx);
+        console_input.pump(uart, host_interrupt, host);
+        drop(console);
+        self.stats
+            .console_input
+            .store(console_input.received, Ordering::Relaxed);
+        self.stats
+            .console_held
+            .store(console_input.held, Ordering::Relaxed);
     }
 
     /// Re-evaluates the UART's interrupt line after an access or input

@@ -54,10 +54,12 @@ echo GOT-SUM=$(sha256sum <paste | cut -d' ' -f1)"
         .iter()
         .find(|l| l.contains("exits gicd"))
         .map_or("(no hypervisor statistics)", String::as_str);
+    eprintln!("{stats}");
     assert_eq!(
         tagged(&out, "GOT-BYTES"),
         ["4096"],
-        "{}\n{stats}\n{}",
+        "{}; last 20 console lines:\n{}\n{stats}\n{}",
+        out.summary(),
         out.tail(20),
         out.qemu_stderr
     );
