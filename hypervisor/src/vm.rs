@@ -74,7 +74,7 @@ pub struct Counters {
     pub irq_storms: AtomicU64,
     /// Physical interrupts no one owns (deactivated and dropped).
     pub irq_unrouted: AtomicU64,
-    /// Bytes of host console input given to the guest's UART.
+    /// Bytes of host console input read for the guest (from the host UART).
     pub console_input: AtomicU64,
     /// Times the console backlog filled and host input was held back in the
     /// host UART (its receive interrupts masked) until the guest read.
@@ -120,7 +120,7 @@ pub struct ExitStats {
     pub irq_storms: u64,
     /// Physical interrupts no one owns (deactivated and dropped).
     pub irq_unrouted: u64,
-    /// Bytes of host console input given to the guest's UART.
+    /// Bytes of host console input read for the guest (from the host UART).
     pub console_input: u64,
     /// Times host console input was held back in the host UART.
     pub console_held: u64,
