@@ -496,14 +496,7 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
         }
         if intid == uart_intid {
             let mut dev = vm.devices.lock();
-            let mut c = CONSOLE.lock();
-            if let Some(c) = c.as_mut() {
-                while let Some(b) = c.getc() {
-                    Counters::bump(&vm.stats.console_input);
-                    dev.uart.push_rx(b);
-                }
-            }
-            drop(c);
+            vm.pump_console_input(&mut dev, true);
             kick.0 |= vm.update_uart_line(&mut dev).0;
         }
         if intid == maintenance {
@@ -695,10 +688,10 @@ fn shutdown(
     semihosting: bool,
 ) -> ! {
     log::info!(
-        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} sgi {} sysreg {} irq {} (storms {}) other {}; console input {} bytes",
+        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} sgi {} sysreg {} irq {} (storms {}) other {}; console input {} bytes (held back {} times)",
         if code == 0 { "powered off" } else { "reset" },
         s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.s1ptw_aborts, s.hvc, s.smc, s.sgi,
-        s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input
+        s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held
     );
     log::info!("vgic: {v:?}");
     let segment = crate::vm::VM.get().and_then(|vm| {

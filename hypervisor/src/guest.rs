@@ -435,9 +435,9 @@ pub fn build(
     // The console UART as firmware leaves it: enabled, 8 bits, FIFOs on, no
     // interrupt raised yet (earlycon writes to it without programming it).
     let mut uart = Pl011::new();
-    let _ = uart.write(0x30, 4, 0x301);
-    let _ = uart.write(0x2c, 4, (1 << 4) | (3 << 5));
-    let _ = uart.write(0x44, 4, 0x7ff);
+    uart.write(0x30, 4, 0x301);
+    uart.write(0x2c, 4, (1 << 4) | (3 << 5));
+    uart.write(0x44, 4, 0x7ff);
     let vm = Vm {
         pcpu_mpidr: host.cpus.iter().copied().take(n).collect(),
         layout,
@@ -447,6 +447,7 @@ pub fn build(
         devices: spin::Mutex::new(crate::vm::Devices {
             uart,
             uart_line: false,
+            console_input: arch_emu::console_input::ConsoleInput::new(crate::vm::CONSOLE_BACKLOG),
             segment,
             assigned: ids.get(..lines.len()).unwrap_or(&[]).to_vec(),
         }),

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use xtask::qemu::{self, RunOutcome, Verdict};
 
+#[path = "e2e/console.rs"]
+mod console;
 #[path = "e2e/hostdisk.rs"]
 mod hostdisk;
 #[path = "e2e/net.rs"]
