@@ -695,6 +695,13 @@ fn shutdown(
         crate::assign::shutdown(vm);
         crate::hostdisk::shutdown();
     }
+    let h = crate::HEAP.usage();
+    log::info!(
+        "heap: {} bytes in use, peak {} bytes, of {}",
+        h.in_use,
+        h.peak,
+        h.size
+    );
     power_off(code, semihosting)
 }
 

@@ -19,6 +19,8 @@ mod hostdisk;
 mod net;
 #[path = "e2e/passthrough.rs"]
 mod passthrough;
+#[path = "e2e/probe.rs"]
+mod probe;
 #[path = "e2e/psci.rs"]
 mod psci;
 #[path = "e2e/virtio.rs"]

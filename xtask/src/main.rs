@@ -19,7 +19,8 @@ use xtask::{flat, image, install, paths, Error, Result};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  build   build the hypervisor (aarch64-unknown-none-softfloat, release) and its flat binary
+  build   build the hypervisor and the probe guest (aarch64-unknown-none-softfloat, release)
+          and their flat binaries
   image   assemble (or reuse the cached) guest kernel and initramfs
   run     boot the guest under the hypervisor under QEMU
   test    cargo test, build the hypervisor, then the end-to-end boots
@@ -136,7 +137,7 @@ fn dispatch(args: &[String]) -> Result<i32> {
         return Ok(0);
     }
     match args.first().map(String::as_str) {
-        Some("build") => build_hypervisor().map(|_| 0),
+        Some("build") => build_hypervisor().and_then(|_| build_probe()).map(|_| 0),
         Some("image") => image::ensure_guest_image().map(|img| {
             println!("kernel: {}", img.kernel.display());
             println!("initrd: {}", img.initrd.display());
@@ -189,9 +190,21 @@ fn target_dir() -> PathBuf {
 
 /// Builds the hypervisor and writes its flat binary next to the ELF.
 fn build_hypervisor() -> Result<PathBuf> {
+    build_flat("hypervisor")
+}
+
+/// Builds the probe guest (`tests/probe`), a flat arm64 Image the
+/// end-to-end tests boot as the guest kernel.
+fn build_probe() -> Result<PathBuf> {
+    build_flat("probe")
+}
+
+/// Builds `package` (a bare-metal binary with an arm64 Image header) and
+/// writes its flat binary next to the ELF.
+fn build_flat(package: &str) -> Result<PathBuf> {
     install::ensure_rust_target(TARGET)?;
-    cargo(&["build", "-p", "hypervisor", "--target", TARGET, "--release"])?;
-    let elf_path = target_dir().join(TARGET).join("release").join("hypervisor");
+    cargo(&["build", "-p", package, "--target", TARGET, "--release"])?;
+    let elf_path = target_dir().join(TARGET).join("release").join(package);
     let elf = std::fs::read(&elf_path).context(|| elf_path.display().to_string())?;
     let flat = flat::elf_to_flat(&elf).context(|| format!("flattening {}", elf_path.display()))?;
     if !flat::has_arm64_image_header(&flat.bytes) {
@@ -203,7 +216,7 @@ fn build_hypervisor() -> Result<PathBuf> {
     let bin = elf_path.with_extension("bin");
     std::fs::write(&bin, &flat.bytes)?;
     eprintln!(
-        "xtask: hypervisor: {} ({} bytes, loads at {:#x})",
+        "xtask: {package}: {} ({} bytes, loads at {:#x})",
         bin.display(),
         flat.bytes.len(),
         flat.load_address
@@ -415,6 +428,7 @@ fn bench(args: &[String]) -> Result<i32> {
 fn test() -> Result<i32> {
     cargo(&["test"])?;
     let bin = build_hypervisor()?;
+    let probe = build_probe()?;
     install::ensure_qemu()?;
     let img = image::ensure_guest_image()?;
     let uboot = image::ensure_uboot()?;
@@ -443,6 +457,7 @@ fn test() -> Result<i32> {
         .env(qemu::env::KERNEL, &img.kernel)
         .env(qemu::env::INITRD, &img.initrd)
         .env(qemu::env::HYPERVISOR_BIN, &bin)
+        .env(qemu::env::PROBE_BIN, &probe)
         .env(qemu::env::UBOOT, &uboot)
         .env(qemu::env::E2E_DIRECT, if direct { "1" } else { "0" })
         .status()?;

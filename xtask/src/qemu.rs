@@ -166,6 +166,9 @@ pub struct RunConfig {
     /// hypervisor drives it, the guest never sees it), and the machine gets an
     /// SMMUv3. Under `--direct` the guest's Linux drives it.
     pub host_disk: Option<PathBuf>,
+    /// QEMU throttles the host disk to this many requests per second
+    /// (`throttling.iops-total`): tests of requests that stay in flight.
+    pub host_disk_iops: Option<u32>,
 }
 
 /// The host PCI address of the host disk ([`RunConfig::host_disk`]): QEMU's
@@ -195,6 +198,7 @@ impl RunConfig {
             disk: Disk::None,
             iommu: false,
             host_disk: None,
+            host_disk_iops: None,
         }
     }
 
@@ -626,8 +630,11 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
         a.extend([
             "-drive".to_string(),
             format!(
-                "file={},if=none,id=hostdisk0,format=raw",
-                qemu_escape(&img.display().to_string())
+                "file={},if=none,id=hostdisk0,format=raw{}",
+                qemu_escape(&img.display().to_string()),
+                cfg.host_disk_iops
+                    .map(|n| format!(",throttling.iops-total={n}"))
+                    .unwrap_or_default()
             ),
             "-device".to_string(),
             "virtio-blk-pci,drive=hostdisk0,bus=pcie.0,addr=0x5".to_string(),
@@ -837,6 +844,9 @@ pub mod env {
     pub const INITRD: &str = "XTASK_GUEST_INITRD";
     /// Path of the flat hypervisor binary (hypervisor mode).
     pub const HYPERVISOR_BIN: &str = "XTASK_HYPERVISOR_BIN";
+    /// Path of the probe guest's flat binary (`tests/probe`), booted as the
+    /// guest kernel by the probe tests.
+    pub const PROBE_BIN: &str = "XTASK_PROBE_BIN";
     /// Path of U-Boot's `qemu_arm64` `u-boot.bin` (U-Boot mode tests).
     pub const UBOOT: &str = "XTASK_UBOOT";
     /// `1`: boot the end-to-end guests directly on QEMU, without the
@@ -1040,6 +1050,23 @@ mod tests {
         direct.mode = Mode::Direct;
         assert!(!direct.smmu());
         assert_eq!(direct.hypervisor_extra_args(), "loglevel=debug");
+    }
+
+    #[test]
+    fn a_throttled_host_disk_gets_qemus_iops_limit() {
+        let mut cfg = RunConfig::new(Mode::Direct, "Image".into(), "initrd".into());
+        cfg.host_disk = Some("disk.img".into());
+        let drive = |cfg: &RunConfig| {
+            let a = qemu_args(cfg).expect("args");
+            let i = a.iter().position(|x| x == "-drive").expect("-drive");
+            a[i + 1].clone()
+        };
+        assert_eq!(drive(&cfg), "file=disk.img,if=none,id=hostdisk0,format=raw");
+        cfg.host_disk_iops = Some(1);
+        assert_eq!(
+            drive(&cfg),
+            "file=disk.img,if=none,id=hostdisk0,format=raw,throttling.iops-total=1"
+        );
     }
 
     #[test]
