@@ -216,7 +216,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     } else {
         guest_dt::PsciMethod::Hvc
     };
-    // `guest-mem=SIZE`: the guest's RAM (default: 1 GiB, or what is free).
+    // `guest-mem=SIZE`: the guest's RAM (default: all the free RAM, see `guest::build`).
     let guest_mem = match bootargs
         .split_whitespace()
         .find_map(|a| a.strip_prefix("guest-mem="))

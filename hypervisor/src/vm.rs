@@ -46,6 +46,9 @@ pub struct Counters {
     pub no_syndrome: AtomicU64,
     /// External aborts injected (nothing there, or an access not emulated).
     pub injected_aborts: AtomicU64,
+    /// Aborts whose guest stage-1 table walk reached an IPA stage 2 does not
+    /// map (ESR S1PTW): answered with an external abort on translation table walk.
+    pub s1ptw_aborts: AtomicU64,
     /// HVC calls.
     pub hvc: AtomicU64,
     /// SMC calls.
@@ -92,6 +95,8 @@ pub struct ExitStats {
     pub no_syndrome: u64,
     /// External aborts injected (nothing there, or an access not emulated).
     pub injected_aborts: u64,
+    /// Aborts on the guest's stage-1 table walk (see [`Counters::s1ptw_aborts`]).
+    pub s1ptw_aborts: u64,
     /// HVC calls.
     pub hvc: u64,
     /// SMC calls.
@@ -133,6 +138,7 @@ impl Counters {
             unclaimed_mmio: self.unclaimed_mmio.load(Ordering::Relaxed),
             no_syndrome: self.no_syndrome.load(Ordering::Relaxed),
             injected_aborts: self.injected_aborts.load(Ordering::Relaxed),
+            s1ptw_aborts: self.s1ptw_aborts.load(Ordering::Relaxed),
             hvc: self.hvc.load(Ordering::Relaxed),
             smc: self.smc.load(Ordering::Relaxed),
             sgi: self.sgi.load(Ordering::Relaxed),
@@ -233,8 +239,7 @@ pub fn synthetic_segment(
     let Some(pci) = layout.pci.as_ref() else {
         return Ok(None);
     };
-    let buses = u16::from(pci.bus_end) - u16::from(pci.bus_start) + 1;
-    let mut seg = Segment::new(pci.segment, buses);
+    let mut seg = Segment::with_bus_range(pci.segment, pci.bus_start, pci.bus_end);
     seg.set_apertures(&[pci.mem32, pci.mem64]);
     seg.set_intx_spis(pci.intx_spis);
     let ports = (assigned.len() + 1).max(2);
