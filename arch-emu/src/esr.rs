@@ -140,15 +140,16 @@ impl SysRegAccess {
         (self.op0, self.op1, self.crn, self.crm, self.op2)
     }
 
-    /// Whether this is a write of ICC_SGI1R_EL1 (S3_0_C12_C11_5), which EL1 writes trap
-    /// to EL2 while HCR_EL2.IMO is set (GICv3 architecture, section 11.2.9).
-    pub fn is_icc_sgi1r_write(&self) -> bool {
-        !self.read && self.encoding() == ICC_SGI1R_EL1
+    /// The SGI generation register this access writes (ICC_SGI0R_EL1,
+    /// ICC_SGI1R_EL1 or ICC_ASGI1R_EL1), if it is such a write: the trapped
+    /// ICC_* accesses (see [`crate::vgic::sgi`]).
+    pub fn icc_sgi_write(&self) -> Option<crate::vgic::SgiRegister> {
+        if self.read {
+            return None;
+        }
+        crate::vgic::SgiRegister::from_encoding(self.encoding())
     }
 }
-
-/// ICC_SGI1R_EL1's encoding (op0, op1, CRn, CRm, op2).
-pub const ICC_SGI1R_EL1: (u8, u8, u8, u8, u8) = (3, 0, 12, 11, 5);
 
 /// A decoded ESR_EL2 value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,7 +370,7 @@ mod tests {
             panic!("not a sysreg trap")
         };
         assert_eq!(s.rt, 2);
-        assert!(s.is_icc_sgi1r_write());
+        assert_eq!(s.icc_sgi_write(), Some(crate::vgic::SgiRegister::Sgi1r));
     }
 
     #[test]
@@ -379,7 +380,27 @@ mod tests {
             panic!("not a sysreg trap")
         };
         assert!(s.read);
-        assert!(!s.is_icc_sgi1r_write());
+        assert_eq!(s.icc_sgi_write(), None);
+    }
+
+    #[test]
+    fn every_sgi_register_write_is_recognised_and_reads_are_not() {
+        use crate::vgic::SgiRegister;
+        for (op2, reg) in [
+            (7, SgiRegister::Sgi0r),
+            (5, SgiRegister::Sgi1r),
+            (6, SgiRegister::Asgi1r),
+        ] {
+            let iss = (3 << 20) | (op2 << 17) | (12 << 10) | (4 << 5) | (11 << 1);
+            let Exit::SysReg(w) = decode(esr(ec::SYS64, iss)) else {
+                panic!("not a sysreg trap")
+            };
+            assert_eq!(w.icc_sgi_write(), Some(reg));
+            let Exit::SysReg(r) = decode(esr(ec::SYS64, iss | 1)) else {
+                panic!("not a sysreg trap")
+            };
+            assert_eq!(r.icc_sgi_write(), None);
+        }
     }
 
     #[test]

@@ -6,12 +6,17 @@
 //! (IHI 0069): chapter 12 (distributor `GICD_*`, redistributor `GICR_*`) and
 //! 12.5 (`ICH_LR<n>_EL2`). The guest sees one security state (GICD_CTLR.DS = 1),
 //! affinity routing always on (ARE = 1), no LPIs, no ITS, no 1-of-N SPI routing.
-//! The CPU interface is the hardware's virtual one (ICV_*): only ICC_SGI1R_EL1
-//! writes, which trap, come through [`Vgic::write_sgi1r`].
+//! The CPU interface is the hardware's virtual one (ICV_*): only writes to the
+//! SGI generation registers (ICC_SGI0R_EL1, ICC_SGI1R_EL1, ICC_ASGI1R_EL1) trap,
+//! and come through [`Vgic::write_sgi`] ([`sgi`] says why no other ICC_* access traps).
 //!
 //! An interrupt is either in the model (pending latch, line level, active) or in
 //! exactly one list register of the vCPU it targets; while in a list register,
 //! the register owns its pending/active state and [`Vgic::fold`] copies it back.
+
+pub mod sgi;
+
+pub use sgi::{SgiRegister, SgiRequest};
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -303,24 +308,23 @@ impl Vgic {
 
     /// A trapped ICC_SGI1R_EL1 write from vCPU `src`.
     pub fn write_sgi1r(&mut self, src: usize, value: u64) -> Kick {
-        let intid = ((value >> 24) & 0xf) as u32;
+        self.write_sgi(src, SgiRegister::Sgi1r, value)
+    }
+
+    /// A trapped write of `value` to one of the SGI generation registers from
+    /// vCPU `src`: the SGI becomes pending at each target where `reg` may
+    /// generate it in the group it is configured in ([`SgiRegister::forwards`]).
+    /// Target-list entries naming no vCPU are counted in `no_target`.
+    pub fn write_sgi(&mut self, src: usize, reg: SgiRegister, value: u64) -> Kick {
+        let req = SgiRequest::decode(value);
         let mut targets = 0u64;
-        if value & (1 << 40) != 0 {
+        if req.irm {
             for v in (0..self.redists.len().min(64)).filter(|&v| v != src) {
                 targets |= 1 << v;
             }
         } else {
-            let aff3 = (value >> 48) & 0xff;
-            let aff2 = (value >> 32) & 0xff;
-            let aff1 = (value >> 16) & 0xff;
-            let rs = (value >> 44) & 0xf;
-            for bit in 0..16u64 {
-                if value & (1 << bit) == 0 {
-                    continue;
-                }
-                let aff0 = rs * 16 + bit;
-                let mpidr = (aff3 << 32) | (aff2 << 16) | (aff1 << 8) | aff0;
-                match self.vcpu_of(mpidr) {
+            for aff in req.target_affinities() {
+                match self.vcpu_of(aff) {
                     Some(v) if v < 64 => targets |= 1 << v,
                     _ => self.stats.no_target = self.stats.no_target.saturating_add(1),
                 }
@@ -328,10 +332,12 @@ impl Vgic {
         }
         let mut kick = Kick::default();
         for t in (0..64usize).filter(|t| targets & (1 << t) != 0) {
-            if let Some(irq) = self.irq_mut(t, intid) {
-                irq.latch = true;
+            if let Some(irq) = self.irq_mut(t, req.intid) {
+                if reg.forwards(irq.group1) {
+                    irq.latch = true;
+                }
             }
-            kick.0 |= self.kick_if_deliverable(t, intid).0;
+            kick.0 |= self.kick_if_deliverable(t, req.intid).0;
         }
         kick
     }

@@ -6,7 +6,7 @@ use aarch64_cpu::registers::{
     ID_AA64PFR1_EL1, PAR_EL1, SCTLR_EL1, SPSR_EL1, SPSR_EL2, SP_EL0, SP_EL1, VBAR_EL1,
 };
 use arch_emu::esr::{self, Exit};
-use arch_emu::psci::{self, Call};
+use arch_emu::psci::{self, Action};
 use arch_emu::vgic::Kick;
 use tock_registers::fields::FieldValue;
 
@@ -343,81 +343,76 @@ fn data_abort(vm: &Vm, frame: &mut Frame, da: esr::DataAbort, kick: &mut Kick, t
     }
 }
 
-fn psci_call(vm: &Vm, cpu: usize, frame: &mut Frame) -> Next {
+/// A PSCI or SMCCC call (HVC #0 or a trapped SMC): `arch_emu::psci` checks it
+/// and decides; this applies the decision.
+fn psci_call(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Next {
     let call = psci::decode(frame.x[0], frame.x[1], frame.x[2], frame.x[3]);
-    let ret: i64 = match call {
-        Call::Version => psci::IMPLEMENTED_PSCI_VERSION,
-        Call::Features { function_id } => psci::features(function_id),
-        Call::CpuOn {
-            target_mpidr,
+    let env = psci::Env {
+        mpidrs: &vm.layout.mpidrs,
+        ram: vm.layout.ram,
+        firmware: crate::firmware::workarounds(cpu),
+    };
+    let action = psci::handle(call, cpu, &env, &mut vm.power.lock());
+    let ret = match action {
+        Action::Return(v) => {
+            if v < 0 {
+                Counters::bump(&vm.stats.psci_errors);
+            }
+            v
+        }
+        Action::Start { vcpu } => {
+            if let Some(flag) = ON_REQUEST.get(vcpu) {
+                flag.store(true, Ordering::Release);
+            }
+            if let Some(&mpidr) = vm.pcpu_mpidr.get(vcpu) {
+                gic::send_sgi(gic::SGI_KICK, mpidr);
+            }
+            psci::SUCCESS
+        }
+        Action::Off => return Next::Park,
+        Action::Standby => {
+            wait_for_wakeup(vm, cpu, kick);
+            psci::SUCCESS
+        }
+        Action::Powerdown {
             entry_point,
             context_id,
-        } => match vm.vcpu_by_mpidr(psci::mpidr_affinity(target_mpidr)) {
-            None => psci::INVALID_PARAMETERS,
-            Some(_)
-                if vm
-                    .stage2
-                    .lock()
-                    .translate(crate::mmu::Ipa(entry_point))
-                    .is_none() =>
-            {
-                psci::INVALID_ADDRESS
-            }
-            Some(t) => {
-                let mut power = vm.power.lock();
-                match power.get_mut(t) {
-                    None => psci::INVALID_PARAMETERS,
-                    Some(Power::On) => psci::ALREADY_ON,
-                    Some(Power::OnPending { .. }) => psci::ON_PENDING,
-                    Some(p) => {
-                        *p = Power::OnPending {
-                            entry: entry_point,
-                            context_id,
-                        };
-                        drop(power);
-                        if let Some(flag) = ON_REQUEST.get(t) {
-                            flag.store(true, Ordering::Release);
-                        }
-                        if let Some(&mpidr) = vm.pcpu_mpidr.get(t) {
-                            gic::send_sgi(gic::SGI_KICK, mpidr);
-                        }
-                        psci::SUCCESS
-                    }
-                }
-            }
-        },
-        Call::CpuOff => {
-            if let Some(p) = vm.power.lock().get_mut(cpu) {
-                *p = Power::Off;
-            }
-            return Next::Park;
-        }
-        Call::AffinityInfo {
-            target_affinity,
-            lowest_affinity_level,
         } => {
-            if lowest_affinity_level != 0 {
-                psci::INVALID_PARAMETERS
-            } else {
-                match vm
-                    .vcpu_by_mpidr(psci::mpidr_affinity(target_affinity))
-                    .and_then(|t| vm.power.lock().get(t).copied())
-                {
-                    None => psci::INVALID_PARAMETERS,
-                    Some(Power::On) => psci::AFFINITY_ON,
-                    Some(Power::Off) => psci::AFFINITY_OFF,
-                    Some(Power::OnPending { .. }) => psci::AFFINITY_ON_PENDING,
-                }
-            }
+            // The interrupt controller keeps its state across a core powerdown;
+            // the core restarts at the entry point as CPU_ON would start it.
+            wait_for_wakeup(vm, cpu, kick);
+            prepare_el1_entry(entry_point);
+            frame.x[0] = context_id;
+            return Next::Resume;
         }
-        Call::MigrateInfoType => psci::MIGRATE_INFO_TYPE_NOT_REQUIRED,
-        Call::SystemOff => return Next::Shutdown(0),
-        Call::SystemReset => return Next::Shutdown(3),
-        Call::SmcccVersion => psci::IMPLEMENTED_SMCCC_VERSION,
-        Call::SmcccArchFeatures { .. } | Call::Unknown { .. } => psci::NOT_SUPPORTED,
+        Action::SystemOff => return Next::Shutdown(0),
+        Action::SystemReset => return Next::Shutdown(3),
+        Action::Firmware { function_id, w1 } => crate::firmware::call(function_id, w1) as i64,
     };
     frame.x[0] = ret as u64;
     Next::Resume
+}
+
+/// CPU_SUSPEND: waits at EL2 until this vCPU has an interrupt pending, as a WFI
+/// at EL1 would (a pending virtual interrupt ends WFI whatever PSTATE masks;
+/// waking early is allowed, never late). Physical interrupts that arrive
+/// meanwhile are handled as on any exit; the list registers are refreshed.
+fn wait_for_wakeup(vm: &Vm, cpu: usize, kick: &mut Kick) {
+    loop {
+        refresh_lrs(vm, cpu);
+        let n = vm.lr_count.min(16);
+        if (0..n)
+            .any(|i| arch_emu::vgic::lr::state(gic::read_lr(i)) & arch_emu::vgic::lr::PENDING != 0)
+        {
+            return;
+        }
+        send_kicks(vm, cpu, core::mem::take(kick));
+        // WFI wakes on a pending physical interrupt even with PSTATE.I set (as
+        // it is at EL2): the vtimer's PPI, a kick from another CPU, a device.
+        // SAFETY: WFI only suspends this PE.
+        unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
+        irq_exit(vm, cpu, kick);
+    }
 }
 
 fn sync_exit(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick, tx: &mut TxBytes) -> Next {
@@ -433,17 +428,17 @@ fn sync_exit(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick, tx: &mut T
                 frame.x[0] = psci::NOT_SUPPORTED as u64;
                 return Next::Resume;
             }
-            psci_call(vm, cpu, frame)
+            psci_call(vm, cpu, frame, kick)
         }
         Exit::Smc { .. } => {
             Counters::bump(&vm.stats.smc);
             advance_pc();
-            psci_call(vm, cpu, frame)
+            psci_call(vm, cpu, frame, kick)
         }
         Exit::SysReg(s) => {
-            if s.is_icc_sgi1r_write() {
+            if let Some(reg) = s.icc_sgi_write() {
                 Counters::bump(&vm.stats.sgi);
-                kick.0 |= vm.vgic.lock().write_sgi1r(cpu, frame.reg(s.rt)).0;
+                kick.0 |= vm.vgic.lock().write_sgi(cpu, reg, frame.reg(s.rt)).0;
                 advance_pc();
             } else {
                 Counters::bump(&vm.stats.sysreg_other);
@@ -688,9 +683,9 @@ fn shutdown(
     semihosting: bool,
 ) -> ! {
     log::info!(
-        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} sgi {} sysreg {} irq {} (storms {}) other {}; console input {} bytes (held back {} times)",
+        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} (psci errors {}) sgi {} sysreg {} irq {} (storms {}) other {}; console input {} bytes (held back {} times)",
         if code == 0 { "powered off" } else { "reset" },
-        s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.s1ptw_aborts, s.hvc, s.smc, s.sgi,
+        s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.s1ptw_aborts, s.hvc, s.smc, s.psci_errors, s.sgi,
         s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held
     );
     log::info!("vgic: {v:?}");

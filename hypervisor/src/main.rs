@@ -20,6 +20,7 @@ mod assign;
 mod console;
 mod entry;
 mod exits;
+mod firmware;
 mod gic;
 mod guest;
 mod guestmem;
@@ -149,6 +150,15 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         Err(e) => exits::fatal(&alloc::format!("host device tree: {e}")),
     };
     PSCI_HVC.store(plat.psci == platform::PsciConduit::Hvc, Ordering::Relaxed);
+    let fw = firmware::probe_this_cpu(0);
+    log::info!(
+        "firmware: PSCI {}, SMCCC {}, SMCCC_ARCH_FEATURES(ARCH_WORKAROUND_1/2/3) {}/{}/{}",
+        firmware::Version(fw.psci_version),
+        firmware::Version(fw.smccc_version),
+        fw.workarounds.workaround_1,
+        fw.workarounds.workaround_2,
+        fw.workarounds.workaround_3
+    );
     let host = match guest::HostPlatform::new(&plat, dtb, dtb_size) {
         Ok(h) => h,
         Err(e) => exits::fatal(&alloc::format!("host device tree: {e}")),
@@ -343,6 +353,7 @@ extern "C" fn secondary_main(idx: usize) -> ! {
             exits::fatal(e);
         }
     }
+    firmware::probe_this_cpu(idx);
     configure_el2_for_guest(idx);
     CPUS_READY.fetch_add(1, Ordering::SeqCst);
     exits::park(idx)

@@ -20,21 +20,8 @@ use vbus::{BarBacking, Effect, Effects, FunctionId, Ipa, MemRange, Pa, PciFuncti
 
 use crate::mmu::{S2Attr, Stage2};
 
-/// A vCPU's PSCI power state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Power {
-    /// Off: its physical CPU waits at EL2.
-    Off,
-    /// CPU_ON accepted: start at `entry` with x0 = `context_id`.
-    OnPending {
-        /// Entry point (IPA).
-        entry: u64,
-        /// Passed in x0.
-        context_id: u64,
-    },
-    /// Running.
-    On,
-}
+/// A vCPU's PSCI power state (the model's, in `arch_emu::psci`).
+pub use arch_emu::psci::Power;
 
 /// Exit counters by cause (atomics: any CPU counts without a lock).
 #[derive(Debug, Default)]
@@ -67,8 +54,11 @@ pub struct Counters {
     pub hvc: AtomicU64,
     /// SMC calls.
     pub smc: AtomicU64,
-    /// Trapped ICC_SGI1R_EL1 writes.
+    /// Trapped writes to ICC_SGI0R_EL1, ICC_SGI1R_EL1 and ICC_ASGI1R_EL1.
     pub sgi: AtomicU64,
+    /// PSCI and SMCCC calls answered with an error (bad arguments, unknown or
+    /// unimplemented functions).
+    pub psci_errors: AtomicU64,
     /// Other trapped system register accesses (an undefined instruction was injected).
     pub sysreg_other: AtomicU64,
     /// Physical interrupts taken while the guest ran.
@@ -115,8 +105,10 @@ pub struct ExitStats {
     pub hvc: u64,
     /// SMC calls.
     pub smc: u64,
-    /// Trapped ICC_SGI1R_EL1 writes.
+    /// Trapped writes to ICC_SGI0R_EL1, ICC_SGI1R_EL1 and ICC_ASGI1R_EL1.
     pub sgi: u64,
+    /// PSCI and SMCCC calls answered with an error.
+    pub psci_errors: u64,
     /// Other trapped system register accesses (an undefined instruction was injected).
     pub sysreg_other: u64,
     /// Physical interrupts taken while the guest ran.
@@ -156,6 +148,7 @@ impl Counters {
             hvc: self.hvc.load(Ordering::Relaxed),
             smc: self.smc.load(Ordering::Relaxed),
             sgi: self.sgi.load(Ordering::Relaxed),
+            psci_errors: self.psci_errors.load(Ordering::Relaxed),
             sysreg_other: self.sysreg_other.load(Ordering::Relaxed),
             irq: self.irq.load(Ordering::Relaxed),
             irq_storms: self.irq_storms.load(Ordering::Relaxed),
@@ -304,11 +297,6 @@ pub fn synthetic_segment(
 }
 
 impl Vm {
-    /// The vCPU whose MPIDR affinity is `aff`.
-    pub fn vcpu_by_mpidr(&self, aff: u64) -> Option<usize> {
-        self.layout.mpidrs.iter().position(|&m| m == aff)
-    }
-
     /// Moves console input towards the guest after a guest access to its
     /// UART or the host UART's interrupt (`host_interrupt`); the host console
     /// is locked only when it is to be read (see `ConsoleInput::pump`).

@@ -23,6 +23,8 @@ mod net;
 mod passthrough;
 #[path = "e2e/probe.rs"]
 mod probe;
+#[path = "e2e/psci.rs"]
+mod psci;
 #[path = "e2e/virtio.rs"]
 mod virtio;
 

@@ -370,3 +370,67 @@ proptest! {
         }
     }
 }
+
+/// `linux_init`, then SGI 4 moved to Group 0 (GICR_IGROUPR0 bit 4 cleared on
+/// every vCPU) and Group 0 enabled (GICD_CTLR.EnableGrp0).
+fn with_group0_sgi4() -> Vgic {
+    let mut g = linux_init();
+    for v in 0..2u64 {
+        g.gicr_write(v * GICR_FRAME_SIZE + 0x1_0080, 4, 0xffff_ffef);
+    }
+    g.gicd_write(0x0, 4, 0x13);
+    g
+}
+
+/// Fault 3 of issue 9: ICC_SGI0R_EL1 and ICC_ASGI1R_EL1 writes generate Group 0
+/// SGIs (GICD_CTLR.DS = 1).
+#[test]
+fn fault3_sgi0r_and_asgi1r_generate_group0_sgis() {
+    for reg in [SgiRegister::Sgi0r, SgiRegister::Asgi1r] {
+        let mut g = with_group0_sgi4();
+        assert_eq!(g.write_sgi(0, reg, (4 << 24) | 0b10), Kick(2), "{reg:?}");
+        let mut lrs = [0u64; 4];
+        g.flush(1, &mut lrs);
+        assert_eq!(lrs[0] & lr::VINTID_MASK, 4, "{reg:?}");
+        assert_eq!(lrs[0] & lr::GROUP1, 0, "{reg:?}: a Group 0 entry");
+    }
+}
+
+#[test]
+fn sgi0r_does_not_generate_a_group1_sgi() {
+    let mut g = with_group0_sgi4();
+    // SGI 5 stays in Group 1.
+    assert_eq!(
+        g.write_sgi(0, SgiRegister::Sgi0r, (5 << 24) | 0b10),
+        Kick(0)
+    );
+    assert_eq!(
+        g.write_sgi(0, SgiRegister::Asgi1r, (5 << 24) | 0b10),
+        Kick(0)
+    );
+    let mut lrs = [0u64; 4];
+    g.flush(1, &mut lrs);
+    assert_eq!(lrs, [0; 4]);
+}
+
+#[test]
+fn sgi1r_generates_an_sgi_of_either_group() {
+    let mut g = with_group0_sgi4();
+    assert_eq!(
+        g.write_sgi(0, SgiRegister::Sgi1r, (4 << 24) | 0b10),
+        Kick(2)
+    );
+    assert_eq!(
+        g.write_sgi(0, SgiRegister::Sgi1r, (5 << 24) | 0b10),
+        Kick(2)
+    );
+}
+
+#[test]
+fn sgi0r_with_irm_reaches_every_other_vcpu() {
+    let mut g = with_group0_sgi4();
+    assert_eq!(
+        g.write_sgi(1, SgiRegister::Sgi0r, (1 << 40) | (4 << 24)),
+        Kick(1)
+    );
+}

@@ -23,10 +23,14 @@ mod dma;
 mod dt;
 mod entry;
 mod exc;
+mod gic;
+mod icc;
 mod mmu;
 mod pci;
 mod psci;
+mod psci_checks;
 mod report;
+mod smccc;
 mod virtio_blk;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +43,9 @@ const GROUPS: &[Group] = &[
     ("boot", boot::run),
     ("virtio-blk", virtio_blk::run),
     ("virtio-blk-flood", virtio_blk::flood),
+    ("psci", psci_checks::run),
+    ("smccc", smccc::run),
+    ("icc", icc::run),
 ];
 
 /// Set once the boot CPU has the platform; secondaries wait for it.

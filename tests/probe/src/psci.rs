@@ -64,6 +64,12 @@ pub static DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX
 /// Starts CPU `idx` (MPIDR `mpidr`) running `job(arg)`; it switches itself
 /// off when the job returns. Returns CPU_ON's status.
 pub fn run_on(idx: usize, mpidr: u64, job: fn(usize), arg: usize) -> i64 {
+    run_on_with(CPU_ON_64, idx, mpidr, job, arg)
+}
+
+/// As [`run_on`], with the CPU_ON function ID (`fid`: SMC32 or SMC64) and the
+/// target_cpu value passed as they are (bits beyond the MPIDR included).
+pub fn run_on_with(fid: u32, idx: usize, target_cpu: u64, job: fn(usize), arg: usize) -> i64 {
     let Some(slot) = JOB.get(idx) else {
         return -2;
     };
@@ -71,11 +77,19 @@ pub fn run_on(idx: usize, mpidr: u64, job: fn(usize), arg: usize) -> i64 {
     ARG[idx].store(arg, Ordering::Release);
     DONE[idx].store(false, Ordering::Release);
     call(
-        CPU_ON_64,
-        mpidr,
+        fid,
+        target_cpu,
         crate::entry::secondary_entry_address(),
         idx as u64,
     ) as i64
+}
+
+/// Makes `job` what CPU `idx` runs the next time it enters at the secondary
+/// entry point (after a powerdown CPU_SUSPEND, say).
+pub fn set_next_job(idx: usize, job: fn(usize)) {
+    if let Some(slot) = JOB.get(idx) {
+        slot.store(job as usize, Ordering::Release);
+    }
 }
 
 /// Waits (bounded) until CPU `idx`'s job has returned.
