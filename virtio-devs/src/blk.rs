@@ -634,6 +634,13 @@ impl<B: BlockBackend> VirtioDevice for VirtioBlk<B> {
         self.epoch = self.epoch.wrapping_add(1);
     }
 
+    /// Requests submitted before a reset stay in flight until the backend
+    /// completes them (a host disk may still be writing into the guest's
+    /// pages); their completions are then dropped.
+    fn quiesced(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
     fn queue_reset(&mut self, _index: u16) {
         self.epoch = self.epoch.wrapping_add(1);
     }

@@ -68,4 +68,11 @@ pub trait VirtioDevice: Send {
     /// Finishes work the backend completed asynchronously since the last call
     /// (and resumes queues that were waiting for room).
     fn poll(&mut self, queues: &mut [Queue], mem: &dyn GuestMemory) -> Result<(), QueueError>;
+
+    /// Whether no request is still using guest memory (a backend may be
+    /// writing into the guest's pages until it completes). A device reset is
+    /// complete, and `device_status` reads 0, only once this holds (2.4.1).
+    fn quiesced(&self) -> bool {
+        true
+    }
 }

@@ -133,6 +133,9 @@ pub struct TransportStats {
     pub queue_errors: u64,
     /// `VIRTIO_PCI_CAP_PCI_CFG` window accesses naming no valid BAR range.
     pub bad_pci_cfg_window: u64,
+    /// Status writes other than 0 while a reset waits for requests still in
+    /// flight (ignored: 4.1.4.3.2, the driver waits for 0 first).
+    pub write_during_reset: u64,
 }
 
 /// A virtio device on the modern PCI transport, over guest memory `M`.
@@ -146,6 +149,9 @@ pub struct VirtioPci<D, M> {
     driver_feature_select: u32,
     driver_features: u64,
     status: u8,
+    /// What `device_status` reads while a reset waits for the device's
+    /// requests to leave guest memory (`None`: no reset pending).
+    resetting: Option<u8>,
     config_generation: u8,
     queue_select: u16,
     isr: u8,
@@ -182,6 +188,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
             driver_feature_select: 0,
             driver_features: 0,
             status: 0,
+            resetting: None,
             config_generation: 0,
             queue_select: 0,
             isr: 0,
@@ -315,8 +322,20 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
         if self.live() {
             let r = self.device.poll(&mut self.queues, &self.mem);
             self.after_processing(r);
+        } else if self.resetting.is_some() {
+            // Completions of requests from before the reset: dropped by the
+            // device, they only let the reset finish.
+            let _ = self.device.poll(&mut self.queues, &self.mem);
+            self.finish_reset();
         }
         self.isr != 0
+    }
+
+    /// Ends a pending reset once no request uses guest memory any more.
+    fn finish_reset(&mut self) {
+        if self.device.quiesced() {
+            self.resetting = None;
+        }
     }
 
     fn live(&self) -> bool {
@@ -426,7 +445,16 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
     fn write_status(&mut self, v: u8) {
         use device_status::*;
         if v == 0 {
+            // 2.4.1 / 4.1.4.3.2: the reset is complete (device_status reads 0)
+            // only when no request still uses guest memory; until then it
+            // reads what it read before.
+            let before = self.resetting.unwrap_or(self.status);
             self.device_reset();
+            self.resetting = (!self.device.quiesced()).then_some(before.max(1));
+            return;
+        }
+        if self.resetting.is_some() {
+            self.stats.write_during_reset += 1;
             return;
         }
         let old = self.status;
@@ -478,7 +506,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
             },
             CONFIG_MSIX_VECTOR if natural(off, size, 2) => VIRTIO_MSI_NO_VECTOR.into(),
             NUM_QUEUES if natural(off, size, 2) => self.queues.len() as u64,
-            DEVICE_STATUS if natural(off, size, 1) => self.status.into(),
+            DEVICE_STATUS if natural(off, size, 1) => self.resetting.unwrap_or(self.status).into(),
             CONFIG_GENERATION if natural(off, size, 1) => self.config_generation.into(),
             QUEUE_SELECT if natural(off, size, 2) => self.queue_select.into(),
             QUEUE_SIZE if natural(off, size, 2) => q.map_or(0, |q| q.size).into(),

@@ -148,6 +148,43 @@ fn writing_zero_to_status_resets_the_device() {
 }
 
 #[test]
+fn a_reset_completes_only_when_no_request_still_uses_guest_memory() {
+    let (mut d, mem, mut mock) = dev_with(RamDisk::new(1 << 20).deferred());
+    driver_init(&mut d, &mock, FEATURES);
+    // An IN of 0 bytes at sector 0 (zeroed header): pending in the backend.
+    let status = Ipa(RAM.0 + 0x2000);
+    mem.fill(status, 1, 0xee).unwrap();
+    mock.push(&[(Ipa(RAM.0 + 0x1000), 16, false), (status, 1, true)]);
+    notify(&mut d, 0);
+    let before = rd(&mut d, common::DEVICE_STATUS, 1);
+    wr(&mut d, common::DEVICE_STATUS, 1, 0);
+    assert_eq!(
+        rd(&mut d, common::DEVICE_STATUS, 1),
+        before,
+        "still resetting"
+    );
+    wr(&mut d, common::DEVICE_STATUS, 1, u64::from(s::ACKNOWLEDGE));
+    assert_eq!(d.stats().write_during_reset, 1);
+    assert_eq!(rd(&mut d, common::DEVICE_STATUS, 1), before);
+    d.poll();
+    assert_eq!(rd(&mut d, common::DEVICE_STATUS, 1), 0, "reset complete");
+    assert_eq!(
+        mock.used_idx(),
+        0,
+        "a request from before the reset is not returned"
+    );
+    assert_eq!(mem.bytes_at(status, 1).unwrap(), [0xee], "nor answered");
+}
+
+#[test]
+fn a_reset_with_nothing_in_flight_completes_at_once() {
+    let (mut d, _, mock) = dev_with(RamDisk::new(1 << 20).deferred());
+    driver_init(&mut d, &mock, FEATURES);
+    wr(&mut d, common::DEVICE_STATUS, 1, 0);
+    assert_eq!(rd(&mut d, common::DEVICE_STATUS, 1), 0);
+}
+
+#[test]
 fn msix_vectors_read_no_vector() {
     let (mut d, _, _) = dev();
     wr(&mut d, common::CONFIG_MSIX_VECTOR, 2, 3);
