@@ -21,10 +21,13 @@ mod boot;
 mod console;
 mod dma;
 mod dt;
+mod ecam;
 mod entry;
 mod exc;
 mod gic;
+mod gic_regs;
 mod icc;
+mod mmio;
 mod mmu;
 mod pci;
 mod psci;
@@ -46,6 +49,9 @@ const GROUPS: &[Group] = &[
     ("psci", psci_checks::run),
     ("smccc", smccc::run),
     ("icc", icc::run),
+    ("mmio", mmio::run),
+    ("ecam", ecam::run),
+    ("gic-regs", gic_regs::run),
 ];
 
 /// Set once the boot CPU has the platform; secondaries wait for it.

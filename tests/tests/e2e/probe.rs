@@ -228,3 +228,73 @@ fn requests_held_in_flight_and_resets_under_them_do_not_grow_the_hypervisors_mem
         "the heap's peak grew from {one} bytes (1 cycle) to {many} bytes (10 cycles)"
     );
 }
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn every_load_and_store_form_to_an_emulated_device_does_what_the_instruction_says() {
+    let run = run_probe("mmio", |c| c.disk = Disk::None);
+    run.assert_passed(&[
+        "mmio/strb-ldrb",
+        "mmio/ldr-w",
+        "mmio/ldr-w-imm-offset",
+        "mmio/ldr-post-index",
+        "mmio/ldr-pre-index",
+        "mmio/ldr-register-offset",
+        "mmio/ldr-register-offset-lsl",
+        "mmio/ldr-register-offset-sxtw",
+        "mmio/ldur-negative-offset",
+        "mmio/str-w-ldrb",
+        "mmio/ldrsb-x",
+        "mmio/ldrsb-w",
+        "mmio/ldrsw",
+        "mmio/ldp-w",
+        "mmio/stp-w",
+        "mmio/ldp-post-index",
+        "mmio/str-wzr",
+        "mmio/str-x-ldr-x",
+        "mmio/stp-ldp-x",
+        "mmio/ldxr-external-abort",
+        "mmio/ldadd-external-abort",
+    ]);
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn ecam_edge_cases_answer_as_pcie_says() {
+    let run = run_probe("ecam", |c| c.disk = Disk::None);
+    run.assert_passed(&[
+        "ecam/widths-agree-with-dwords",
+        "ecam/id-is-read-only",
+        "ecam/absent-function-reads-all-ones",
+        "ecam/absent-function-ignores-writes",
+        "ecam/absent-bus-reads-all-ones",
+        "ecam/qword-is-two-dwords",
+        "ecam/extended-capability-header",
+    ]);
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn gic_identification_and_raz_wi_ranges_read_as_the_architecture_says() {
+    let run = run_probe("gic-regs", |c| c.smp = 3);
+    run.assert_passed(&[
+        "gic-regs/gicd-pidr2-archrev",
+        "gic-regs/gicd-ctlr-ds-are",
+        "gic-regs/gicd-ctlr-are-rao-wi",
+        "gic-regs/gicd-typer",
+        "gic-regs/gicd-igroupr0-raz-wi",
+        "gic-regs/gicd-isenabler0-raz-wi",
+        "gic-regs/gicd-ispendr0-raz-wi",
+        "gic-regs/gicd-ipriorityr0-raz-wi",
+        "gic-regs/gicd-itargetsr8-raz-wi",
+        "gic-regs/gicd-irouter0-raz-wi",
+        "gic-regs/gicd-reserved-raz",
+        "gic-regs/gicr-typer",
+        "gic-regs/gicr-waker-awake",
+    ]);
+    assert_eq!(
+        run.named("gic-regs/gicr-typer").len(),
+        3,
+        "one per redistributor"
+    );
+}
