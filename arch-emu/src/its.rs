@@ -758,7 +758,9 @@ impl core::fmt::Display for QueueError {
                 f,
                 "GITS_CREADR stayed at {creadr:#x} (GITS_CWRITER {cwriter:#x})"
             ),
-            QueueError::BadReadOffset(o) => write!(f, "GITS_CREADR offset {o:#x} is outside the queue"),
+            QueueError::BadReadOffset(o) => {
+                write!(f, "GITS_CREADR offset {o:#x} is outside the queue")
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ mod guest;
 mod guestmem;
 mod heap;
 mod hostdisk;
+mod its;
 mod mmu;
 mod pci;
 mod semihosting;
@@ -190,6 +191,13 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     pgic.enable_spi(host.uart_intid, sysreg::mpidr_affinity());
     // The host SMMUv3s: every stream aborts until passthrough configures it.
     smmu::init(&plat, &pgic);
+    // The host ITSs: LPIs on in every CPU's redistributor (ICID = CPU index,
+    // as vCPU i runs on physical CPU i), host MSIs become LPIs at EL2.
+    its::init(
+        &plat,
+        &pgic,
+        &host.cpus[..host.cpus.len().min(entry::MAX_CPUS)],
+    );
     exits::HOST_IRQS.call_once(|| exits::HostIrqs {
         uart_intid: host.uart_intid,
         vtimer: host.vtimer_intid,
@@ -232,12 +240,17 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     // `host-disk=`: the host virtio-blk the hypervisor drives (never shown
     // to the guest); `host-disk-selftest` reads (and, on a scratch image,
     // writes) it once at boot.
-    let disk_intid = prepared.host_disk.as_ref().and_then(|d| d.intid);
+    let mut disk_intid = None;
+    let mut disk_irq_selftest = false;
     if let Some(site) = prepared.host_disk.as_ref() {
         let mut disk = match hostdisk::HostDisk::probe(site) {
             Ok(d) => d,
             Err(e) => exits::fatal(&e),
         };
+        if let hostdisk::Signal::Intx(i) = disk.signal() {
+            disk_intid = Some(i);
+        }
+        let interrupts = disk.signal() != hostdisk::Signal::None;
         if bootargs
             .split_whitespace()
             .any(|a| a == "host-disk-selftest")
@@ -247,6 +260,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             }
         }
         hostdisk::HOST_DISK.call_once(|| spin::Mutex::new(disk));
+        disk_irq_selftest = interrupts;
     }
     // `virtio-blk=ram:SIZE` or `virtio-blk=host`: the guest's emulated
     // virtio-blk over a RAM disk of SIZE bytes or over the host disk.
@@ -277,7 +291,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         pgic.enable_spi(intid, sysreg::mpidr_affinity());
     }
     if let Some(d) = hostdisk::HOST_DISK.get() {
-        if disk_intid.is_some() {
+        if disk_irq_selftest {
             if let Err(e) = d.lock().start_irq_selftest() {
                 exits::fatal(&alloc::format!("host-disk selftest: {e}"));
             }

@@ -842,7 +842,10 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, PlatformError> {
     }
 
     let mut its = Vec::new();
-    for (path, n) in nodes.iter().filter(|(_, n)| has_compat(n, "arm,gic-v3-its")) {
+    for (path, n) in nodes
+        .iter()
+        .filter(|(_, n)| has_compat(n, "arm,gic-v3-its"))
+    {
         if n.property("msi-controller").is_none() {
             return Err(missing(path, "msi-controller"));
         }

@@ -89,12 +89,56 @@ fn mapi_movi_inv_discard_clear_int_use_their_numbers() {
     let d = 0x1_0000 - 1;
     let e = 0xffff_ffff;
     let cases = [
-        (Command::Mapi { device_id: d, event_id: e, icid: 7 }, 0x0b, 7),
-        (Command::Movi { device_id: d, event_id: e, icid: 9 }, 0x01, 9),
-        (Command::Inv { device_id: d, event_id: e }, 0x0c, 0),
-        (Command::Discard { device_id: d, event_id: e }, 0x0f, 0),
-        (Command::Clear { device_id: d, event_id: e }, 0x04, 0),
-        (Command::Int { device_id: d, event_id: e }, 0x03, 0),
+        (
+            Command::Mapi {
+                device_id: d,
+                event_id: e,
+                icid: 7,
+            },
+            0x0b,
+            7,
+        ),
+        (
+            Command::Movi {
+                device_id: d,
+                event_id: e,
+                icid: 9,
+            },
+            0x01,
+            9,
+        ),
+        (
+            Command::Inv {
+                device_id: d,
+                event_id: e,
+            },
+            0x0c,
+            0,
+        ),
+        (
+            Command::Discard {
+                device_id: d,
+                event_id: e,
+            },
+            0x0f,
+            0,
+        ),
+        (
+            Command::Clear {
+                device_id: d,
+                event_id: e,
+            },
+            0x04,
+            0,
+        ),
+        (
+            Command::Int {
+                device_id: d,
+                event_id: e,
+            },
+            0x03,
+            0,
+        ),
     ];
     for (c, num, dw2) in cases {
         let w = c.encode();
@@ -108,7 +152,10 @@ fn mapi_movi_inv_discard_clear_int_use_their_numbers() {
 #[test]
 fn sync_and_invall_name_their_target_in_dw2() {
     assert_eq!(
-        Command::Sync { rd: RdBase::Address(0x080c_0000) }.encode(),
+        Command::Sync {
+            rd: RdBase::Address(0x080c_0000)
+        }
+        .encode(),
         [0x05, 0, 0x0000_0000_080c_0000, 0]
     );
     assert_eq!(Command::Invall { icid: 2 }.encode(), [0x0d, 0, 2, 0]);
@@ -145,7 +192,10 @@ fn typer_fields_decode() {
 fn device_ids_beyond_devbits_are_refused() {
     let t = Typer(QEMU_TYPER);
     assert_eq!(t.check_device_id(0xffff), Ok(()));
-    assert_eq!(t.check_device_id(0x1_0000), Err(RangeError::DeviceId(0x1_0000)));
+    assert_eq!(
+        t.check_device_id(0x1_0000),
+        Err(RangeError::DeviceId(0x1_0000))
+    );
 }
 
 #[test]
@@ -162,7 +212,11 @@ fn itt_event_bits_round_up_and_are_checked_against_id_bits() {
 #[test]
 fn itt_bytes_are_entries_times_entry_size_at_least_256() {
     let t = Typer(QEMU_TYPER);
-    assert_eq!(t.itt_bytes(1), 256, "2 x 12 bytes, rounded to the alignment");
+    assert_eq!(
+        t.itt_bytes(1),
+        256,
+        "2 x 12 bytes, rounded to the alignment"
+    );
     assert_eq!(t.itt_bytes(6), 64 * 12);
 }
 
@@ -211,7 +265,12 @@ fn small_tables_are_flat() {
     let p = plan_table(4, 8, PageSize::K4, true).unwrap();
     assert_eq!(
         p,
-        TablePlan { page: PageSize::K4, pages: 1, indirect: false, entries_per_page: 512 }
+        TablePlan {
+            page: PageSize::K4,
+            pages: 1,
+            indirect: false,
+            entries_per_page: 512
+        }
     );
     assert!(p.ids() >= 16);
 }
@@ -287,7 +346,11 @@ fn lpi_tables_are_sized_from_id_bits() {
 #[test]
 fn lpi_config_byte_is_priority_res1_enable() {
     assert_eq!(lpi::config_byte(0xa0, true), 0xa3);
-    assert_eq!(lpi::config_byte(0xa1, false), 0xa2, "priority bits 1:0 are not stored");
+    assert_eq!(
+        lpi::config_byte(0xa1, false),
+        0xa2,
+        "priority bits 1:0 are not stored"
+    );
 }
 
 #[test]
@@ -346,7 +409,13 @@ fn wait_reports_a_stall_with_the_command_name_and_offset() {
     let r = CommandRing::new(4096);
     let mut reads = [32u64, 64 | creadr::STALLED].into_iter();
     let res = wait_consumed(&r, 96, || reads.next().unwrap_or(64 | 1), names, 100);
-    assert_eq!(res, Err(QueueError::Stalled { command: "MAPTI", offset: 64 }));
+    assert_eq!(
+        res,
+        Err(QueueError::Stalled {
+            command: "MAPTI",
+            offset: 64
+        })
+    );
 }
 
 #[test]
@@ -363,7 +432,13 @@ fn wait_gives_up_when_creadr_stops_moving() {
         names,
         10,
     );
-    assert_eq!(res, Err(QueueError::NoProgress { creadr: 32, cwriter: 96 }));
+    assert_eq!(
+        res,
+        Err(QueueError::NoProgress {
+            creadr: 32,
+            cwriter: 96
+        })
+    );
     assert_eq!(polls, 11, "the first read, then 10 without progress");
 }
 
