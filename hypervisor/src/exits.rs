@@ -470,6 +470,16 @@ fn host_disk_completions(vm: &Vm, kick: &mut Kick) {
     }
 }
 
+/// An LPI, acknowledged and its priority dropped (LPIs have no active
+/// state: nothing to deactivate), handed to its owner.
+fn lpi(vm: &Vm, cpu: usize, intid: u32, kick: &mut Kick) {
+    match crate::its::take(intid) {
+        Some(crate::its::LpiOwner::HostDisk) => host_disk_completions(vm, kick),
+        Some(crate::its::LpiOwner::SelfTest) => crate::its::selftest_taken(cpu),
+        None => Counters::bump(&vm.stats.irq_unrouted),
+    }
+}
+
 fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
     let (uart_intid, vtimer, maintenance) = HOST_IRQS.get().map_or(
         (u32::MAX, DEFAULT_VTIMER_INTID, DEFAULT_MAINTENANCE_INTID),
@@ -486,11 +496,7 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
         Counters::bump(&vm.stats.irq);
         gic::eoi(intid);
         if intid >= arch_emu::its::FIRST_LPI {
-            // An LPI: no active state, so the priority drop above ends it.
-            match crate::its::take(intid) {
-                Some(crate::its::LpiOwner::HostDisk) => host_disk_completions(vm, kick),
-                None => Counters::bump(&vm.stats.irq_unrouted),
-            }
+            lpi(vm, cpu, intid, kick);
             continue;
         }
         if intid == vtimer {
@@ -671,12 +677,24 @@ pub fn park(cpu: usize) -> ! {
         // under QEMU TCG, the VM's locks) from the vCPUs that run.
         // SAFETY: WFI only suspends this PE.
         unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
-        loop {
+        // Bounded as in `irq_exit`. Every acknowledged interrupt gets its
+        // priority dropped, or nothing of the same priority (the kick SGI)
+        // would be signalled again. LPIs (taken here when their collection
+        // targets a parked CPU) still reach their owner.
+        for _ in 0..64 {
             let intid = gic::ack();
-            if intid >= 1020 {
+            if (1020..=1023).contains(&intid) {
                 break;
             }
             gic::eoi(intid);
+            if intid >= arch_emu::its::FIRST_LPI {
+                if let Some(vm) = VM.get() {
+                    let mut kick = Kick(0);
+                    lpi(vm, cpu, intid, &mut kick);
+                    send_kicks(vm, cpu, kick);
+                }
+                continue;
+            }
             gic::deactivate(intid);
         }
     }

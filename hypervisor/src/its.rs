@@ -50,6 +50,8 @@ pub enum LpiOwner {
     /// The host disk's MSI-X (`host-disk=`): its completions are popped at
     /// EL2 (`hostdisk::handle_irq`).
     HostDisk,
+    /// The boot self-test's event (`its-selftest`): [`selftest_taken`].
+    SelfTest,
 }
 
 /// Why an ITS operation failed.
@@ -717,7 +719,6 @@ pub fn map_event(
 
 /// MOVI: (`device_id`, `event_id`)'s LPI goes to physical CPU `cpu`'s
 /// collection from now on.
-#[allow(dead_code)] // API for passthrough MSI-X affinity (issue 10); exercised by `its-selftest`
 pub fn retarget(its: usize, device_id: u32, event_id: u32, cpu: usize) -> Result<(), ItsError> {
     with_its(its, |s| {
         let d = s
@@ -765,6 +766,63 @@ pub fn unmap_event(its: usize, device_id: u32, event_id: u32) -> Result<(), ItsE
     })?
 }
 
+/// INT (0x03): makes (`device_id`, `event_id`)'s LPI pending as if the
+/// device had written the doorbell.
+fn raise(its: usize, device_id: u32, event_id: u32) -> Result<(), ItsError> {
+    with_its(its, |s| {
+        let rd = *s.collections.first().ok_or(ItsError::NoCollection(0))?;
+        s.command(Command::Int {
+            device_id,
+            event_id,
+        })?;
+        s.command(Command::Sync { rd })?;
+        s.wait()
+    })?
+}
+
+/// The self-test's LPI, the CPU it should arrive on, and its DeviceID.
+static SELFTEST: spin::Once<(u32, usize, u32)> = spin::Once::new();
+/// The CPU the self-test's LPI arrived on (`usize::MAX`: not yet).
+static SELFTEST_CPU: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// The boot self-test (`its-selftest`), on ITS 0: the highest DeviceID the
+/// device table covers (no device of QEMU's has it) gets an ITT (MAPD), its
+/// EventID 0 an LPI on CPU 0 (MAPTI, INV, SYNC), moved to the last CPU
+/// (MOVI). [`selftest_raise`], once every CPU is up, has the ITS itself make
+/// it pending (INT); the IRQ exit of that CPU takes it
+/// ([`selftest_taken`]); [`shutdown`] reports where it arrived.
+pub fn selftest(cpus: usize) -> Result<(u32, u32, usize), ItsError> {
+    let device_id = with_its(0, |s| {
+        let ids = s
+            .devices
+            .plan
+            .ids()
+            .min(1 << s.typer.device_id_bits().min(32));
+        (ids - 1) as u32
+    })?;
+    map_device(0, device_id, 1)?;
+    let intid = map_event(0, device_id, 0, LpiOwner::SelfTest, 0)?;
+    let target = cpus.saturating_sub(1);
+    retarget(0, device_id, 0, target)?;
+    SELFTEST.call_once(|| (intid, target, device_id));
+    Ok((device_id, intid, target))
+}
+
+/// INT of the self-test's event (after [`selftest`], with every CPU's
+/// redistributor awake).
+pub fn selftest_raise() -> Result<(), ItsError> {
+    match SELFTEST.get() {
+        Some(&(_, _, device_id)) => raise(0, device_id, 0),
+        None => Ok(()),
+    }
+}
+
+/// The self-test's LPI arrived on CPU `cpu` (from the IRQ exit).
+pub fn selftest_taken(cpu: usize) {
+    SELFTEST_CPU.store(cpu, Ordering::Relaxed);
+}
+
 /// The owner of LPI `intid` (for the IRQ exit), counting it.
 pub fn take(intid: u32) -> Option<LpiOwner> {
     let mut l = LPIS.get()?.lock();
@@ -788,6 +846,15 @@ pub fn shutdown() {
         .filter_map(|m| m.try_lock().map(|s| s.node.clone()))
         .collect();
     log::info!("ITS {}: {} LPIs taken", nodes.join(", "), taken());
+    if let Some(&(intid, target, _)) = SELFTEST.get() {
+        match SELFTEST_CPU.load(Ordering::Relaxed) {
+            usize::MAX => log::error!("ITS selftest: LPI {intid} never arrived"),
+            c if c == target => {
+                log::info!("ITS selftest: LPI {intid} arrived on CPU {c} after MOVI: ok")
+            }
+            c => log::error!("ITS selftest: LPI {intid} arrived on CPU {c}, not CPU {target}"),
+        }
+    }
     let Some(l) = LPIS.get().and_then(|l| l.try_lock()) else {
         return;
     };

@@ -80,6 +80,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "smmu-selftest",
     "host-disk",
     "host-disk-selftest",
+    "its-selftest",
     "virtio-blk",
 ];
 
@@ -262,6 +263,17 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         hostdisk::HOST_DISK.call_once(|| spin::Mutex::new(disk));
         disk_irq_selftest = interrupts;
     }
+    // `its-selftest`: an ITS-made LPI (MAPD, MAPTI, MOVI, INT) must reach
+    // the last CPU; reported at shutdown. After the host disk, so that
+    // its LPIs are the first ones either way.
+    if bootargs.split_whitespace().any(|a| a == "its-selftest") {
+        match its::selftest(host.cpus.len().min(entry::MAX_CPUS)) {
+            Ok((dev, intid, cpu)) => log::info!(
+                "ITS selftest: DeviceID {dev:#x} EventID 0 mapped to LPI {intid}, moved to CPU {cpu}"
+            ),
+            Err(e) => exits::fatal(&alloc::format!("ITS selftest: {e}")),
+        }
+    }
     // `virtio-blk=ram:SIZE` or `virtio-blk=host`: the guest's emulated
     // virtio-blk over a RAM disk of SIZE bytes or over the host disk.
     let disk = match bootargs
@@ -329,6 +341,10 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         core::hint::spin_loop();
     }
     log::info!("{ncpus} CPUs up; entering the guest at {entry:#x}, DTB at {dtb_ipa:#x}");
+    // `its-selftest`: raised now that every redistributor is awake.
+    if let Err(e) = its::selftest_raise() {
+        exits::fatal(&alloc::format!("ITS selftest: INT: {e}"));
+    }
 
     configure_el2_for_guest(0);
     exits::prepare_el1_entry(entry);
