@@ -253,8 +253,7 @@ fn baser_encode_keeps_type_and_entry_size_and_sets_the_rest() {
         | (1 << 56)       // Type Devices, kept
         | (7 << 48)       // Entry_Size, kept
         | 0x4400_0000     // Physical_Address 47:12
-        | (1 << 10)       // Inner Shareable
-        | (0 << 8)        // 4 KiB pages
+        | (1 << 10)       // Inner Shareable; Page_Size 9:8 = 0b00, 4 KiB
         | 1 // Size: 2 pages - 1
     );
 }
