@@ -1,4 +1,4 @@
-//! Pure models of the Arm architecture state the hypervisor emulates: ESR_EL2/ISS decode, load/store decode, the vGICv3 distributor and redistributor, PSCI, the PL011, stage-2 tables and SMMUv3 encodings.
+//! Pure models of the Arm architecture state the hypervisor emulates: ESR_EL2/ISS decode, load/store decode, the vGICv3 distributor and redistributor, PSCI, the PL011, stage-2 tables, SMMUv3 encodings and GICv3 ITS encodings.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -9,6 +9,7 @@ pub mod addr;
 pub mod console_input;
 pub mod esr;
 pub mod insn;
+pub mod its;
 pub mod pl011;
 pub mod psci;
 pub mod smmu;

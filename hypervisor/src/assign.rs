@@ -117,6 +117,9 @@ pub struct DiskSite {
     pub intid: Option<u32>,
     /// The SMMU (index) and StreamID its DMA goes through, if any.
     pub stream: Option<(usize, u32)>,
+    /// The ITS (index in `Platform::its`) and DeviceID its MSIs reach, from
+    /// the host bridge's `msi-map` or `msi-parent`.
+    pub msi: Option<(usize, u32)>,
     /// Whether the host bridge says `dma-coherent`.
     pub coherent: bool,
 }
@@ -290,6 +293,7 @@ fn prepare_disk(
         layout,
         intid,
         stream: plat.smmu_stream(host, sbdf.bdf.routing_id()),
+        msi: plat.its_device(host, sbdf.bdf.routing_id()),
         coherent: host.dma_coherent,
     })
 }

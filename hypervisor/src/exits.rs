@@ -469,6 +469,29 @@ fn sync_exit(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick, tx: &mut T
     }
 }
 
+/// The host disk's interrupt (INTx or LPI): its completions popped (the
+/// (token, status) list waits in `hostdisk::take_completed`), and the
+/// guest's virtio-blk finishes the requests that completed.
+fn host_disk_completions(vm: &Vm, kick: &mut Kick) {
+    let n = crate::hostdisk::handle_irq();
+    log::trace!("host disk: {n} completions");
+    let mut dev = vm.devices.lock();
+    if let Some(seg) = dev.segment.as_mut() {
+        let fx = seg.poll();
+        kick.0 |= vm.apply(seg, fx).0;
+    }
+}
+
+/// An LPI, acknowledged and its priority dropped (LPIs have no active
+/// state: nothing to deactivate), handed to its owner.
+fn lpi(vm: &Vm, cpu: usize, intid: u32, kick: &mut Kick) {
+    match crate::its::take(intid) {
+        Some(crate::its::LpiOwner::HostDisk) => host_disk_completions(vm, kick),
+        Some(crate::its::LpiOwner::SelfTest) => crate::its::selftest_taken(cpu),
+        None => Counters::bump(&vm.stats.irq_unrouted),
+    }
+}
+
 fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
     let (uart_intid, vtimer, maintenance) = HOST_IRQS.get().map_or(
         (u32::MAX, DEFAULT_VTIMER_INTID, DEFAULT_MAINTENANCE_INTID),
@@ -478,11 +501,16 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
     // Bounded: an interrupt that stays asserted must not keep this CPU at EL2.
     for _ in 0..64 {
         let intid = gic::ack();
-        if intid >= 1020 {
+        // 1020..=1023: special INTIDs (none pending, IHI 0069 2.2.1).
+        if (1020..=1023).contains(&intid) {
             return;
         }
         Counters::bump(&vm.stats.irq);
         gic::eoi(intid);
+        if intid >= arch_emu::its::FIRST_LPI {
+            lpi(vm, cpu, intid, kick);
+            continue;
+        }
         if intid == vtimer {
             // Left active: the guest's deactivation of the hardware-linked virtual
             // interrupt deactivates it.
@@ -512,16 +540,8 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
                 }
                 Some(IrqOwner::HostDisk) => {
                     // Reading the device's ISR deasserts the line before the
-                    // deactivation below; the (token, status) list waits in
-                    // `hostdisk::take_completed` for the disk's user.
-                    let n = crate::hostdisk::handle_irq();
-                    log::trace!("host disk: {n} completions");
-                    // The guest's virtio-blk finishes the requests that completed.
-                    let mut dev = vm.devices.lock();
-                    if let Some(seg) = dev.segment.as_mut() {
-                        let fx = seg.poll();
-                        kick.0 |= vm.apply(seg, fx).0;
-                    }
+                    // deactivation below.
+                    host_disk_completions(vm, kick);
                 }
                 None => Counters::bump(&vm.stats.irq_unrouted),
             }
@@ -662,12 +682,24 @@ pub fn park(cpu: usize) -> ! {
         // under QEMU TCG, the VM's locks) from the vCPUs that run.
         // SAFETY: WFI only suspends this PE.
         unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
-        loop {
+        // Bounded as in `irq_exit`. Every acknowledged interrupt gets its
+        // priority dropped, or nothing of the same priority (the kick SGI)
+        // would be signalled again. LPIs (taken here when their collection
+        // targets a parked CPU) still reach their owner.
+        for _ in 0..64 {
             let intid = gic::ack();
-            if intid >= 1020 {
+            if (1020..=1023).contains(&intid) {
                 break;
             }
             gic::eoi(intid);
+            if intid >= arch_emu::its::FIRST_LPI {
+                if let Some(vm) = VM.get() {
+                    let mut kick = Kick(0);
+                    lpi(vm, cpu, intid, &mut kick);
+                    send_kicks(vm, cpu, kick);
+                }
+                continue;
+            }
             gic::deactivate(intid);
         }
     }
@@ -704,6 +736,7 @@ fn shutdown(
     if let Some(vm) = crate::vm::VM.get() {
         crate::assign::shutdown(vm);
         crate::hostdisk::shutdown();
+        crate::its::shutdown();
     }
     let h = crate::HEAP.usage();
     log::info!(

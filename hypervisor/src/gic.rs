@@ -52,6 +52,17 @@ fn wr64(a: usize, v: u64) {
     unsafe { core::ptr::write_volatile(a as *mut u64, v) }
 }
 
+/// A redistributor with LPIs on ([`Gic::enable_lpis`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LpiRedistributor {
+    /// Its RD_base frame's physical address (what MAPC names when GITS_TYPER.PTA = 1).
+    pub frame: u64,
+    /// GICR_TYPER.Processor_Number (what MAPC names when PTA = 0).
+    pub processor: u16,
+    /// GICR_PROPBASER.Shareability read back non-zero: it snoops CPU caches.
+    pub shareable: bool,
+}
+
 /// Most redistributor regions the host DT may list.
 pub const MAX_GICR_REGIONS: usize = 8;
 
@@ -127,9 +138,19 @@ impl Gic {
         wr32(reg, if edge { v | bit } else { v & !bit });
     }
 
+    /// GICD_TYPER.
+    pub fn typer(&self) -> u32 {
+        rd32(self.gicd + GICD_TYPER)
+    }
+
     /// This CPU's redistributor frame, found by matching GICR_TYPER's affinity.
     fn my_redistributor(&self) -> Option<usize> {
-        let aff = crate::sysreg::mpidr_affinity();
+        self.redistributor_of(crate::sysreg::mpidr_affinity())
+    }
+
+    /// The RD_base frame of the CPU with affinity `aff` (MPIDR Aff3..Aff0),
+    /// found by matching GICR_TYPER's affinity.
+    pub fn redistributor_of(&self, aff: u64) -> Option<usize> {
         let want = (aff & 0xff_ffff) | ((aff >> 32) << 24);
         for &(base, size) in self.gicr.iter().filter(|r| r.1 != 0) {
             let mut f = base;
@@ -150,6 +171,50 @@ impl Gic {
             }
         }
         None
+    }
+
+    /// Turns on physical LPIs in the redistributor of the CPU with affinity
+    /// `aff`: GICR_PROPBASER = `propbaser` (the configuration table every
+    /// redistributor shares), GICR_PENDBASER at `pending` (its own, zeroed,
+    /// 64 KiB aligned), then GICR_CTLR.EnableLPIs (IHI 0069 5.1, 12.11).
+    /// Returns what GICR_TYPER says (for Processor_Number) and the
+    /// frame's address, and whether the tables' accesses are shareable
+    /// (GICR_PROPBASER.Shareability read back non-zero).
+    pub fn enable_lpis(
+        &self,
+        aff: u64,
+        propbaser: u64,
+        pending: u64,
+    ) -> Result<LpiRedistributor, &'static str> {
+        use arch_emu::its::{gicr, lpi};
+        let rd = self
+            .redistributor_of(aff)
+            .ok_or("no redistributor matches the CPU's MPIDR")?;
+        let typer = rd64(rd + gicr::GICR_TYPER);
+        if typer & gicr::TYPER_PLPIS == 0 {
+            return Err("GICR_TYPER.PLPIS = 0: the redistributor has no physical LPIs");
+        }
+        if rd32(rd + gicr::GICR_CTLR) & gicr::CTLR_ENABLE_LPIS != 0 {
+            // Its tables are fixed until reset (12.11.2): someone else's.
+            return Err("GICR_CTLR.EnableLPIs is already set (by firmware?)");
+        }
+        wr64(rd + gicr::GICR_PROPBASER, propbaser);
+        let shareable = lpi::shareability(rd64(rd + gicr::GICR_PROPBASER)) != 0;
+        wr64(rd + gicr::GICR_PENDBASER, lpi::pendbaser(pending));
+        dsb_sy();
+        wr32(
+            rd + gicr::GICR_CTLR,
+            rd32(rd + gicr::GICR_CTLR) | gicr::CTLR_ENABLE_LPIS,
+        );
+        dsb_sy();
+        if rd32(rd + gicr::GICR_CTLR) & gicr::CTLR_ENABLE_LPIS == 0 {
+            return Err("GICR_CTLR.EnableLPIs does not stick");
+        }
+        Ok(LpiRedistributor {
+            frame: rd as u64,
+            processor: gicr::processor_number(typer),
+            shareable,
+        })
     }
 
     /// Per-CPU set-up: wake the redistributor, enable the PPIs/SGIs the hypervisor

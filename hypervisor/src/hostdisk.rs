@@ -21,9 +21,16 @@
 //! * DMA: the disk's StreamID gets a bypass STE (see [`HostDisk::probe`]).
 //! * Data path: [`HostDisk::submit`] gives the device the caller's physical
 //!   pages directly (no copy), at most [`QUEUE_SIZE`] requests in flight;
-//!   the device's INTx ([`crate::vm::IrqOwner::HostDisk`]) makes the IRQ exit
-//!   call [`HostDisk::complete`], whose (token, status) list is queued for
-//!   the caller ([`take_completed`]).
+//!   the device's interrupt makes the IRQ exit call [`HostDisk::complete`],
+//!   whose (token, status) list is queued for the caller
+//!   ([`take_completed`]).
+//! * Interrupts ([`Signal`]): MSI-X through the host ITS when the host has
+//!   one and the device has the capability (virtio 1.2, 4.1.4.3 and 4.1.5.1.2:
+//!   queue 0 on vector 0, configuration changes on vector 1; each table entry
+//!   holds GITS_TRANSLATER's address and the vector's EventID; the LPIs
+//!   belong to [`crate::its::LpiOwner::HostDisk`]). Otherwise its INTx
+//!   ([`crate::vm::IrqOwner::HostDisk`]). With a bypass STE the MSI write
+//!   reaches the doorbell untranslated.
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use alloc::boxed::Box;
@@ -207,6 +214,170 @@ struct InFlight {
     segments: Vec<(u64, usize)>,
 }
 
+/// How the host disk signals completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// MSI-X through ITS `its` as DeviceID `device_id`: queue 0 raises
+    /// LPI `queue`, configuration changes LPI `config` (if a second vector).
+    Lpi {
+        /// The ITS (index).
+        its: usize,
+        /// Its DeviceID.
+        device_id: u32,
+        /// The queue's LPI.
+        queue: u32,
+        /// The configuration change LPI.
+        config: Option<u32>,
+    },
+    /// Its INTx, this SPI.
+    Intx(u32),
+    /// None (polling only: the self-test).
+    None,
+}
+
+impl core::fmt::Display for Signal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Signal::Lpi {
+                its,
+                device_id,
+                queue,
+                ..
+            } => write!(f, "MSI-X (ITS #{its} DeviceID {device_id:#x}, LPI {queue})"),
+            Signal::Intx(i) => write!(f, "INTx INTID {i}"),
+            Signal::None => write!(f, "no interrupt"),
+        }
+    }
+}
+
+/// virtio PCI capability (virtio 1.2, 4.1.4): vendor-specific capability
+/// ID, and its cfg_type for the common configuration.
+const CAP_VENDOR: u8 = 0x09;
+const VIRTIO_PCI_CAP_COMMON_CFG: u8 = 1;
+// virtio_pci_common_cfg offsets (4.1.4.3).
+const COMMON_MSIX_CONFIG: usize = 0x10;
+const COMMON_QUEUE_SELECT: usize = 0x16;
+const COMMON_QUEUE_MSIX_VECTOR: usize = 0x1a;
+/// VIRTIO_MSI_NO_VECTOR (4.1.4.3).
+const NO_VECTOR: u16 = 0xffff;
+/// MSI-X Message Control (the high half of the capability's first dword):
+/// MSI-X Enable (bit 15) and Function Mask (bit 14) (PCI Express Base 6.0, 7.7.2.2).
+const MSIX_ENABLE: u32 = 1 << 31;
+const MSIX_FUNCTION_MASK: u32 = 1 << 30;
+
+fn mmio_w16(a: usize, v: u16) {
+    // SAFETY: `a` is inside one of the host disk's memory BARs (its virtio
+    // common configuration), checked inside the EL2 identity map (Device
+    // memory) at probe; the hypervisor alone drives the device.
+    unsafe { core::ptr::write_volatile(a as *mut u16, v) }
+}
+fn mmio_r16(a: usize) -> u16 {
+    // SAFETY: as for `mmio_w16`.
+    unsafe { core::ptr::read_volatile(a as *const u16) }
+}
+fn mmio_w32(a: usize, v: u32) {
+    // SAFETY: as for `mmio_w16` (the MSI-X table, in a BAR of the device).
+    unsafe { core::ptr::write_volatile(a as *mut u32, v) }
+}
+
+/// The host CPU address of `offset` in BAR `bar` of `site`.
+fn bar_address(site: &DiskSite, bar: u8, offset: u64, len: u64) -> Option<usize> {
+    let b = site.layout.bars.iter().find(|b| b.index == bar)?;
+    (offset.checked_add(len)? <= b.size).then_some((b.cpu.0 + offset) as usize)
+}
+
+/// The virtio common configuration's address (its PCI capability, 4.1.4.3).
+fn common_cfg(site: &DiskSite) -> Option<usize> {
+    let mut ecam = site.ecam;
+    let bdf = site.sbdf.bdf;
+    site.layout
+        .capabilities
+        .iter()
+        .filter(|c| c.id == CAP_VENDOR)
+        .find_map(|c| {
+            let head = ecam.read32(bdf, c.offset);
+            if (head >> 24) as u8 != VIRTIO_PCI_CAP_COMMON_CFG {
+                return None;
+            }
+            let bar = ecam.read32(bdf, c.offset + 4) as u8;
+            let offset = ecam.read32(bdf, c.offset + 8);
+            bar_address(site, bar, u64::from(offset), 0x38)
+        })
+}
+
+/// Sets up MSI-X through the ITS (before the queue is set up, 4.1.5.1.3):
+/// the ITS maps (DeviceID, EventID 0/1) to LPIs, the table entries get the
+/// doorbell and EventIDs, MSI-X is enabled, and the device takes the
+/// vectors (read back: NO_VECTOR means it refused). On error everything is
+/// undone and the error says what failed.
+fn setup_msix(site: &DiskSite, its: usize, device_id: u32) -> Result<Signal, String> {
+    use crate::its::{self, LpiOwner};
+    use alloc::string::ToString;
+    let m = site.layout.msix.ok_or("no MSI-X capability")?;
+    let common = common_cfg(site).ok_or("no virtio common configuration in a memory BAR")?;
+    let vectors = u32::from(m.vectors).min(2);
+    let table = bar_address(
+        site,
+        m.table.bar,
+        u64::from(m.table.offset),
+        u64::from(vectors) * 16,
+    )
+    .ok_or("the MSI-X table is not in a memory BAR")?;
+    let doorbell = its::doorbell(its).map_err(|e| e.to_string())?;
+    its::map_device(its, device_id, vectors).map_err(|e| format!("MAPD: {e}"))?;
+    let mut lpis = Vec::new();
+    for ev in 0..vectors {
+        match its::map_event(its, device_id, ev, LpiOwner::HostDisk, 0) {
+            Ok(l) => lpis.push(l),
+            Err(e) => {
+                for done in 0..ev {
+                    let _ = its::unmap_event(its, device_id, done);
+                }
+                return Err(format!("MAPTI of EventID {ev}: {e}"));
+            }
+        }
+    }
+    // Table entries: Message Address (low, high), Message Data = EventID,
+    // Vector Control = 0 (unmasked) (PCI Express Base 6.0, 7.7.2.9).
+    for ev in 0..vectors as usize {
+        let e = table + ev * 16;
+        mmio_w32(e, doorbell as u32);
+        mmio_w32(e + 4, (doorbell >> 32) as u32);
+        mmio_w32(e + 8, ev as u32);
+        mmio_w32(e + 12, 0);
+    }
+    let mut ecam = site.ecam;
+    let bdf = site.sbdf.bdf;
+    let ctl = ecam.read32(bdf, m.capability);
+    ecam.write32(bdf, m.capability, (ctl | MSIX_ENABLE) & !MSIX_FUNCTION_MASK);
+    let config_vector = if vectors > 1 { 1 } else { NO_VECTOR };
+    mmio_w16(common + COMMON_MSIX_CONFIG, config_vector);
+    mmio_w16(common + COMMON_QUEUE_SELECT, 0);
+    mmio_w16(common + COMMON_QUEUE_MSIX_VECTOR, 0);
+    let got = (
+        mmio_r16(common + COMMON_MSIX_CONFIG),
+        mmio_r16(common + COMMON_QUEUE_MSIX_VECTOR),
+    );
+    if got != (config_vector, 0) {
+        mmio_w16(common + COMMON_MSIX_CONFIG, NO_VECTOR);
+        mmio_w16(common + COMMON_QUEUE_MSIX_VECTOR, NO_VECTOR);
+        ecam.write32(bdf, m.capability, ctl & !MSIX_ENABLE);
+        for ev in 0..vectors {
+            let _ = its::unmap_event(its, device_id, ev);
+        }
+        return Err(format!(
+            "the device refused the vectors (config {:#x}, queue 0 {:#x} read back)",
+            got.0, got.1
+        ));
+    }
+    Ok(Signal::Lpi {
+        its,
+        device_id,
+        queue: lpis[0],
+        config: lpis.get(1).copied(),
+    })
+}
+
 /// The driven host disk.
 pub struct HostDisk {
     sbdf: Sbdf,
@@ -222,6 +393,8 @@ pub struct HostDisk {
     /// The self-test's copy of sector 0 and its interrupt-driven read's
     /// buffer (`start_irq_selftest`), checked at shutdown.
     selftest: Option<SelfTest>,
+    /// How completions are signalled.
+    signal: Signal,
 }
 
 /// What the boot self-test leaves for the shutdown check.
@@ -349,6 +522,21 @@ impl HostDisk {
             1
         };
         let indirect = features.contains(Features::INDIRECT_DESC);
+        // Interrupts: MSI-X through the ITS if possible (set before the
+        // queue, 4.1.5.1.3), else the INTx.
+        let intx = site.intid.map_or(Signal::None, Signal::Intx);
+        let signal = match site.msi {
+            Some((its, device_id)) if crate::its::present(its) => {
+                match setup_msix(site, its, device_id) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::warn!("host disk {sbdf}: MSI-X through the ITS: {e}; {intx} used");
+                        intx
+                    }
+                }
+            }
+            _ => intx,
+        };
         let queue = VirtQueue::<DiskHal, QUEUE_SIZE>::new(&mut transport, 0, indirect, false)
             .map_err(|e| {
                 transport.set_status(DeviceStatus::FAILED);
@@ -369,16 +557,22 @@ impl HostDisk {
             in_flight: BTreeMap::new(),
             dma_ok: Vec::new(),
             selftest: None,
+            signal,
         };
         log::info!(
-            "host disk {sbdf}: virtio-blk, {capacity} sectors, {}, {}flush, {} segments per request, queue {QUEUE_SIZE}{}, INTx {}, {dma}",
+            "host disk {sbdf}: virtio-blk, {capacity} sectors, {}, {}flush, {} segments per request, queue {QUEUE_SIZE}{}, {}, {dma}",
             if disk.readonly { "read-only" } else { "read-write" },
             if disk.flush { "" } else { "no " },
             max_segments,
             if indirect { " (indirect)" } else { "" },
-            site.intid.map_or(String::from("none"), |i| format!("INTID {i}")),
+            disk.signal,
         );
         Ok(disk)
+    }
+
+    /// How it signals completions.
+    pub fn signal(&self) -> Signal {
+        self.signal
     }
 
     #[allow(dead_code)] // data-path API: the emulated virtio-blk calls it once wired
@@ -722,12 +916,17 @@ pub fn take_completed() -> Vec<Completion> {
     core::mem::take(&mut *COMPLETED.lock())
 }
 
-/// At shutdown: resets the host disk so it stops all DMA; after a self-test,
-/// reports its interrupt-driven read.
+/// At shutdown: resets the host disk so it stops all DMA; reports its
+/// interrupts; after a self-test, reports its interrupt-driven read.
 pub fn shutdown() {
     let Some(d) = HOST_DISK.get() else { return };
     let Some(mut d) = d.try_lock() else { return };
     d.reset();
+    log::info!(
+        "host disk: {} interrupts through {}",
+        IRQS.load(core::sync::atomic::Ordering::Relaxed),
+        d.signal
+    );
     let Some(SelfTest {
         sector0: first,
         irq_read: Some(buf),
@@ -741,19 +940,20 @@ pub fn shutdown() {
     // SAFETY: a live box; the device is done with it (reset above), and a
     // volatile read sees what its DMA wrote.
     let same = (0..512).all(|i| unsafe { core::ptr::read_volatile(&buf[i]) } == first[i]);
+    let via = d.signal;
     match done {
         Some(c) if c.status == Status::Ok && same => {
             log::info!(
-                "host disk selftest: read completed through INTx ({} interrupts): ok",
+                "host disk selftest: read completed through {via} ({} interrupts): ok",
                 IRQS.load(core::sync::atomic::Ordering::Relaxed)
             )
         }
         Some(c) => log::error!(
-            "host disk selftest: read through INTx: status {:?}, data {}",
+            "host disk selftest: read through {via}: status {:?}, data {}",
             c.status,
             if same { "matches" } else { "differs" }
         ),
-        None => log::error!("host disk selftest: read through INTx never completed"),
+        None => log::error!("host disk selftest: read through {via} never completed"),
     }
 }
 

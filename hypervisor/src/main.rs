@@ -26,6 +26,7 @@ mod guest;
 mod guestmem;
 mod heap;
 mod hostdisk;
+mod its;
 mod mmu;
 mod pci;
 mod semihosting;
@@ -80,6 +81,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "smmu-selftest",
     "host-disk",
     "host-disk-selftest",
+    "its-selftest",
     "virtio-blk",
 ];
 
@@ -200,6 +202,13 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     pgic.enable_spi(host.uart_intid, sysreg::mpidr_affinity());
     // The host SMMUv3s: every stream aborts until passthrough configures it.
     smmu::init(&plat, &pgic);
+    // The host ITSs: LPIs on in every CPU's redistributor (ICID = CPU index,
+    // as vCPU i runs on physical CPU i), host MSIs become LPIs at EL2.
+    its::init(
+        &plat,
+        &pgic,
+        &host.cpus[..host.cpus.len().min(entry::MAX_CPUS)],
+    );
     exits::HOST_IRQS.call_once(|| exits::HostIrqs {
         uart_intid: host.uart_intid,
         vtimer: host.vtimer_intid,
@@ -242,12 +251,17 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     // `host-disk=`: the host virtio-blk the hypervisor drives (never shown
     // to the guest); `host-disk-selftest` reads (and, on a scratch image,
     // writes) it once at boot.
-    let disk_intid = prepared.host_disk.as_ref().and_then(|d| d.intid);
+    let mut disk_intid = None;
+    let mut disk_irq_selftest = false;
     if let Some(site) = prepared.host_disk.as_ref() {
         let mut disk = match hostdisk::HostDisk::probe(site) {
             Ok(d) => d,
             Err(e) => exits::fatal(&e),
         };
+        if let hostdisk::Signal::Intx(i) = disk.signal() {
+            disk_intid = Some(i);
+        }
+        let interrupts = disk.signal() != hostdisk::Signal::None;
         if bootargs
             .split_whitespace()
             .any(|a| a == "host-disk-selftest")
@@ -257,6 +271,18 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             }
         }
         hostdisk::HOST_DISK.call_once(|| spin::Mutex::new(disk));
+        disk_irq_selftest = interrupts;
+    }
+    // `its-selftest`: an ITS-made LPI (MAPD, MAPTI, MOVI, INT) must reach
+    // the last CPU; reported at shutdown. After the host disk, so that
+    // its LPIs are the first ones either way.
+    if bootargs.split_whitespace().any(|a| a == "its-selftest") {
+        match its::selftest(host.cpus.len().min(entry::MAX_CPUS)) {
+            Ok((dev, intid, cpu)) => log::info!(
+                "ITS selftest: DeviceID {dev:#x} EventID 0 mapped to LPI {intid}, moved to CPU {cpu}"
+            ),
+            Err(e) => exits::fatal(&alloc::format!("ITS selftest: {e}")),
+        }
     }
     // `virtio-blk=ram:SIZE` or `virtio-blk=host`: the guest's emulated
     // virtio-blk over a RAM disk of SIZE bytes or over the host disk.
@@ -287,7 +313,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         pgic.enable_spi(intid, sysreg::mpidr_affinity());
     }
     if let Some(d) = hostdisk::HOST_DISK.get() {
-        if disk_intid.is_some() {
+        if disk_irq_selftest {
             if let Err(e) = d.lock().start_irq_selftest() {
                 exits::fatal(&alloc::format!("host-disk selftest: {e}"));
             }
@@ -325,6 +351,10 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         core::hint::spin_loop();
     }
     log::info!("{ncpus} CPUs up; entering the guest at {entry:#x}, DTB at {dtb_ipa:#x}");
+    // `its-selftest`: raised now that every redistributor is awake.
+    if let Err(e) = its::selftest_raise() {
+        exits::fatal(&alloc::format!("ITS selftest: INT: {e}"));
+    }
 
     configure_el2_for_guest(0);
     exits::prepare_el1_entry(entry);

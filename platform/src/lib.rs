@@ -2,7 +2,7 @@
 //!
 //! [`parse`] turns a flattened device tree into a [`Platform`]: memory, CPUs,
 //! the GICv3, the generic timer's PPIs, the console PL011, the PSCI conduit,
-//! PCIe host bridges and SMMUv3s (recorded for later use), and the boot modules
+//! PCIe host bridges, SMMUv3s and GICv3 ITSs (recorded for later use), and the boot modules
 //! in the Xen dom0less `multiboot,module` convention that QEMU's
 //! `-device guest-loader` writes under `/chosen`. Anything missing or
 //! contradictory is a [`PlatformError`] naming the node and property.
@@ -154,6 +154,9 @@ pub struct PcieHost {
     pub msi_map: Vec<IdMapEntry>,
     /// `msi-map-mask`.
     pub msi_map_mask: Option<u32>,
+    /// `msi-parent` (its node's path) when there is no `msi-map`: the
+    /// DeviceID is then the Requester ID itself (pci-msi.txt).
+    pub msi_parent: Option<String>,
     /// `dma-coherent`: its devices' DMA snoops the CPU caches.
     pub dma_coherent: bool,
 }
@@ -191,9 +194,14 @@ impl PcieHost {
         pci_maps::map_id(&self.iommu_map, self.iommu_map_mask, rid)
     }
 
-    /// The ITS (node path) and DeviceID of Requester ID `rid` through
-    /// `msi-map` after `msi-map-mask` (pci-msi.txt).
+    /// The MSI controller (node path) and DeviceID of Requester ID `rid`:
+    /// through `msi-map` after `msi-map-mask` when the bridge has one, else
+    /// `msi-parent` with the Requester ID as the DeviceID (pci-msi.txt).
+    /// `None` when neither covers `rid`.
     pub fn msi_device_id(&self, rid: u16) -> Option<(&str, u32)> {
+        if self.msi_map.is_empty() {
+            return self.msi_parent.as_deref().map(|p| (p, u32::from(rid)));
+        }
         pci_maps::map_id(&self.msi_map, self.msi_map_mask, rid)
     }
 }
@@ -228,6 +236,17 @@ pub struct Smmuv3 {
     pub dma_coherent: bool,
     /// Its interrupts (none when the node has no `interrupts`).
     pub irqs: SmmuIrqs,
+}
+
+/// A GICv3 ITS (`arm,gic-v3-its`, a child of the GIC node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Its {
+    /// Its node's path (what `msi-map` and `msi-parent` resolve to).
+    pub node: String,
+    /// Its register frames (ITS_base and the translation frame: 128 KiB).
+    pub regs: Region,
+    /// Its `phandle`, if it has one.
+    pub phandle: Option<u32>,
 }
 
 /// What a boot module holds.
@@ -282,6 +301,8 @@ pub struct Platform {
     pub pcie: Vec<PcieHost>,
     /// SMMUv3s.
     pub smmus: Vec<Smmuv3>,
+    /// GICv3 ITSs.
+    pub its: Vec<Its>,
     /// Boot modules.
     pub modules: Vec<Module>,
     /// `/chosen/bootargs` (the hypervisor's own).
@@ -295,6 +316,15 @@ impl Platform {
         let (node, sid) = host.stream_id(rid)?;
         let i = self.smmus.iter().position(|s| s.node == node)?;
         Some((i, sid))
+    }
+
+    /// The index in [`Platform::its`] and DeviceID of Requester ID `rid`
+    /// of host bridge `host` (see [`PcieHost::msi_device_id`]); `None`
+    /// when its MSIs do not go to an ITS.
+    pub fn its_device(&self, host: &PcieHost, rid: u16) -> Option<(usize, u32)> {
+        let (node, dev) = host.msi_device_id(rid)?;
+        let i = self.its.iter().position(|s| s.node == node)?;
+        Some((i, dev))
     }
 
     /// The guest kernel module.
@@ -726,6 +756,21 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, PlatformError> {
         };
         let iommu_map = id_map("iommu-map", "#iommu-cells")?;
         let msi_map = id_map("msi-map", "#msi-cells")?;
+        let msi_parent = match n.property("msi-parent") {
+            None => None,
+            Some(p) => {
+                let ph = cells(p.value)
+                    .next()
+                    .ok_or_else(|| err(path, "property `msi-parent` is empty"))?;
+                let (tp, _) = by_phandle(ph).ok_or_else(|| {
+                    err(
+                        path,
+                        format!("property `msi-parent`: no node with phandle {ph:#x}"),
+                    )
+                })?;
+                Some(tp.clone())
+            }
+        };
         pcie.push(PcieHost {
             node: path.clone(),
             compatible,
@@ -739,6 +784,7 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, PlatformError> {
             iommu_map_mask: u32_prop(n, "iommu-map-mask"),
             msi_map,
             msi_map_mask: u32_prop(n, "msi-map-mask"),
+            msi_parent,
             dma_coherent: n.property("dma-coherent").is_some(),
         });
     }
@@ -792,6 +838,22 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, PlatformError> {
             phandle: phandle(n),
             dma_coherent: n.property("dma-coherent").is_some(),
             irqs,
+        });
+    }
+
+    let mut its = Vec::new();
+    for (path, n) in nodes
+        .iter()
+        .filter(|(_, n)| has_compat(n, "arm,gic-v3-its"))
+    {
+        if n.property("msi-controller").is_none() {
+            return Err(missing(path, "msi-controller"));
+        }
+        let r = regs(path, n, parent_cells(path))?;
+        its.push(Its {
+            node: path.clone(),
+            regs: *r.first().ok_or_else(|| missing(path, "reg"))?,
+            phandle: phandle(n),
         });
     }
 
@@ -864,6 +926,7 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, PlatformError> {
         psci,
         pcie,
         smmus,
+        its,
         modules,
         bootargs,
     })

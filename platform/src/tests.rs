@@ -184,6 +184,63 @@ fn qemu_msi_map_names_the_its_with_the_rid_as_device_id() {
     );
 }
 
+#[test]
+fn qemu_its_is_recorded_with_its_frames_and_phandle() {
+    // its@8080000: reg = <0 0x8080000 0 0x20000>, phandle 0x8004 (what msi-map names).
+    let p = parse(QEMU_SMMU).expect("valid");
+    assert_eq!(
+        p.its,
+        alloc::vec![Its {
+            node: "/intc@8000000/its@8080000".into(),
+            regs: Region {
+                base: 0x0808_0000,
+                size: 0x2_0000
+            },
+            phandle: Some(0x8004),
+        }]
+    );
+    assert_eq!(p.its_device(&p.pcie[0], 0x0028), Some((0, 0x0028)));
+}
+
+#[test]
+fn msi_parent_without_msi_map_gives_the_rid_as_device_id() {
+    let h = PcieHost {
+        msi_map: alloc::vec![],
+        msi_parent: Some("/its".into()),
+        ..qemu_pcie()
+    };
+    assert_eq!(h.msi_device_id(0x0210), Some(("/its", 0x0210)));
+}
+
+#[test]
+fn msi_map_wins_over_msi_parent_and_its_gaps_have_no_device_id() {
+    let h = PcieHost {
+        msi_map: alloc::vec![IdMapEntry {
+            rid_base: 0x100,
+            target_phandle: 1,
+            target: "/its".into(),
+            out_base: 0x8000,
+            length: 0x100,
+        }],
+        msi_parent: Some("/other".into()),
+        ..qemu_pcie()
+    };
+    assert_eq!(h.msi_device_id(0x0101), Some(("/its", 0x8001)));
+    assert_eq!(h.msi_device_id(0x0001), None);
+}
+
+#[test]
+fn a_device_whose_msi_controller_is_not_an_its_has_no_its_device() {
+    let mut p = parse(QEMU_SMMU).expect("valid");
+    let h = PcieHost {
+        msi_map: alloc::vec![],
+        msi_parent: Some("/v2m".into()),
+        ..p.pcie[0].clone()
+    };
+    p.pcie[0] = h.clone();
+    assert_eq!(p.its_device(&h, 0x0028), None);
+}
+
 fn host_with_iommu_map(mask: Option<u32>) -> PcieHost {
     PcieHost {
         iommu_map: alloc::vec![IdMapEntry {

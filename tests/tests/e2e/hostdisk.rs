@@ -65,7 +65,7 @@ fn host_disk_is_driven_by_the_hypervisor_and_hidden_from_the_guest() {
     let mut cfg = hv_config("echo PCI=$(ls /sys/bus/pci/devices); echo PARTITIONS=$(tail -n +3 /proc/partitions | wc -l)");
     cfg.nic = Nic::None;
     cfg.host_disk = Some(path.clone());
-    cfg.hypervisor_args = "host-disk-selftest".into();
+    cfg.hypervisor_args = "host-disk-selftest its-selftest".into();
     let out = run(&cfg);
     if out.verdict != Verdict::PoweredOff {
         fail(
@@ -79,10 +79,18 @@ fn host_disk_is_driven_by_the_hypervisor_and_hidden_from_the_guest() {
         "host disk {}: virtio-blk, {SECTORS} sectors, read-write",
         qemu::HOST_DISK_ADDRESS
     );
-    if !has(&probe) || !has("DMA bypass through /smmuv3") || !has("INTx INTID") {
+    // QEMU's virt has an ITS and no message-based SPIs: the disk's MSI-X
+    // goes through the ITS, DeviceID = its Requester ID (00:05.0 = 0x28,
+    // `msi-map = <0 &its 0 0x10000>`), queue 0 on EventID 0, the first LPI.
+    let its = "ITS #0 /intc@8000000/its@8080000 at 0x8080000: DeviceID 16 bits";
+    if !has(its) {
+        fail(&out, &format!("no `{its}` line"));
+    }
+    let msix = "MSI-X (ITS #0 DeviceID 0x28, LPI 8192)";
+    if !has(&probe) || !has("DMA bypass through /smmuv3") || !has(msix) {
         fail(
             &out,
-            &format!("no `{probe}` line with its INTx and SMMU bypass"),
+            &format!("no `{probe}` line with `{msix}` and SMMU bypass"),
         );
     }
     let last = SECTORS - 1;
@@ -93,12 +101,21 @@ fn host_disk_is_driven_by_the_hypervisor_and_hidden_from_the_guest() {
             hex16(&img[last * 512..])
         ),
         format!("host disk selftest: scratch sector {last} written, read back and restored: ok"),
-        "host disk selftest: read completed through INTx".to_string(),
+        format!("host disk selftest: read completed through {msix}"),
+        // `its-selftest`: MAPD, MAPTI on CPU 0, MOVI to CPU 1, INT.
+        "ITS selftest: LPI 8194 arrived on CPU 1 after MOVI: ok".to_string(),
     ] {
         if !has(&want) {
             fail(&out, &format!("no `{want}` line"));
         }
     }
+    // The completions were counted as LPIs of the disk's queue vector.
+    let taken = hv
+        .iter()
+        .find_map(|l| l.strip_prefix("LPI 8192: HostDisk, ITS #0 DeviceID 0x28 EventID 0: taken "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| fail(&out, "no `LPI 8192: HostDisk ...: taken N` line"));
+    assert!(taken >= 1, "the disk's LPI was never taken");
     if hv.iter().any(|l| l.starts_with("ERROR")) {
         fail(&out, "the hypervisor reported an error");
     }
