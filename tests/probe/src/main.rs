@@ -30,6 +30,7 @@ mod icc;
 mod mmio;
 mod mmu;
 mod pci;
+mod pl011;
 mod psci;
 mod psci_checks;
 mod report;
@@ -52,6 +53,7 @@ const GROUPS: &[Group] = &[
     ("mmio", mmio::run),
     ("ecam", ecam::run),
     ("gic-regs", gic_regs::run),
+    ("pl011", pl011::run),
 ];
 
 /// Set once the boot CPU has the platform; secondaries wait for it.

@@ -298,3 +298,28 @@ fn gic_identification_and_raz_wi_ranges_read_as_the_architecture_says() {
         "one per redistributor"
     );
 }
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn the_guests_pl011_interrupts_follow_the_trm() {
+    let run = run_probe("pl011", |c| {
+        c.disk = Disk::None;
+        c.input = Some(("PROBE-INPUT-READY".to_string(), b"abcdefgh".to_vec()));
+    });
+    run.assert_passed(&[
+        "pl011/identification",
+        "pl011/icr-clears-all",
+        "pl011/tx-not-set-without-data",
+        "pl011/tx-set-after-data-leaves",
+        "pl011/mis-is-ris-under-imsc",
+        "pl011/masking-keeps-ris",
+        "pl011/icr-clears-tx",
+        "pl011/input-arrives",
+        "pl011/rx-at-trigger-level",
+        "pl011/rt-while-data-waits",
+        "pl011/rx-clears-below-trigger",
+        "pl011/rt-stays-while-not-empty",
+        "pl011/rx-data-in-order",
+        "pl011/rt-clears-when-empty",
+    ]);
+}
