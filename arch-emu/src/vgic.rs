@@ -910,7 +910,10 @@ impl Vgic {
 }
 
 mod mbi;
-pub use mbi::{MbiRange, GICD_CLRSPI_NSR, GICD_CLRSPI_SR, GICD_SETSPI_NSR, GICD_SETSPI_SR};
+pub use mbi::{
+    MbiRange, GICD_CLRSPI_NSR, GICD_CLRSPI_SR, GICD_SETSPI_NSR, GICD_SETSPI_SR, TYPER_LPIS,
+    TYPER_MBIS,
+};
 
 #[cfg(test)]
 mod tests;

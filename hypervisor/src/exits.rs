@@ -697,6 +697,7 @@ fn shutdown(
         s.irq_unrouted
     );
     if let Some(vm) = crate::vm::VM.get() {
+        crate::vm::log_msi_stats(vm);
         crate::assign::shutdown(vm);
         crate::hostdisk::shutdown();
     }
