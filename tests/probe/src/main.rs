@@ -24,6 +24,7 @@ mod dt;
 mod entry;
 mod exc;
 mod mmu;
+mod msi;
 mod pci;
 mod psci;
 mod report;
@@ -39,6 +40,7 @@ const GROUPS: &[Group] = &[
     ("boot", boot::run),
     ("virtio-blk", virtio_blk::run),
     ("virtio-blk-flood", virtio_blk::flood),
+    ("msi", msi::run),
 ];
 
 /// Set once the boot CPU has the platform; secondaries wait for it.
