@@ -448,15 +448,16 @@ pub fn run_msix_table(data: &[u8]) -> Result<(), String> {
     let id = s
         .attach_below(1, 0, Box::new(dev))
         .map_err(|e| format!("{e:?}"))?;
-    let mut fx = Vec::new();
-    fx.push(s.ecam_write(ecam(0, 0x18), 4, 0x0001_0100));
-    fx.push(s.ecam_write(ecam(0, 0x24), 4, 0x0001_0001));
-    fx.push(s.ecam_write(ecam(0, 0x28), 4, 0x80));
-    fx.push(s.ecam_write(ecam(0, 0x2c), 4, 0x80));
-    fx.push(s.ecam_write(ecam(0, 0x04), 2, 0x0006));
-    fx.push(s.ecam_write(ecam(1, 0x10), 4, BAR & 0xffff_ffff));
-    fx.push(s.ecam_write(ecam(1, 0x14), 4, BAR >> 32));
-    fx.push(s.ecam_write(ecam(1, 0x04), 2, 0x0006));
+    let mut fx = vec![
+        s.ecam_write(ecam(0, 0x18), 4, 0x0001_0100),
+        s.ecam_write(ecam(0, 0x24), 4, 0x0001_0001),
+        s.ecam_write(ecam(0, 0x28), 4, 0x80),
+        s.ecam_write(ecam(0, 0x2c), 4, 0x80),
+        s.ecam_write(ecam(0, 0x04), 2, 0x0006),
+        s.ecam_write(ecam(1, 0x10), 4, BAR & 0xffff_ffff),
+        s.ecam_write(ecam(1, 0x14), 4, BAR >> 32),
+        s.ecam_write(ecam(1, 0x04), 2, 0x0006),
+    ];
     // The MSI-X capability: walk the list from 0x34 on bus 1.
     let mut cap = s.ecam_read(ecam(1, 0x34), 1);
     while cap != 0 && s.ecam_read(ecam(1, cap), 1) != 0x11 {
