@@ -271,4 +271,12 @@ fn forged_msix_entries_reach_nothing_and_a_legitimate_vector_pends_its_mbi_spi()
         line.contains("delivered 3 forged 7;") && line.contains("masked-pending 1"),
         "{line}"
     );
+    // The seven GICD_SETSPI_NSR writes outside the range, refused by the vGIC.
+    let vgic = run
+        .out
+        .console
+        .iter()
+        .find(|l| l.contains("[hv] vgic: "))
+        .unwrap_or_else(|| panic!("no vGIC counters:\n{}", run.out.tail(20)));
+    assert!(vgic.contains("mbi_rejected: 7"), "{vgic}");
 }

@@ -365,6 +365,30 @@ fn virtio_blk_uses_msix_a_vector_per_queue_counting_under_fio() {
         count(&before),
         count(&after)
     );
+    // Linux's irq-gic-v3-mbi took the GIC node's mbi-ranges.
+    let dmesg = prefixed(out, "DMESG");
+    assert!(
+        dmesg
+            .iter()
+            .any(|l| l.ends_with("GICv3: MBI range [64:127]")),
+        "no MBI range in dmesg"
+    );
+    // The hypervisor delivered every message and saw no forged one.
+    let line = out
+        .console
+        .iter()
+        .find(|l| l.contains("[hv] msi 02:00.0:"))
+        .unwrap_or_else(|| panic!("no MSI counters at shutdown:\n{}", out.tail(20)));
+    let delivered: u64 = line
+        .split("delivered ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        delivered >= count(&after) && line.contains(" forged 0;"),
+        "{line}"
+    );
 }
 
 const NOMSI: &str = r#"lspci -vvv -s 0001:02:00.0 2>/dev/null | sed 's/^/DEV:/'
