@@ -90,11 +90,20 @@ pub fn run_accesses(data: &[u8]) -> Result<(), String> {
 /// ICC_SGI1R_EL1 write, line change, or a list-register round in which the
 /// "guest" completes the entries the value's bits select. Properties: no panic;
 /// an access of an illegal size reads 0; list registers the vGIC fills hold a
-/// pending, implemented INTID; no INTID sits in two list registers of a vCPU.
+/// pending, implemented INTID; no INTID sits in two list registers of a vCPU;
+/// a GICD_SETSPI_NSR write never pends an SPI outside the MBI range (64..96).
 pub fn run_vgic(data: &[u8]) -> Result<(), String> {
-    use arch_emu::vgic::{lr, Vgic, GICD_SIZE, GICR_FRAME_SIZE};
+    use arch_emu::vgic::{lr, MbiRange, Vgic, GICD_SETSPI_NSR, GICD_SIZE, GICR_FRAME_SIZE};
     const SPIS: u32 = 64;
     let mut g = Vgic::new(&[0, 1], SPIS);
+    if !g.set_mbi_range(MbiRange {
+        first: 64,
+        count: 32,
+    }) {
+        return Err("MBI range 64..96 refused".into());
+    }
+    // GICD_ISPENDR1 (SPIs 32..63) and GICD_ISPENDR2 (64..95, all MBI).
+    let spi_pending = |g: &mut Vgic| g.gicd_read(0x204, 4);
     let mut lrs = [[0u64; 4]; 2];
     for (n, r) in data.chunks_exact(12).enumerate() {
         let vcpu = usize::from(r[0] >> 7);
@@ -113,7 +122,13 @@ pub fn run_vgic(data: &[u8]) -> Result<(), String> {
                 }
             }
             1 => {
+                let before = spi_pending(&mut g);
                 g.gicd_write(offset % GICD_SIZE, size, value);
+                if offset % GICD_SIZE == GICD_SETSPI_NSR && spi_pending(&mut g) & !before != 0 {
+                    return Err(format!(
+                        "record {n}: SETSPI_NSR {value:#x} pended an SPI below the MBI range"
+                    ));
+                }
             }
             2 => {
                 let got = g.gicr_read(offset % (3 * GICR_FRAME_SIZE), size);
