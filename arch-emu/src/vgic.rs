@@ -55,6 +55,9 @@ pub struct VgicStats {
     pub ro_writes: u64,
     /// SGIs or SPIs aimed at an affinity no vCPU has.
     pub no_target: u64,
+    /// GICD_SETSPI_NSR / GICD_CLRSPI_NSR writes, and MSI messages, naming an
+    /// INTID outside the guest's MBI range (ignored).
+    pub mbi_rejected: u64,
 }
 
 /// ICH_LR<n>_EL2 fields.
@@ -155,6 +158,8 @@ pub struct Vgic {
     spis: Vec<Irq>,
     redists: Vec<Redist>,
     stats: VgicStats,
+    /// The SPIs reserved for message-based interrupts (see `mbi.rs`).
+    mbi: Option<mbi::MbiRange>,
 }
 
 /// Register-access helpers.
@@ -210,6 +215,7 @@ impl Vgic {
             spis: vec![Irq::new(false); num_spis as usize],
             redists,
             stats: VgicStats::default(),
+            mbi: None,
         }
     }
 
@@ -679,8 +685,9 @@ impl Vgic {
 
     fn gicd_typer(&self) -> u64 {
         let it_lines = u64::from((self.num_spis + 32) / 32 - 1);
-        // IDbits = 9 (10 bits of INTID), No1N (bit 25): no 1-of-N routing.
-        it_lines | (9 << 19) | (1 << 25)
+        // IDbits = 9 (10 bits of INTID), No1N (bit 25): no 1-of-N routing;
+        // MBIS (bit 16) with an MBI range; LPIS (bit 17) 0.
+        it_lines | (9 << 19) | (1 << 25) | self.typer_mbis()
     }
 
     /// A distributor read of `size` bytes at `offset` in its 64 KiB frame.
@@ -711,6 +718,9 @@ impl Vgic {
                 return 0;
             }
             return v;
+        }
+        if mbi::is_mbi_register(offset) {
+            return self.mbi_read(offset, size);
         }
         if offset < 0x80 {
             if !size_ok(size) || offset % 4 != 0 {
@@ -779,6 +789,9 @@ impl Vgic {
                 }
             }
             return k;
+        }
+        if mbi::is_mbi_register(offset) {
+            return self.mbi_write(offset, size, value);
         }
         if offset < 0x80 || id_reg(offset).is_some() {
             self.stats.ro_writes += 1;
@@ -901,6 +914,12 @@ impl Vgic {
         }
     }
 }
+
+mod mbi;
+pub use mbi::{
+    MbiRange, GICD_CLRSPI_NSR, GICD_CLRSPI_SR, GICD_SETSPI_NSR, GICD_SETSPI_SR, TYPER_LPIS,
+    TYPER_MBIS,
+};
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 use arch_emu::addr::{Ipa, MemRange};
+pub use arch_emu::vgic::MbiRange;
 use vm_fdt::FdtWriter;
 
 /// A range of guest physical addresses: the one range type, over IPAs.
@@ -69,6 +70,11 @@ pub struct GuestLayout {
     pub uart_base: u64,
     /// PL011 console SPI INTID.
     pub uart_spi: u32,
+    /// SPIs reserved for message-based interrupts (GICv3 MBIs): the
+    /// distributor's GICD_SETSPI_NSR is the MSI doorbell, the data the INTID.
+    /// Rendered as `msi-controller` + `mbi-ranges` on the GIC node and
+    /// `msi-parent` on the PCI node; no other SPI may lie inside it.
+    pub mbi: Option<MbiRange>,
     /// How the guest calls PSCI (the hypervisor traps both).
     pub psci_method: PsciMethod,
     /// The synthetic PCI segment, if the guest has one.
@@ -184,6 +190,11 @@ impl GuestLayout {
             timer_ppis: [29, 30, 27, 26],
             uart_base: 0x0900_0000,
             uart_spi: 33,
+            // 64 SPIs well above the UART (33) and INTx (35..=38).
+            mbi: Some(MbiRange {
+                first: 64,
+                count: 64,
+            }),
             psci_method: PsciMethod::Hvc,
             pci: Some(PciLayout {
                 segment: 1,
@@ -228,6 +239,13 @@ impl GuestLayout {
             return Err(LayoutError::OutOfRange("ram"));
         }
         self.validate()
+    }
+
+    /// The guest-physical address of the MSI doorbell, GICD_SETSPI_NSR
+    /// (IHI 0069 12.9.30), when the guest has an MBI range.
+    pub fn msi_doorbell(&self) -> Option<u64> {
+        self.mbi
+            .map(|_| self.gicd_base + arch_emu::vgic::GICD_SETSPI_NSR)
     }
 
     /// The redistributor region (one frame pair per vCPU).
@@ -310,6 +328,20 @@ impl GuestLayout {
         }
         for (i, &(item, intid)) in spis.iter().enumerate() {
             if !(32..spi_max).contains(&intid) || spis[..i].iter().any(|&(_, o)| o == intid) {
+                return Err(LayoutError::BadInterrupt { item, intid });
+            }
+        }
+        if let Some(m) = self.mbi {
+            if m.count == 0
+                || m.first < 32
+                || m.first.checked_add(m.count).is_none_or(|e| e > spi_max)
+            {
+                return Err(LayoutError::BadInterrupt {
+                    item: "mbi-ranges",
+                    intid: m.first,
+                });
+            }
+            if let Some(&(item, intid)) = spis.iter().find(|&&(_, s)| m.contains(s)) {
                 return Err(LayoutError::BadInterrupt { item, intid });
             }
         }
@@ -399,6 +431,11 @@ impl GuestLayout {
             "interrupts",
             &[GIC_PPI, self.maintenance_ppi - 16, IRQ_TYPE_LEVEL_HIGH],
         )?;
+        if let Some(m) = self.mbi {
+            // Linux's irq-gic-v3-mbi: INTIDs, not SPI numbers.
+            w.property_null("msi-controller")?;
+            w.property_array_u32("mbi-ranges", &[m.first, m.count])?;
+        }
         w.property_u32("phandle", GIC_PHANDLE)?;
         w.end_node(intc)?;
 
@@ -502,6 +539,9 @@ impl GuestLayout {
         }
         w.property_array_u32("interrupt-map", &map)?;
         w.property_array_u32("interrupt-map-mask", &[0x1800, 0, 0, 7])?;
+        if self.mbi.is_some() {
+            w.property_u32("msi-parent", GIC_PHANDLE)?;
+        }
         w.end_node(n)?;
         Ok(())
     }

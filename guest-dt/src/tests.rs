@@ -274,3 +274,84 @@ fn a_32_bit_ipa_space_is_refused_naming_the_aperture() {
     let mut l = layout();
     assert_eq!(l.fit_ipa(32), Err(LayoutError::OutOfRange("pci mem64")));
 }
+
+#[test]
+fn gic_node_is_an_msi_controller_with_the_mbi_range_as_intids() {
+    let dtb = layout().render(&chosen()).unwrap();
+    let fdt = Fdt::new(&dtb).unwrap();
+    let gic = fdt.find_compatible(&["arm,gic-v3"]).unwrap();
+    assert!(gic.property("msi-controller").is_some());
+    assert_eq!(cells(gic.property("mbi-ranges").unwrap().value), [64, 64]);
+}
+
+#[test]
+fn pci_node_names_the_gic_as_its_msi_parent() {
+    let dtb = layout().render(&chosen()).unwrap();
+    let fdt = Fdt::new(&dtb).unwrap();
+    let n = fdt.find_compatible(&["pci-host-ecam-generic"]).unwrap();
+    let gic = fdt.find_compatible(&["arm,gic-v3"]).unwrap();
+    let phandle = gic.property("phandle").unwrap().as_usize().unwrap();
+    assert_eq!(n.property("msi-parent").unwrap().as_usize(), Some(phandle));
+}
+
+#[test]
+fn without_an_mbi_range_nothing_msi_is_rendered() {
+    let mut l = layout();
+    l.mbi = None;
+    assert_eq!(l.msi_doorbell(), None);
+    let dtb = l.render(&chosen()).unwrap();
+    let fdt = Fdt::new(&dtb).unwrap();
+    let gic = fdt.find_compatible(&["arm,gic-v3"]).unwrap();
+    assert!(gic.property("msi-controller").is_none());
+    assert!(gic.property("mbi-ranges").is_none());
+    let n = fdt.find_compatible(&["pci-host-ecam-generic"]).unwrap();
+    assert!(n.property("msi-parent").is_none());
+}
+
+#[test]
+fn msi_doorbell_is_gicd_setspi_nsr() {
+    assert_eq!(layout().msi_doorbell(), Some(0x0800_0040));
+}
+
+#[test]
+fn mbi_range_over_the_uart_or_intx_is_refused_by_name() {
+    let mut l = layout();
+    l.mbi = Some(MbiRange {
+        first: 33,
+        count: 4,
+    });
+    assert_eq!(
+        l.validate(),
+        Err(LayoutError::BadInterrupt {
+            item: "uart",
+            intid: 33
+        })
+    );
+    l.mbi = Some(MbiRange {
+        first: 38,
+        count: 8,
+    });
+    assert_eq!(
+        l.validate(),
+        Err(LayoutError::BadInterrupt {
+            item: "pci-intd",
+            intid: 38
+        })
+    );
+}
+
+#[test]
+fn mbi_range_outside_the_spis_is_refused() {
+    let mut l = layout();
+    for (first, count) in [(16, 8), (280, 16), (64, 0), (u32::MAX - 1, 4)] {
+        l.mbi = Some(MbiRange { first, count });
+        assert_eq!(
+            l.validate(),
+            Err(LayoutError::BadInterrupt {
+                item: "mbi-ranges",
+                intid: first
+            }),
+            "{first}+{count}"
+        );
+    }
+}

@@ -734,6 +734,7 @@ fn shutdown(
         s.irq_unrouted
     );
     if let Some(vm) = crate::vm::VM.get() {
+        crate::vm::log_msi_stats(vm);
         crate::assign::shutdown(vm);
         crate::hostdisk::shutdown();
         crate::its::shutdown();

@@ -359,6 +359,17 @@ pub fn build(
     log::info!("guest kernel at IPA {entry:#x}, bootargs \"{bootargs}\"");
 
     let mut vgic = Vgic::new(&layout.mpidrs, layout.num_spis);
+    if let Some(m) = layout.mbi {
+        // Validated with the layout: inside the SPIs, clear of every other one.
+        if !vgic.set_mbi_range(m) {
+            return Err(alloc::format!("guest MBI range {m:?} refused by the vGIC"));
+        }
+        log::info!(
+            "guest MSIs: SPIs {}..{} through GICD_SETSPI_NSR",
+            m.first,
+            m.end()
+        );
+    }
     for v in 0..n {
         // The guest's virtual timer is the physical PPI itself, hardware-linked.
         vgic.set_hw_linked(v, layout.timer_ppis[2], host.vtimer_intid);

@@ -267,6 +267,16 @@ pub fn synthetic_segment(
     let mut seg = Segment::with_bus_range(pci.segment, pci.bus_start, pci.bus_end);
     seg.set_apertures(&[pci.mem32, pci.mem64]);
     seg.set_intx_spis(pci.intx_spis);
+    // MSIs reach the guest only as writes of its MBI SPIs to its doorbell.
+    seg.set_msi_target(
+        layout
+            .msi_doorbell()
+            .zip(layout.mbi)
+            .map(|(d, spis)| vbus::MsiTarget {
+                doorbell: Ipa(d),
+                spis,
+            }),
+    );
     let ports = (assigned.len() + 1).max(2);
     if ports > 31 {
         return Err(alloc::format!(
@@ -456,6 +466,13 @@ impl Vm {
                     Effect::Intx { spi, level, .. } => {
                         kick.0 |= self.vgic.lock().set_line(0, spi, level).0;
                     }
+                    // The segment checked doorbell and range; the vGIC checks
+                    // the range again and counts a refusal (mbi_rejected).
+                    Effect::Msi { spi, .. } => {
+                        if let Some(k) = self.vgic.lock().mbi_set(spi) {
+                            kick.0 |= k.0;
+                        }
+                    }
                 }
             }
             if next.is_empty() {
@@ -485,5 +502,33 @@ impl Vm {
             Counters::bump(&self.stats.stage2_errors);
             log::debug!("stage 2: unmap {guest}: {e}");
         }
+    }
+}
+
+/// Logs, per function of the segment with MSI activity or an MSI-X table,
+/// its messages delivered and forged and its table's counters (at shutdown;
+/// skipped if the devices are locked).
+pub fn log_msi_stats(vm: &Vm) {
+    let Some(dev) = vm.devices.try_lock() else {
+        return;
+    };
+    let Some(seg) = dev.segment.as_ref() else {
+        return;
+    };
+    for (bdf, id) in seg.enumerate_ids() {
+        let msi = seg.msi_stats(id).unwrap_or_default();
+        let table = seg.function(id).and_then(|f| f.msix_stats());
+        if msi == vbus::MsiStats::default() && table.is_none() {
+            continue;
+        }
+        let t = table.unwrap_or_default();
+        log::info!(
+            "msi {bdf}: delivered {} forged {}; msi-x sent {} masked-pending {} bad accesses {}",
+            msi.delivered,
+            msi.forged,
+            t.sent,
+            t.masked_pending,
+            t.bad_access
+        );
     }
 }

@@ -90,11 +90,20 @@ pub fn run_accesses(data: &[u8]) -> Result<(), String> {
 /// ICC_SGI1R_EL1 write, line change, or a list-register round in which the
 /// "guest" completes the entries the value's bits select. Properties: no panic;
 /// an access of an illegal size reads 0; list registers the vGIC fills hold a
-/// pending, implemented INTID; no INTID sits in two list registers of a vCPU.
+/// pending, implemented INTID; no INTID sits in two list registers of a vCPU;
+/// a GICD_SETSPI_NSR write never pends an SPI outside the MBI range (64..96).
 pub fn run_vgic(data: &[u8]) -> Result<(), String> {
-    use arch_emu::vgic::{lr, Vgic, GICD_SIZE, GICR_FRAME_SIZE};
+    use arch_emu::vgic::{lr, MbiRange, Vgic, GICD_SETSPI_NSR, GICD_SIZE, GICR_FRAME_SIZE};
     const SPIS: u32 = 64;
     let mut g = Vgic::new(&[0, 1], SPIS);
+    if !g.set_mbi_range(MbiRange {
+        first: 64,
+        count: 32,
+    }) {
+        return Err("MBI range 64..96 refused".into());
+    }
+    // GICD_ISPENDR1 (SPIs 32..63) and GICD_ISPENDR2 (64..95, all MBI).
+    let spi_pending = |g: &mut Vgic| g.gicd_read(0x204, 4);
     let mut lrs = [[0u64; 4]; 2];
     for (n, r) in data.chunks_exact(12).enumerate() {
         let vcpu = usize::from(r[0] >> 7);
@@ -113,7 +122,13 @@ pub fn run_vgic(data: &[u8]) -> Result<(), String> {
                 }
             }
             1 => {
+                let before = spi_pending(&mut g);
                 g.gicd_write(offset % GICD_SIZE, size, value);
+                if offset % GICD_SIZE == GICD_SETSPI_NSR && spi_pending(&mut g) & !before != 0 {
+                    return Err(format!(
+                        "record {n}: SETSPI_NSR {value:#x} pended an SPI below the MBI range"
+                    ));
+                }
             }
             2 => {
                 let got = g.gicr_read(offset % (3 * GICR_FRAME_SIZE), size);
@@ -401,6 +416,151 @@ pub fn run_virtio_blk(data: &[u8]) -> Result<(), String> {
         }
         rest = next;
         n += 1;
+    }
+    Ok(())
+}
+
+/// The MSI-X table harness (`fuzz/fuzz_targets/msix_table.rs`): a
+/// virtio-blk below a root port of a [`vbus::Segment`] whose MSI target is
+/// the doorbell `0x0800_0040` with the MBI range 64..128, initialised with
+/// a live queue, driven through ECAM and BAR 0 as a guest would.
+///
+/// Input: 11-byte records `[op, off lo, off hi, value(8, LE)]`; `op` bits
+/// 7:6 pick the target: 0 the MSI-X table (`off % 0x1000` in its page), 1
+/// the PBA, 2 Message Control (bit 3 clear) or `config_msix_vector` /
+/// `queue_msix_vector` (bit 3 set, bit 4 which), 3 one request on the
+/// queue; bit 3 selects a write, bits 2:0 the size from [`SIZES`].
+/// Properties: no panic; every [`vbus::Effect::Msi`] names an SPI of the
+/// MBI range; no INTx is raised while MSI-X is enabled; a table or PBA read
+/// of a width or alignment PCI 6.8.2 leaves undefined, or past the last
+/// entry, reads all ones; the segment accounts for every message the table
+/// sent (delivered + forged = sent).
+pub fn run_msix_table(data: &[u8]) -> Result<(), String> {
+    use arch_emu::addr::{Ipa, MemRange};
+    use arch_emu::vgic::MbiRange;
+    use vbus::{Effect, MsiTarget, Segment};
+    use virtio_devs::pci::{common, MSIX_PBA_OFFSET, MSIX_TABLE_OFFSET, NOTIFY_OFFSET};
+    const BAR: u64 = 0x80_0000_0000;
+    const RANGE: MbiRange = MbiRange {
+        first: 64,
+        count: 64,
+    };
+    let ecam = |bus: u64, reg: u64| (bus << 20) | (u64::from(bus == 0) << 15) | reg;
+    let (mut dev, _mem, mut mock) = virtio_blk(false);
+    // No EVENT_IDX: every request the input makes notifies.
+    let features =
+        virtio_devs::device::feature::VERSION_1 | virtio_devs::device::feature::INDIRECT_DESC;
+    virtio_devs::testing::driver_init(&mut dev, &mock, features);
+    let mut s = Segment::new(0, 4);
+    s.set_apertures(&[MemRange::new(Ipa(BAR), 0x40_0000_0000)]);
+    s.set_intx_spis([35, 36, 37, 38]);
+    s.set_msi_target(Some(MsiTarget {
+        doorbell: Ipa(0x0800_0040),
+        spis: RANGE,
+    }));
+    s.add_bus0(1, 0, Box::new(vbus::testing::TestBridge::new()))
+        .map_err(|e| format!("{e:?}"))?;
+    let id = s
+        .attach_below(1, 0, Box::new(dev))
+        .map_err(|e| format!("{e:?}"))?;
+    let mut fx = vec![
+        s.ecam_write(ecam(0, 0x18), 4, 0x0001_0100),
+        s.ecam_write(ecam(0, 0x24), 4, 0x0001_0001),
+        s.ecam_write(ecam(0, 0x28), 4, 0x80),
+        s.ecam_write(ecam(0, 0x2c), 4, 0x80),
+        s.ecam_write(ecam(0, 0x04), 2, 0x0006),
+        s.ecam_write(ecam(1, 0x10), 4, BAR & 0xffff_ffff),
+        s.ecam_write(ecam(1, 0x14), 4, BAR >> 32),
+        s.ecam_write(ecam(1, 0x04), 2, 0x0006),
+    ];
+    // The MSI-X capability: walk the list from 0x34 on bus 1.
+    let mut cap = s.ecam_read(ecam(1, 0x34), 1);
+    while cap != 0 && s.ecam_read(ecam(1, cap), 1) != 0x11 {
+        cap = s.ecam_read(ecam(1, cap + 1), 1);
+    }
+    if cap == 0 {
+        return Err("no MSI-X capability in the list".into());
+    }
+    let vectors = (s.ecam_read(ecam(1, cap + 2), 2) & 0x7ff) + 1;
+    for (n, r) in data.chunks_exact(11).enumerate() {
+        let op = r[0];
+        let off = u64::from(u16::from_le_bytes([r[1], r[2]])) % 0x1000;
+        let value = u64::from_le_bytes([r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]]);
+        let size = SIZES[usize::from(op & 7)];
+        let write = op & 0x08 != 0;
+        let mut effects = vbus::Effects::new();
+        match op >> 6 {
+            0 | 1 => {
+                let (base, len) = if op >> 6 == 0 {
+                    (MSIX_TABLE_OFFSET, vectors * 16)
+                } else {
+                    (MSIX_PBA_OFFSET, vectors.div_ceil(64) * 8)
+                };
+                let at = Ipa(BAR + base + off);
+                if write {
+                    effects = s.mmio_write(at, size, value).unwrap_or_default();
+                } else if let Some((v, e)) = s.mmio_read(at, size) {
+                    effects = e;
+                    let defined = matches!(size, 4 | 8)
+                        && off % u64::from(size) == 0
+                        && off + u64::from(size) <= len;
+                    let ones = if size >= 8 {
+                        u64::MAX
+                    } else {
+                        (1u64 << (8 * u32::from(size))) - 1
+                    };
+                    if matches!(size, 1 | 2 | 4 | 8) && !defined && v != ones {
+                        return Err(format!(
+                            "access {n}: {size}-byte read at {base:#x}+{off:#x} gave {v:#x}"
+                        ));
+                    }
+                }
+            }
+            2 if !write => effects = s.ecam_write(ecam(1, cap + 2), 2, value & 0xffff),
+            2 => {
+                let reg = if op & 0x10 != 0 {
+                    common::QUEUE_MSIX_VECTOR
+                } else {
+                    common::CONFIG_MSIX_VECTOR
+                };
+                effects = s
+                    .mmio_write(Ipa(BAR + reg), 2, value & 0xffff)
+                    .unwrap_or_default();
+            }
+            _ => {
+                mock.push(&[
+                    (Ipa(VIRTIO_RAM.0 + 0x2000), 16, false),
+                    (Ipa(VIRTIO_RAM.0 + 0x3000), 1, true),
+                ]);
+                effects = s
+                    .mmio_write(Ipa(BAR + NOTIFY_OFFSET), 2, 0)
+                    .unwrap_or_default();
+            }
+        }
+        fx.push(effects);
+        let enabled = s.ecam_read(ecam(1, cap + 2), 2) & 0x8000 != 0;
+        for e in fx.drain(..).flat_map(|e| e.into_iter()) {
+            match e {
+                Effect::Msi { spi, .. } if !RANGE.contains(spi) => {
+                    return Err(format!("access {n}: MSI to SPI {spi}"));
+                }
+                Effect::Intx { level: true, .. } if enabled => {
+                    return Err(format!("access {n}: INTx raised with MSI-X enabled"));
+                }
+                _ => {}
+            }
+        }
+        let msi = s.msi_stats(id).unwrap_or_default();
+        let sent = s
+            .function(id)
+            .and_then(|f| f.msix_stats())
+            .map_or(0, |t| t.sent);
+        if msi.delivered + msi.forged != sent {
+            return Err(format!(
+                "access {n}: {sent} sent but {} delivered + {} forged",
+                msi.delivered, msi.forged
+            ));
+        }
     }
     Ok(())
 }

@@ -48,3 +48,8 @@ fn virtio_pci_corpus_holds_every_property() {
 fn virtio_blk_corpus_holds_every_property() {
     replay("virtio_blk", tests::fuzz::run_virtio_blk);
 }
+
+#[test]
+fn msix_table_corpus_holds_every_property() {
+    replay("msix_table", tests::fuzz::run_msix_table);
+}

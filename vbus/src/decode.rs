@@ -173,7 +173,9 @@ impl MappedSet {
                         return Err(alloc::format!("{e}: not mapped"));
                     }
                 }
-                crate::Effect::Reset { .. } | crate::Effect::Intx { .. } => {}
+                crate::Effect::Reset { .. }
+                | crate::Effect::Intx { .. }
+                | crate::Effect::Msi { .. } => {}
             }
         }
         Ok(())

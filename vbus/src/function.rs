@@ -11,6 +11,7 @@
 //! stage 2, the vGIC and the host device (crosvm's `mmio_add`/`mmio_remove`).
 
 use crate::config::ConfigSpace;
+use crate::msix::{MsiMessage, MsixStats};
 use alloc::vec::Vec;
 use arch_emu::addr::{Ipa, MemRange, Pa};
 use core::fmt;
@@ -123,6 +124,15 @@ pub enum Effect {
         /// The new level.
         level: bool,
     },
+    /// `function` sent an MSI that names the guest's doorbell and an SPI of
+    /// its MBI range (checked by the segment): the owner makes `spi` pending
+    /// (edge), as a write of it to GICD_SETSPI_NSR would.
+    Msi {
+        /// The function.
+        function: FunctionId,
+        /// The guest's SPI INTID.
+        spi: u32,
+    },
 }
 
 impl fmt::Display for Effect {
@@ -156,6 +166,7 @@ impl fmt::Display for Effect {
                 spi,
                 level,
             } => write!(f, "intx {function} spi {spi} level {}", u8::from(*level)),
+            Effect::Msi { function, spi } => write!(f, "msi {function} spi {spi}"),
         }
     }
 }
@@ -253,6 +264,19 @@ pub trait PciFunction: Send {
 
     /// The INTx output now.
     fn intx(&self) -> Intx;
+
+    /// Moves the MSI messages the function sent since the last call to
+    /// `out` (PCI Local Bus 3.0, 6.8.2); the segment checks each against the
+    /// guest's doorbell and MBI range. Functions without MSI or MSI-X send
+    /// none: the default does nothing.
+    fn take_msi(&mut self, out: &mut Vec<MsiMessage>) {
+        let _ = out;
+    }
+
+    /// Counters of the function's MSI-X table, if it emulates one.
+    fn msix_stats(&self) -> Option<MsixStats> {
+        None
+    }
 
     /// Finishes work that completed outside a guest access (a host disk's
     /// request done on its interrupt); the segment re-reads [`PciFunction::intx`]

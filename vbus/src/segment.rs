@@ -13,9 +13,31 @@ use crate::addr::{Bdf, EcamAddress};
 use crate::config::{command, reg};
 use crate::decode::{self, Decoded};
 use crate::function::{BarBacking, Effect, Effects, FunctionId, Intx, PciFunction, Request};
+use crate::msix::MsiMessage;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use arch_emu::addr::{Ipa, MemRange};
+use arch_emu::vgic::MbiRange;
+
+/// Where the guest's MSIs may go: its GICv3 GICD_SETSPI_NSR doorbell (as
+/// the guest sees it) and the SPIs its MBI range reserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsiTarget {
+    /// The doorbell's guest-physical address.
+    pub doorbell: Ipa,
+    /// The SPI INTIDs a message's data may name.
+    pub spis: MbiRange,
+}
+
+/// Counters of one function's MSI messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsiStats {
+    /// Messages turned into an [`Effect::Msi`].
+    pub delivered: u64,
+    /// Messages dropped: an address other than the doorbell, data naming an
+    /// INTID outside the MBI range, or no MSI target at all.
+    pub forged: u64,
+}
 
 /// Counters of accesses that hardware would also have answered with all ones or dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +63,8 @@ struct Placed {
     function: Box<dyn PciFunction>,
     /// The INTx level last reported through an effect (emulated INTx only).
     intx_level: bool,
+    /// Its MSI messages' fate.
+    msi: MsiStats,
 }
 
 struct Slot {
@@ -82,6 +106,7 @@ pub struct Segment {
     next_id: u16,
     apertures: Vec<MemRange<Ipa>>,
     intx_spis: [u32; 4],
+    msi_target: Option<MsiTarget>,
     decoded: Vec<Decoded>,
     stats: SegmentStats,
 }
@@ -116,6 +141,7 @@ impl Segment {
             next_id: 0,
             apertures: Vec::new(),
             intx_spis: [0; 4],
+            msi_target: None,
             decoded: Vec::new(),
             stats: SegmentStats::default(),
         }
@@ -156,6 +182,23 @@ impl Segment {
         self.intx_spis = spis;
     }
 
+    /// Where MSI messages may go; without a target every message is dropped
+    /// (and counted as forged).
+    pub fn set_msi_target(&mut self, target: Option<MsiTarget>) {
+        self.msi_target = target;
+    }
+
+    /// Function `id`'s MSI counters.
+    pub fn msi_stats(&self, id: FunctionId) -> Option<MsiStats> {
+        self.slots.iter().find_map(|s| {
+            if s.port.id == id {
+                Some(s.port.msi)
+            } else {
+                s.child.as_ref().filter(|c| c.id == id).map(|c| c.msi)
+            }
+        })
+    }
+
     /// The segment (domain) number.
     pub fn number(&self) -> u16 {
         self.segment
@@ -181,6 +224,7 @@ impl Segment {
             id,
             function,
             intx_level: false,
+            msi: MsiStats::default(),
         })
     }
 
@@ -348,7 +392,7 @@ impl Segment {
             }
         }
         self.redecode(out);
-        self.intx_changed(id, out);
+        self.interrupts_changed(id, out);
     }
 
     /// A guest read of `size` bytes at `offset` in the ECAM window.
@@ -443,7 +487,7 @@ impl Segment {
             None => all_ones(size),
         };
         self.apply_requests(d.function, requests, &mut out);
-        self.intx_changed(d.function, &mut out);
+        self.interrupts_changed(d.function, &mut out);
         Some((v, out))
     }
 
@@ -468,7 +512,7 @@ impl Segment {
             p.function.bar_write(d.bar, off, size, value, &mut requests);
         }
         self.apply_requests(d.function, requests, &mut out);
-        self.intx_changed(d.function, &mut out);
+        self.interrupts_changed(d.function, &mut out);
         Some(out)
     }
 
@@ -489,7 +533,7 @@ impl Segment {
             p.function.reset();
         }
         self.redecode(&mut out);
-        self.intx_changed(id, &mut out);
+        self.interrupts_changed(id, &mut out);
         out
     }
 
@@ -511,7 +555,7 @@ impl Segment {
         let mut out = Effects::new();
         let ids: Vec<FunctionId> = self.placed_ids();
         for id in ids {
-            self.intx_changed(id, &mut out);
+            self.interrupts_changed(id, &mut out);
         }
         out
     }
@@ -546,6 +590,37 @@ impl Segment {
             let index = (usize::from(pin - 1) + usize::from(s.dev)) % 4;
             self.intx_spis.get(index).copied()
         })
+    }
+
+    /// Function `id`'s INTx level changes and the MSI messages it sent.
+    fn interrupts_changed(&mut self, id: FunctionId, out: &mut Effects) {
+        self.intx_changed(id, out);
+        self.msi_sent(id, out);
+    }
+
+    /// Turns each message function `id` sent into an [`Effect::Msi`] if it is
+    /// a write of an INTID inside the MBI range to the doorbell; anything
+    /// else is dropped and counted, so a forged table entry never reaches an
+    /// interrupt outside the guest's range (the timer, the UART, INTx).
+    fn msi_sent(&mut self, id: FunctionId, out: &mut Effects) {
+        let target = self.msi_target;
+        let Some(p) = self.placed_by_id(id) else {
+            return;
+        };
+        let mut sent: Vec<MsiMessage> = Vec::new();
+        p.function.take_msi(&mut sent);
+        for m in sent {
+            let ok = target.is_some_and(|t| m.address == t.doorbell.0 && t.spis.contains(m.data));
+            if ok {
+                p.msi.delivered += 1;
+                out.push(Effect::Msi {
+                    function: id,
+                    spi: m.data,
+                });
+            } else {
+                p.msi.forged += 1;
+            }
+        }
     }
 
     fn intx_changed(&mut self, id: FunctionId, out: &mut Effects) {

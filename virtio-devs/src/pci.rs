@@ -7,8 +7,17 @@
 //! [`ISR_OFFSET`], device-specific configuration at [`DEVICE_OFFSET`] and
 //! notifications at [`NOTIFY_OFFSET`] (queue `n` at `n * NOTIFY_OFF_MULTIPLIER`).
 //! A fifth capability, `VIRTIO_PCI_CAP_PCI_CFG`, is the window into the BAR
-//! through config space (4.1.4.9). Interrupts are INTx only for now (MSI-X
-//! later): `config_msix_vector` and `queue_msix_vector` read `NO_VECTOR`.
+//! through config space (4.1.4.9).
+//!
+//! Interrupts (4.1.5.3, 4.1.5.4): an MSI-X capability (PCI Local Bus 3.0,
+//! 6.8.2) with one vector per queue plus one for configuration changes, its
+//! table at [`MSIX_TABLE_OFFSET`] and PBA at [`MSIX_PBA_OFFSET`] in the same
+//! trapped BAR ([`vbus::msix`] emulates them). While MSI-X is disabled the
+//! device sets ISR status and drives INTx; while it is enabled INTx stays
+//! low and each event goes to the vector `config_msix_vector` /
+//! `queue_msix_vector` names, or nowhere if that is `VIRTIO_MSI_NO_VECTOR`
+//! (4.1.5.1.2). The messages leave through [`PciFunction::take_msi`]; the
+//! segment decides whether they reach the guest's interrupt controller.
 //!
 //! Accesses the spec does not allow (4.1.3.1: each field at its natural
 //! width; 64-bit fields also as two 32-bit halves) read 0 and are dropped,
@@ -21,13 +30,14 @@ use alloc::vec::Vec;
 use arch_emu::addr::Ipa;
 use vbus::config::{command, reg, status, ConfigSpace};
 use vbus::function::{BarBacking, BarInfo, Intx, PciFunction, Request};
+use vbus::msix::{MsiMessage, Msix, MsixLayout, MsixStats};
 
 /// The PCI vendor ID of every virtio device (4.1.2).
 pub const VIRTIO_PCI_VENDOR: u16 = 0x1af4;
 /// Modern device IDs are this plus the virtio device type (4.1.2).
 pub const VIRTIO_PCI_DEVICE_BASE: u16 = 0x1040;
 /// Size of BAR 0.
-pub const BAR_SIZE: u64 = 0x4000;
+pub const BAR_SIZE: u64 = 0x8000;
 /// The BAR holding every structure.
 pub const BAR_INDEX: u8 = 0;
 /// Common configuration structure (4.1.4.3) offset in the BAR.
@@ -42,7 +52,14 @@ pub const DEVICE_OFFSET: u64 = 0x2000;
 pub const NOTIFY_OFFSET: u64 = 0x3000;
 /// `notify_off_multiplier`: queue `n` is notified at `NOTIFY_OFFSET + 4 * n`.
 pub const NOTIFY_OFF_MULTIPLIER: u32 = 4;
-/// `config_msix_vector` / `queue_msix_vector` without MSI-X (4.1.5.1.2).
+/// The MSI-X table (PCI Local Bus 3.0, 6.8.2.4) offset in the BAR: a 4 KiB
+/// page of its own (up to 256 entries; those past the last vector read all ones).
+pub const MSIX_TABLE_OFFSET: u64 = 0x4000;
+/// The MSI-X Pending Bit Array (6.8.2.5) offset in the BAR, a page of its own.
+pub const MSIX_PBA_OFFSET: u64 = 0x5000;
+/// The bytes reserved for each of the table and the PBA.
+pub const MSIX_REGION_LEN: u64 = 0x1000;
+/// `config_msix_vector` / `queue_msix_vector`: no vector (4.1.5.1.2).
 pub const VIRTIO_MSI_NO_VECTOR: u16 = 0xffff;
 
 /// `cfg_type` of the virtio vendor capabilities (4.1.4).
@@ -158,6 +175,13 @@ pub struct VirtioPci<D, M> {
     pci_cfg_cap: u16,
     last_error: Option<QueueError>,
     stats: TransportStats,
+    msix: Option<Msix>,
+    /// `config_msix_vector`.
+    config_vector: u16,
+    /// `queue_msix_vector` of each queue.
+    queue_vectors: Vec<u16>,
+    /// Messages sent and not yet taken by the segment.
+    msi_out: Vec<MsiMessage>,
 }
 
 const BAR: BarInfo = BarInfo {
@@ -178,6 +202,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
         let queues = (0..device.num_queues())
             .map(|_| Queue::new(device.queue_max_size()))
             .collect();
+        let num_queues = usize::from(device.num_queues());
         let mut t = VirtioPci {
             cs: ConfigSpace::new(),
             bars: [BAR],
@@ -195,6 +220,10 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
             pci_cfg_cap: 0,
             last_error: None,
             stats: TransportStats::default(),
+            msix: None,
+            config_vector: VIRTIO_MSI_NO_VECTOR,
+            queue_vectors: alloc::vec![VIRTIO_MSI_NO_VECTOR; num_queues],
+            msi_out: Vec::new(),
         };
         t.build_config_space();
         t
@@ -247,6 +276,15 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
             cs.set_writable(at + 16, 4, 0xffff_ffff);
             self.pci_cfg_cap = at;
         }
+        // One vector per queue and one for configuration changes.
+        let layout = MsixLayout {
+            vectors: self.device.num_queues().saturating_add(1),
+            table_bar: BAR_INDEX,
+            table_offset: MSIX_TABLE_OFFSET as u32,
+            pba_bar: BAR_INDEX,
+            pba_offset: MSIX_PBA_OFFSET as u32,
+        };
+        self.msix = Msix::add_to(&mut cs, layout).ok();
         self.cs = cs;
     }
 
@@ -282,6 +320,17 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
         self.stats
     }
 
+    /// Counters of the MSI-X table: messages sent, interrupts held pending
+    /// while masked, bad table/PBA accesses.
+    pub fn msix_stats(&self) -> Option<MsixStats> {
+        self.msix.as_ref().map(Msix::stats)
+    }
+
+    /// Whether MSI-X is enabled (Message Control.MSI-X Enable).
+    pub fn msix_enabled(&self) -> bool {
+        self.msix.as_ref().is_some_and(|m| m.enabled(&self.cs))
+    }
+
     /// The device status byte (2.1).
     pub fn device_status(&self) -> u8 {
         self.status
@@ -311,7 +360,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
     pub fn config_changed(&mut self) {
         self.config_generation = self.config_generation.wrapping_add(1);
         if self.status & device_status::DRIVER_OK != 0 {
-            self.raise_isr(isr::CONFIG);
+            self.signal_config();
         }
     }
 
@@ -348,10 +397,55 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
         self.sync_interrupt_status();
     }
 
-    /// Status.Interrupt Status mirrors the pending INTx (PCI Express Base 6.0, 7.5.1.1.4).
+    /// A used buffer notification for queue `index` (4.1.5.3): ISR and INTx
+    /// with MSI-X disabled; with it enabled, the queue's vector, if any.
+    fn signal_queue(&mut self, index: usize) {
+        if !self.msix_enabled() {
+            self.raise_isr(isr::QUEUE);
+            return;
+        }
+        let vector = self
+            .queue_vectors
+            .get(index)
+            .copied()
+            .unwrap_or(VIRTIO_MSI_NO_VECTOR);
+        self.fire(vector);
+    }
+
+    /// A configuration change notification (4.1.5.4): the ISR bit is set
+    /// either way (4.1.4.5.1); with MSI-X enabled, `config_msix_vector`'s
+    /// message is sent instead of INTx, if it names a vector.
+    fn signal_config(&mut self) {
+        self.raise_isr(isr::CONFIG);
+        if self.msix_enabled() {
+            self.fire(self.config_vector);
+        }
+    }
+
+    fn fire(&mut self, vector: u16) {
+        if vector == VIRTIO_MSI_NO_VECTOR {
+            return;
+        }
+        if let Some(m) = self.msix.as_mut() {
+            let _ = m.fire(&self.cs, vector, &mut self.msi_out);
+        }
+    }
+
+    /// A vector written to `config_msix_vector` / `queue_msix_vector`: kept
+    /// if it names a table entry, else the mapping fails and the field reads
+    /// `VIRTIO_MSI_NO_VECTOR` (4.1.5.1.2.1).
+    fn valid_vector(&self, v: u16) -> u16 {
+        match &self.msix {
+            Some(m) if v < m.vectors() => v,
+            _ => VIRTIO_MSI_NO_VECTOR,
+        }
+    }
+
+    /// Status.Interrupt Status mirrors the pending INTx (PCI Express Base 6.0,
+    /// 7.5.1.1.4), only while MSI-X is disabled (virtio 1.2, 4.1.4.5.1).
     fn sync_interrupt_status(&mut self) {
         let st = self.cs.raw(reg::STATUS, 2) as u16;
-        let st = if self.isr != 0 {
+        let st = if self.isr != 0 && !self.msix_enabled() {
             st | status::INTERRUPT_STATUS
         } else {
             st & !status::INTERRUPT_STATUS
@@ -372,6 +466,9 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
         self.queue_select = 0;
         self.isr = 0;
         self.last_error = None;
+        // 4.1.5.1.2.1: every event unmapped on reset.
+        self.config_vector = VIRTIO_MSI_NO_VECTOR;
+        self.queue_vectors.fill(VIRTIO_MSI_NO_VECTOR);
         self.sync_interrupt_status();
     }
 
@@ -382,7 +479,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
         if self.status & device_status::DRIVER_OK != 0 {
             // 2.1.2: after setting DEVICE_NEEDS_RESET with DRIVER_OK, send a
             // configuration change notification.
-            self.raise_isr(isr::CONFIG);
+            self.signal_config();
         }
     }
 
@@ -391,21 +488,23 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
             self.needs_reset(e);
             return;
         }
-        let mut notify = false;
-        for q in &mut self.queues {
+        // Bit i: queue i needs a used buffer notification (at most 64 queues
+        // are notified per round; virtio-blk has one).
+        let mut notify = 0u64;
+        for (i, q) in self.queues.iter_mut().enumerate().take(64) {
             if !q.ready {
                 continue;
             }
             match q.needs_notification(&self.mem) {
-                Ok(n) => notify |= n,
+                Ok(n) => notify |= u64::from(n) << i,
                 Err(e) => {
                     self.needs_reset(e);
                     return;
                 }
             }
         }
-        if notify {
-            self.raise_isr(isr::QUEUE);
+        for i in (0..64).filter(|i| notify & (1 << i) != 0) {
+            self.signal_queue(i);
         }
     }
 
@@ -504,7 +603,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
                 1 => self.driver_features >> 32,
                 _ => 0,
             },
-            CONFIG_MSIX_VECTOR if natural(off, size, 2) => VIRTIO_MSI_NO_VECTOR.into(),
+            CONFIG_MSIX_VECTOR if natural(off, size, 2) => self.config_vector.into(),
             NUM_QUEUES if natural(off, size, 2) => self.queues.len() as u64,
             DEVICE_STATUS if natural(off, size, 1) => self.resetting.unwrap_or(self.status).into(),
             CONFIG_GENERATION if natural(off, size, 1) => self.config_generation.into(),
@@ -512,7 +611,11 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
             QUEUE_SIZE if natural(off, size, 2) => q.map_or(0, |q| q.size).into(),
             QUEUE_MSIX_VECTOR if natural(off, size, 2) => {
                 if q.is_some() {
-                    VIRTIO_MSI_NO_VECTOR.into()
+                    self.queue_vectors
+                        .get(usize::from(self.queue_select))
+                        .copied()
+                        .unwrap_or(VIRTIO_MSI_NO_VECTOR)
+                        .into()
                 } else {
                     0
                 }
@@ -578,9 +681,16 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
                     _ => {}
                 }
             }
-            // No MSI-X yet: writes are ignored and reads stay NO_VECTOR (4.1.5.1.2).
-            CONFIG_MSIX_VECTOR if natural(off, size, 2) => {}
-            QUEUE_MSIX_VECTOR if natural(off, size, 2) => {}
+            CONFIG_MSIX_VECTOR if natural(off, size, 2) => {
+                self.config_vector = self.valid_vector(value as u16)
+            }
+            QUEUE_MSIX_VECTOR if natural(off, size, 2) => {
+                let v = self.valid_vector(value as u16);
+                match self.queue_vectors.get_mut(usize::from(self.queue_select)) {
+                    Some(slot) => *slot = v,
+                    None => self.stats.bad_queue_select += 1,
+                }
+            }
             DEVICE_STATUS if natural(off, size, 1) => self.write_status(value as u8),
             QUEUE_SELECT if natural(off, size, 2) => self.queue_select = value as u16,
             QUEUE_SIZE if natural(off, size, 2) => self.queue_config(|q| q.size = value as u16),
@@ -690,6 +800,18 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
                 self.sync_interrupt_status();
                 v.into()
             }
+            o if (MSIX_TABLE_OFFSET..MSIX_TABLE_OFFSET + MSIX_REGION_LEN).contains(&o) => {
+                match self.msix.as_mut() {
+                    Some(m) => m.table_read(o - MSIX_TABLE_OFFSET, size),
+                    None => u64::MAX,
+                }
+            }
+            o if (MSIX_PBA_OFFSET..MSIX_PBA_OFFSET + MSIX_REGION_LEN).contains(&o) => {
+                match self.msix.as_mut() {
+                    Some(m) => m.pba_read(o - MSIX_PBA_OFFSET, size),
+                    None => u64::MAX,
+                }
+            }
             o if (DEVICE_OFFSET..NOTIFY_OFFSET).contains(&o) => {
                 match self.device_cfg_access(o - DEVICE_OFFSET, size) {
                     Some(at) => {
@@ -726,7 +848,23 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
                     }
                 }
             }
-            o if o >= NOTIFY_OFFSET => {
+            o if (MSIX_TABLE_OFFSET..MSIX_TABLE_OFFSET + MSIX_REGION_LEN).contains(&o) => {
+                if let Some(m) = self.msix.as_mut() {
+                    m.table_write(
+                        &self.cs,
+                        o - MSIX_TABLE_OFFSET,
+                        size,
+                        value,
+                        &mut self.msi_out,
+                    );
+                }
+            }
+            o if (MSIX_PBA_OFFSET..MSIX_PBA_OFFSET + MSIX_REGION_LEN).contains(&o) => {
+                if let Some(m) = self.msix.as_mut() {
+                    m.pba_write(o - MSIX_PBA_OFFSET, size);
+                }
+            }
+            o if (NOTIFY_OFFSET..MSIX_TABLE_OFFSET).contains(&o) => {
                 let rel = o - NOTIFY_OFFSET;
                 let index = rel / u64::from(NOTIFY_OFF_MULTIPLIER);
                 // 4.1.4.4: a 16-bit write of the queue index (no
@@ -785,6 +923,14 @@ impl<D: VirtioDevice, M: GuestMemory> PciFunction for VirtioPci<D, M> {
 
     fn config_write(&mut self, offset: u16, size: u8, value: u32, _: &mut Vec<Request>) {
         self.cs.write(offset, size, value);
+        if let Some(m) = self.msix.as_mut() {
+            if m.touches_control(offset, size) {
+                // Enable or Function Mask changed: INTx follows, and vectors
+                // no longer masked send what they held (PCI 6.8.2.9).
+                m.deliver_unmasked(&self.cs, &mut self.msi_out);
+                self.sync_interrupt_status();
+            }
+        }
         if self.touches_pci_cfg_data(offset, size) {
             let data = self.cs.raw(self.pci_cfg_cap + 16, 4);
             if let Some((off, len)) = self.pci_cfg_window() {
@@ -837,11 +983,20 @@ impl<D: VirtioDevice, M: GuestMemory> PciFunction for VirtioPci<D, M> {
     fn reset(&mut self) {
         self.device_reset();
         self.build_config_space();
+        self.msi_out.clear();
     }
 
     fn intx(&self) -> Intx {
         let disabled = self.cs.raw(reg::COMMAND, 2) as u16 & command::INTERRUPT_DISABLE != 0;
-        Intx::Level(self.isr != 0 && !disabled)
+        Intx::Level(self.isr != 0 && !disabled && !self.msix_enabled())
+    }
+
+    fn take_msi(&mut self, out: &mut Vec<MsiMessage>) {
+        out.append(&mut self.msi_out);
+    }
+
+    fn msix_stats(&self) -> Option<MsixStats> {
+        VirtioPci::msix_stats(self)
     }
 
     fn poll(&mut self) {

@@ -35,6 +35,8 @@ pub struct Platform {
     /// PSCI through HVC (else SMC).
     pub psci_hvc: bool,
     pub pci: Option<Pci>,
+    /// The GIC's `mbi-ranges` (first INTID, count), if it is an MSI controller.
+    pub mbi: Option<(u32, u32)>,
     bootargs: &'static str,
 }
 
@@ -71,6 +73,9 @@ impl Platform {
         let mut gregs = gic.reg()?;
         let gicd = gregs.next()?.starting_address as usize;
         let gicr = gregs.next()?.starting_address as usize;
+        let mbi = gic
+            .property("mbi-ranges")
+            .and_then(|p| Some((be(p.value, 0, 1)? as u32, be(p.value, 4, 1)? as u32)));
         let mem = fdt.memory().regions().next()?;
         let ram = (mem.starting_address as u64, mem.size.unwrap_or(0) as u64);
         let mut cpus = [0u64; MAX_CPUS];
@@ -132,6 +137,7 @@ impl Platform {
             ncpus,
             psci_hvc,
             pci,
+            mbi,
             bootargs,
         })
     }

@@ -29,6 +29,7 @@ mod gic_regs;
 mod icc;
 mod mmio;
 mod mmu;
+mod msi;
 mod pci;
 mod pl011;
 mod psci;
@@ -54,6 +55,7 @@ const GROUPS: &[Group] = &[
     ("ecam", ecam::run),
     ("gic-regs", gic_regs::run),
     ("pl011", pl011::run),
+    ("msi", msi::run),
 ];
 
 /// Set once the boot CPU has the platform; secondaries wait for it.

@@ -87,7 +87,13 @@ pub fn run(p: &Platform) {
     wr(p, IMSC, TX);
     let before_data = rd(p, RIS) & TX;
     eq(G, "icr-clears-all", after_icr, 0, "PL011 TRM 3.3.13");
-    eq(G, "tx-not-set-without-data", before_data, 0, "PL011 TRM 2.8.4 UARTTXINTR");
+    eq(
+        G,
+        "tx-not-set-without-data",
+        before_data,
+        0,
+        "PL011 TRM 2.8.4 UARTTXINTR",
+    );
     println!("PROBE-INFO pl011 transmit interrupt check");
     wait(1, || rd(p, FR) & TXFE != 0);
     eq(

@@ -24,7 +24,7 @@ const NEXT: u16 = 1;
 const WRITE: u16 = 2;
 const INDIRECT: u16 = 4;
 /// Request types and statuses (5.2.6).
-const T_IN: u32 = 0;
+pub(crate) const T_IN: u32 = 0;
 const T_OUT: u32 = 1;
 const T_GET_ID: u32 = 8;
 const S_OK: u8 = 0;
@@ -49,32 +49,32 @@ mod common {
 /// Queue entries the probe uses.
 const QSIZE: u16 = 16;
 
-fn r8(a: usize) -> u8 {
+pub(crate) fn r8(a: usize) -> u8 {
     // SAFETY: `a` is inside the device's BAR (mapped as Device memory) or the
     // probe's own DMA area.
     unsafe { core::ptr::read_volatile(a as *const u8) }
 }
-fn r16(a: usize) -> u16 {
+pub(crate) fn r16(a: usize) -> u16 {
     // SAFETY: as for r8, 2-byte aligned.
     unsafe { core::ptr::read_volatile(a as *const u16) }
 }
-fn r32(a: usize) -> u32 {
+pub(crate) fn r32(a: usize) -> u32 {
     // SAFETY: as for r8, 4-byte aligned.
     unsafe { core::ptr::read_volatile(a as *const u32) }
 }
-fn w8(a: usize, v: u8) {
+pub(crate) fn w8(a: usize, v: u8) {
     // SAFETY: as for r8.
     unsafe { core::ptr::write_volatile(a as *mut u8, v) }
 }
-fn w16(a: usize, v: u16) {
+pub(crate) fn w16(a: usize, v: u16) {
     // SAFETY: as for r16.
     unsafe { core::ptr::write_volatile(a as *mut u16, v) }
 }
-fn w32(a: usize, v: u32) {
+pub(crate) fn w32(a: usize, v: u32) {
     // SAFETY: as for r32.
     unsafe { core::ptr::write_volatile(a as *mut u32, v) }
 }
-fn w64(a: usize, v: u64) {
+pub(crate) fn w64(a: usize, v: u64) {
     w32(a, v as u32);
     w32(a + 4, (v >> 32) as u32);
 }
@@ -95,7 +95,7 @@ pub fn now() -> (u64, u64) {
 
 /// What became of a chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// Returned in the used ring with this length.
     Used(u32),
     /// The device set DEVICE_NEEDS_RESET.
@@ -104,9 +104,11 @@ enum Outcome {
     Timeout,
 }
 
-struct Dev {
-    ecam: Ecam,
-    f: Bdf,
+pub(crate) struct Dev {
+    pub(crate) ecam: Ecam,
+    pub(crate) f: Bdf,
+    pub(crate) common_base: usize,
+    pub(crate) bar0: usize,
     common: usize,
     notify: usize,
     notify_mult: u32,
@@ -123,7 +125,7 @@ struct Dev {
 }
 
 impl Dev {
-    fn find(p: &Platform) -> Option<Dev> {
+    pub(crate) fn find(p: &Platform) -> Option<Dev> {
         let pci_dt = p.pci.as_ref()?;
         let seg = pci::setup(pci_dt);
         let f = seg.find(0x1af4, 0x1042)?;
@@ -154,6 +156,8 @@ impl Dev {
         (common != 0 && notify != 0 && device != 0).then_some(Dev {
             ecam: e,
             f: f.bdf,
+            common_base: common,
+            bar0: f.bars[0].0 as usize,
             common,
             notify,
             notify_mult: mult,
@@ -174,7 +178,7 @@ impl Dev {
     }
 
     /// Device initialization (3.1.1) with queue 0 of [`QSIZE`] entries.
-    fn init(&mut self) -> bool {
+    pub(crate) fn init(&mut self) -> bool {
         let c = self.common;
         w8(c + common::DEVICE_STATUS, 0);
         for _ in 0..1000 {
@@ -288,7 +292,7 @@ impl Dev {
 
     /// A three-part request: header, `len` data bytes (device-writable for
     /// reads), status. Returns the outcome and the status byte.
-    fn request(&mut self, ty: u32, sector: u64, len: u32) -> (Outcome, u8) {
+    pub(crate) fn request(&mut self, ty: u32, sector: u64, len: u32) -> (Outcome, u8) {
         self.set_header(ty, sector);
         let dw = if ty == T_OUT { 0 } else { WRITE };
         Self::desc_at(self.desc, 0, self.hdr() as u64, 16, NEXT, 1);

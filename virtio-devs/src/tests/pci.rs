@@ -52,11 +52,11 @@ fn ids_say_modern_virtio_blk_revision_1() {
 }
 
 #[test]
-fn bar0_is_64bit_prefetchable_16k() {
+fn bar0_is_64bit_prefetchable_32k() {
     let (mut d, _, _) = dev();
     let mut rq = alloc::vec::Vec::new();
     d.config_write(0x10, 4, 0xffff_ffff, &mut rq);
-    assert_eq!(d.config_read(0x10, 4), 0xffff_c00c);
+    assert_eq!(d.config_read(0x10, 4), 0xffff_800c);
 }
 
 #[test]

@@ -46,7 +46,7 @@ fn enumerates_as_virtio_blk_below_the_port() {
 fn bar0_is_decoded_trapped_in_the_port_window() {
     let (s, _) = programmed();
     assert_eq!(s.decoded().len(), 1);
-    assert_eq!(s.decoded()[0].guest, MemRange::new(Ipa(BAR), 0x4000));
+    assert_eq!(s.decoded()[0].guest, MemRange::new(Ipa(BAR), 0x8000));
 }
 
 #[test]
