@@ -119,7 +119,10 @@ pub enum Control {
 impl Control {
     /// Whether the control is a bit of HCRX_EL2, which exists only with FEAT_HCX.
     pub const fn in_hcrx(self) -> bool {
-        matches!(self, Control::HcrxMscen | Control::HcrxTcr2En | Control::HcrxSctlr2En)
+        matches!(
+            self,
+            Control::HcrxMscen | Control::HcrxTcr2En | Control::HcrxSctlr2En
+        )
     }
 }
 
@@ -255,7 +258,12 @@ pub const FEATURES: &[Feature] = &[
     f("GIC", ID_AA64PFR0_EL1, 24, Rule::Cap(1)),
     // Error records are the host's; no virtual RAS is offered.
     f("RAS", ID_AA64PFR0_EL1, 28, Rule::Hide(&[Trap::HcrTerr])),
-    f("SVE", ID_AA64PFR0_EL1, 32, Rule::Enable(&[Control::CptrNoTz])),
+    f(
+        "SVE",
+        ID_AA64PFR0_EL1,
+        32,
+        Rule::Enable(&[Control::CptrNoTz]),
+    ),
     f("SEL2", ID_AA64PFR0_EL1, 36, HIDE),
     // MPAM2_EL2 is never programmed: no partitions for the guest.
     f("MPAM", ID_AA64PFR0_EL1, 40, HIDE),
@@ -272,7 +280,12 @@ pub const FEATURES: &[Feature] = &[
     f("MTE", ID_AA64PFR1_EL1, 8, HIDE),
     f("RAS_frac", ID_AA64PFR1_EL1, 12, HIDE),
     f("MPAM_frac", ID_AA64PFR1_EL1, 16, HIDE),
-    f("SME", ID_AA64PFR1_EL1, 24, Rule::Enable(&[Control::CptrNoTsm])),
+    f(
+        "SME",
+        ID_AA64PFR1_EL1,
+        24,
+        Rule::Enable(&[Control::CptrNoTsm]),
+    ),
     f("RNDR_trap", ID_AA64PFR1_EL1, 28, HIDE),
     f("CSV2_frac", ID_AA64PFR1_EL1, 32, PASS),
     // Superpriority interrupts need a vGIC with NMI support.
@@ -346,7 +359,12 @@ pub const FEATURES: &[Feature] = &[
     f("RPRES", ID_AA64ISAR2_EL1, 4, PASS),
     f("GPA3", ID_AA64ISAR2_EL1, 8, PAUTH),
     f("APA3", ID_AA64ISAR2_EL1, 12, PAUTH),
-    f("MOPS", ID_AA64ISAR2_EL1, 16, Rule::Enable(&[Control::HcrxMscen])),
+    f(
+        "MOPS",
+        ID_AA64ISAR2_EL1,
+        16,
+        Rule::Enable(&[Control::HcrxMscen]),
+    ),
     f("BC", ID_AA64ISAR2_EL1, 20, PASS),
     f("PAC_frac", ID_AA64ISAR2_EL1, 24, PAUTH),
     f("CLRBHB", ID_AA64ISAR2_EL1, 28, PASS),
@@ -408,8 +426,18 @@ pub const FEATURES: &[Feature] = &[
     f("EVT", ID_AA64MMFR2_EL1, 56, HIDE),
     f("E0PD", ID_AA64MMFR2_EL1, 60, PASS),
     // ID_AA64MMFR3_EL1
-    f("TCRX", ID_AA64MMFR3_EL1, 0, Rule::Enable(&[Control::HcrxTcr2En])),
-    f("SCTLRX", ID_AA64MMFR3_EL1, 4, Rule::Enable(&[Control::HcrxSctlr2En])),
+    f(
+        "TCRX",
+        ID_AA64MMFR3_EL1,
+        0,
+        Rule::Enable(&[Control::HcrxTcr2En]),
+    ),
+    f(
+        "SCTLRX",
+        ID_AA64MMFR3_EL1,
+        4,
+        Rule::Enable(&[Control::HcrxSctlr2En]),
+    ),
     f("S1PIE", ID_AA64MMFR3_EL1, 8, HIDE),
     f("S2PIE", ID_AA64MMFR3_EL1, 12, HIDE),
     f("S1POE", ID_AA64MMFR3_EL1, 16, HIDE),

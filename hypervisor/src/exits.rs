@@ -5,6 +5,7 @@ use aarch64_cpu::registers::{
     Readable, Writeable, ELR_EL1, ELR_EL2, ESR_EL1, FAR_EL1, FAR_EL2, ID_AA64MMFR1_EL1,
     ID_AA64PFR1_EL1, PAR_EL1, SCTLR_EL1, SPSR_EL1, SPSR_EL2, SP_EL0, SP_EL1, VBAR_EL1,
 };
+use arch_emu::cpufeat;
 use arch_emu::esr::{self, Exit};
 use arch_emu::psci::{self, Call};
 use arch_emu::vgic::Kick;
@@ -434,6 +435,15 @@ fn sync_exit(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick, tx: &mut T
                 Counters::bump(&vm.stats.sgi);
                 kick.0 |= vm.vgic.lock().write_sgi1r(cpu, frame.reg(s.rt)).0;
                 advance_pc();
+            } else if let (true, Some(reg), Some(view)) = (
+                s.read,
+                cpufeat::tid3_register(s.encoding()),
+                crate::cpufeat::GUEST_VIEW.get(),
+            ) {
+                // HCR_EL2.TID3: the ID register group reads as the table decided.
+                Counters::bump(&vm.stats.id_regs);
+                frame.set_reg(s.rt, view.get(reg));
+                advance_pc();
             } else {
                 Counters::bump(&vm.stats.sysreg_other);
                 inject_undef();
@@ -678,10 +688,10 @@ fn shutdown(
     semihosting: bool,
 ) -> ! {
     log::info!(
-        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) hvc {} smc {} sgi {} sysreg {} irq {} (storms {}) other {}; console input {} bytes",
+        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) hvc {} smc {} sgi {} id-regs {} sysreg {} irq {} (storms {}) other {}; console input {} bytes",
         if code == 0 { "powered off" } else { "reset" },
         s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.hvc, s.smc, s.sgi,
-        s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input
+        s.id_regs, s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input
     );
     log::info!("vgic: {v:?}");
     let segment = crate::vm::VM.get().and_then(|vm| {

@@ -65,6 +65,8 @@ pub struct Counters {
     pub smc: AtomicU64,
     /// Trapped ICC_SGI1R_EL1 writes.
     pub sgi: AtomicU64,
+    /// Trapped reads of the ID register group (HCR_EL2.TID3).
+    pub id_regs: AtomicU64,
     /// Other trapped system register accesses (an undefined instruction was injected).
     pub sysreg_other: AtomicU64,
     /// Physical interrupts taken while the guest ran.
@@ -108,6 +110,8 @@ pub struct ExitStats {
     pub smc: u64,
     /// Trapped ICC_SGI1R_EL1 writes.
     pub sgi: u64,
+    /// Trapped reads of the ID register group (HCR_EL2.TID3).
+    pub id_regs: u64,
     /// Other trapped system register accesses (an undefined instruction was injected).
     pub sysreg_other: u64,
     /// Physical interrupts taken while the guest ran.
@@ -144,6 +148,7 @@ impl Counters {
             hvc: self.hvc.load(Ordering::Relaxed),
             smc: self.smc.load(Ordering::Relaxed),
             sgi: self.sgi.load(Ordering::Relaxed),
+            id_regs: self.id_regs.load(Ordering::Relaxed),
             sysreg_other: self.sysreg_other.load(Ordering::Relaxed),
             irq: self.irq.load(Ordering::Relaxed),
             irq_storms: self.irq_storms.load(Ordering::Relaxed),

@@ -101,14 +101,22 @@ fn qemu_max() -> IdRegs {
     ])
 }
 
-const QEMU_MAX_PFR0: u64 = 0x1201_1111_2111_1112;
+const QEMU_MAX_PFR0: u64 = 0x1301_0011_2111_0222;
 
 #[test]
 fn every_field_is_decided_once() {
     for (i, a) in FEATURES.iter().enumerate() {
-        let mask_a = if a.width >= 64 { u64::MAX } else { 0xf << a.shift };
+        let mask_a = if a.width >= 64 {
+            u64::MAX
+        } else {
+            0xf << a.shift
+        };
         for b in &FEATURES[i + 1..] {
-            let mask_b = if b.width >= 64 { u64::MAX } else { 0xf << b.shift };
+            let mask_b = if b.width >= 64 {
+                u64::MAX
+            } else {
+                0xf << b.shift
+            };
             assert!(
                 a.reg != b.reg || mask_a & mask_b == 0,
                 "{} and {} overlap",
@@ -181,10 +189,7 @@ fn sve_and_its_subfeatures_are_given_together() {
 #[test]
 fn sve_subfeatures_read_zero_without_sve() {
     let mut host = neoverse_n2();
-    host.set(
-        ID_AA64PFR0_EL1,
-        host.get(ID_AA64PFR0_EL1) & !(0xf << 32),
-    );
+    host.set(ID_AA64PFR0_EL1, host.get(ID_AA64PFR0_EL1) & !(0xf << 32));
     let v = GuestView::new(&host);
     assert_eq!(v.get(ID_AA64ZFR0_EL1), 0);
     assert_eq!(v.controls.cptr_clear & cptr::TZ, 0);
@@ -216,7 +221,14 @@ fn a_core_without_amu_or_ras_sets_no_trap_for_them() {
 
 #[test]
 fn the_guest_sees_no_el2_or_el3() {
-    for host in [cortex_a53(), cortex_a72(), cortex_a76(), neoverse_n1(), neoverse_n2(), qemu_max()] {
+    for host in [
+        cortex_a53(),
+        cortex_a72(),
+        cortex_a76(),
+        neoverse_n1(),
+        neoverse_n2(),
+        qemu_max(),
+    ] {
         let pfr0 = GuestView::new(&host).get(ID_AA64PFR0_EL1);
         assert_eq!(pfr0 & 0xff00, 0);
         assert_eq!(pfr0 & 0xff, host.get(ID_AA64PFR0_EL1) & 0xff);
@@ -287,7 +299,11 @@ fn hypervisor_only_memory_features_are_hidden() {
 
 #[test]
 fn fields_the_table_does_not_name_read_zero() {
-    let host = regs(&[(ID_AA64PFR2_EL1, 0x111), (ID_AA64ISAR3_EL1, 0x1), (ID_AA64MMFR4_EL1, 0x10)]);
+    let host = regs(&[
+        (ID_AA64PFR2_EL1, 0x111),
+        (ID_AA64ISAR3_EL1, 0x1),
+        (ID_AA64MMFR4_EL1, 0x10),
+    ]);
     let v = GuestView::new(&host);
     assert_eq!(v.get(ID_AA64PFR2_EL1), 0);
     assert_eq!(v.get(ID_AA64ISAR3_EL1), 0);
@@ -331,6 +347,10 @@ fn qemu_max_guest_view() {
     let v = GuestView::new(&qemu_max());
     assert_eq!(v.get(ID_AA64ISAR0_EL1), 0x1221_1111_1021_2120);
     assert_eq!(v.get(ID_AA64ISAR2_EL1), 0x0000_0000_0011_0012);
+    // EL2, RAS and SEL2 hidden.
+    assert_eq!(v.get(ID_AA64PFR0_EL1), 0x1301_0001_0111_0022);
+    assert_eq!(v.controls.hcr, hcr::API | hcr::APK | hcr::TERR);
+    assert_eq!(v.controls.hcrx, hcrx::MSCEN);
     assert_eq!(v.get(ID_AA64PFR0_EL1) & (0xf << 32), 1 << 32, "SVE");
     assert_eq!(field(v.get(ID_AA64PFR0_EL1), 28), 0, "RAS");
     assert_eq!(field(v.get(ID_AA64PFR0_EL1), 36), 0, "SEL2");
