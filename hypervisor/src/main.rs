@@ -196,7 +196,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         },
     };
     pgic.init_distributor();
-    let host_ppis = [host.vtimer_intid, host.maintenance_intid];
+    let host_ppis = [host.vtimer_intid, host.ptimer_intid, host.maintenance_intid];
     if let Err(e) = pgic.init_cpu(&host_ppis) {
         exits::fatal(e);
     }
@@ -206,6 +206,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     exits::HOST_IRQS.call_once(|| exits::HostIrqs {
         uart_intid: host.uart_intid,
         vtimer: host.vtimer_intid,
+        ptimer: host.ptimer_intid,
         maintenance: host.maintenance_intid,
     });
     if let Some(c) = console::CONSOLE.lock().as_mut() {
@@ -348,9 +349,10 @@ extern "C" fn secondary_main(idx: usize) -> ! {
         let ppis = exits::HOST_IRQS.get().map_or(
             [
                 exits::DEFAULT_VTIMER_INTID,
+                exits::DEFAULT_PTIMER_INTID,
                 exits::DEFAULT_MAINTENANCE_INTID,
             ],
-            |h| [h.vtimer, h.maintenance],
+            |h| [h.vtimer, h.ptimer, h.maintenance],
         );
         if let Err(e) = g.init_cpu(&ppis) {
             exits::fatal(e);
