@@ -17,8 +17,12 @@ use xtask::qemu::{self, RunOutcome, Verdict};
 mod hostdisk;
 #[path = "e2e/net.rs"]
 mod net;
+#[path = "e2e/newkernel.rs"]
+mod newkernel;
 #[path = "e2e/passthrough.rs"]
 mod passthrough;
+#[path = "e2e/timers.rs"]
+mod timers;
 #[path = "e2e/virtio.rs"]
 mod virtio;
 
