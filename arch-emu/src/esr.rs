@@ -18,8 +18,59 @@ pub mod ec {
     pub const SYS64: u8 = 0x18;
     /// Instruction Abort from a lower Exception level.
     pub const IABT_LOW: u8 = 0x20;
+    /// Instruction Abort taken without a change in Exception level.
+    pub const IABT_CUR: u8 = 0x21;
     /// Data Abort from a lower Exception level.
     pub const DABT_LOW: u8 = 0x24;
+    /// Data Abort taken without a change in Exception level.
+    pub const DABT_CUR: u8 = 0x25;
+}
+
+/// ESR_ELx.IL, bit 25: the trapped instruction is 32 bits long.
+pub const IL: u64 = 1 << 25;
+/// Data and Instruction Abort ISS bit positions (Arm ARM D23.2.41, ESR_EL1).
+pub mod iss {
+    /// ISV, bit 24 (data aborts): the syndrome bits are valid.
+    pub const ISV: u32 = 24;
+    /// FnV, bit 10: FAR is not valid.
+    pub const FNV: u32 = 10;
+    /// EA, bit 9: external abort type.
+    pub const EA: u32 = 9;
+    /// S1PTW, bit 7: stage-2 fault on a stage-1 translation table walk.
+    pub const S1PTW: u32 = 7;
+    /// WnR, bit 6 (data aborts): the access was a write.
+    pub const WNR: u32 = 6;
+}
+
+/// What the guest did that an injected abort reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortKind {
+    /// A load or store (`write` for a store): a Data Abort.
+    Data {
+        /// The access was a write (WnR).
+        write: bool,
+    },
+    /// An instruction fetch: an Instruction Abort.
+    Instruction,
+}
+
+/// The ESR_EL1 value of an abort injected into EL1 (Arm ARM D23.2.41):
+/// Data or Instruction Abort, from EL0 (`from_el0`, EC 0x24/0x20) or EL1
+/// (EC 0x25/0x21), IL set, WnR for a data write, and the fault status `fsc`
+/// (see [`fsc`]).
+pub fn injected_abort(kind: AbortKind, from_el0: bool, fsc: u8) -> u64 {
+    let (ec, wnr) = match (kind, from_el0) {
+        (AbortKind::Data { write }, true) => (ec::DABT_LOW, write),
+        (AbortKind::Data { write }, false) => (ec::DABT_CUR, write),
+        (AbortKind::Instruction, true) => (ec::IABT_LOW, false),
+        (AbortKind::Instruction, false) => (ec::IABT_CUR, false),
+    };
+    (u64::from(ec) << 26) | IL | (u64::from(wnr) << iss::WNR) | u64::from(fsc & 0x3f)
+}
+
+/// The ESR_EL1 value of an Undefined Instruction exception (EC 0, IL set).
+pub fn injected_undef() -> u64 {
+    (u64::from(ec::UNKNOWN) << 26) | IL
 }
 
 /// Data Abort ISS (ESR_EL2.ISS for EC 0x24), Arm ARM D23.2.
@@ -168,31 +219,44 @@ pub fn decode(esr: u64) -> Exit {
             read: bit(iss, 0),
         }),
         ec::IABT_LOW => Exit::InstructionAbort(InstructionAbort {
-            far_not_valid: bit(iss, 10),
-            external_abort: bit(iss, 9),
-            s1ptw: bit(iss, 7),
+            far_not_valid: bit(iss, iss::FNV),
+            external_abort: bit(iss, iss::EA),
+            s1ptw: bit(iss, iss::S1PTW),
             ifsc: field(iss, 0, 6),
         }),
         ec::DABT_LOW => Exit::DataAbort(DataAbort {
-            isv: bit(iss, 24),
+            isv: bit(iss, iss::ISV),
             access_size: 1 << field(iss, 22, 2),
             sign_extend: bit(iss, 21),
             srt: field(iss, 16, 5),
             sixty_four: bit(iss, 15),
             acquire_release: bit(iss, 14),
-            far_not_valid: bit(iss, 10),
-            external_abort: bit(iss, 9),
+            far_not_valid: bit(iss, iss::FNV),
+            external_abort: bit(iss, iss::EA),
             cache_maintenance: bit(iss, 8),
-            s1ptw: bit(iss, 7),
-            write: bit(iss, 6),
+            s1ptw: bit(iss, iss::S1PTW),
+            write: bit(iss, iss::WNR),
             dfsc: field(iss, 0, 6),
         }),
         _ => Exit::Other { ec, iss },
     }
 }
 
-/// Data/instruction fault status codes for stage-2 faults the hypervisor distinguishes.
+/// Data/instruction fault status codes (DFSC/IFSC, Arm ARM D23.2.41): the
+/// stage-2 faults the hypervisor distinguishes and the aborts it injects.
 pub mod fsc {
+    /// Synchronous External abort, not on a translation table walk.
+    pub const SYNC_EXTERNAL: u8 = 0b01_0000;
+    /// Synchronous External abort on a translation table walk or hardware
+    /// update of a table, level 0 (levels 1..=3 follow: 0b0101LL).
+    pub const SYNC_EXTERNAL_ON_WALK_L0: u8 = 0b01_0100;
+
+    /// Synchronous External abort on a translation table walk at `level`
+    /// (0..=3; larger values are taken as 3).
+    pub fn sync_external_on_walk(level: u8) -> u8 {
+        SYNC_EXTERNAL_ON_WALK_L0 | level.min(3)
+    }
+
     /// Translation fault at `level` (0..=3): DFSC 0b0001LL.
     pub fn is_translation_fault(fsc: u8) -> bool {
         fsc & 0x3c == 0x04
@@ -230,6 +294,44 @@ mod tests {
         assert!(d.write);
         assert_eq!(d.dfsc, 5);
         assert!(fsc::is_translation_fault(d.dfsc));
+    }
+
+    #[test]
+    fn injected_data_abort_from_el1_is_ec_0x25_with_wnr_and_fsc() {
+        // A store at EL1 whose stage-1 walk hit nothing: EC 0x25, IL, WnR, DFSC 0b010100.
+        let v = injected_abort(
+            AbortKind::Data { write: true },
+            false,
+            fsc::sync_external_on_walk(0),
+        );
+        assert_eq!(v, 0x9600_0054);
+        assert_eq!(exception_class(v), ec::DABT_CUR);
+    }
+
+    #[test]
+    fn injected_instruction_abort_from_el0_is_ec_0x20_without_wnr() {
+        let v = injected_abort(AbortKind::Instruction, true, fsc::SYNC_EXTERNAL);
+        assert_eq!(v, 0x8200_0010);
+    }
+
+    #[test]
+    fn walk_abort_level_saturates_at_three() {
+        assert_eq!(fsc::sync_external_on_walk(2), 0b01_0110);
+        assert_eq!(fsc::sync_external_on_walk(9), 0b01_0111);
+    }
+
+    #[test]
+    fn undef_is_ec_zero_with_il() {
+        assert_eq!(injected_undef(), 0x0200_0000);
+    }
+
+    #[test]
+    fn data_abort_on_stage1_walk_decodes_s1ptw() {
+        // ISV=0, S1PTW=1, WnR=0, DFSC=0b000110 (L2 translation fault at stage 2).
+        let Exit::DataAbort(d) = decode(esr(ec::DABT_LOW, (1 << 7) | 0b000110)) else {
+            panic!("not a data abort")
+        };
+        assert!(d.s1ptw && !d.isv && !d.write);
     }
 
     #[test]

@@ -20,8 +20,6 @@ const CR_TXE: u32 = 1 << 8;
 const CR_RXE: u32 = 1 << 9;
 /// UARTIMSC.
 const IMSC: usize = 0x038;
-/// UARTICR.
-const ICR: usize = 0x044;
 /// UARTIMSC.RXIM | RTIM.
 const RX_INTERRUPTS: u32 = (1 << 4) | (1 << 6);
 
@@ -88,20 +86,39 @@ impl Pl011 {
         unsafe {
             let cr = core::ptr::read_volatile(self.reg(CR));
             core::ptr::write_volatile(self.reg(CR), cr | CR_UARTEN | CR_TXE | CR_RXE);
-            core::ptr::write_volatile(self.reg(IMSC), RX_INTERRUPTS);
+        }
+        self.set_rx_interrupts(true);
+    }
+
+    /// Unmasks (or masks) the receive and receive-timeout interrupts. Masking
+    /// leaves their status pending (PL011 TRM 3.3.10), so input that arrived
+    /// meanwhile interrupts as soon as they are unmasked.
+    pub fn set_rx_interrupts(&mut self, on: bool) {
+        // SAFETY: as for `put`.
+        unsafe {
+            core::ptr::write_volatile(self.reg(IMSC), if on { RX_INTERRUPTS } else { 0 });
         }
     }
 
-    /// Takes one received byte, if any.
+    /// Takes one received byte, if any. Reading the FIFO empty is what clears
+    /// the receive interrupts (never UARTICR: see `arch_emu::console_input`).
     pub fn getc(&mut self) -> Option<u8> {
         // SAFETY: as for `put`.
         unsafe {
             if core::ptr::read_volatile(self.reg(FR)) & FR_RXFE != 0 {
-                core::ptr::write_volatile(self.reg(ICR), RX_INTERRUPTS);
                 return None;
             }
             Some(core::ptr::read_volatile(self.reg(DR)) as u8)
         }
+    }
+}
+
+impl arch_emu::console_input::HostRx for Pl011 {
+    fn getc(&mut self) -> Option<u8> {
+        Pl011::getc(self)
+    }
+    fn set_rx_interrupts(&mut self, on: bool) {
+        Pl011::set_rx_interrupts(self, on);
     }
 }
 

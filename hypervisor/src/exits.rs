@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::entry::{cpu_index, run_guest, Frame, MAX_CPUS};
 use crate::gic;
-use crate::sysreg::{esr_iss, id_aa64pfr1_el1, read_sysreg, sctlr_el1, spsr, wfe};
+use crate::sysreg::{id_aa64pfr1_el1, read_sysreg, sctlr_el1, spsr, wfe};
 use crate::vm::{Counters, IrqOwner, Power, TxBytes, Vm, VM};
 
 /// SPSR for a fresh EL1 entry: EL1h, D, A, I, F masked.
@@ -131,39 +131,44 @@ fn from_el0() -> bool {
     SPSR_EL2.matches_all(SPSR_EL2::M::EL0t)
 }
 
-/// The ISS of an injected abort: a synchronous External abort, not on a
-/// translation table walk.
-fn external_abort_iss() -> FieldValue<u64, ESR_EL1::Register> {
-    esr_iss::FSC.val(esr_iss::FSC_SYNC_EXTERNAL)
-}
-
-/// A synchronous external abort on a data access.
-fn inject_data_abort(write: bool) {
-    let ec = if from_el0() {
-        ESR_EL1::EC::DataAbortLowerEL
-    } else {
-        ESR_EL1::EC::DataAbortCurrentEL
-    };
-    let esr = ec + ESR_EL1::IL::SET + esr_iss::WNR.val(u64::from(write)) + external_abort_iss();
-    inject_sync(esr, Some(FAR_EL2.get()));
-}
-
-/// A synchronous external abort on an instruction fetch.
-fn inject_prefetch_abort() {
-    let ec = if from_el0() {
-        ESR_EL1::EC::InstrAbortLowerEL
-    } else {
-        ESR_EL1::EC::InstrAbortCurrentEL
-    };
+/// Injects an abort of `kind` with fault status `fsc` (`esr::fsc`) and FAR =
+/// FAR_EL2 (the guest's virtual address).
+fn inject_abort(kind: esr::AbortKind, fsc: u8) {
+    let value = esr::injected_abort(kind, from_el0(), fsc);
     inject_sync(
-        ec + ESR_EL1::IL::SET + external_abort_iss(),
+        FieldValue::<u64, ESR_EL1::Register>::new(u64::MAX, 0, value),
         Some(FAR_EL2.get()),
     );
 }
 
+/// A synchronous external abort on a data access.
+fn inject_data_abort(write: bool) {
+    inject_abort(esr::AbortKind::Data { write }, esr::fsc::SYNC_EXTERNAL);
+}
+
+/// A synchronous external abort on an instruction fetch.
+fn inject_prefetch_abort() {
+    inject_abort(esr::AbortKind::Instruction, esr::fsc::SYNC_EXTERNAL);
+}
+
+/// The guest's own stage-1 table walk reached an IPA stage 2 does not map
+/// (ESR_EL2.ISS.S1PTW): the table is not in memory, so the guest gets what a
+/// walk that reads nothing gives on hardware, a synchronous External abort on
+/// translation table walk (DFSC/IFSC 0b0101LL, Arm ARM D23.2.41; D8.15.2
+/// "External aborts"). The stage-1 level of the failed read is not reported
+/// to EL2, so the level field says 0; Linux handles all four the same
+/// (`do_sea`). Never emulated as an MMIO access: the faulting IPA is the
+/// descriptor's, not the one the instruction addressed.
+fn inject_walk_abort(kind: esr::AbortKind) {
+    inject_abort(kind, esr::fsc::sync_external_on_walk(0));
+}
+
 /// An Undefined Instruction exception (EC 0, "unknown reason"; IL: 32-bit).
 fn inject_undef() {
-    inject_sync(ESR_EL1::EC::Unknown + ESR_EL1::IL::SET, None);
+    inject_sync(
+        FieldValue::<u64, ESR_EL1::Register>::new(u64::MAX, 0, esr::injected_undef()),
+        None,
+    );
 }
 
 /// The faulting IPA of a stage-2 abort (HPFAR_EL2.FIPA plus FAR's page offset).
@@ -304,6 +309,12 @@ fn data_abort(
     kick: &mut Kick,
     tx: &mut TxBytes,
 ) {
+    if da.s1ptw {
+        Counters::bump(&vm.stats.s1ptw_aborts);
+        Counters::bump(&vm.stats.injected_aborts);
+        inject_walk_abort(esr::AbortKind::Data { write: da.write });
+        return;
+    }
     if !da.isv {
         Counters::bump(&vm.stats.no_syndrome);
         if !emulate_without_syndrome(vm, frame, &da, kick, tx) {
@@ -470,6 +481,12 @@ fn sync_exit(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick, tx: &mut T
             advance_pc();
             Next::Resume
         }
+        Exit::InstructionAbort(ia) if ia.s1ptw => {
+            Counters::bump(&vm.stats.s1ptw_aborts);
+            Counters::bump(&vm.stats.injected_aborts);
+            inject_walk_abort(esr::AbortKind::Instruction);
+            Next::Resume
+        }
         Exit::InstructionAbort(_) => {
             Counters::bump(&vm.stats.other);
             inject_prefetch_abort();
@@ -517,14 +534,7 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
         }
         if intid == uart_intid {
             let mut dev = vm.devices.lock();
-            let mut c = CONSOLE.lock();
-            if let Some(c) = c.as_mut() {
-                while let Some(b) = c.getc() {
-                    Counters::bump(&vm.stats.console_input);
-                    dev.uart.push_rx(b);
-                }
-            }
-            drop(c);
+            vm.pump_console_input(&mut dev, true);
             kick.0 |= vm.update_uart_line(&mut dev).0;
         }
         if intid == maintenance {
@@ -741,10 +751,10 @@ fn shutdown(
     semihosting: bool,
 ) -> ! {
     log::info!(
-        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) hvc {} smc {} sgi {} id-regs {} sysreg {} irq {} (storms {}) other {}; console input {} bytes",
+        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} sgi {} id-regs {} sysreg {} irq {} (storms {}) other {}; console input {} bytes (held back {} times)",
         if code == 0 { "powered off" } else { "reset" },
-        s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.hvc, s.smc, s.sgi,
-        s.id_regs, s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input
+        s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.s1ptw_aborts, s.hvc, s.smc, s.sgi,
+        s.id_regs, s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held
     );
     log::info!("vgic: {v:?}");
     let segment = crate::vm::VM.get().and_then(|vm| {
@@ -763,6 +773,13 @@ fn shutdown(
         crate::assign::shutdown(vm);
         crate::hostdisk::shutdown();
     }
+    let h = crate::HEAP.usage();
+    log::info!(
+        "heap: {} bytes in use, peak {} bytes, of {}",
+        h.in_use,
+        h.peak,
+        h.size
+    );
     power_off(code, semihosting)
 }
 

@@ -16,8 +16,6 @@ use crate::sysreg::clean_dcache_range;
 use crate::vm::{Power, Vm};
 
 const MIB2: u64 = 2 << 20;
-/// RAM a guest gets unless the hypervisor's `guest-mem=` says otherwise.
-pub const DEFAULT_GUEST_RAM: u64 = 1 << 30;
 
 /// What the hypervisor needs of the host platform.
 pub struct HostPlatform {
@@ -193,12 +191,34 @@ pub fn build(
             host.cpus.len()
         );
     }
+    // Guest RAM: the largest free stretch of host RAM (less a RAM disk's
+    // share), plus a page-aligned initrd module mapped where the guest expects
+    // it (its pages become guest RAM, no copy). The rest of host RAM is the
+    // hypervisor's: its image (heap, stacks), the host DTB, the kernel module.
     let (ram_pa, free) = free_ram(host).ok_or("no free RAM for the guest")?;
+    let disk_share = match disk {
+        Some(DiskBackend::Ram(size)) => align_up(size, MIB2),
+        _ => 0,
+    };
+    let carve_max = free.checked_sub(disk_share).ok_or_else(|| {
+        alloc::format!("virtio-blk=ram:{disk_share:#x}: only {free:#x} bytes of host RAM are free")
+    })?;
+    let initrd_pages = match host.ramdisk {
+        Some((ia, is)) if ia % 4096 == 0 && pages_are_private(host, ia, is) => {
+            is.div_ceil(4096) * 4096
+        }
+        _ => 0,
+    };
     let ram_size = match guest_mem {
-        None => free.min(DEFAULT_GUEST_RAM),
-        Some(m) if m > free => {
+        None => (carve_max + initrd_pages) & !(MIB2 - 1),
+        Some(m) if (m & !(MIB2 - 1)).saturating_sub(initrd_pages) > carve_max => {
             return Err(alloc::format!(
-                "guest-mem={m:#x} but only {free:#x} bytes of host RAM are free"
+                "guest-mem={m:#x} but only {carve_max:#x} bytes of host RAM are free{}",
+                if initrd_pages > 0 {
+                    alloc::format!(" (and the initrd's {initrd_pages:#x} are mapped in place)")
+                } else {
+                    String::new()
+                }
             ))
         }
         Some(m) => m & !(MIB2 - 1),
@@ -248,13 +268,26 @@ pub fn build(
     )
     .map_err(|e| e.to_string())?;
     // Guest RAM: the carve-out, except that a page-aligned initrd module is mapped
-    // where the guest expects it instead of being copied (it becomes guest RAM).
+    // where the guest expects it instead of being copied (it becomes guest RAM
+    // and the carve-out shrinks by as much).
     let s2 = |e: crate::mmu::MmuError| e.to_string();
     let in_place = match (host.ramdisk, place.initrd) {
-        (Some((ia, is)), Some(off)) if ia % 4096 == 0 && pages_are_private(host, ia, is) => {
-            Some((ia, off, is.div_ceil(4096) * 4096))
+        (Some((ia, _)), Some(off)) if initrd_pages > 0 && initrd_pages < ram_size - off => {
+            Some((ia, off, initrd_pages))
         }
         _ => None,
+    };
+    // Bytes of the carve-out in use, and where a guest RAM offset lies in host PA.
+    let carve_len = ram_size - in_place.map_or(0, |(_, _, len)| len);
+    if carve_len > carve_max {
+        return Err(alloc::format!(
+            "guest RAM of {ram_size:#x} bytes needs {carve_len:#x} of host RAM, only {carve_max:#x} are free"
+        ));
+    }
+    let pa_of = |off: u64| match in_place {
+        Some((ia, ioff, len)) if off >= ioff && off < ioff + len => ia + (off - ioff),
+        Some((_, ioff, len)) if off >= ioff + len => ram_pa + off - len,
+        _ => ram_pa + off,
     };
     // The runs of guest RAM as stage 2 maps them, for the emulated devices.
     let base = layout.ram.base;
@@ -263,7 +296,7 @@ pub fn build(
         Some((ia, off, len)) => vec![
             run(0, off, ram_pa),
             run(off, len, ia),
-            run(off + len, ram_size - off - len, ram_pa + off + len),
+            run(off + len, ram_size - off - len, ram_pa + off),
         ],
         None => vec![run(0, ram_size, ram_pa)],
     });
@@ -278,11 +311,7 @@ pub fn build(
                 .map_err(s2)?;
             let rest = off + len;
             stage2
-                .map(
-                    ram(rest, ram_size - rest),
-                    Pa(ram_pa + rest),
-                    S2Attr::Normal,
-                )
+                .map(ram(rest, ram_size - rest), Pa(ram_pa + off), S2Attr::Normal)
                 .map_err(s2)?;
         }
         None => stage2
@@ -299,7 +328,7 @@ pub fn build(
         ram_size,
         stage2.ipa_bits()
     );
-    copy_in(ram_pa + place.kernel, kimg);
+    copy_in(pa_of(place.kernel), kimg);
     let entry = layout.ram.base.0 + place.kernel;
     if let (Some((ia, is)), Some(off)) = (host.ramdisk, place.initrd) {
         if in_place.is_some() {
@@ -310,7 +339,7 @@ pub fn build(
         } else {
             // SAFETY: as for the kernel.
             let img = unsafe { core::slice::from_raw_parts(ia as *const u8, is as usize) };
-            copy_in(ram_pa + off, img);
+            copy_in(pa_of(off), img);
         }
         initrd_region = Some(Region::new(Ipa(layout.ram.base.0 + off), is));
     }
@@ -328,7 +357,7 @@ pub fn build(
             dtb.len()
         ));
     }
-    copy_in(ram_pa + dtb_off, &dtb);
+    copy_in(pa_of(dtb_off), &dtb);
     let dtb_ipa = layout.ram.base.0 + dtb_off;
     log::info!("guest kernel at IPA {entry:#x}, bootargs \"{bootargs}\"");
 
@@ -357,7 +386,7 @@ pub fn build(
     match disk {
         None => {}
         Some(DiskBackend::Ram(size)) => {
-            let disk = ram_disk_storage(ram_pa + ram_size, free - ram_size, size)?;
+            let disk = ram_disk_storage(ram_pa + carve_len, free - carve_len, size)?;
             log::info!(
                 "virtio-blk: RAM disk of {:#x} bytes at PA {:#x}",
                 disk.len(),
@@ -411,9 +440,9 @@ pub fn build(
     // The console UART as firmware leaves it: enabled, 8 bits, FIFOs on, no
     // interrupt raised yet (earlycon writes to it without programming it).
     let mut uart = Pl011::new();
-    let _ = uart.write(0x30, 4, 0x301);
-    let _ = uart.write(0x2c, 4, (1 << 4) | (3 << 5));
-    let _ = uart.write(0x44, 4, 0x7ff);
+    uart.write(0x30, 4, 0x301);
+    uart.write(0x2c, 4, (1 << 4) | (3 << 5));
+    uart.write(0x44, 4, 0x7ff);
     let vm = Vm {
         pcpu_mpidr: host.cpus.iter().copied().take(n).collect(),
         layout,
@@ -423,6 +452,7 @@ pub fn build(
         devices: spin::Mutex::new(crate::vm::Devices {
             uart,
             uart_line: false,
+            console_input: arch_emu::console_input::ConsoleInput::new(crate::vm::CONSOLE_BACKLOG),
             segment,
             assigned: ids.get(..lines.len()).unwrap_or(&[]).to_vec(),
         }),

@@ -24,6 +24,7 @@ mod exits;
 mod gic;
 mod guest;
 mod guestmem;
+mod heap;
 mod hostdisk;
 mod mmu;
 mod pci;
@@ -38,19 +39,10 @@ use aarch64_cpu::registers::{
     CurrentEL, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ICH_VMCR_EL2,
     MDCR_EL2, MIDR_EL1, VMPIDR_EL2,
 };
-use linked_list_allocator::LockedHeap;
 use sysreg::{cptr_el2, pmcr_el0, read_sysreg, smcr_el2, write_sysreg, zcr_el2};
 
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
-
-/// Bytes of heap (page tables, the vGIC, the PCI segment, the guest DTB).
-const HEAP_SIZE: usize = 8 << 20;
-
-#[repr(C, align(4096))]
-struct HeapArea([u8; HEAP_SIZE]);
-
-static mut HEAP_AREA: HeapArea = HeapArea([0; HEAP_SIZE]);
+pub static HEAP: heap::CountingHeap = heap::CountingHeap::new();
 
 /// Whether to leave QEMU through semihosting (bootargs `semihosting`).
 pub static SEMIHOSTING: AtomicBool = AtomicBool::new(false);
@@ -148,11 +140,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     );
     log::info!("host DT at {dtb:#x}, bootargs \"{bootargs}\"");
 
-    // SAFETY: the heap area is a static used only by the allocator from here on.
-    unsafe {
-        HEAP.lock()
-            .init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE)
-    };
+    HEAP.init();
 
     if !entry::stacks_fit() {
         exits::fatal("linker.ld reserves fewer stacks than MAX_CPUS");
@@ -220,7 +208,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     } else {
         guest_dt::PsciMethod::Hvc
     };
-    // `guest-mem=SIZE`: the guest's RAM (default: 1 GiB, or what is free).
+    // `guest-mem=SIZE`: the guest's RAM (default: all the free RAM, see `guest::build`).
     let guest_mem = match bootargs
         .split_whitespace()
         .find_map(|a| a.strip_prefix("guest-mem="))

@@ -134,19 +134,6 @@ pub mod spsr {
     pub const SSBS: Field<u64, R> = Field::new(1, 12);
 }
 
-/// ESR_ELx ISS for data and instruction aborts: the fields the
-/// injected aborts set.
-pub mod esr_iss {
-    use super::{Field, ESR_EL1::Register as R};
-
-    /// WnR, bit 6 (data aborts): the access was a write.
-    pub const WNR: Field<u64, R> = Field::new(1, 6);
-    /// DFSC / IFSC, bits 5:0: the fault status code.
-    pub const FSC: Field<u64, R> = Field::new(0x3f, 0);
-    /// FSC value: synchronous External abort, not on a translation table walk.
-    pub const FSC_SYNC_EXTERNAL: u64 = 0b01_0000;
-}
-
 /// ID_AA64PFR1_EL1: the field `aarch64-cpu` (MTE only) lacks that the
 /// hypervisor reads (the guest's view of the whole group is [`crate::cpufeat`]'s).
 pub mod id_aa64pfr1_el1 {

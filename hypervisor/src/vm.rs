@@ -7,6 +7,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use arch_emu::console_input::{ConsoleInput, HostRx};
 use arch_emu::pl011::Pl011;
 use arch_emu::vgic::{Kick, Vgic};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +60,9 @@ pub struct Counters {
     pub no_syndrome: AtomicU64,
     /// External aborts injected (nothing there, or an access not emulated).
     pub injected_aborts: AtomicU64,
+    /// Aborts whose guest stage-1 table walk reached an IPA stage 2 does not
+    /// map (ESR S1PTW): answered with an external abort on translation table walk.
+    pub s1ptw_aborts: AtomicU64,
     /// HVC calls.
     pub hvc: AtomicU64,
     /// SMC calls.
@@ -75,8 +79,11 @@ pub struct Counters {
     pub irq_storms: AtomicU64,
     /// Physical interrupts no one owns (deactivated and dropped).
     pub irq_unrouted: AtomicU64,
-    /// Bytes of host console input given to the guest's UART.
+    /// Bytes of host console input read for the guest (from the host UART).
     pub console_input: AtomicU64,
+    /// Times the console backlog filled and host input was held back in the
+    /// host UART (its receive interrupts masked) until the guest read.
+    pub console_held: AtomicU64,
     /// Instruction aborts and other exception classes (an exception was injected).
     pub other: AtomicU64,
 }
@@ -104,6 +111,8 @@ pub struct ExitStats {
     pub no_syndrome: u64,
     /// External aborts injected (nothing there, or an access not emulated).
     pub injected_aborts: u64,
+    /// Aborts on the guest's stage-1 table walk (see [`Counters::s1ptw_aborts`]).
+    pub s1ptw_aborts: u64,
     /// HVC calls.
     pub hvc: u64,
     /// SMC calls.
@@ -120,8 +129,10 @@ pub struct ExitStats {
     pub irq_storms: u64,
     /// Physical interrupts no one owns (deactivated and dropped).
     pub irq_unrouted: u64,
-    /// Bytes of host console input given to the guest's UART.
+    /// Bytes of host console input read for the guest (from the host UART).
     pub console_input: u64,
+    /// Times host console input was held back in the host UART.
+    pub console_held: u64,
     /// Instruction aborts and other exception classes (an exception was injected).
     pub other: u64,
 }
@@ -145,6 +156,7 @@ impl Counters {
             unclaimed_mmio: self.unclaimed_mmio.load(Ordering::Relaxed),
             no_syndrome: self.no_syndrome.load(Ordering::Relaxed),
             injected_aborts: self.injected_aborts.load(Ordering::Relaxed),
+            s1ptw_aborts: self.s1ptw_aborts.load(Ordering::Relaxed),
             hvc: self.hvc.load(Ordering::Relaxed),
             smc: self.smc.load(Ordering::Relaxed),
             sgi: self.sgi.load(Ordering::Relaxed),
@@ -154,6 +166,7 @@ impl Counters {
             irq_storms: self.irq_storms.load(Ordering::Relaxed),
             irq_unrouted: self.irq_unrouted.load(Ordering::Relaxed),
             console_input: self.console_input.load(Ordering::Relaxed),
+            console_held: self.console_held.load(Ordering::Relaxed),
             other: self.other.load(Ordering::Relaxed),
         }
     }
@@ -171,12 +184,20 @@ pub enum IrqOwner {
     HostDisk,
 }
 
+/// Most host console input bytes the hypervisor holds for the guest beyond
+/// its UART's receive FIFO; past this, input waits in the host UART (and
+/// behind it, in whatever feeds the host line), as on a flow-controlled line.
+pub const CONSOLE_BACKLOG: usize = 1024;
+
 /// The emulated devices behind one lock.
 pub struct Devices {
     /// The console UART.
     pub uart: Pl011,
     /// The UART's interrupt line as last given to the vGIC.
     pub uart_line: bool,
+    /// Host console input the guest's UART cannot take yet (FIFO full or
+    /// receiver off), at most [`CONSOLE_BACKLOG`] bytes.
+    pub console_input: ConsoleInput,
     /// The synthetic PCI segment.
     pub segment: Option<Segment>,
     /// The assigned host devices' ids on the segment.
@@ -209,11 +230,21 @@ pub struct Vm {
     pub semihosting: bool,
 }
 
-/// A few bytes of guest console output (one exit writes at most two).
-#[derive(Debug, Default, Clone, Copy)]
+/// Guest console output of one exit: at most a transmit FIFO's worth (a
+/// UARTCR write that enables the transmitter sends what waited in it).
+#[derive(Debug, Clone, Copy)]
 pub struct TxBytes {
-    buf: [u8; 4],
+    buf: [u8; arch_emu::pl011::FIFO_DEPTH],
     len: usize,
+}
+
+impl Default for TxBytes {
+    fn default() -> Self {
+        TxBytes {
+            buf: [0; arch_emu::pl011::FIFO_DEPTH],
+            len: 0,
+        }
+    }
 }
 
 impl TxBytes {
@@ -245,8 +276,7 @@ pub fn synthetic_segment(
     let Some(pci) = layout.pci.as_ref() else {
         return Ok(None);
     };
-    let buses = u16::from(pci.bus_end) - u16::from(pci.bus_start) + 1;
-    let mut seg = Segment::new(pci.segment, buses);
+    let mut seg = Segment::with_bus_range(pci.segment, pci.bus_start, pci.bus_end);
     seg.set_apertures(&[pci.mem32, pci.mem64]);
     seg.set_intx_spis(pci.intx_spis);
     let ports = (assigned.len() + 1).max(2);
@@ -282,6 +312,32 @@ impl Vm {
     /// The vCPU whose MPIDR affinity is `aff`.
     pub fn vcpu_by_mpidr(&self, aff: u64) -> Option<usize> {
         self.layout.mpidrs.iter().position(|&m| m == aff)
+    }
+
+    /// Moves console input towards the guest after a guest access to its
+    /// UART or the host UART's interrupt (`host_interrupt`); the host console
+    /// is locked only when it is to be read (see `ConsoleInput::pump`).
+    pub fn pump_console_input(&self, dev: &mut Devices, host_interrupt: bool) {
+        let Devices {
+            uart,
+            console_input,
+            ..
+        } = dev;
+        let mut console = console_input
+            .wants_host(host_interrupt)
+            .then(|| crate::console::CONSOLE.lock());
+        let host = console
+            .as_mut()
+            .and_then(|c| c.as_mut())
+            .map(|c| c as &mut dyn HostRx);
+        console_input.pump(uart, host_interrupt, host);
+        drop(console);
+        self.stats
+            .console_input
+            .store(console_input.received, Ordering::Relaxed);
+        self.stats
+            .console_held
+            .store(console_input.held, Ordering::Relaxed);
     }
 
     /// Re-evaluates the UART's interrupt line after an access or input
@@ -338,14 +394,15 @@ impl Vm {
             let mut dev = self.devices.lock();
             let r = match write {
                 Some(v) => {
-                    let out = dev.uart.write(off, size, v as u32);
-                    if let Some(b) = out.tx {
+                    dev.uart.write(off, size, v as u32);
+                    while let Some(b) = dev.uart.take_tx() {
                         tx.push(b);
                     }
                     0
                 }
                 None => u64::from(dev.uart.read(off, size)),
             };
+            self.pump_console_input(&mut dev, false);
             kick.0 |= self.update_uart_line(&mut dev).0;
             return Some(r);
         }

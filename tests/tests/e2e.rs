@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use xtask::qemu::{self, RunOutcome, Verdict};
 
+#[path = "e2e/console.rs"]
+mod console;
 #[path = "e2e/hostdisk.rs"]
 mod hostdisk;
 #[path = "e2e/net.rs"]
@@ -21,8 +23,8 @@ mod net;
 mod newkernel;
 #[path = "e2e/passthrough.rs"]
 mod passthrough;
-#[path = "e2e/timers.rs"]
-mod timers;
+#[path = "e2e/probe.rs"]
+mod probe;
 #[path = "e2e/virtio.rs"]
 mod virtio;
 
@@ -553,17 +555,19 @@ fn hypervisor_starts_at_el2_and_reports_the_host_platform() {
         .map(String::as_str)
         .filter(|l| l.starts_with("[hv] "))
         .collect();
-    let initrd_size = std::fs::metadata(&cfg.initrd).map(|m| m.len()).unwrap_or(0);
+    let initrd_size = cfg
+        .initrd
+        .as_ref()
+        .and_then(|i| std::fs::metadata(i).ok())
+        .map_or(0, |m| m.len());
+    let plan = qemu::module_plan(&cfg).expect("modules fit");
     for want in [
         "[hv] synthetic-pci hypervisor, EL2".to_string(),
         "[hv] cpus 2".to_string(),
         "[hv] gicv3 gicd 0x8000000 gicr 0x80a0000".to_string(),
         "[hv] pl011 0x9000000".to_string(),
         "[hv] psci method smc".to_string(),
-        format!(
-            "[hv] module multiboot,kernel at {:#x}",
-            qemu::GUEST_KERNEL_ADDR
-        ),
+        format!("[hv] module multiboot,kernel at {:#x}", plan.kernel),
         format!("size {initrd_size:#x}"),
         "[hv] EL2 MMU on".to_string(),
         "[hv] guest RAM IPA 0x80000000".to_string(),
@@ -891,8 +895,8 @@ devmem 0x0a000000 32 >/dev/null 2>&1; echo READ-STATUS=$?; echo SURVIVED=yes"
     assert!(!stats.contains("(aborts injected 0)"), "{stats}");
 }
 
-/// The hypervisor's `guest-mem=` sizes guest RAM (here 512 MiB instead of the
-/// default 1 GiB), and a size that does not fit is a boot error naming it.
+/// The hypervisor's `guest-mem=` sizes guest RAM (here 512 MiB instead of all
+/// the free RAM), and a size that does not fit is a boot error naming it.
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn guest_mem_option_sizes_guest_ram() {
@@ -946,4 +950,111 @@ fn uboot_booti_starts_the_hypervisor_which_boots_the_guest() {
         out.tail(40)
     );
     assert_eq!(tagged(&out, "UBOOT-NPROC"), ["2"], "{}", out.tail(30));
+}
+
+/// A bare-metal guest without an arm64 `Image` header: prints a line on the
+/// PL011 at its guest address 0x0900_0000 and powers off with PSCI
+/// `SYSTEM_OFF` over hvc. Bytes 16..24 are code (which an `image_size` read
+/// without the magic took for 0xb900_0023_3400_0063 bytes). Encodings from
+/// `llvm-mc -triple=aarch64 -show-encoding`.
+fn raw_probe_kernel() -> Vec<u8> {
+    const CODE: [u32; 10] = [
+        0xd2a1_2001, // movz x1, #0x900, lsl #16 (the guest's PL011)
+        0x1000_0122, // adr x2, msg (+36)
+        0x3840_1443, // loop: ldrb w3, [x2], #1
+        0x3400_0063, // cbz w3, done (+12)
+        0xb900_0023, // str w3, [x1] (UARTDR)
+        0x17ff_fffd, // b loop
+        0x52b0_8000, // done: movz w0, #0x8400, lsl #16
+        0x7280_0100, // movk w0, #8 (PSCI SYSTEM_OFF)
+        0xd400_0002, // hvc #0
+        0x1400_0000, // b .
+    ];
+    let mut image: Vec<u8> = CODE.iter().flat_map(|w| w.to_le_bytes()).collect();
+    image.extend_from_slice(b"RAW-KERNEL-RAN\n\0");
+    image
+}
+
+/// Fault 7: `--kernel` takes a raw image (loaded at RAM + 0x80000, as QEMU's
+/// `-kernel` loads one), without an initrd (`--initrd none`), with a command
+/// line of its own (`--cmdline`) in place of `console=ttyAMA0 panic=-1`.
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn raw_kernel_without_initrd_boots_with_its_own_command_line() {
+    let path = std::env::temp_dir().join(format!("e2e-raw-kernel-{}", std::process::id()));
+    std::fs::write(&path, raw_probe_kernel()).expect("write the raw kernel");
+    let mut cfg = hv_config("unused");
+    cfg.exec = None;
+    cfg.kernel = path.clone();
+    cfg.initrd = None;
+    cfg.cmdline = Some("probe.mode=raw".to_string());
+    let out = run(&cfg);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        out.verdict,
+        Verdict::PoweredOff,
+        "{}\n{}",
+        out.summary(),
+        out.tail(30)
+    );
+    assert!(
+        out.console.iter().any(|l| l == "RAW-KERNEL-RAN"),
+        "{}",
+        out.tail(30)
+    );
+    assert!(
+        out.console
+            .iter()
+            .any(|l| l.contains("guest kernel at IPA 0x80080000, bootargs \"probe.mode=raw\"")),
+        "{}",
+        out.tail(30)
+    );
+    assert!(
+        !out.console.iter().any(|l| l.contains("multiboot,ramdisk")),
+        "{}",
+        out.tail(30)
+    );
+}
+
+/// Fault 8: with `--mem 512M` the modules no longer split host RAM: the guest
+/// gets more than 400 MiB, its initramfs unpacks and `lspci` shows the segment.
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn mem_512m_boots_a_guest_whose_initramfs_unpacks_and_lspci_works() {
+    let mut cfg = hv_config(
+        "echo MEMTOTAL=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2); lspci -n >/tmp/l && echo LSPCI-LINES=$(wc -l </tmp/l)",
+    );
+    cfg.mem_bytes = 512 << 20;
+    let out = run(&cfg);
+    assert!(out.initramfs_failure().is_none(), "{}", out.tail(40));
+    expect_powered_off(&out);
+    let kib: u64 = tagged(&out, "MEMTOTAL")
+        .first()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal:\n{}", out.tail(20)));
+    assert!(kib > 400 * 1024, "MemTotal {kib} kB");
+    // Two root ports on the synthetic segment.
+    let n: u32 = tagged(&out, "LSPCI-LINES")
+        .first()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("lspci failed:\n{}", out.tail(20)));
+    assert!(n >= 2, "{n} lspci lines\n{}", out.tail(20));
+}
+
+/// Fault 8: a `--mem` that cannot hold the guest image is refused before QEMU
+/// starts, naming what the guest would get and what it needs.
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn undersized_mem_is_refused_with_the_numbers() {
+    let mut cfg = hv_config("true");
+    cfg.mem_bytes = 192 << 20;
+    let e = qemu::run(&cfg).expect_err("192M cannot hold the guest image");
+    assert!(
+        e.0.contains("--mem 192 MiB is too small: the guest would get"),
+        "{e}"
+    );
+    assert!(
+        e.0.contains("MiB or more") || e.0.contains("M or more"),
+        "{e}"
+    );
 }

@@ -44,10 +44,14 @@ fn invariant_checker_catches_a_bar_outside_its_window() {
     assert!(check_invariants(&mut seg, &found, AP32, AP64).is_err());
 }
 
+/// Up to six root ports, each with nothing or a device of up to three BARs of
+/// 16 B to 4 MiB: at most 12 MiB per device, 16 MiB with window alignment,
+/// 96 MiB in all, so every topology fits the 512 MiB aperture and assignment
+/// must succeed.
 fn topology() -> impl Strategy<Value = Vec<Option<Vec<(u32, bool, bool)>>>> {
     prop::collection::vec(
         prop::option::of(prop::collection::vec(
-            (4u32..25, any::<bool>(), any::<bool>()),
+            (4u32..=22, any::<bool>(), any::<bool>()),
             0..4,
         )),
         1..7,
@@ -79,9 +83,9 @@ proptest! {
         for (f, t) in found.iter().zip(&topo) {
             prop_assert_eq!(f.device.is_some(), t.is_some());
         }
-        if assign(&mut seg, &found, AP32, AP64).is_ok() {
-            let r = check_invariants(&mut seg, &found, AP32, AP64);
-            prop_assert!(r.is_ok(), "{:?}", r);
-        }
+        let assigned = assign(&mut seg, &found, AP32, AP64);
+        prop_assert!(assigned.is_ok(), "assignment failed: {:?}", assigned);
+        let r = check_invariants(&mut seg, &found, AP32, AP64);
+        prop_assert!(r.is_ok(), "{:?}", r);
     }
 }

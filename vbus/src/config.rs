@@ -585,7 +585,19 @@ mod tests {
         let mut c = ConfigSpace::new();
         assert_eq!(c.read(4094, 4), 0xffff_ffff);
         assert_eq!(c.read(0, 3), 0xffff_ffff);
+        // The last dword and the first one are writable: only the bounds stop the writes.
+        c.set_writable(4092, 4, 0xffff_ffff);
+        c.set_u32(4092, 0x4433_2211);
+        c.set_writable(0x40, 4, 0xffff_ffff);
+        c.set_u32(0x40, 0x8877_6655);
         c.write(4095, 2, 0);
+        c.write(4094, 4, 0);
+        c.write(0x40, 3, 0);
+        assert_eq!(c.raw(4092, 4), 0x4433_2211);
+        assert_eq!(c.raw(0x40, 4), 0x8877_6655);
+        // In range, the same bytes take the write.
+        c.write(4094, 2, 0);
+        assert_eq!(c.raw(4092, 4), 0x0000_2211);
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub enum TopologyError {
 /// [`Effect::Unmap`]/[`Effect::Map`] pairs for the owner.
 pub struct Segment {
     segment: u16,
+    /// The root bus number: ECAM offset 0 is this bus (the guest DT's `bus-range` start).
+    bus_start: u8,
     bus_count: u16,
     slots: Vec<Slot>,
     next_id: u16,
@@ -108,6 +110,7 @@ impl Segment {
     pub fn new(segment: u16, bus_count: u16) -> Self {
         Segment {
             segment,
+            bus_start: 0,
             bus_count: bus_count.clamp(1, 256),
             slots: Vec::new(),
             next_id: 0,
@@ -116,6 +119,30 @@ impl Segment {
             decoded: Vec::new(),
             stats: SegmentStats::default(),
         }
+    }
+
+    /// An empty segment whose root bus is `bus_start` and whose ECAM window
+    /// covers buses `bus_start..=bus_end` (the guest DT's `bus-range`): ECAM
+    /// offset `(bus - bus_start) << 20` is bus `bus`, as for Linux's
+    /// `pci-host-ecam-generic` (PCI Firmware 3.3, 4.1.2: the MCFG base
+    /// corresponds to the start bus). An empty range (`bus_end < bus_start`)
+    /// is taken as the root bus alone.
+    pub fn with_bus_range(segment: u16, bus_start: u8, bus_end: u8) -> Self {
+        let count = u16::from(bus_end).saturating_sub(u16::from(bus_start)) + 1;
+        Segment {
+            bus_start,
+            ..Segment::new(segment, count)
+        }
+    }
+
+    /// The root bus number (where the root ports sit).
+    pub fn bus_start(&self) -> u8 {
+        self.bus_start
+    }
+
+    /// The bus number an ECAM bus offset addresses, if it is a bus number.
+    fn bus_at(&self, bus_offset: u8) -> u16 {
+        u16::from(self.bus_start) + u16::from(bus_offset)
     }
 
     /// The host bridge's memory apertures (guest physical): the only ranges
@@ -222,11 +249,14 @@ impl Segment {
             let Some((secondary, subordinate)) = s.port.function.bridge_bus_range() else {
                 continue;
             };
-            // A secondary bus of 0 is unprogrammed: it never claims a request.
-            if secondary == 0 || a.bus_offset < secondary || a.bus_offset > subordinate {
+            // A secondary bus at or below the root bus (0 after reset) is
+            // unprogrammed or invalid: it never claims a request.
+            let bus = self.bus_at(a.bus_offset);
+            let (sec, sub) = (u16::from(secondary), u16::from(subordinate));
+            if sec <= u16::from(self.bus_start) || bus < sec || bus > sub {
                 continue;
             }
-            if a.bus_offset == secondary && a.dev == 0 && a.func == 0 && s.child.is_some() {
+            if bus == sec && a.dev == 0 && a.func == 0 && s.child.is_some() {
                 return Target::Below(i);
             }
             return Target::None;
@@ -596,7 +626,7 @@ impl Segment {
     pub fn enumerate_ids(&self) -> Vec<(Bdf, FunctionId)> {
         let mut v: Vec<(Bdf, FunctionId)> = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
-            if let Ok(bdf) = Bdf::new(0, s.dev, s.func) {
+            if let Ok(bdf) = Bdf::new(self.bus_start, s.dev, s.func) {
                 v.push((bdf, s.port.id));
             }
             let (Some((secondary, _)), Some(child)) =
@@ -604,13 +634,16 @@ impl Segment {
             else {
                 continue;
             };
+            let Some(offset) = secondary.checked_sub(self.bus_start) else {
+                continue;
+            };
             let probe = EcamAddress {
-                bus_offset: secondary,
+                bus_offset: offset,
                 dev: 0,
                 func: 0,
                 register: 0,
             };
-            let in_window = u16::from(secondary) < self.bus_count;
+            let in_window = u16::from(offset) < self.bus_count;
             if in_window && matches!(self.route(&probe), Target::Below(j) if j == i) {
                 if let Ok(bdf) = Bdf::new(secondary, 0, 0) {
                     v.push((bdf, child.id));

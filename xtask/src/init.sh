@@ -38,6 +38,15 @@ for d in /sys/class/net/*; do
 	break
 done
 
+# The disks: each virtio block device with its size and PCI address.
+for b in /sys/block/vd*; do
+	[ -e "$b" ] || continue
+	n="${b##*/}"
+	s=$(cat "$b/size")
+	pci=$(basename "$(readlink -f "$b/device/..")")
+	echo "xtask-init: /dev/$n virtio-blk, $((s / 2048)) MiB ($s sectors), PCI $pci"
+done
+
 xtask_exec=
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in

@@ -11,6 +11,7 @@ pub mod error;
 pub mod flat;
 pub mod image;
 pub mod install;
+pub mod layout;
 pub mod net;
 pub mod paths;
 pub mod qemu;

@@ -19,7 +19,8 @@ use xtask::{flat, image, install, paths, Error, Result};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  build   build the hypervisor (aarch64-unknown-none-softfloat, release) and its flat binary
+  build   build the hypervisor and the probe guest (aarch64-unknown-none-softfloat, release)
+          and their flat binaries
   image   assemble (or reuse the cached) guest kernel and initramfs
   run     boot the guest under the hypervisor under QEMU
   test    cargo test, build the hypervisor, then the end-to-end boots
@@ -33,11 +34,18 @@ run options:
   --direct          boot the guest directly on QEMU, without the hypervisor
   --uboot           as on a board: U-Boot (the distribution's qemu_arm64 build)
                     booti's the hypervisor with the modules described in the DT
-  --kernel PATH     guest kernel Image (default: from the guest image)
-  --initrd PATH     guest initramfs (default: from the guest image)
-  --append ARGS     added to the guest kernel command line
+  --kernel PATH     guest kernel: an arm64 Image, or a raw image without its
+                    header, loaded at RAM + 0x80000 as QEMU's -kernel does
+                    (default: the Image from the guest image)
+  --initrd PATH     guest initramfs (default: from the guest image); `none`: no initrd
+  --append ARGS     added to the guest kernel command line (after
+                    `console=ttyAMA0 panic=-1`)
+  --cmdline ARGS    the whole guest command line instead (for guests other than
+                    our Linux image); excludes --append and --exec
   --smp N           CPUs (default 2)
-  --mem SIZE        RAM, e.g. 2G (default 2G)
+  --mem SIZE        RAM, e.g. 2G (default 2G). Under the hypervisor the guest gets
+                    what its image, heap, the DTB and the kernel module leave
+                    (the initrd is mapped into the guest); too little is refused
   --qemu-arg ARG    extra QEMU argument (repeatable)
   --smmu            give the machine an SMMUv3 (virt iommu=smmuv3, stages 1 and 2)
   --nic MODEL       host NIC: e1000e (default), igb or none; the guest's /init gives
@@ -136,7 +144,7 @@ fn dispatch(args: &[String]) -> Result<i32> {
         return Ok(0);
     }
     match args.first().map(String::as_str) {
-        Some("build") => build_hypervisor().map(|_| 0),
+        Some("build") => build_hypervisor().and_then(|_| build_probe()).map(|_| 0),
         Some("image") => image::ensure_guest_image().map(|img| {
             println!("kernel: {}", img.kernel.display());
             println!("initrd: {}", img.initrd.display());
@@ -190,9 +198,21 @@ fn target_dir() -> PathBuf {
 
 /// Builds the hypervisor and writes its flat binary next to the ELF.
 fn build_hypervisor() -> Result<PathBuf> {
+    build_flat("hypervisor")
+}
+
+/// Builds the probe guest (`tests/probe`), a flat arm64 Image the
+/// end-to-end tests boot as the guest kernel.
+fn build_probe() -> Result<PathBuf> {
+    build_flat("probe")
+}
+
+/// Builds `package` (a bare-metal binary with an arm64 Image header) and
+/// writes its flat binary next to the ELF.
+fn build_flat(package: &str) -> Result<PathBuf> {
     install::ensure_rust_target(TARGET)?;
-    cargo(&["build", "-p", "hypervisor", "--target", TARGET, "--release"])?;
-    let elf_path = target_dir().join(TARGET).join("release").join("hypervisor");
+    cargo(&["build", "-p", package, "--target", TARGET, "--release"])?;
+    let elf_path = target_dir().join(TARGET).join("release").join(package);
     let elf = std::fs::read(&elf_path).context(|| elf_path.display().to_string())?;
     let flat = flat::elf_to_flat(&elf).context(|| format!("flattening {}", elf_path.display()))?;
     if !flat::has_arm64_image_header(&flat.bytes) {
@@ -204,7 +224,7 @@ fn build_hypervisor() -> Result<PathBuf> {
     let bin = elf_path.with_extension("bin");
     std::fs::write(&bin, &flat.bytes)?;
     eprintln!(
-        "xtask: hypervisor: {} ({} bytes, loads at {:#x})",
+        "xtask: {package}: {} ({} bytes, loads at {:#x})",
         bin.display(),
         flat.bytes.len(),
         flat.load_address
@@ -220,7 +240,9 @@ struct RunArgs {
     smmu: bool,
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
+    no_initrd: bool,
     append: Vec<String>,
+    cmdline: Option<String>,
     smp: Option<u32>,
     mem: Option<u64>,
     qemu_args: Vec<String>,
@@ -273,8 +295,12 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
         match name {
             "--exec" => r.exec = Some(value()?),
             "--kernel" => r.kernel = Some(value()?.into()),
-            "--initrd" => r.initrd = Some(value()?.into()),
+            "--initrd" => match value()?.as_str() {
+                "none" => (r.initrd, r.no_initrd) = (None, true),
+                path => (r.initrd, r.no_initrd) = (Some(path.into()), false),
+            },
             "--append" => r.append.push(value()?),
+            "--cmdline" => r.cmdline = Some(value()?),
             "--smp" => {
                 let v = value()?;
                 r.smp = Some(
@@ -299,7 +325,42 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
             _ => return Err(Error(format!("unknown option {arg}\n{USAGE}"))),
         }
     }
+    if r.cmdline.is_some() && !r.append.is_empty() {
+        return Err(Error::msg(
+            "--cmdline replaces the whole guest command line and --append adds to the default one: give one of them",
+        ));
+    }
+    if r.cmdline.is_some() && r.exec.is_some() {
+        return Err(Error::msg(
+            "--exec needs our /init and the default command line; --cmdline replaces that line: give one of them",
+        ));
+    }
     Ok(r)
+}
+
+impl RunArgs {
+    /// The guest kernel and initrd: the options', else the guest image's
+    /// (built only when one of them is needed).
+    fn guest_files(&self) -> Result<(PathBuf, Option<PathBuf>)> {
+        let initrd_needed = !self.no_initrd && self.initrd.is_none();
+        if self.kernel.is_some() && !initrd_needed {
+            return Ok((self.kernel.clone().unwrap_or_default(), self.initrd.clone()));
+        }
+        let img = image::ensure_guest_image()?;
+        let initrd = if self.no_initrd {
+            None
+        } else {
+            Some(self.initrd.clone().unwrap_or(img.initrd))
+        };
+        Ok((self.kernel.clone().unwrap_or(img.kernel), initrd))
+    }
+
+    /// Sets `cfg`'s initrd and command line from the options.
+    fn apply_guest(&self, cfg: &mut RunConfig, initrd: Option<PathBuf>) {
+        cfg.initrd = initrd;
+        cfg.append = self.append.join(" ");
+        cfg.cmdline = self.cmdline.clone();
+    }
 }
 
 fn run(args: &[String]) -> Result<i32> {
@@ -316,15 +377,9 @@ fn run(args: &[String]) -> Result<i32> {
         Mode::Hypervisor(build_hypervisor()?)
     };
     install::ensure_qemu()?;
-    let (kernel, initrd) = match (a.kernel.clone(), a.initrd.clone()) {
-        (Some(k), Some(i)) => (k, i),
-        (k, i) => {
-            let img = image::ensure_guest_image()?;
-            (k.unwrap_or(img.kernel), i.unwrap_or(img.initrd))
-        }
-    };
-    let mut cfg = RunConfig::new(mode, kernel, initrd);
-    cfg.append = a.append.join(" ");
+    let (kernel, initrd) = a.guest_files()?;
+    let mut cfg = RunConfig::new(mode, kernel, PathBuf::new());
+    a.apply_guest(&mut cfg, initrd);
     cfg.smp = a.smp.unwrap_or(cfg.smp);
     cfg.mem_bytes = a.mem.unwrap_or(cfg.mem_bytes);
     a.apply_network(&mut cfg, Nic::E1000e);
@@ -370,6 +425,12 @@ fn run(args: &[String]) -> Result<i32> {
             eprintln!("xtask: the guest kernel panicked:");
             eprint!("{}", outcome.panic_lines().unwrap_or_default());
         }
+        Verdict::InitramfsFailed => {
+            eprintln!(
+                "xtask: the guest's initramfs did not unpack (too little guest RAM? see --mem):"
+            );
+            eprintln!("  {}", outcome.initramfs_failure().unwrap_or_default());
+        }
         _ => {
             eprintln!("xtask: last console lines:");
             eprint!("{}", outcome.tail(40));
@@ -398,13 +459,9 @@ fn bench(args: &[String]) -> Result<i32> {
     let a = parse_run_args(&rest)?;
     let hv = build_hypervisor()?;
     install::ensure_qemu()?;
-    let img = image::ensure_guest_image()?;
-    let mut cfg = RunConfig::new(
-        Mode::Direct,
-        a.kernel.clone().unwrap_or(img.kernel),
-        a.initrd.clone().unwrap_or(img.initrd),
-    );
-    cfg.append = a.append.join(" ");
+    let (kernel, initrd) = a.guest_files()?;
+    let mut cfg = RunConfig::new(Mode::Direct, kernel, PathBuf::new());
+    a.apply_guest(&mut cfg, initrd);
     cfg.smp = a.smp.unwrap_or(cfg.smp);
     cfg.mem_bytes = a.mem.unwrap_or(cfg.mem_bytes);
     a.apply_network(&mut cfg, Nic::None);
@@ -416,6 +473,7 @@ fn bench(args: &[String]) -> Result<i32> {
 fn test() -> Result<i32> {
     cargo(&["test"])?;
     let bin = build_hypervisor()?;
+    let probe = build_probe()?;
     install::ensure_qemu()?;
     let img = image::ensure_guest_image()?;
     let uboot = image::ensure_uboot()?;
@@ -445,6 +503,7 @@ fn test() -> Result<i32> {
         .env(qemu::env::NEW_KERNEL, &img.new_kernel)
         .env(qemu::env::INITRD, &img.initrd)
         .env(qemu::env::HYPERVISOR_BIN, &bin)
+        .env(qemu::env::PROBE_BIN, &probe)
         .env(qemu::env::UBOOT, &uboot)
         .env(qemu::env::E2E_DIRECT, if direct { "1" } else { "0" })
         .status()?;
@@ -509,6 +568,23 @@ mod tests {
     #[test]
     fn unknown_nic_model_is_an_error() {
         assert!(parse_run_args(&args(&["--nic", "rtl8139"])).is_err());
+    }
+
+    #[test]
+    fn initrd_none_means_no_initrd() {
+        let r =
+            parse_run_args(&args(&["--kernel", "bare.bin", "--initrd", "none"])).expect("valid");
+        assert!(r.no_initrd && r.initrd.is_none());
+        let (k, i) = r.guest_files().expect("no guest image needed");
+        assert_eq!((k, i), (PathBuf::from("bare.bin"), None));
+    }
+
+    #[test]
+    fn cmdline_excludes_append_and_exec() {
+        let r = parse_run_args(&args(&["--cmdline", "probe=1"])).expect("valid");
+        assert_eq!(r.cmdline.as_deref(), Some("probe=1"));
+        assert!(parse_run_args(&args(&["--cmdline", "a", "--append", "b"])).is_err());
+        assert!(parse_run_args(&args(&["--cmdline", "a", "--exec", "true"])).is_err());
     }
 
     #[test]

@@ -28,17 +28,24 @@ pub const INIT_MARKER: &str = "XTASK-INIT-START";
 pub const EXIT_STATUS_MARKER: &str = "XTASK-EXIT-STATUS=";
 /// What the Linux kernel prints when it panics.
 pub const PANIC_MARKER: &str = "Kernel panic - not syncing";
+/// What the Linux kernel prints when the initramfs does not unpack (too
+/// little RAM, a corrupt archive); it then boots on without it.
+pub const INITRAMFS_FAILED_MARKER: &str = "Initramfs unpacking failed";
 /// Kernel command-line parameter carrying the base64 `--exec` command.
 pub const EXEC_PARAM: &str = "xtask.exec=";
 
 /// Guest physical address of RAM on QEMU's `virt` machine.
 pub const VIRT_RAM_BASE: u64 = 0x4000_0000;
-/// Where the guest kernel is loaded under the hypervisor. Not RAM base +
-/// 128 MiB: with `-kernel` and no `-initrd`, QEMU puts the host DTB there, and a
-/// guest-loader module at that address would overlap it.
-pub const GUEST_KERNEL_ADDR: u64 = 0x4a00_0000;
 /// Alignment of guest-loader modules.
 pub const MODULE_ALIGN: u64 = 2 << 20;
+/// Where QEMU's `-kernel` loads an image without an arm64 `Image` header
+/// (hw/arm/boot.c `KERNEL64_LOAD_ADDR`), as the hypervisor does for a guest
+/// (`guest_dt::boot::RAW_KERNEL_OFFSET`).
+pub const RAW_KERNEL_OFFSET: u64 = guest_dt::boot::RAW_KERNEL_OFFSET;
+/// QEMU's `-kernel` keeps the first page of RAM for its boot stub: an `Image`
+/// asking for a `text_offset` below this goes 2 MiB higher (hw/arm/boot.c,
+/// `load_aarch64_image`).
+const QEMU_BOOTLOADER_MAX: u64 = 4096;
 /// Longest kernel command line accepted (arm64 `COMMAND_LINE_SIZE`).
 pub const MAX_CMDLINE: usize = 2048;
 
@@ -75,24 +82,31 @@ pub const UBOOT_PROMPT_MARKER: &str = "Hit any key to stop autoboot";
 /// [`uboot_script`] for `cfg`'s kernel, initrd and command line.
 pub fn uboot_script_for(cfg: &RunConfig) -> Result<String> {
     let klen = file_len(&cfg.kernel)?;
-    let footprint = kernel_footprint(&read_head(&cfg.kernel, 64)?).max(klen);
-    let ilen = file_len(&cfg.initrd)?;
-    let (k, i) = module_addresses(footprint, ilen, cfg.mem_bytes)?;
-    let cmdline = guest_cmdline(&cfg.append, cfg.exec.as_deref())?;
+    let plan = module_plan(cfg)?;
+    let initrd = match (plan.initrd, &cfg.initrd) {
+        (Some(i), Some(path)) => Some((i, file_len(path)?)),
+        _ => None,
+    };
+    let cmdline = cfg.guest_cmdline()?;
     Ok(uboot_script(
-        k,
-        klen,
-        i,
-        ilen,
+        (plan.kernel, klen),
+        initrd,
         &cmdline,
         &cfg.hypervisor_extra_args(),
     ))
 }
 
 /// The U-Boot console input that boots the hypervisor: stop autoboot, copy the
-/// DT where it can grow, add the `multiboot,module` nodes, `booti`.
-pub fn uboot_script(k: u64, klen: u64, i: u64, ilen: u64, cmdline: &str, hv_args: &str) -> String {
-    let lines = [
+/// DT where it can grow, add the `multiboot,module` nodes (the kernel at
+/// `kernel` = (address, size), the initrd if any), `booti`.
+pub fn uboot_script(
+    kernel: (u64, u64),
+    initrd: Option<(u64, u64)>,
+    cmdline: &str,
+    hv_args: &str,
+) -> String {
+    let (k, klen) = kernel;
+    let mut lines = vec![
         String::new(),
         "fdt addr ${fdtcontroladdr}".to_string(),
         format!("fdt move ${{fdtcontroladdr}} {UBOOT_DTB_ADDR:#x} 0x100000"),
@@ -104,17 +118,23 @@ pub fn uboot_script(k: u64, klen: u64, i: u64, ilen: u64, cmdline: &str, hv_args
         ),
         format!("fdt set /chosen/module@{k:x} reg <0x0 {k:#x} 0x0 {klen:#x}>"),
         format!("fdt set /chosen/module@{k:x} bootargs \"{cmdline}\""),
-        format!("fdt mknode /chosen module@{i:x}"),
-        format!(
-            "fdt set /chosen/module@{i:x} compatible \"multiboot,module\" \"multiboot,ramdisk\""
-        ),
-        format!("fdt set /chosen/module@{i:x} reg <0x0 {i:#x} 0x0 {ilen:#x}>"),
+    ];
+    if let Some((i, ilen)) = initrd {
+        lines.extend([
+            format!("fdt mknode /chosen module@{i:x}"),
+            format!(
+                "fdt set /chosen/module@{i:x} compatible \"multiboot,module\" \"multiboot,ramdisk\""
+            ),
+            format!("fdt set /chosen/module@{i:x} reg <0x0 {i:#x} 0x0 {ilen:#x}>"),
+        ]);
+    }
+    lines.extend([
         format!(
             "fdt set /chosen bootargs \"{}\"",
             format!("semihosting {hv_args}").trim_end()
         ),
         format!("booti {UBOOT_HYPERVISOR_ADDR:#x} - {UBOOT_DTB_ADDR:#x}"),
-    ];
+    ]);
     lines.iter().map(|l| format!("{l}\r")).collect()
 }
 
@@ -123,12 +143,17 @@ pub fn uboot_script(k: u64, klen: u64, i: u64, ilen: u64, cmdline: &str, hv_args
 pub struct RunConfig {
     /// With or without the hypervisor.
     pub mode: Mode,
-    /// The guest kernel `Image`.
+    /// The guest kernel: an arm64 `Image`, or a raw image without its
+    /// header (loaded at RAM + [`RAW_KERNEL_OFFSET`], as QEMU's `-kernel` does).
     pub kernel: PathBuf,
-    /// The guest initramfs.
-    pub initrd: PathBuf,
+    /// The guest initramfs; `None` for a guest without one.
+    pub initrd: Option<PathBuf>,
     /// Added to the guest kernel command line.
     pub append: String,
+    /// The whole guest command line, replacing [`BASE_BOOTARGS`] and the
+    /// `--exec` machinery (for guests other than our Linux image); excludes
+    /// `append` and `exec` (see [`RunConfig::guest_cmdline`]).
+    pub cmdline: Option<String>,
     /// Number of CPUs.
     pub smp: u32,
     /// RAM size in bytes.
@@ -166,6 +191,9 @@ pub struct RunConfig {
     /// hypervisor drives it, the guest never sees it), and the machine gets an
     /// SMMUv3. Under `--direct` the guest's Linux drives it.
     pub host_disk: Option<PathBuf>,
+    /// QEMU throttles the host disk to this many requests per second
+    /// (`throttling.iops-total`): tests of requests that stay in flight.
+    pub host_disk_iops: Option<u32>,
 }
 
 /// The host PCI address of the host disk ([`RunConfig::host_disk`]): QEMU's
@@ -178,8 +206,9 @@ impl RunConfig {
         Self {
             mode,
             kernel,
-            initrd,
+            initrd: Some(initrd),
             append: String::new(),
+            cmdline: None,
             smp: 2,
             mem_bytes: 2 << 30,
             qemu_args: Vec::new(),
@@ -195,7 +224,43 @@ impl RunConfig {
             disk: Disk::None,
             iommu: false,
             host_disk: None,
+            host_disk_iops: None,
         }
+    }
+
+    /// The guest kernel command line: [`RunConfig::cmdline`] as it is, else
+    /// [`guest_cmdline`] of `append` and `exec`. `cmdline` with `append` or
+    /// `exec` is refused (the first replaces what the others add to), and so
+    /// is a line the guest could not be given intact (a `"`, which ends the
+    /// U-Boot script's quoted `bootargs`, or a control character) or one longer
+    /// than [`MAX_CMDLINE`].
+    pub fn guest_cmdline(&self) -> Result<String> {
+        let Some(line) = &self.cmdline else {
+            return guest_cmdline(&self.append, self.exec.as_deref());
+        };
+        if !self.append.trim().is_empty() {
+            return Err(Error::msg(
+                "--cmdline replaces the whole guest command line and --append adds to the default one: give one of them",
+            ));
+        }
+        if self.exec.is_some() {
+            return Err(Error::msg(
+                "--exec hands the command to our /init on the default command line (console=ttyAMA0 ... xtask.exec=); --cmdline replaces that line: give one of them",
+            ));
+        }
+        if let Some(c) = line.chars().find(|c| *c == '"' || c.is_control()) {
+            return Err(Error(format!(
+                "--cmdline {line:?}: {c:?} cannot be passed to the guest intact"
+            )));
+        }
+        let line = line.trim().to_string();
+        if line.len() >= MAX_CMDLINE {
+            return Err(Error(format!(
+                "--cmdline is {} bytes, the limit is {MAX_CMDLINE}",
+                line.len()
+            )));
+        }
+        Ok(line)
     }
 
     /// Whether the hypervisor boots (and is given the NIC to pass through).
@@ -299,6 +364,9 @@ pub enum Verdict {
     PoweredOff,
     /// The guest kernel panicked (the console shows `Kernel panic`).
     GuestPanic,
+    /// The guest's initramfs did not unpack (the console shows
+    /// [`INITRAMFS_FAILED_MARKER`]): whatever followed ran without it.
+    InitramfsFailed,
     /// The guest asked for a reset without a panic.
     GuestReset,
     /// The hypervisor reported a fault.
@@ -341,6 +409,7 @@ impl RunOutcome {
                 (true, None) => 1,
             },
             Verdict::GuestPanic | Verdict::GuestReset => 3,
+            Verdict::InitramfsFailed => 4,
             Verdict::HypervisorFault => 2,
             Verdict::TimedOut => 124,
             Verdict::QemuFailed(s) => s.filter(|s| *s != 0).unwrap_or(1),
@@ -354,6 +423,14 @@ impl RunOutcome {
             .iter()
             .map(|l| format!("{l}\n"))
             .collect()
+    }
+
+    /// The console's [`INITRAMFS_FAILED_MARKER`] line, if any.
+    pub fn initramfs_failure(&self) -> Option<&str> {
+        self.console
+            .iter()
+            .find(|l| l.contains(INITRAMFS_FAILED_MARKER))
+            .map(String::as_str)
     }
 
     /// The console from the first `Kernel panic` line on (at most 40 lines),
@@ -458,65 +535,139 @@ pub fn guest_cmdline(append: &str, exec: Option<&str>) -> Result<String> {
     Ok(line)
 }
 
-/// Rounds `v` up to a multiple of `align` (a power of two).
-fn align_up(v: u64, align: u64) -> Option<u64> {
-    Some(v.checked_add(align - 1)? & !(align - 1))
+/// Where a kernel loads (offset from the start of RAM) and how many bytes it
+/// occupies there, as `guest_dt::boot::place` (the hypervisor) has it: an
+/// arm64 `Image` (magic `ARM\x64` at offset 56, non-zero `image_size`) at its
+/// `text_offset` over the larger of `image_size` (which covers `.bss`) and the
+/// file; anything else is a raw image at [`RAW_KERNEL_OFFSET`], its file size.
+/// `head` is the file's first 64 bytes, `len` its size.
+pub fn kernel_load(head: &[u8], len: u64) -> (u64, u64) {
+    match guest_dt::boot::place(u64::MAX / 4, head, len, None, 0) {
+        Ok(p) => (p.kernel, p.kernel_footprint),
+        Err(_) => (RAW_KERNEL_OFFSET, len),
+    }
 }
 
-/// Size the kernel occupies once loaded: the larger of the file and the
-/// arm64 `Image` header's `image_size` (offset 16, includes `.bss`).
-pub fn kernel_footprint(image: &[u8]) -> u64 {
-    let header_size = image
-        .get(16..24)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0);
-    header_size.max(image.len() as u64)
+/// Bytes a kernel occupies once loaded (see [`kernel_load`]).
+pub fn kernel_footprint(head: &[u8], len: u64) -> u64 {
+    kernel_load(head, len).1
 }
 
-/// Addresses of the guest kernel and initrd for `-device guest-loader`:
-/// kernel at [`GUEST_KERNEL_ADDR`], initrd at the next [`MODULE_ALIGN`]
-/// boundary after it; both must end below the end of RAM.
-pub fn module_addresses(
-    kernel_footprint: u64,
-    initrd_size: u64,
-    mem_bytes: u64,
-) -> Result<(u64, u64)> {
-    let kernel_end = GUEST_KERNEL_ADDR
-        .checked_add(kernel_footprint)
-        .ok_or_else(|| Error::msg("kernel too large"))?;
-    let initrd =
-        align_up(kernel_end, MODULE_ALIGN).ok_or_else(|| Error::msg("kernel too large"))?;
-    let end = initrd
-        .checked_add(initrd_size)
-        .ok_or_else(|| Error::msg("initrd too large"))?;
-    let ram_end = VIRT_RAM_BASE.saturating_add(mem_bytes);
-    if end > ram_end {
+/// Where QEMU's `-kernel` puts an image in RAM (offset from RAM base) and its
+/// footprint: `text_offset` for an arm64 `Image` (2 MiB higher when that
+/// would overlap QEMU's boot stub in the first page), 0x80000 for a raw one
+/// (hw/arm/boot.c, `load_aarch64_image`).
+fn qemu_kernel_load(head: &[u8], len: u64) -> (u64, u64) {
+    let (off, footprint) = kernel_load(head, len);
+    if guest_dt::boot::has_image_header(head) && off < QEMU_BOOTLOADER_MAX {
+        (off + MODULE_ALIGN, footprint)
+    } else {
+        (off, footprint)
+    }
+}
+
+/// Where QEMU's `-kernel` puts the DTB on `virt` when there is no `-initrd`:
+/// at RAM + half of RAM, at most 128 MiB, rounded up to 2 MiB (hw/arm/boot.c,
+/// `arm_setup_direct_kernel_boot`).
+pub fn qemu_dtb_addr(mem_bytes: u64) -> u64 {
+    let at = VIRT_RAM_BASE + (mem_bytes / 2).min(128 << 20);
+    at.div_ceil(MODULE_ALIGN) * MODULE_ALIGN
+}
+
+/// Host RAM as the hypervisor finds it at boot under `cfg` (before the
+/// modules): the first 2 MiB (QEMU's boot stub or firmware DTB), the
+/// hypervisor image (with its BSS, heap and stacks) where QEMU's `-kernel` or
+/// U-Boot's `booti` put it, and 2 MiB for the DTB. `None` for
+/// [`Mode::Direct`].
+pub fn host_ram(cfg: &RunConfig) -> Result<Option<crate::layout::HostRam>> {
+    use crate::layout::{HostRam, Range};
+    let (hv_at, bin, dtb) = match &cfg.mode {
+        Mode::Direct => return Ok(None),
+        Mode::Hypervisor(bin) => {
+            let (off, _) = qemu_kernel_load(&read_head(bin, 64)?, file_len(bin)?);
+            (VIRT_RAM_BASE + off, bin, qemu_dtb_addr(cfg.mem_bytes))
+        }
+        Mode::UBoot { hypervisor, .. } => (UBOOT_HYPERVISOR_ADDR, hypervisor, UBOOT_DTB_ADDR),
+    };
+    let footprint = kernel_footprint(&read_head(bin, 64)?, file_len(bin)?);
+    let hv = Range::at(hv_at, footprint);
+    let dtb = Range::at(dtb, guest_dt::boot::MAX_DTB);
+    if hv.end > dtb.start && hv.start < dtb.end {
         return Err(Error(format!(
-            "kernel and initrd end at {end:#x}, beyond the end of RAM {ram_end:#x}: raise --mem"
+            "the hypervisor ({:#x}-{:#x}) overlaps the DTB at {:#x}: raise --mem",
+            hv.start, hv.end, dtb.start
         )));
     }
-    Ok((GUEST_KERNEL_ADDR, initrd))
+    // QEMU's boot stub (`-kernel`) or its DTB for the firmware (`-bios`).
+    let stub = Range::at(VIRT_RAM_BASE, MODULE_ALIGN);
+    Ok(Some(HostRam {
+        ram: Range::at(VIRT_RAM_BASE, cfg.mem_bytes),
+        used: vec![stub, hv, dtb],
+    }))
+}
+
+/// Where `cfg`'s modules go in host RAM and the RAM its guest gets (see
+/// [`crate::layout`]); under [`Mode::Direct`] the guest gets all of RAM and
+/// the addresses are QEMU's business (0).
+pub fn module_plan(cfg: &RunConfig) -> Result<crate::layout::Plan> {
+    let klen = file_len(&cfg.kernel)?;
+    let ilen = cfg.initrd.as_deref().map(file_len).transpose()?;
+    match host_ram(cfg)? {
+        Some(host) => crate::layout::plan(&host, klen, ilen),
+        None => Ok(crate::layout::Plan {
+            kernel: 0,
+            initrd: None,
+            free: crate::layout::Range::at(VIRT_RAM_BASE, cfg.mem_bytes),
+            guest_ram: cfg.mem_bytes,
+        }),
+    }
+}
+
+/// Refuses a `--mem` whose guest RAM (`plan.guest_ram`) cannot hold `cfg`'s
+/// kernel and initrd ([`crate::layout::guest_ram_needed`]), naming the numbers.
+pub fn check_guest_fits(cfg: &RunConfig, plan: &crate::layout::Plan) -> Result<()> {
+    let head = read_head(&cfg.kernel, 64)?;
+    let klen = file_len(&cfg.kernel)?;
+    let ilen = cfg.initrd.as_deref().map(file_len).transpose()?;
+    let need = crate::layout::guest_ram_needed(&head, klen, ilen);
+    if plan.guest_ram >= need {
+        return Ok(());
+    }
+    let mib = |b: u64| b >> 20;
+    Err(Error(format!(
+        "--mem {} MiB is too small: the guest would get {} MiB ({}), but its kernel ({} MiB loaded){} and {} MiB to run need {} MiB: give --mem {}M or more",
+        mib(cfg.mem_bytes),
+        mib(plan.guest_ram),
+        if cfg.under_hypervisor() {
+            "what the hypervisor image, its heap, the DTB and the kernel module leave"
+        } else {
+            "all of RAM"
+        },
+        mib(kernel_load(&head, klen).1),
+        ilen.map_or(String::new(), |i| format!(
+            ", initrd ({} MiB, twice: packed and unpacked)",
+            mib(i)
+        )),
+        mib(crate::layout::MIN_WORKING_RAM),
+        mib(need),
+        mib(cfg.mem_bytes + (need - plan.guest_ram)).div_ceil(16) * 16 + 16,
+    )))
 }
 
 /// Checks that an arm64 `Image` (the hypervisor, `head` = its first 64
-/// bytes, `len` = file size) loaded by QEMU at RAM base + `text_offset` ends
-/// below [`GUEST_KERNEL_ADDR`]. Binaries without the header are not checked.
-pub fn check_hypervisor_fits(head: &[u8], len: u64) -> Result<()> {
+/// bytes, `len` = file size) loaded by QEMU's `-kernel` ends below the DTB
+/// QEMU puts at [`qemu_dtb_addr`] for `mem_bytes` of RAM. Binaries without
+/// the header are not checked.
+pub fn check_hypervisor_fits(head: &[u8], len: u64, mem_bytes: u64) -> Result<()> {
     if !crate::flat::has_arm64_image_header(head) {
         return Ok(());
     }
-    let text_offset = head
-        .get(8..16)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0);
-    let end = VIRT_RAM_BASE
-        .saturating_add(text_offset)
-        .saturating_add(kernel_footprint(head).max(len));
-    if end > GUEST_KERNEL_ADDR {
+    let (off, footprint) = qemu_kernel_load(head, len);
+    let end = VIRT_RAM_BASE.saturating_add(off).saturating_add(footprint);
+    let dtb = qemu_dtb_addr(mem_bytes);
+    if end > dtb {
         return Err(Error(format!(
-            "the hypervisor ends at {end:#x}, over the guest kernel at {GUEST_KERNEL_ADDR:#x}"
+            "the hypervisor ends at {end:#x}, over the DTB QEMU puts at {dtb:#x}: raise --mem"
         )));
     }
     Ok(())
@@ -529,7 +680,12 @@ fn qemu_escape(v: &str) -> String {
 
 /// The `qemu-system-aarch64` arguments for `cfg`.
 pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
-    let cmdline = guest_cmdline(&cfg.append, cfg.exec.as_deref())?;
+    let cmdline = cfg.guest_cmdline()?;
+    if let Mode::Hypervisor(bin) = &cfg.mode {
+        check_hypervisor_fits(&read_head(bin, 64)?, file_len(bin)?, cfg.mem_bytes)?;
+    }
+    let plan = module_plan(cfg)?;
+    check_guest_fits(cfg, &plan)?;
     let mem_mib = cfg.mem_bytes >> 20;
     let mut a: Vec<String> = Vec::new();
     let mut machine = match cfg.mode {
@@ -560,11 +716,7 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
     ]);
     match &cfg.mode {
         Mode::Hypervisor(bin) => {
-            check_hypervisor_fits(&read_head(bin, 64)?, file_len(bin)?)?;
-            let kernel_len =
-                kernel_footprint(&read_head(&cfg.kernel, 64)?).max(file_len(&cfg.kernel)?);
-            let initrd_len = file_len(&cfg.initrd)?;
-            let (k, i) = module_addresses(kernel_len, initrd_len, cfg.mem_bytes)?;
+            let k = plan.kernel;
             a.extend([
                 "-semihosting-config".to_string(),
                 "enable=on,target=native".to_string(),
@@ -580,17 +732,18 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
                     qemu_escape(&cfg.kernel.display().to_string()),
                     qemu_escape(&cmdline)
                 ),
-                "-device".to_string(),
-                format!(
-                    "guest-loader,addr={i:#x},initrd={}",
-                    qemu_escape(&cfg.initrd.display().to_string())
-                ),
             ]);
+            if let (Some(i), Some(initrd)) = (plan.initrd, &cfg.initrd) {
+                a.extend([
+                    "-device".to_string(),
+                    format!(
+                        "guest-loader,addr={i:#x},initrd={}",
+                        qemu_escape(&initrd.display().to_string())
+                    ),
+                ]);
+            }
         }
         Mode::UBoot { bios, hypervisor } => {
-            let kernel_len =
-                kernel_footprint(&read_head(&cfg.kernel, 64)?).max(file_len(&cfg.kernel)?);
-            let (k, i) = module_addresses(kernel_len, file_len(&cfg.initrd)?, cfg.mem_bytes)?;
             let loader = |f: &Path, at: u64| {
                 format!(
                     "loader,file={},addr={at:#x},force-raw=on",
@@ -605,20 +758,18 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
                 "-device".to_string(),
                 loader(hypervisor, UBOOT_HYPERVISOR_ADDR),
                 "-device".to_string(),
-                loader(&cfg.kernel, k),
-                "-device".to_string(),
-                loader(&cfg.initrd, i),
+                loader(&cfg.kernel, plan.kernel),
             ]);
+            if let (Some(i), Some(initrd)) = (plan.initrd, &cfg.initrd) {
+                a.extend(["-device".to_string(), loader(initrd, i)]);
+            }
         }
         Mode::Direct => {
-            a.extend([
-                "-kernel".to_string(),
-                cfg.kernel.display().to_string(),
-                "-initrd".to_string(),
-                cfg.initrd.display().to_string(),
-                "-append".to_string(),
-                cmdline,
-            ]);
+            a.extend(["-kernel".to_string(), cfg.kernel.display().to_string()]);
+            if let Some(initrd) = &cfg.initrd {
+                a.extend(["-initrd".to_string(), initrd.display().to_string()]);
+            }
+            a.extend(["-append".to_string(), cmdline]);
         }
     }
     a.extend(net::qemu_args(cfg.nic, cfg.nic_slot, &cfg.net));
@@ -626,8 +777,11 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
         a.extend([
             "-drive".to_string(),
             format!(
-                "file={},if=none,id=hostdisk0,format=raw",
-                qemu_escape(&img.display().to_string())
+                "file={},if=none,id=hostdisk0,format=raw{}",
+                qemu_escape(&img.display().to_string()),
+                cfg.host_disk_iops
+                    .map(|n| format!(",throttling.iops-total={n}"))
+                    .unwrap_or_default()
             ),
             "-device".to_string(),
             "virtio-blk-pci,drive=hostdisk0,bus=pcie.0,addr=0x5".to_string(),
@@ -688,9 +842,13 @@ pub fn parse_exit_status(console: &[String]) -> Option<i32> {
 }
 
 /// Classifies a finished run.
+/// A panic wins; then an initramfs that did not unpack, whatever the exit.
 pub fn verdict(mode: &Mode, qemu_status: Option<i32>, console: &[String]) -> Verdict {
     if console.iter().any(|l| l.contains(PANIC_MARKER)) {
         return Verdict::GuestPanic;
+    }
+    if console.iter().any(|l| l.contains(INITRAMFS_FAILED_MARKER)) {
+        return Verdict::InitramfsFailed;
     }
     let restarted = console
         .iter()
@@ -839,6 +997,9 @@ pub mod env {
     pub const INITRD: &str = "XTASK_GUEST_INITRD";
     /// Path of the flat hypervisor binary (hypervisor mode).
     pub const HYPERVISOR_BIN: &str = "XTASK_HYPERVISOR_BIN";
+    /// Path of the probe guest's flat binary (`tests/probe`), booted as the
+    /// guest kernel by the probe tests.
+    pub const PROBE_BIN: &str = "XTASK_PROBE_BIN";
     /// Path of U-Boot's `qemu_arm64` `u-boot.bin` (U-Boot mode tests).
     pub const UBOOT: &str = "XTASK_UBOOT";
     /// `1`: boot the end-to-end guests directly on QEMU, without the
@@ -913,17 +1074,6 @@ mod tests {
         assert!(parse_mem("lots").is_err());
     }
 
-    #[test]
-    fn initrd_is_placed_at_next_2mib_boundary_after_kernel() {
-        let (k, i) = module_addresses(0x20_0001, 0x1000, 2 << 30).expect("fits");
-        assert_eq!((k, i), (0x4a00_0000, 0x4a40_0000));
-    }
-
-    #[test]
-    fn modules_beyond_end_of_ram_are_rejected() {
-        assert!(module_addresses(0x100_0000, 200 << 20, 256 << 20).is_err());
-    }
-
     fn image_head(text_offset: u64, image_size: u64) -> Vec<u8> {
         let mut head = vec![0u8; 64];
         head[8..16].copy_from_slice(&text_offset.to_le_bytes());
@@ -932,21 +1082,195 @@ mod tests {
         head
     }
 
-    #[test]
-    fn hypervisor_below_guest_kernel_is_accepted() {
-        assert!(check_hypervisor_fits(&image_head(0, 4 << 20), 1 << 20).is_ok());
+    /// A file of `len` bytes (sparse) starting with `head`, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, head: &[u8], len: u64) -> TempFile {
+            let p =
+                std::env::temp_dir().join(format!("xtask-qemu-test-{}-{name}", std::process::id()));
+            let mut f = std::fs::File::create(&p).expect("create");
+            f.write_all(head).expect("write");
+            f.set_len(len).expect("set_len");
+            TempFile(p)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// The hypervisor as `cargo xtask build` makes it: text_offset 0, 12.4 MiB with BSS.
+    fn hypervisor_bin(name: &str) -> TempFile {
+        TempFile::new(name, &image_head(0, 0xc5_a000), 352_912)
+    }
+
+    fn guest_loader_addrs(args: &[String]) -> Vec<u64> {
+        args.iter()
+            .filter_map(|a| a.strip_prefix("guest-loader,addr=0x"))
+            .map(|a| u64::from_str_radix(a.split(',').next().unwrap_or(""), 16).expect("hex"))
+            .collect()
     }
 
     #[test]
-    fn hypervisor_overlapping_guest_kernel_is_rejected() {
-        assert!(check_hypervisor_fits(&image_head(0x20_0000, 159 << 20), 1 << 20).is_err());
+    fn raw_kernel_without_image_header_loads_at_0x80000_over_its_file_size() {
+        // Fault 7: bytes 16..24 of a raw image are code, not an image_size.
+        let mut raw = vec![0xffu8; 64];
+        raw[56..60].copy_from_slice(b"\0\0\0\0");
+        assert_eq!(kernel_load(&raw, 0x3000), (RAW_KERNEL_OFFSET, 0x3000));
+        assert_eq!(kernel_footprint(&raw, 0x3000), 0x3000);
     }
 
     #[test]
-    fn kernel_footprint_uses_image_header_size() {
-        let mut image = vec![0u8; 64];
-        image[16..24].copy_from_slice(&0x10_0000u64.to_le_bytes());
-        assert_eq!(kernel_footprint(&image), 0x10_0000);
+    fn kernel_footprint_uses_image_header_size_only_with_the_magic() {
+        assert_eq!(
+            kernel_footprint(&image_head(0, 0x10_0000), 0x1000),
+            0x10_0000
+        );
+        let mut no_magic = image_head(0, 0x10_0000);
+        no_magic[56..60].copy_from_slice(b"ARM\0");
+        assert_eq!(kernel_footprint(&no_magic, 0x1000), 0x1000);
+    }
+
+    #[test]
+    fn raw_kernel_without_initrd_boots_under_the_hypervisor_with_its_own_cmdline() {
+        // Fault 7: a bare-metal test image, no initrd, a command line of its own.
+        let hv = hypervisor_bin("raw-hv");
+        let raw = TempFile::new("raw-kernel", &[0xff; 64], 0x2000);
+        let mut cfg = RunConfig::new(Mode::Hypervisor(hv.0.clone()), raw.0.clone(), "x".into());
+        cfg.initrd = None;
+        cfg.cmdline = Some("probe=1 mode=fast".into());
+        cfg.mem_bytes = 256 << 20;
+        let a = qemu_args(&cfg).expect("a raw kernel is accepted");
+        let loaders: Vec<&String> = a.iter().filter(|x| x.starts_with("guest-loader")).collect();
+        assert_eq!(loaders.len(), 1, "{a:?}");
+        assert!(
+            loaders[0].ends_with(",bootargs=probe=1 mode=fast"),
+            "{}",
+            loaders[0]
+        );
+        // Right after the hypervisor (RAM + 2 MiB + 12.4 MiB, rounded up to 2 MiB).
+        assert_eq!(guest_loader_addrs(&a), [0x4100_0000]);
+    }
+
+    #[test]
+    fn cmdline_replaces_the_default_line() {
+        let mut cfg = RunConfig::new(Mode::Direct, "k".into(), "i".into());
+        cfg.cmdline = Some(" console=hvc0 root=/dev/vda ".into());
+        assert_eq!(
+            cfg.guest_cmdline().expect("valid"),
+            "console=hvc0 root=/dev/vda"
+        );
+    }
+
+    #[test]
+    fn cmdline_with_append_or_exec_is_refused() {
+        let mut cfg = RunConfig::new(Mode::Direct, "k".into(), "i".into());
+        cfg.cmdline = Some("x".into());
+        cfg.append = "quiet".into();
+        let e = cfg.guest_cmdline().expect_err("append and cmdline");
+        assert!(e.0.contains("--cmdline") && e.0.contains("--append"), "{e}");
+        cfg.append.clear();
+        cfg.exec = Some("true".into());
+        let e = cfg.guest_cmdline().expect_err("exec and cmdline");
+        assert!(e.0.contains("--exec"), "{e}");
+    }
+
+    #[test]
+    fn cmdline_with_a_double_quote_is_refused() {
+        let mut cfg = RunConfig::new(Mode::Direct, "k".into(), "i".into());
+        cfg.cmdline = Some("a=\"b\"".into());
+        assert!(cfg.guest_cmdline().is_err());
+    }
+
+    #[test]
+    fn without_initrd_direct_mode_passes_no_initrd() {
+        let k = TempFile::new("direct-kernel", &image_head(0, 0x20_0000), 0x1000);
+        let mut cfg = RunConfig::new(Mode::Direct, k.0.clone(), "i".into());
+        cfg.initrd = None;
+        let a = qemu_args(&cfg).expect("args");
+        assert!(!a.iter().any(|x| x == "-initrd"), "{a:?}");
+    }
+
+    /// The guest image's sizes (Debian 6.1 `Image`, our initramfs).
+    const KERNEL_LEN: u64 = 32_956_352;
+    const KERNEL_IMAGE_SIZE: u64 = 0x201_0000;
+    const INITRD_LEN: u64 = 92_513_332;
+
+    #[test]
+    fn mem_512m_gives_the_guest_all_ram_above_the_modules_and_the_initrd() {
+        // Fault 8: the modules at 0x4a000000 and after split RAM, the guest got
+        // the largest piece (about 200 MB) and its initramfs did not unpack.
+        let hv = hypervisor_bin("512-hv");
+        let k = TempFile::new("512-kernel", &image_head(0, KERNEL_IMAGE_SIZE), KERNEL_LEN);
+        let i = TempFile::new("512-initrd", b"070701", INITRD_LEN);
+        let mut cfg = RunConfig::new(Mode::Hypervisor(hv.0.clone()), k.0.clone(), i.0.clone());
+        cfg.mem_bytes = 512 << 20;
+        let plan = module_plan(&cfg).expect("fits");
+        assert_eq!((plan.kernel, plan.initrd), (0x4820_0000, Some(0x4100_0000)));
+        assert_eq!(plan.free.start, 0x4a20_0000);
+        assert_eq!(plan.free.end, VIRT_RAM_BASE + (512 << 20));
+        let a = qemu_args(&cfg).expect("512M holds the guest");
+        assert_eq!(guest_loader_addrs(&a), [0x4820_0000, 0x4100_0000]);
+    }
+
+    #[test]
+    fn undersized_mem_is_refused_naming_the_numbers() {
+        let hv = hypervisor_bin("256-hv");
+        let k = TempFile::new("256-kernel", &image_head(0, KERNEL_IMAGE_SIZE), KERNEL_LEN);
+        let i = TempFile::new("256-initrd", b"070701", INITRD_LEN);
+        let mut cfg = RunConfig::new(Mode::Hypervisor(hv.0.clone()), k.0.clone(), i.0.clone());
+        cfg.mem_bytes = 256 << 20;
+        let e = qemu_args(&cfg).expect_err("256M cannot hold it");
+        // Free: 0x4a200000-0x50000000 (94 MiB) + the initrd mapped in place (88 MiB).
+        // Need: kernel 34 MiB, initrd 88 MiB at 34 MiB, DTB 2, unpacked 88, 32.
+        assert!(e.0.contains("--mem 256 MiB is too small"), "{e}");
+        assert!(e.0.contains("the guest would get 182 MiB"), "{e}");
+        assert!(e.0.contains("need 246 MiB"), "{e}");
+        assert!(e.0.contains("give --mem 336M or more"), "{e}");
+        // What it asks for is enough.
+        cfg.mem_bytes = 336 << 20;
+        assert!(qemu_args(&cfg).is_ok());
+    }
+
+    #[test]
+    fn hypervisor_below_the_dtb_is_accepted() {
+        assert!(check_hypervisor_fits(&image_head(0, 4 << 20), 1 << 20, 2 << 30).is_ok());
+    }
+
+    #[test]
+    fn hypervisor_overlapping_the_dtb_is_rejected() {
+        assert!(
+            check_hypervisor_fits(&image_head(0x20_0000, 159 << 20), 1 << 20, 2 << 30).is_err()
+        );
+    }
+
+    #[test]
+    fn initramfs_unpacking_failure_fails_the_run_with_the_line_shown() {
+        let m = Mode::Hypervisor(PathBuf::from("hv.bin"));
+        let c = lines(&[
+            "[    1.5] Initramfs unpacking failed: write error",
+            "XTASK-EXIT-STATUS=0",
+        ]);
+        let v = verdict(&m, Some(HV_EXIT_POWER_OFF), &c);
+        assert_eq!(v, Verdict::InitramfsFailed);
+        let o = RunOutcome {
+            verdict: v,
+            console: c,
+            qemu_stderr: String::new(),
+            qemu_status: Some(0),
+            init_start: None,
+            exec_status: Some(0),
+            had_exec: true,
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(o.exit_code(), 4);
+        assert_eq!(
+            o.initramfs_failure(),
+            Some("[    1.5] Initramfs unpacking failed: write error")
+        );
     }
 
     #[test]
@@ -997,10 +1321,8 @@ mod tests {
     #[test]
     fn uboot_script_describes_both_modules_and_boots_the_hypervisor() {
         let s = uboot_script(
-            0x4a00_0000,
-            0x100,
-            0x4c20_0000,
-            0x200,
+            (0x4a00_0000, 0x100),
+            Some((0x4c20_0000, 0x200)),
             "console=ttyAMA0",
             "",
         );
@@ -1014,6 +1336,13 @@ mod tests {
         assert!(lines
             .iter()
             .any(|l| l.starts_with("booti 0x40400000 - 0x48000000")));
+    }
+
+    #[test]
+    fn uboot_script_without_initrd_describes_no_ramdisk() {
+        let s = uboot_script((0x4100_0000, 0x100), None, "probe", "");
+        assert!(!s.contains("ramdisk"), "{s}");
+        assert!(s.contains("fdt set /chosen/module@41000000 bootargs \"probe\""));
     }
 
     fn hv_config_with_nic(slot: NicSlot) -> RunConfig {
@@ -1045,6 +1374,25 @@ mod tests {
     }
 
     #[test]
+    fn a_throttled_host_disk_gets_qemus_iops_limit() {
+        let k = TempFile::new("throttle-kernel", &image_head(0, 0x20_0000), 0x1000);
+        let i = TempFile::new("throttle-initrd", b"070701", 0x1000);
+        let mut cfg = RunConfig::new(Mode::Direct, k.0.clone(), i.0.clone());
+        cfg.host_disk = Some("disk.img".into());
+        let drive = |cfg: &RunConfig| {
+            let a = qemu_args(cfg).expect("args");
+            let i = a.iter().position(|x| x == "-drive").expect("-drive");
+            a[i + 1].clone()
+        };
+        assert_eq!(drive(&cfg), "file=disk.img,if=none,id=hostdisk0,format=raw");
+        cfg.host_disk_iops = Some(1);
+        assert_eq!(
+            drive(&cfg),
+            "file=disk.img,if=none,id=hostdisk0,format=raw,throttling.iops-total=1"
+        );
+    }
+
+    #[test]
     fn hypervisor_is_told_to_pass_the_nic_through_at_its_host_address() {
         let cfg = hv_config_with_nic(NicSlot::Switch);
         assert_eq!(
@@ -1060,8 +1408,12 @@ mod tests {
 
     #[test]
     fn direct_mode_has_no_smmu_and_no_passthrough() {
+        let k = TempFile::new("nosmmu-kernel", &image_head(0, 0x20_0000), 0x1000);
+        let i = TempFile::new("nosmmu-initrd", b"070701", 0x1000);
         let mut cfg = hv_config_with_nic(NicSlot::RootPort);
         cfg.mode = Mode::Direct;
+        cfg.kernel = k.0.clone();
+        cfg.initrd = Some(i.0.clone());
         assert!(!cfg.smmu());
         assert_eq!(cfg.hypervisor_extra_args(), "loglevel=debug");
         let a = qemu_args(&cfg).expect("args");
@@ -1089,9 +1441,12 @@ mod tests {
 
     #[test]
     fn direct_mode_uses_kernel_and_initrd_options() {
-        let cfg = RunConfig::new(Mode::Direct, "Image".into(), "initrd".into());
+        let k = TempFile::new("direct2-kernel", &image_head(0, 0x20_0000), 0x1000);
+        let i = TempFile::new("direct2-initrd", b"070701", 0x1000);
+        let cfg = RunConfig::new(Mode::Direct, k.0.clone(), i.0.clone());
         let a = qemu_args(&cfg).expect("args");
-        assert!(a.windows(2).any(|w| w[0] == "-initrd" && w[1] == "initrd"));
+        let initrd = i.0.display().to_string();
+        assert!(a.windows(2).any(|w| w[0] == "-initrd" && w[1] == initrd));
         assert!(a.iter().any(|x| x.starts_with("virt,gic-version=3")));
     }
 }

@@ -129,6 +129,25 @@ fn hex(s: &str) -> u64 {
 
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn the_guests_init_shows_the_disk_with_its_size_and_address() {
+    let out = &boot().out;
+    let want = format!(
+        "xtask-init: /dev/vda virtio-blk, {} MiB ({} sectors), PCI 0001:02:00.0",
+        IMAGE_BYTES >> 20,
+        IMAGE_BYTES / 512
+    );
+    assert!(
+        out.console.iter().any(|l| l.trim_end() == want),
+        "no line `{want}`; /init printed: {:#?}",
+        out.console
+            .iter()
+            .filter(|l| l.contains("xtask-init"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn virtio_blk_and_nic_sit_behind_two_of_our_root_ports_on_one_segment() {
     let out = &boot().out;
     let mut got: Vec<(String, String)> = prefixed(out, "LSPCI")

@@ -186,6 +186,35 @@ fn device_below_port_is_unreachable_until_bus_numbers_are_programmed() {
     assert_eq!(s.ecam_read(ecam(1, 0, 0, 0), 4), 0x10d3_8086);
 }
 
+/// A segment whose root bus is 0x10 (`bus-range = <0x10 0x1f>`): ECAM offset
+/// 0 is bus 0x10, and the port's secondary bus 0x11 is at ECAM bus offset 1.
+#[test]
+fn bus_start_is_the_root_bus_and_ecam_offsets_count_from_it() {
+    let mut s = Segment::with_bus_range(1, 0x10, 0x1f);
+    s.add_bus0(1, 0, Box::new(TestBridge::new())).unwrap();
+    s.attach_below(1, 0, endpoint()).unwrap();
+    assert_eq!(s.ecam_size(), 16 << 20);
+    // Primary 0x10, secondary 0x11, subordinate 0x11.
+    let _ = s.ecam_write(ecam(0, 1, 0, 0x18), 4, 0x0011_1110);
+    assert_eq!(s.ecam_read(ecam(1, 0, 0, 0), 4), 0x10d3_8086);
+    let ids: Vec<Bdf> = s.enumerate_ids().into_iter().map(|(b, _)| b).collect();
+    assert_eq!(
+        ids,
+        [Bdf::new(0x10, 1, 0).unwrap(), Bdf::new(0x11, 0, 0).unwrap()]
+    );
+}
+
+#[test]
+fn secondary_bus_at_or_below_bus_start_claims_nothing() {
+    let mut s = Segment::with_bus_range(1, 0x10, 0x1f);
+    s.add_bus0(1, 0, Box::new(TestBridge::new())).unwrap();
+    s.attach_below(1, 0, endpoint()).unwrap();
+    // Secondary bus 1 as if the root bus were 0: below the root bus, invalid.
+    let _ = s.ecam_write(ecam(0, 1, 0, 0x18), 4, 0x0001_0100);
+    assert_eq!(s.ecam_read(ecam(1, 0, 0, 0), 4), 0xffff_ffff);
+    assert_eq!(s.enumerate_ids().len(), 1);
+}
+
 #[test]
 fn only_device_0_is_decoded_below_a_downstream_port() {
     let mut s = segment();
@@ -350,7 +379,8 @@ fn overlapping_bars_decode_only_the_first() {
     let _ = s.ecam_write(ecam(2, 0, 0, 0x10), 4, 0x1000_0000);
     let fx = s.ecam_write(ecam(2, 0, 0, 0x04), 2, 0x0002);
     assert!(fx.is_empty());
-    assert!(s.stats().overlapping_bars > 0);
+    // Counted once: the one redecode that found device 2's BAR0 on device 1's.
+    assert_eq!(s.stats().overlapping_bars, 1);
 }
 
 #[test]
@@ -440,7 +470,8 @@ fn access_past_the_window_is_all_ones() {
     let mut s = segment();
     assert_eq!(s.ecam_read(16 << 20, 4), 0xffff_ffff);
     assert_eq!(s.ecam_read(u64::MAX - 2, 8), u64::MAX);
-    assert!(s.stats().outside_window >= 1);
+    // One for the dword; the unaligned 8-byte read is split into 8 byte reads.
+    assert_eq!(s.stats().outside_window, 9);
 }
 
 #[test]
