@@ -292,6 +292,9 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     vm::VM.call_once(|| vm.0);
     GIC.call_once(|| pgic);
 
+    // The guest's CPU features, from the boot CPU's ID registers, before any
+    // secondary configures its EL2 state from them.
+    cpufeat::init();
     CPUS_READY.store(1, Ordering::SeqCst);
     entry::set_secondary_mmu(tables.registers());
     for (i, &mpidr) in pcpus.iter().enumerate().skip(1) {
