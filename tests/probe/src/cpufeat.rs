@@ -78,7 +78,7 @@ pub fn run(_p: &Platform) {
     }
     let src: [u8; 100] = core::array::from_fn(|i| i as u8 ^ 0x5a);
     let mut dst = [0u8; 100];
-    let t = exc::expect(|| mops_copy(&mut dst, &src));
+    let t = exc::expect_each(|| mops_copy(&mut dst, &src));
     eq(
         G,
         "mops-runs",
