@@ -105,6 +105,9 @@ struct Irq {
     edge: bool,
     /// Hardware-linked to this physical INTID.
     hw: Option<u32>,
+    /// The output of a hardware-linked source as last sampled (a generic
+    /// timer's: ENABLE, ISTATUS and not IMASK), see [`Vgic::sample_hw_output`].
+    hw_output: bool,
     /// Sitting in a list register of its target vCPU.
     in_lr: bool,
     /// The list register holds it pending (valid while `in_lr`).
@@ -124,6 +127,7 @@ impl Irq {
             group1: false,
             edge,
             hw: None,
+            hw_output: false,
             in_lr: false,
             lr_pending: false,
             route: 0,
@@ -135,9 +139,11 @@ impl Irq {
         self.latch || (!self.edge && self.hw.is_none() && self.level)
     }
 
-    /// Pending as the guest reads it through ISPENDR.
+    /// Pending as the guest reads it through ISPENDR: a sampled hardware
+    /// source whose output is asserted is pending at the GIC (level-sensitive),
+    /// even before EL2 has taken the physical interrupt.
     fn pending_visible(&self) -> bool {
-        self.pending() || (self.in_lr && self.lr_pending)
+        self.pending() || (self.in_lr && self.lr_pending) || (self.hw.is_some() && self.hw_output)
     }
 }
 
@@ -310,6 +316,50 @@ impl Vgic {
                 irq.hw = Some(pintid & 0x1fff);
             }
         }
+    }
+
+    /// Records the output of the source of hardware-linked interrupt `intid`
+    /// of `vcpu` as the hypervisor sampled it (for a generic timer:
+    /// CNTx_CTL_EL0.ENABLE and ISTATUS set, IMASK clear). The physical
+    /// interrupt is level-sensitive and EL2 leaves it active when it takes it
+    /// (the guest's deactivation of the hardware-linked entry deactivates it),
+    /// so a delivery the guest has not yet acknowledged must follow the output:
+    /// when it is low, the model's latch and a list register holding the
+    /// interrupt pending only (in `lrs`, `vcpu`'s entries after
+    /// [`Vgic::fold`]; the entry is zeroed) are withdrawn, and the physical
+    /// INTID is returned for the caller to deactivate. An entry the guest has
+    /// acknowledged (active) is left for the guest to complete. GICv3
+    /// architecture 4.2.4 (hardware interrupt forwarding) and Arm ARM D12.9
+    /// (the timer's interrupt is level-sensitive, asserted while the condition
+    /// holds).
+    pub fn sample_hw_output(
+        &mut self,
+        vcpu: usize,
+        intid: u32,
+        output: bool,
+        lrs: &mut [u64],
+    ) -> Option<u32> {
+        if !(16..32).contains(&intid) && !(32..32 + self.num_spis).contains(&intid) {
+            return None;
+        }
+        let irq = self.irq_mut(vcpu, intid)?;
+        let pintid = irq.hw?;
+        irq.hw_output = output;
+        if output {
+            return None;
+        }
+        let mut withdrawn = core::mem::take(&mut irq.latch);
+        if irq.in_lr {
+            for l in lrs.iter_mut() {
+                if (*l & lr::VINTID_MASK) as u32 == intid && lr::state(*l) == lr::PENDING {
+                    *l = 0;
+                    irq.in_lr = false;
+                    irq.lr_pending = false;
+                    withdrawn = true;
+                }
+            }
+        }
+        withdrawn.then_some(pintid)
     }
 
     /// A trapped ICC_SGI1R_EL1 write from vCPU `src`.

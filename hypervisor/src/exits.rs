@@ -5,6 +5,7 @@ use aarch64_cpu::registers::{
     Readable, Writeable, ELR_EL1, ELR_EL2, ESR_EL1, FAR_EL1, FAR_EL2, ID_AA64MMFR1_EL1,
     ID_AA64PFR1_EL1, PAR_EL1, SCTLR_EL1, SPSR_EL1, SPSR_EL2, SP_EL0, SP_EL1, VBAR_EL1,
 };
+use arch_emu::cpufeat;
 use arch_emu::esr::{self, Exit};
 use arch_emu::psci::{self, Action};
 use arch_emu::vgic::Kick;
@@ -54,6 +55,8 @@ pub fn prepare_el1_entry(entry: u64) {
 
 /// The virtual timer's INTID when the host DT does not say (PPI 11).
 pub const DEFAULT_VTIMER_INTID: u32 = 27;
+/// The EL1 physical timer's INTID when the host DT does not say (PPI 14).
+pub const DEFAULT_PTIMER_INTID: u32 = 30;
 /// The maintenance interrupt's INTID when the host DT does not say (PPI 9).
 pub const DEFAULT_MAINTENANCE_INTID: u32 = 25;
 
@@ -70,6 +73,8 @@ pub struct HostIrqs {
     pub uart_intid: u32,
     /// The physical virtual-timer PPI (the guest's is hardware-linked to it).
     pub vtimer: u32,
+    /// The physical EL1 physical-timer PPI (the guest's is hardware-linked to it).
+    pub ptimer: u32,
     /// The GIC maintenance interrupt.
     pub maintenance: u32,
 }
@@ -296,7 +301,14 @@ fn emulate_without_syndrome(
     true
 }
 
-fn data_abort(vm: &Vm, frame: &mut Frame, da: esr::DataAbort, kick: &mut Kick, tx: &mut TxBytes) {
+fn data_abort(
+    vm: &Vm,
+    cpu: usize,
+    frame: &mut Frame,
+    da: esr::DataAbort,
+    kick: &mut Kick,
+    tx: &mut TxBytes,
+) {
     if da.s1ptw {
         Counters::bump(&vm.stats.s1ptw_aborts);
         Counters::bump(&vm.stats.injected_aborts);
@@ -312,6 +324,11 @@ fn data_abort(vm: &Vm, frame: &mut Frame, da: esr::DataAbort, kick: &mut Kick, t
         return;
     }
     let ipa = fault_ipa();
+    if vm.layout.gicr().contains(crate::mmu::Ipa(ipa)) {
+        // The redistributor's pending and active bits include what sits in the
+        // list registers and the timers' outputs: bring the model up to date.
+        refresh_lrs(vm, cpu);
+    }
     let size = da.access_size;
     let mask = if size >= 8 {
         u64::MAX
@@ -419,7 +436,7 @@ fn sync_exit(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick, tx: &mut T
     let esr = read_sysreg!("esr_el2");
     match esr::decode(esr) {
         Exit::DataAbort(da) => {
-            data_abort(vm, frame, da, kick, tx);
+            data_abort(vm, cpu, frame, da, kick, tx);
             Next::Resume
         }
         Exit::Hvc { imm16 } => {
@@ -439,6 +456,15 @@ fn sync_exit(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick, tx: &mut T
             if let Some(reg) = s.icc_sgi_write() {
                 Counters::bump(&vm.stats.sgi);
                 kick.0 |= vm.vgic.lock().write_sgi(cpu, reg, frame.reg(s.rt)).0;
+                advance_pc();
+            } else if let (true, Some(reg), Some(view)) = (
+                s.read,
+                cpufeat::tid3_register(s.encoding()),
+                crate::cpufeat::GUEST_VIEW.get(),
+            ) {
+                // HCR_EL2.TID3: the ID register group reads as the table decided.
+                Counters::bump(&vm.stats.id_regs);
+                frame.set_reg(s.rt, view.get(reg));
                 advance_pc();
             } else {
                 Counters::bump(&vm.stats.sysreg_other);
@@ -493,11 +519,17 @@ fn lpi(vm: &Vm, cpu: usize, intid: u32, kick: &mut Kick) {
 }
 
 fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
-    let (uart_intid, vtimer, maintenance) = HOST_IRQS.get().map_or(
-        (u32::MAX, DEFAULT_VTIMER_INTID, DEFAULT_MAINTENANCE_INTID),
-        |h| (h.uart_intid, h.vtimer, h.maintenance),
+    let (uart_intid, vtimer, ptimer, maintenance) = HOST_IRQS.get().map_or(
+        (
+            u32::MAX,
+            DEFAULT_VTIMER_INTID,
+            DEFAULT_PTIMER_INTID,
+            DEFAULT_MAINTENANCE_INTID,
+        ),
+        |h| (h.uart_intid, h.vtimer, h.ptimer, h.maintenance),
     );
     let guest_vtimer = vm.layout.timer_ppis[2];
+    let guest_ptimer = vm.layout.timer_ppis[1];
     // Bounded: an interrupt that stays asserted must not keep this CPU at EL2.
     for _ in 0..64 {
         let intid = gic::ack();
@@ -511,10 +543,16 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
             lpi(vm, cpu, intid, kick);
             continue;
         }
-        if intid == vtimer {
+        if intid == vtimer || intid == ptimer {
             // Left active: the guest's deactivation of the hardware-linked virtual
-            // interrupt deactivates it.
-            kick.0 |= vm.vgic.lock().set_line(cpu, guest_vtimer, true).0;
+            // interrupt deactivates it (or the list-register refresh does, when
+            // the timer's output has dropped before the guest took it).
+            let guest = if intid == vtimer {
+                guest_vtimer
+            } else {
+                guest_ptimer
+            };
+            kick.0 |= vm.vgic.lock().set_line(cpu, guest, true).0;
             continue;
         }
         if intid == uart_intid {
@@ -553,6 +591,17 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
     Counters::bump(&vm.stats.irq_storms);
 }
 
+/// The outputs of this CPU's EL1 virtual and physical timers (the guest's):
+/// asserted while CNTx_CTL_EL0.ENABLE and ISTATUS are set and IMASK is clear
+/// (Arm ARM D12.9.x, "Timer interrupts").
+fn timer_outputs() -> [bool; 2] {
+    let asserted = |ctl: u64| ctl & 0b111 == 0b101; // ISTATUS, IMASK, ENABLE
+    [
+        asserted(read_sysreg!("cntv_ctl_el0")),
+        asserted(read_sysreg!("cntp_ctl_el0")),
+    ]
+}
+
 /// Moves interrupts between the vGIC and this CPU's list registers.
 fn refresh_lrs(vm: &Vm, cpu: usize) {
     let n = vm.lr_count.min(16);
@@ -560,10 +609,24 @@ fn refresh_lrs(vm: &Vm, cpu: usize) {
     for (i, lr) in lrs.iter_mut().enumerate().take(n) {
         *lr = gic::read_lr(i);
     }
+    let outputs = timer_outputs();
     let mut vgic = vm.vgic.lock();
     vgic.fold(cpu, &mut lrs[..n]);
+    // The timers' interrupts follow their outputs (sampled now, the guest's
+    // timer registers being this CPU's): a delivery not yet acknowledged is
+    // withdrawn when the output has dropped.
+    let mut give_back = [None; 2];
+    for (slot, (ppi, output)) in give_back.iter_mut().zip([
+        (vm.layout.timer_ppis[2], outputs[0]),
+        (vm.layout.timer_ppis[1], outputs[1]),
+    ]) {
+        *slot = vgic.sample_hw_output(cpu, ppi, output, &mut lrs[..n]);
+    }
     let overflow = vgic.flush(cpu, &mut lrs[..n]);
     drop(vgic);
+    for pintid in give_back.into_iter().flatten() {
+        gic::deactivate(pintid);
+    }
     for (i, lr) in lrs.iter().enumerate().take(n) {
         gic::write_lr(i, *lr);
     }
@@ -715,10 +778,10 @@ fn shutdown(
     semihosting: bool,
 ) -> ! {
     log::info!(
-        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} (psci errors {}) sgi {} sysreg {} irq {} (storms {}) other {}; console input {} bytes (held back {} times)",
+        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} (psci errors {}) sgi {} id-regs {} sysreg {} irq {} (storms {}) other {}; console input {} bytes (held back {} times)",
         if code == 0 { "powered off" } else { "reset" },
         s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.s1ptw_aborts, s.hvc, s.smc, s.psci_errors, s.sgi,
-        s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held
+        s.id_regs, s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held
     );
     log::info!("vgic: {v:?}");
     let segment = crate::vm::VM.get().and_then(|vm| {

@@ -33,6 +33,8 @@ pub struct HostPlatform {
     pub uart_intid: u32,
     /// The physical virtual-timer PPI.
     pub vtimer_intid: u32,
+    /// The physical EL1 physical-timer PPI.
+    pub ptimer_intid: u32,
     /// The GIC maintenance interrupt.
     pub maintenance_intid: u32,
     /// The guest kernel module (base, size) and its bootargs.
@@ -70,6 +72,7 @@ impl HostPlatform {
             uart: p.uart.regs.base,
             uart_intid: p.uart.intid,
             vtimer_intid: p.timer.virt,
+            ptimer_intid: p.timer.phys,
             maintenance_intid: p
                 .gic
                 .maintenance_intid
@@ -371,8 +374,10 @@ pub fn build(
         );
     }
     for v in 0..n {
-        // The guest's virtual timer is the physical PPI itself, hardware-linked.
+        // The guest owns both EL1 timers (CNTHCTL_EL2.EL1PCEN): their physical
+        // PPIs reach it hardware-linked.
         vgic.set_hw_linked(v, layout.timer_ppis[2], host.vtimer_intid);
+        vgic.set_hw_linked(v, layout.timer_ppis[1], host.ptimer_intid);
     }
     // Each assigned device's DMA goes through SMMU stage-2 tables of its own
     // that map guest RAM only (the CPU's stage 2 also maps device BARs).

@@ -18,6 +18,7 @@ extern crate alloc;
 
 mod assign;
 mod console;
+mod cpufeat;
 mod entry;
 mod exits;
 mod firmware;
@@ -38,9 +39,9 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{
     CurrentEL, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ICH_VMCR_EL2,
-    ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MDCR_EL2, MIDR_EL1, VMPIDR_EL2,
+    MDCR_EL2, MIDR_EL1, VMPIDR_EL2,
 };
-use sysreg::{cptr_el2, id_aa64pfr1_el1, pmcr_el0, read_sysreg, smcr_el2, write_sysreg, zcr_el2};
+use sysreg::{cptr_el2, pmcr_el0, read_sysreg, smcr_el2, write_sysreg, zcr_el2};
 
 #[global_allocator]
 pub static HEAP: heap::CountingHeap = heap::CountingHeap::new();
@@ -195,7 +196,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         },
     };
     pgic.init_distributor();
-    let host_ppis = [host.vtimer_intid, host.maintenance_intid];
+    let host_ppis = [host.vtimer_intid, host.ptimer_intid, host.maintenance_intid];
     if let Err(e) = pgic.init_cpu(&host_ppis) {
         exits::fatal(e);
     }
@@ -212,6 +213,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     exits::HOST_IRQS.call_once(|| exits::HostIrqs {
         uart_intid: host.uart_intid,
         vtimer: host.vtimer_intid,
+        ptimer: host.ptimer_intid,
         maintenance: host.maintenance_intid,
     });
     if let Some(c) = console::CONSOLE.lock().as_mut() {
@@ -326,6 +328,9 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     vm::VM.call_once(|| vm.0);
     GIC.call_once(|| pgic);
 
+    // The guest's CPU features, from the boot CPU's ID registers, before any
+    // secondary configures its EL2 state from them.
+    cpufeat::init();
     CPUS_READY.store(1, Ordering::SeqCst);
     entry::set_secondary_mmu(tables.registers());
     for (i, &mpidr) in pcpus.iter().enumerate().skip(1) {
@@ -375,9 +380,10 @@ extern "C" fn secondary_main(idx: usize) -> ! {
         let ppis = exits::HOST_IRQS.get().map_or(
             [
                 exits::DEFAULT_VTIMER_INTID,
+                exits::DEFAULT_PTIMER_INTID,
                 exits::DEFAULT_MAINTENANCE_INTID,
             ],
-            |h| [h.vtimer, h.maintenance],
+            |h| [h.vtimer, h.ptimer, h.maintenance],
         );
         if let Err(e) = g.init_cpu(&ppis) {
             exits::fatal(e);
@@ -394,30 +400,40 @@ fn configure_el2_for_guest(idx: usize) {
     let Some(vm) = vm::VM.get() else {
         exits::fatal("no VM to configure for")
     };
+    let view = cpufeat::init();
+    let c = view.controls;
     // HCR_EL2 (E2H = 0): stage 2 on, set/way invalidation as clean+invalidate,
     // physical FIQ/IRQ/SError to EL2 (virtual ones to the guest), TLB and cache
     // maintenance broadcast inner shareable, SMC trapped (PSCI), EL1 in AArch64,
-    // pointer authentication untrapped; every other trap off.
-    HCR_EL2.write(
-        HCR_EL2::VM::Enable
-            + HCR_EL2::SWIO::SET
-            + HCR_EL2::FMO::EnableVirtualFIQ
-            + HCR_EL2::IMO::EnableVirtualIRQ
-            + HCR_EL2::AMO::SET
-            + HCR_EL2::FB::SET
-            + HCR_EL2::BSU::InnerShareable
-            + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
-            + HCR_EL2::RW::EL1IsAarch64
-            + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2
-            + HCR_EL2::API::DisableTrapPointerAuthInstToEl2,
-    );
-    // CPTR_EL2 (E2H = 0): no trap of CPACR_EL1, activity monitors, trace,
-    // FP/SIMD, SVE or SME. TZ and TSM are RES1 when SVE / SME is not implemented.
-    let sve = ID_AA64PFR0_EL1.read(ID_AA64PFR0_EL1::SVE) != 0;
-    let sme = ID_AA64PFR1_EL1.read(id_aa64pfr1_el1::SME) != 0;
+    // the ID register group trapped (TID3: the guest reads the table's view);
+    // the enables and traps the feature table asks for (pointer authentication
+    // untrapped, error records trapped, ...); every other trap off.
+    let hcr = HCR_EL2::VM::Enable
+        + HCR_EL2::SWIO::SET
+        + HCR_EL2::FMO::EnableVirtualFIQ
+        + HCR_EL2::IMO::EnableVirtualIRQ
+        + HCR_EL2::AMO::SET
+        + HCR_EL2::FB::SET
+        + HCR_EL2::BSU::InnerShareable
+        + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+        + HCR_EL2::RW::EL1IsAarch64;
+    HCR_EL2.set(hcr.value | arch_emu::cpufeat::hcr::TID3 | c.hcr);
+    if c.hcx {
+        // SAFETY: HCRX_EL2 exists (FEAT_HCX, ID_AA64MMFR1_EL1.HCX != 0); its bits
+        // only enable EL1/EL0 instructions and registers (MSCEn: the memory copy
+        // and set instructions) for the guest, never EL2 state.
+        unsafe { write_sysreg!("S3_4_C1_C2_2", c.hcrx) };
+    }
+    // CPTR_EL2 (E2H = 0): no trap of CPACR_EL1, trace or FP/SIMD; SVE and SME
+    // untrapped when the guest is given them (TZ and TSM are RES1 when SVE /
+    // SME is not implemented); activity monitors trapped when the hardware has
+    // them and the guest does not.
+    let sve = c.cptr_clear & arch_emu::cpufeat::cptr::TZ != 0;
+    let sme = c.cptr_clear & arch_emu::cpufeat::cptr::TSM != 0;
+    let tam = c.cptr_set & arch_emu::cpufeat::cptr::TAM != 0;
     CPTR_EL2.write(
         cptr_el2::TCPAC.val(0)
-            + CPTR_EL2::TAM::CLEAR
+            + CPTR_EL2::TAM.val(u64::from(tam))
             + cptr_el2::TTA.val(0)
             + cptr_el2::TSM.val(u64::from(!sme))
             + cptr_el2::TFP.val(0)

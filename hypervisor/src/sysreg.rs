@@ -134,12 +134,11 @@ pub mod spsr {
     pub const SSBS: Field<u64, R> = Field::new(1, 12);
 }
 
-/// ID_AA64PFR1_EL1: the fields `aarch64-cpu` (MTE only) lacks.
+/// ID_AA64PFR1_EL1: the field `aarch64-cpu` (MTE only) lacks that the
+/// hypervisor reads (the guest's view of the whole group is [`crate::cpufeat`]'s).
 pub mod id_aa64pfr1_el1 {
     use super::{Field, ID_AA64PFR1_EL1::Register as R};
 
-    /// SME, bits 27:24: SME implemented when non-zero.
-    pub const SME: Field<u64, R> = Field::new(0xf, 24);
     /// SSBS, bits 7:4: PSTATE.SSBS implemented when non-zero.
     pub const SSBS: Field<u64, R> = Field::new(0xf, 4);
 }

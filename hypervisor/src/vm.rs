@@ -59,6 +59,8 @@ pub struct Counters {
     /// PSCI and SMCCC calls answered with an error (bad arguments, unknown or
     /// unimplemented functions).
     pub psci_errors: AtomicU64,
+    /// Trapped reads of the ID register group (HCR_EL2.TID3).
+    pub id_regs: AtomicU64,
     /// Other trapped system register accesses (an undefined instruction was injected).
     pub sysreg_other: AtomicU64,
     /// Physical interrupts taken while the guest ran.
@@ -109,6 +111,8 @@ pub struct ExitStats {
     pub sgi: u64,
     /// PSCI and SMCCC calls answered with an error.
     pub psci_errors: u64,
+    /// Trapped reads of the ID register group (HCR_EL2.TID3).
+    pub id_regs: u64,
     /// Other trapped system register accesses (an undefined instruction was injected).
     pub sysreg_other: u64,
     /// Physical interrupts taken while the guest ran.
@@ -149,6 +153,7 @@ impl Counters {
             smc: self.smc.load(Ordering::Relaxed),
             sgi: self.sgi.load(Ordering::Relaxed),
             psci_errors: self.psci_errors.load(Ordering::Relaxed),
+            id_regs: self.id_regs.load(Ordering::Relaxed),
             sysreg_other: self.sysreg_other.load(Ordering::Relaxed),
             irq: self.irq.load(Ordering::Relaxed),
             irq_storms: self.irq_storms.load(Ordering::Relaxed),

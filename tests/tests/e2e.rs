@@ -19,6 +19,8 @@ mod console;
 mod hostdisk;
 #[path = "e2e/net.rs"]
 mod net;
+#[path = "e2e/newkernel.rs"]
+mod newkernel;
 #[path = "e2e/passthrough.rs"]
 mod passthrough;
 #[path = "e2e/probe.rs"]

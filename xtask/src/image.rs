@@ -1,6 +1,7 @@
-//! The guest image: a Linux kernel `Image` and a `newc` initramfs assembled
-//! from the distribution's arm64 packages (busybox, pciutils, fio, iperf3,
-//! ethtool, the kernel modules our guests need), cached outside the work
+//! The guest image: two Linux kernel `Image`s (the stable suite's and the
+//! backports suite's newest) and one `newc` initramfs assembled from the
+//! distribution's arm64 packages (busybox, pciutils, fio, iperf3, ethtool, the
+//! kernel modules our guests need, for both kernels), cached outside the work
 //! tree and keyed by the package versions and the `/init` script.
 //!
 //! Packages are fetched with `apt-get` using a private state directory
@@ -24,7 +25,7 @@ use crate::{paths, Error, Result};
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
 
 /// Bumped whenever the way the image is assembled changes, to invalidate caches.
-const FORMAT_VERSION: &str = "image-format-3";
+const FORMAT_VERSION: &str = "image-format-4";
 
 /// Kernel modules loaded at boot, with their dependencies.
 pub const GUEST_MODULES: &[&str] = &[
@@ -77,6 +78,11 @@ pub struct GuestImage {
     pub initrd: PathBuf,
     /// The kernel release (`6.1.0-56-arm64`).
     pub kernel_release: String,
+    /// The newer kernel `Image`, from the backports suite; the initramfs has
+    /// its modules too.
+    pub new_kernel: PathBuf,
+    /// Its release (`6.12.95+deb12-arm64`).
+    pub new_kernel_release: String,
 }
 
 /// Apt with a private state under the cache directory.
@@ -131,9 +137,17 @@ impl Apt {
     }
 
     fn has_lists(&self) -> bool {
+        self.has_lists_of("")
+    }
+
+    /// Whether the lists of `suite` (any suite when empty) were fetched.
+    fn has_lists_of(&self, suite: &str) -> bool {
+        let want = format!("_{suite}_");
         fs::read_dir(self.root.join("lists")).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
+            d.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.contains("_Packages") && (suite.is_empty() || n.contains(&want))
+            })
         })
     }
 
@@ -226,12 +240,13 @@ pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
 /// Builds the guest image, or returns the cached one whose inputs match.
 pub fn ensure_guest_image() -> Result<GuestImage> {
     crate::install::check_debian_tools()?;
+    let backports = crate::install::ensure_backports_suite()?;
     let cache = paths::cache_dir();
     let apt = Apt::new(cache.join("apt"))?;
-    if !apt.has_lists() {
+    if !apt.has_lists() || !apt.has_lists_of(&backports) {
         apt.update()?;
     }
-    build_image(&cache, &apt, false)
+    build_image(&cache, &apt, &backports, false)
 }
 
 /// The distribution package with U-Boot builds for QEMU (architecture `all`).
@@ -284,12 +299,18 @@ pub fn ensure_uboot() -> Result<PathBuf> {
 
 /// Resolves, downloads and assembles; on a failed download (versions gone
 /// from the mirror since the lists were fetched) refreshes the lists once.
-fn build_image(cache: &Path, apt: &Apt, refreshed: bool) -> Result<GuestImage> {
+fn build_image(cache: &Path, apt: &Apt, backports: &str, refreshed: bool) -> Result<GuestImage> {
     let kernel_pkg =
         parse_first_depends(&apt.depends(&[KERNEL_METAPACKAGE], false)?, "linux-image-")
             .ok_or_else(|| Error(format!("{KERNEL_METAPACKAGE} names no linux-image package")))?;
+    // The backports suite's meta-package names the newer kernel (a package
+    // only that suite has, so its candidate is the backports version).
+    let new_meta = format!("{KERNEL_METAPACKAGE}/{backports}");
+    let new_kernel_pkg = parse_first_depends(&apt.depends(&[&new_meta], false)?, "linux-image-")
+        .ok_or_else(|| Error(format!("{new_meta} names no linux-image package")))?;
     let mut packages = parse_recursive_depends(&apt.depends(TOOL_PACKAGES, true)?);
     packages.insert(kernel_pkg.clone());
+    packages.insert(new_kernel_pkg.clone());
     let packages: Vec<String> = packages.into_iter().collect();
     let debs = apt.uris(&packages)?;
     let mut key_parts: Vec<&[u8]> = vec![FORMAT_VERSION.as_bytes(), INIT_SCRIPT.as_bytes()];
@@ -302,6 +323,9 @@ fn build_image(cache: &Path, apt: &Apt, refreshed: bool) -> Result<GuestImage> {
         kernel: out_dir.join("Image"),
         initrd: out_dir.join("initramfs.cpio"),
         kernel_release: fs::read_to_string(out_dir.join("kernel-release")).unwrap_or_default(),
+        new_kernel: out_dir.join("Image-new"),
+        new_kernel_release: fs::read_to_string(out_dir.join("new-kernel-release"))
+            .unwrap_or_default(),
     };
     if out_dir.join("complete").exists() {
         eprintln!(
@@ -323,7 +347,7 @@ fn build_image(cache: &Path, apt: &Apt, refreshed: bool) -> Result<GuestImage> {
         }
         eprintln!("xtask: download failed, refreshing the package lists: {e}");
         apt.update()?;
-        return build_image(cache, apt, true);
+        return build_image(cache, apt, backports, true);
     }
 
     let x_dir = cache.join("extracted");
@@ -334,15 +358,21 @@ fn build_image(cache: &Path, apt: &Apt, refreshed: bool) -> Result<GuestImage> {
     let kernel_root = roots
         .get(&kernel_pkg)
         .ok_or_else(|| Error(format!("{kernel_pkg} was not downloaded")))?;
-    let assembled = assemble(kernel_root, &roots)?;
+    let new_kernel_root = roots
+        .get(&new_kernel_pkg)
+        .ok_or_else(|| Error(format!("{new_kernel_pkg} was not downloaded")))?;
+    let assembled = assemble(&[kernel_root, new_kernel_root], &roots)?;
 
     let tmp = cache.join("images").join(format!("{key}.tmp"));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
-    fs::copy(&assembled.kernel, tmp.join("Image"))?;
+    let [(kernel, kernel_release), (new_kernel, new_kernel_release)] = &assembled.kernels;
+    fs::copy(kernel, tmp.join("Image"))?;
+    fs::copy(new_kernel, tmp.join("Image-new"))?;
     let file = std::io::BufWriter::new(fs::File::create(tmp.join("initramfs.cpio"))?);
     let size = assembled.tree.write_newc(file)?;
-    fs::write(tmp.join("kernel-release"), &assembled.kernel_release)?;
+    fs::write(tmp.join("kernel-release"), kernel_release)?;
+    fs::write(tmp.join("new-kernel-release"), new_kernel_release)?;
     fs::write(
         tmp.join("packages"),
         debs.iter()
@@ -360,14 +390,14 @@ fn build_image(cache: &Path, apt: &Apt, refreshed: bool) -> Result<GuestImage> {
     let _ = fs::remove_dir_all(&x_dir);
     prune(&deb_dir, |name| current_debs.contains(name));
     eprintln!(
-        "xtask: guest image {key}: kernel {}, initramfs {} MiB, {} entries, in {}",
-        assembled.kernel_release,
+        "xtask: guest image {key}: kernels {kernel_release} and {new_kernel_release}, initramfs {} MiB, {} entries, in {}",
         size >> 20,
         assembled.tree.len(),
         out_dir.display()
     );
     Ok(GuestImage {
-        kernel_release: assembled.kernel_release,
+        kernel_release: kernel_release.clone(),
+        new_kernel_release: new_kernel_release.clone(),
         ..image
     })
 }
@@ -419,8 +449,8 @@ fn extract(deb: &Path, x_dir: &Path) -> Result<PathBuf> {
 
 struct Assembled {
     tree: Tree,
-    kernel: PathBuf,
-    kernel_release: String,
+    /// Each kernel's `vmlinuz` and release, in the order given to [`assemble`].
+    kernels: [(PathBuf, String); 2],
 }
 
 fn host_file(perm: u32, path: PathBuf) -> Node {
@@ -430,7 +460,7 @@ fn host_file(perm: u32, path: PathBuf) -> Node {
     }
 }
 
-fn assemble(kernel_root: &Path, roots: &BTreeMap<String, PathBuf>) -> Result<Assembled> {
+fn assemble(kernel_roots: &[&PathBuf; 2], roots: &BTreeMap<String, PathBuf>) -> Result<Assembled> {
     let mut tree = Tree::new();
     for d in [
         "dev", "proc", "sys", "tmp", "run", "root", "mnt", "etc", "usr/sbin", "sbin",
@@ -530,7 +560,19 @@ fn assemble(kernel_root: &Path, roots: &BTreeMap<String, PathBuf>) -> Result<Ass
         );
     }
 
-    // Kernel and modules.
+    // Kernels and their modules (one initramfs serves both: /init's modprobe
+    // looks in /lib/modules/$(uname -r)).
+    let [first, second] = kernel_roots;
+    let kernels = [
+        kernel_and_modules(&mut tree, first)?,
+        kernel_and_modules(&mut tree, second)?,
+    ];
+    Ok(Assembled { tree, kernels })
+}
+
+/// Adds the modules of the kernel package extracted at `kernel_root` to `tree`;
+/// returns its `vmlinuz` and release.
+fn kernel_and_modules(tree: &mut Tree, kernel_root: &Path) -> Result<(PathBuf, String)> {
     let mod_root = kernel_root.join("lib/modules");
     let kernel_release = fs::read_dir(&mod_root)
         .context(|| mod_root.display().to_string())?
@@ -542,12 +584,8 @@ fn assemble(kernel_root: &Path, roots: &BTreeMap<String, PathBuf>) -> Result<Ass
     if !kernel.exists() {
         return Err(Error(format!("{} missing", kernel.display())));
     }
-    add_modules(&mut tree, &mod_root.join(&kernel_release), &kernel_release)?;
-    Ok(Assembled {
-        tree,
-        kernel,
-        kernel_release,
-    })
+    add_modules(tree, &mod_root.join(&kernel_release), &kernel_release)?;
+    Ok((kernel, kernel_release))
 }
 
 fn bytes(b: &[u8]) -> Node {
@@ -706,6 +744,26 @@ pub fn load_order(wanted: &[&str], deps: &BTreeMap<String, Vec<String>>) -> Vec<
     out
 }
 
+/// A module file's ELF bytes: read as is, or through `xz -dc` for `.ko.xz`.
+fn module_bytes(path: &Path) -> Result<Vec<u8>> {
+    if path.extension().is_some_and(|e| e == "xz") {
+        let out = Command::new("xz")
+            .arg("-dc")
+            .arg(path)
+            .output()
+            .context(|| format!("xz -dc {}", path.display()))?;
+        if !out.status.success() {
+            return Err(Error(format!(
+                "xz -dc {} failed: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        return Ok(out.stdout);
+    }
+    Ok(fs::read(path)?)
+}
+
 /// Copies the wanted modules and their dependencies and writes `modules.dep`
 /// and `modules.alias` for them (the package ships neither: `depmod` makes
 /// them at install time).
@@ -734,7 +792,8 @@ fn add_modules(tree: &mut Tree, dir: &Path, release: &str) -> Result<()> {
         let Some(rel) = files.get(&m) else {
             continue; // built in
         };
-        let info = modinfo(&fs::read(dir.join(rel))?)?;
+        let info = modinfo(&module_bytes(&dir.join(rel))?)
+            .context(|| dir.join(rel).display().to_string())?;
         let d: Vec<String> = info
             .iter()
             .filter_map(|kv| kv.strip_prefix("depends="))
@@ -758,16 +817,28 @@ fn add_modules(tree: &mut Tree, dir: &Path, release: &str) -> Result<()> {
     let mut alias_file = String::new();
     for m in &order {
         let rel = &files[m];
-        tree.insert(&format!("{base}/{rel}"), host_file(0o644, dir.join(rel)));
+        let path = dir.join(rel);
+        // Compressed modules go in decompressed (busybox's modprobe loads them
+        // as they are); modules.dep names them so.
+        let rel_out = rel.strip_suffix(".xz").unwrap_or(rel);
+        let node = if rel_out.len() == rel.len() {
+            host_file(0o644, path)
+        } else {
+            Node::File {
+                perm: 0o644,
+                data: FileData::Bytes(module_bytes(&path)?),
+            }
+        };
+        tree.insert(&format!("{base}/{rel_out}"), node);
         // modules.dep lists every (transitive) dependency, loaded last-first.
         let closure = load_order(&[m.as_str()], &deps);
         let line_deps: Vec<&str> = closure
             .iter()
             .rev()
             .filter(|d| *d != m)
-            .map(|d| files[d].as_str())
+            .map(|d| files[d].strip_suffix(".xz").unwrap_or(&files[d]))
             .collect();
-        dep_file.push_str(&format!("{rel}: {}\n", line_deps.join(" ")));
+        dep_file.push_str(&format!("{rel_out}: {}\n", line_deps.join(" ")));
         for a in &aliases[m] {
             alias_file.push_str(&format!("alias {a} {m}\n"));
         }

@@ -74,13 +74,10 @@ fn run(cmd: &mut Command) -> Result<()> {
     }
 }
 
-/// Makes sure `qemu-system-aarch64` version 10 or newer is installed,
-/// installing `qemu-system-arm` from `<codename>-backports` otherwise.
-/// Idempotent: does nothing when a recent QEMU is present.
-pub fn ensure_qemu() -> Result<()> {
-    if installed_qemu_major().is_some_and(|v| v >= MIN_QEMU_MAJOR) {
-        return Ok(());
-    }
+/// The distribution's backports suite (`<codename>-backports`), enabled in
+/// the host's deb822 sources if it is not yet (the guest image's private apt
+/// state reads the same sources: the newer guest kernel comes from there).
+pub fn ensure_backports_suite() -> Result<String> {
     let os_release = std::fs::read_to_string("/etc/os-release")?;
     let codename = parse_codename(&os_release)
         .ok_or_else(|| Error::msg("no VERSION_CODENAME in /etc/os-release"))?;
@@ -92,6 +89,17 @@ pub fn ensure_qemu() -> Result<()> {
         eprintln!("xtask: enabling {backports} in {DEBIAN_SOURCES}");
         std::fs::write(sources_path, updated).context(|| format!("writing {DEBIAN_SOURCES}"))?;
     }
+    Ok(backports)
+}
+
+/// Makes sure `qemu-system-aarch64` version 10 or newer is installed,
+/// installing `qemu-system-arm` from `<codename>-backports` otherwise.
+/// Idempotent: does nothing when a recent QEMU is present.
+pub fn ensure_qemu() -> Result<()> {
+    if installed_qemu_major().is_some_and(|v| v >= MIN_QEMU_MAJOR) {
+        return Ok(());
+    }
+    let backports = ensure_backports_suite()?;
     run(Command::new("apt-get").arg("update"))?;
     run(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -107,7 +115,8 @@ pub fn ensure_qemu() -> Result<()> {
 /// Makes sure the host tools the guest image needs (`apt-get`, `apt-cache`,
 /// `dpkg-deb`) exist; they are part of every Debian system.
 pub fn check_debian_tools() -> Result<()> {
-    for tool in ["apt-get", "apt-cache", "dpkg-deb"] {
+    // xz: the newer kernels ship their modules xz-compressed.
+    for tool in ["apt-get", "apt-cache", "dpkg-deb", "xz"] {
         if Command::new(tool).arg("--version").output().is_err() {
             return Err(Error(format!(
                 "{tool} not found: a Debian host is required"

@@ -148,6 +148,7 @@ fn dispatch(args: &[String]) -> Result<i32> {
         Some("image") => image::ensure_guest_image().map(|img| {
             println!("kernel: {}", img.kernel.display());
             println!("initrd: {}", img.initrd.display());
+            println!("kernel-new: {}", img.new_kernel.display());
             0
         }),
         Some("run") => run(&args[1..]),
@@ -499,6 +500,7 @@ fn test() -> Result<i32> {
             "--test-threads=1",
         ])
         .env(qemu::env::KERNEL, &img.kernel)
+        .env(qemu::env::NEW_KERNEL, &img.new_kernel)
         .env(qemu::env::INITRD, &img.initrd)
         .env(qemu::env::HYPERVISOR_BIN, &bin)
         .env(qemu::env::PROBE_BIN, &probe)

@@ -991,6 +991,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutcome> {
 pub mod env {
     /// Path of the guest kernel `Image`.
     pub const KERNEL: &str = "XTASK_GUEST_KERNEL";
+    /// Path of the newer guest kernel `Image` (the backports suite's; same initramfs).
+    pub const NEW_KERNEL: &str = "XTASK_GUEST_KERNEL_NEW";
     /// Path of the guest initramfs.
     pub const INITRD: &str = "XTASK_GUEST_INITRD";
     /// Path of the flat hypervisor binary (hypervisor mode).

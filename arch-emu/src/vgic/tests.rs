@@ -246,6 +246,93 @@ fn hardware_linked_timer_ppi_carries_hw_and_pintid_and_no_eoi() {
     assert_eq!(lrs[0] & lr::EOI, 0);
 }
 
+/// A vCPU whose hardware-linked virtual timer (PPI 27 on physical 27) the
+/// guest enabled.
+fn vtimer_enabled() -> Vgic {
+    let mut g = linux_init();
+    g.set_hw_linked(0, 27, 27);
+    g.gicr_write(0x1_0000 + 0x100, 4, 1 << 27);
+    g
+}
+
+fn ispendr0(g: &mut Vgic) -> u64 {
+    g.gicr_read(0x1_0000 + 0x200, 4)
+}
+
+fn isactiver0(g: &mut Vgic) -> u64 {
+    g.gicr_read(0x1_0000 + 0x300, 4)
+}
+
+#[test]
+fn timer_latched_then_output_low_is_withdrawn_and_physical_given_back() {
+    let mut g = vtimer_enabled();
+    g.set_line(0, 27, true);
+    let mut lrs = [0u64; 4];
+    assert_eq!(g.sample_hw_output(0, 27, false, &mut lrs), Some(27));
+    assert_eq!(ispendr0(&mut g) & (1 << 27), 0, "not pending");
+    assert!(!g.flush(0, &mut lrs));
+    assert_eq!(lrs, [0; 4], "nothing delivered");
+}
+
+#[test]
+fn timer_pending_in_a_list_register_is_withdrawn_when_its_output_drops() {
+    let mut g = vtimer_enabled();
+    g.set_line(0, 27, true);
+    let mut lrs = [0u64; 4];
+    g.flush(0, &mut lrs);
+    g.fold(0, &mut lrs);
+    assert_eq!(g.sample_hw_output(0, 27, false, &mut lrs), Some(27));
+    assert_eq!(lrs[0], 0, "entry withdrawn");
+    assert_eq!(ispendr0(&mut g) & (1 << 27), 0);
+    // The next expiry is delivered again.
+    g.set_line(0, 27, true);
+    g.flush(0, &mut lrs);
+    assert_eq!(lrs[0] & lr::VINTID_MASK, 27);
+}
+
+#[test]
+fn acknowledged_timer_stays_active_when_its_output_drops() {
+    let mut g = vtimer_enabled();
+    g.set_line(0, 27, true);
+    let mut lrs = [0u64; 4];
+    g.flush(0, &mut lrs);
+    // The guest acknowledged it: the list register says active.
+    lrs[0] = (lrs[0] & !(3 << lr::STATE_SHIFT)) | (lr::ACTIVE << lr::STATE_SHIFT);
+    g.fold(0, &mut lrs);
+    assert_eq!(g.sample_hw_output(0, 27, false, &mut lrs), None);
+    assert_eq!(lr::state(lrs[0]), lr::ACTIVE);
+    assert_ne!(isactiver0(&mut g) & (1 << 27), 0, "active");
+    assert_eq!(ispendr0(&mut g) & (1 << 27), 0, "not pending");
+}
+
+#[test]
+fn timer_output_high_reads_pending_before_el2_takes_it() {
+    let mut g = vtimer_enabled();
+    let mut lrs = [0u64; 4];
+    assert_eq!(ispendr0(&mut g) & (1 << 27), 0);
+    assert_eq!(g.sample_hw_output(0, 27, true, &mut lrs), None);
+    assert_ne!(
+        ispendr0(&mut g) & (1 << 27),
+        0,
+        "pending follows the output"
+    );
+    // Delivery still waits for the physical interrupt (no double delivery).
+    assert!(!g.flush(0, &mut lrs));
+    assert_eq!(lrs, [0; 4]);
+}
+
+#[test]
+fn sampling_an_interrupt_that_is_not_hardware_linked_does_nothing() {
+    let mut g = linux_init();
+    g.gicr_write(0x1_0000 + 0x100, 4, 1 << 26);
+    g.set_line(0, 26, true);
+    let mut lrs = [0u64; 4];
+    assert_eq!(g.sample_hw_output(0, 26, false, &mut lrs), None);
+    assert_eq!(g.sample_hw_output(0, 1020, false, &mut lrs), None);
+    assert_eq!(g.sample_hw_output(7, 27, false, &mut lrs), None);
+    assert_ne!(ispendr0(&mut g) & (1 << 26), 0, "still pending");
+}
+
 #[test]
 fn hardware_linked_spi_is_latched_per_physical_interrupt_and_carries_its_pintid() {
     let mut g = linux_init();

@@ -29,6 +29,8 @@ impl Taken {
 }
 
 static EXPECTING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// [`expect_each`]: every exception until `f` returns is expected, not just one.
+static EXPECTING_EACH: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static ESR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 static FAR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 /// Interrupts taken, per CPU, and the last INTID acknowledged.
@@ -50,6 +52,18 @@ pub fn expect<F: FnOnce()>(f: F) -> Option<Taken> {
     })
 }
 
+/// Runs `f`, any of whose instructions may take a synchronous exception (a
+/// sequence that must run whole, like FEAT_MOPS's prologue, main and
+/// epilogue, each UNDEFINED when disabled): each faulting instruction is
+/// skipped, and the first exception returned.
+pub fn expect_each<F: FnOnce()>(f: F) -> Option<Taken> {
+    let c = cpu_index().min(MAX_CPUS - 1);
+    EXPECTING_EACH[c].store(true, Ordering::Relaxed);
+    let t = expect(f);
+    EXPECTING_EACH[c].store(false, Ordering::Relaxed);
+    t
+}
+
 fn sysreg_esr() -> (u64, u64, u64) {
     let (esr, far, elr): (u64, u64, u64);
     // SAFETY: reading the exception syndrome registers has no side effect.
@@ -66,9 +80,14 @@ pub fn handle(_frame: &mut Frame, kind: u64) {
     match kind {
         4 => {
             let (esr, far, elr) = sysreg_esr();
-            if EXPECTING[c].swap(false, Ordering::Relaxed) {
-                ESR[c].store(esr, Ordering::Relaxed);
-                FAR[c].store(far, Ordering::Relaxed);
+            let each = EXPECTING_EACH[c].load(Ordering::Relaxed);
+            if (each && EXPECTING[c].load(Ordering::Relaxed))
+                || EXPECTING[c].swap(false, Ordering::Relaxed)
+            {
+                if ESR[c].load(Ordering::Relaxed) == u64::MAX {
+                    ESR[c].store(esr, Ordering::Relaxed);
+                    FAR[c].store(far, Ordering::Relaxed);
+                }
                 // SAFETY: resumes after the faulting (4-byte A64) instruction.
                 unsafe { core::arch::asm!("msr elr_el1, {}", in(reg) elr + 4) };
                 return;

@@ -19,6 +19,7 @@
 
 mod boot;
 mod console;
+mod cpufeat;
 mod dma;
 mod dt;
 mod ecam;
@@ -36,6 +37,7 @@ mod psci;
 mod psci_checks;
 mod report;
 mod smccc;
+mod timers;
 mod virtio_blk;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +48,8 @@ type Group = (&'static str, fn(&dt::Platform));
 /// The check groups, in the order they run.
 const GROUPS: &[Group] = &[
     ("boot", boot::run),
+    ("cpufeat", cpufeat::run),
+    ("timers", timers::run),
     ("virtio-blk", virtio_blk::run),
     ("virtio-blk-flood", virtio_blk::flood),
     ("psci", psci_checks::run),

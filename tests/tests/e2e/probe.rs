@@ -114,6 +114,58 @@ fn probe_runs_on_every_cpu_and_catches_the_exceptions_it_expects() {
     );
 }
 
+/// Fault 6 of issue 9: the EL1 physical timer's interrupt (PPI 30, which the
+/// guest DT advertises) reaches the guest, pending at the GIC while the timer
+/// asserts it and clear once the timer is off.
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn el1_physical_timer_interrupt_reaches_the_guest() {
+    let run = run_probe("timers", |_| {});
+    run.assert_passed(&[
+        "timers/ptimer-condition-met",
+        "timers/ptimer-pending",
+        "timers/ptimer-delivered",
+        "timers/ptimer-active-while-handled",
+        "timers/ptimer-cleared",
+    ]);
+}
+
+/// The virtual timer's interrupt follows the timer's output, not a latch:
+/// disabled before the guest took it, it is neither pending nor delivered;
+/// armed again, it is delivered and reads active while handled.
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn virtual_timer_interrupt_follows_the_timer_output() {
+    let run = run_probe("timers", |_| {});
+    run.assert_passed(&[
+        "timers/vtimer-condition-met",
+        "timers/vtimer-withdrawn-not-pending",
+        "timers/vtimer-withdrawn-not-delivered",
+        "timers/vtimer-delivered",
+        "timers/vtimer-active-while-handled",
+        "timers/vtimer-cleared",
+    ]);
+}
+
+/// The ID register group under TID3: no EL2 or EL3 for the guest, the
+/// unallocated encodings read zero, and MOPS, advertised, runs at EL1
+/// (fault 5's instruction, without Linux).
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn advertised_mops_runs_and_the_id_group_reads_as_specified() {
+    let run = run_probe("cpufeat", |_| {});
+    run.assert_passed(&[
+        "cpufeat/no-el2-or-el3",
+        "cpufeat/unallocated-id-raz",
+        "cpufeat/mops-runs",
+    ]);
+    let mops = run.named("cpufeat/mops-runs");
+    assert!(
+        mops.iter().all(|c| !c.line.contains("not advertised")),
+        "QEMU -cpu max has FEAT_MOPS: {mops:?}"
+    );
+}
+
 /// The checks of the virtio-blk group, each a request or register access a
 /// well-behaved driver never makes (or a normal one, to show the device
 /// still serves).
