@@ -17,6 +17,7 @@
 #![no_std]
 #![no_main]
 
+mod aborts;
 mod boot;
 mod console;
 mod cpufeat;
@@ -60,6 +61,7 @@ const GROUPS: &[Group] = &[
     ("gic-regs", gic_regs::run),
     ("pl011", pl011::run),
     ("msi", msi::run),
+    ("aborts", aborts::run),
 ];
 
 /// Set once the boot CPU has the platform; secondaries wait for it.

@@ -23,6 +23,22 @@ const SH_INNER: u64 = 3 << 8;
 const ATTR_NORMAL: u64 = 1 << 2;
 const XN: u64 = 3 << 53;
 
+/// Replaces level-1 entry `index` (the 1 GiB at `index << 30`) with `desc`
+/// and invalidates the TLBs; returns the old entry.
+pub fn set_l1(index: usize, desc: u64) -> u64 {
+    let t = core::ptr::addr_of_mut!(L1);
+    // SAFETY: the probe's own table; the caller puts back what it changes, and
+    // the TLB maintenance below makes the walk see the new entry.
+    unsafe {
+        let old = (*t).0.get(index).copied().unwrap_or(0);
+        if let Some(e) = (*t).0.get_mut(index) {
+            core::ptr::write_volatile(e, desc);
+        }
+        core::arch::asm!("dsb ish", "tlbi vmalle1", "dsb ish", "isb");
+        old
+    }
+}
+
 /// Cleans `[addr, addr + len)` to the point of coherency.
 pub fn clean_to_poc(addr: usize, len: usize) {
     let mut a = addr & !63;

@@ -431,3 +431,17 @@ fn forged_msix_entries_reach_nothing_and_a_legitimate_vector_pends_its_mbi_spi()
         .unwrap_or_else(|| panic!("no vGIC counters:\n{}", run.out.tail(20)));
     assert!(vgic.contains("mbi_rejected: 7"), "{vgic}");
 }
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn a_stage_1_walk_into_an_unmapped_ipa_gets_an_external_abort_not_mmio_emulation() {
+    let run = run_probe("aborts", |c| c.disk = Disk::None);
+    run.assert_passed(&["aborts/s1ptw-is-an-external-abort-on-walk"]);
+    let hv = run
+        .out
+        .console
+        .iter()
+        .find(|l| l.contains("[hv] guest powered off"))
+        .unwrap_or_else(|| panic!("no exit counters:\n{}", run.out.tail(20)));
+    assert!(hv.contains(" s1ptw 1 "), "{hv}");
+}
