@@ -385,6 +385,10 @@ impl<B: BlockBackend> VirtioBlk<B> {
                 let Some(offset) = self.disk_range(sector, in_len) else {
                     return Ok(ioerr);
                 };
+                if in_len == 0 {
+                    // Nothing to read: answered here, the same on every backend.
+                    return Ok(Answer(status::OK, 1));
+                }
                 Parsed::Submit {
                     op: BlockOp::Read { offset },
                     segments: writable_data(chain),
@@ -398,6 +402,10 @@ impl<B: BlockBackend> VirtioBlk<B> {
                 let Some(offset) = self.disk_range(sector, out_len) else {
                     return Ok(ioerr);
                 };
+                if out_len == 0 {
+                    // Nothing to write: answered here, the same on every backend.
+                    return Ok(Answer(status::OK, 1));
+                }
                 Parsed::Submit {
                     op: BlockOp::Write { offset },
                     segments: readable_after(chain, 16),

@@ -151,10 +151,14 @@ fn writing_zero_to_status_resets_the_device() {
 fn a_reset_completes_only_when_no_request_still_uses_guest_memory() {
     let (mut d, mem, mut mock) = dev_with(RamDisk::new(1 << 20).deferred());
     driver_init(&mut d, &mock, FEATURES);
-    // An IN of 0 bytes at sector 0 (zeroed header): pending in the backend.
-    let status = Ipa(RAM.0 + 0x2000);
+    // A 512-byte IN at sector 0 (zeroed header): pending in the backend.
+    let status = Ipa(RAM.0 + 0x3000);
     mem.fill(status, 1, 0xee).unwrap();
-    mock.push(&[(Ipa(RAM.0 + 0x1000), 16, false), (status, 1, true)]);
+    mock.push(&[
+        (Ipa(RAM.0 + 0x1000), 16, false),
+        (Ipa(RAM.0 + 0x2000), 512, true),
+        (status, 1, true),
+    ]);
     notify(&mut d, 0);
     let before = rd(&mut d, common::DEVICE_STATUS, 1);
     wr(&mut d, common::DEVICE_STATUS, 1, 0);
