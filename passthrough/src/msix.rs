@@ -259,10 +259,8 @@ impl AssignedMsix {
                 .get(v)
                 .is_none_or(|e| e[3] & VECTOR_MASKED != 0);
             let valid = self.valid(v);
-            if !guest_masked && !valid {
-                if !self.forged.get(v).copied().unwrap_or(true) {
-                    self.stats.forged_entries += 1;
-                }
+            if !guest_masked && !valid && !self.forged.get(v).copied().unwrap_or(true) {
+                self.stats.forged_entries += 1;
             }
             if let Some(f) = self.forged.get_mut(v) {
                 *f = !guest_masked && !valid;
