@@ -60,6 +60,26 @@ pub struct AssignedFunction<A: ConfigAccess + Delay> {
     stats: AssignedStats,
 }
 
+/// Runs `f` with the host function's Memory Space Enable set (a device
+/// drops memory writes without it, PCI Express Base 6.0, 7.5.1.1.3), then
+/// puts the Command register back.
+fn with_memory_space<A: ConfigAccess + BarAccess>(
+    host: &mut A,
+    bdf: vbus::Bdf,
+    f: impl FnOnce(&mut A),
+) {
+    let cmd = read16(host, bdf, reg::COMMAND);
+    let status_rw1c = u32::from(status::RW1C_ERRORS) << 16;
+    let mse = vbus::config::command::MEMORY_SPACE;
+    if cmd & mse == 0 {
+        write16(host, bdf, reg::COMMAND, cmd | mse, status_rw1c);
+    }
+    f(host);
+    if cmd & mse == 0 {
+        write16(host, bdf, reg::COMMAND, cmd, status_rw1c);
+    }
+}
+
 fn bytes(v: u32, size: u8) -> impl Iterator<Item = (u16, u8)> {
     (0..u16::from(size)).map(move |i| (i, (v >> (8 * i)) as u8))
 }
@@ -200,7 +220,7 @@ impl<A: ConfigAccess + Delay + BarAccess> AssignedFunction<A> {
             });
         }
         if let Some(m) = msix.as_mut() {
-            m.program_device(&mut host);
+            with_memory_space(&mut host, layout.bdf, |h| m.program_device(h));
         }
         AssignedFunction {
             host,
@@ -462,7 +482,7 @@ impl<A: ConfigAccess + Delay + BarAccess + Send> PciFunction for AssignedFunctio
         if let Some(m) = self.msix.as_mut() {
             // The reset cleared the device's table: the doorbell and
             // EventIDs again, every vector masked.
-            m.reset(&mut self.host);
+            with_memory_space(&mut self.host, self.layout.bdf, |h| m.reset(h));
         }
     }
 
