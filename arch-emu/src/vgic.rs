@@ -251,6 +251,15 @@ impl Vgic {
         }
     }
 
+    /// The vCPU SPI `intid` is routed to now (its GICD_IROUTER<n>, IHI 0069
+    /// 12.9.22), `None` for a non-SPI or an affinity no vCPU has.
+    pub fn spi_target(&self, intid: u32) -> Option<usize> {
+        if intid < 32 {
+            return None;
+        }
+        self.target(0, intid)
+    }
+
     /// The vCPU an interrupt is delivered to (`vcpu` for private ones).
     fn target(&self, vcpu: usize, intid: u32) -> Option<usize> {
         if intid < 32 {

@@ -33,6 +33,9 @@ pub struct Assigned {
     /// The SMMU (index in the platform's list) and StreamID that translate
     /// its DMA; `None` when unconfined DMA was accepted.
     pub stream: Option<(usize, u32)>,
+    /// The ITS (index in `Platform::its`) and DeviceID its MSIs reach, from
+    /// the host bridge's `msi-map` or `msi-parent`.
+    pub msi: Option<(usize, u32)>,
 }
 
 /// What a host segment looked like after assignment, kept to read back
@@ -373,7 +376,101 @@ fn prepare_one(
         function,
         intid,
         stream,
+        msi: plat.its_device(host, rid),
     })
+}
+
+/// Routes assigned device `index`'s MSI-X (see `passthrough::msix`): MAPD
+/// of its host DeviceID with an ITT for its vectors, one LPI per vector
+/// (MAPTI, EventID = vector, owner `LpiOwner::Assigned`, on CPU 0 until the
+/// guest's SPI routing moves it), and the function shown with MSI-X, its
+/// device table holding the ITS doorbell. Returns the device and the
+/// doorbell to map in its SMMU stage 2 (`None`: the device keeps INTx only,
+/// said in one line: no ITS, no MSI-X, no guest MBI, or the ITS refused).
+/// `ram` is the guest's RAM: the doorbell is mapped at IPA = PA, so it must
+/// lie outside it.
+pub fn route_msi(
+    a: Assigned,
+    index: u16,
+    guest: Option<vbus::MsiTarget>,
+    ram: vbus::MemRange<vbus::Ipa>,
+) -> (Assigned, Option<Pa>) {
+    use crate::its::{self, LpiOwner};
+    let Assigned {
+        sbdf,
+        function,
+        intid,
+        stream,
+        msi,
+    } = a;
+    let back = |function| Assigned {
+        sbdf,
+        function,
+        intid,
+        stream,
+        msi,
+    };
+    let Some(vectors) = function.layout().msix.map(|m| m.vectors) else {
+        return (back(function), None);
+    };
+    let (Some((its_index, device_id)), Some(guest)) = (msi, guest) else {
+        log::info!(
+            "pci-passthrough={sbdf}: MSI-X hidden (no host ITS for it or no guest MBI): INTx only"
+        );
+        return (back(function), None);
+    };
+    let doorbell = match its::doorbell(its_index) {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn!("pci-passthrough={sbdf}: MSI-X hidden: ITS #{its_index}: {e}");
+            return (back(function), None);
+        }
+    };
+    let page = vbus::MemRange::new(vbus::Ipa(doorbell & !0xfff), 0x1000);
+    if page.overlaps(&ram) {
+        log::warn!(
+            "pci-passthrough={sbdf}: MSI-X hidden: the ITS doorbell {doorbell:#x} lies in guest RAM"
+        );
+        return (back(function), None);
+    }
+    if let Err(e) = its::map_device(its_index, device_id, u32::from(vectors)) {
+        log::warn!("pci-passthrough={sbdf}: MSI-X hidden: MAPD {device_id:#x}: {e}");
+        return (back(function), None);
+    }
+    let mut lpis = Vec::new();
+    for v in 0..u32::from(vectors) {
+        let owner = LpiOwner::Assigned {
+            device: index,
+            event: v,
+        };
+        match its::map_event(its_index, device_id, v, owner, 0) {
+            Ok(l) => lpis.push(l),
+            Err(e) => {
+                log::warn!("pci-passthrough={sbdf}: MSI-X hidden: MAPTI event {v}: {e}");
+                for done in 0..v {
+                    let _ = its::unmap_event(its_index, device_id, done);
+                }
+                return (back(function), None);
+            }
+        }
+    }
+    let function = function.with_msi(passthrough::MsiRoute {
+        doorbell: Pa(doorbell),
+        guest,
+    });
+    if function.msix_vectors().is_none() {
+        log::warn!("pci-passthrough={sbdf}: MSI-X hidden: its table or PBA lies outside its BARs");
+        for v in 0..u32::from(vectors) {
+            let _ = its::unmap_event(its_index, device_id, v);
+        }
+        return (back(function), None);
+    }
+    log::info!(
+        "host {sbdf}: MSI-X {vectors} vectors through ITS #{its_index} DeviceID {device_id:#x}, doorbell PA {doorbell:#x}, LPIs {}..={}",
+        lpis.first().copied().unwrap_or(0),
+        lpis.last().copied().unwrap_or(0)
+    );
+    (back(function), Some(Pa(doorbell)))
 }
 
 /// A host line may have one owner: two assigned devices sharing an INTx

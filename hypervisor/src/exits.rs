@@ -514,7 +514,42 @@ fn lpi(vm: &Vm, cpu: usize, intid: u32, kick: &mut Kick) {
     match crate::its::take(intid) {
         Some(crate::its::LpiOwner::HostDisk) => host_disk_completions(vm, kick),
         Some(crate::its::LpiOwner::SelfTest) => crate::its::selftest_taken(cpu),
+        Some(crate::its::LpiOwner::Assigned { device, event }) => {
+            assigned_msi(vm, intid, device, event, kick)
+        }
         None => Counters::bump(&vm.stats.irq_unrouted),
+    }
+}
+
+/// An assigned device's MSI-X vector `event` arrived as LPI `intid`: the
+/// guest's message for the vector becomes its SPI (checked against its
+/// doorbell and MBI range by the segment; forged ones are dropped and
+/// counted). The LPI then follows the SPI: if the guest routes that SPI to
+/// another vCPU (GICD_IROUTER), MOVI takes the LPI to the physical CPU
+/// running it (vCPU i on CPU i), so the next one arrives there.
+fn assigned_msi(vm: &Vm, intid: u32, device: u16, event: u32, kick: &mut Kick) {
+    let mut spis = alloc::vec::Vec::new();
+    {
+        let mut dev = vm.devices.lock();
+        let Some(&id) = dev.assigned.get(usize::from(device)) else {
+            Counters::bump(&vm.stats.irq_unrouted);
+            return;
+        };
+        if let Some(seg) = dev.segment.as_mut() {
+            let fx = seg.host_msi(id, event);
+            for e in fx.iter() {
+                if let vbus::Effect::Msi { spi, .. } = e {
+                    spis.push(*spi);
+                }
+            }
+            kick.0 |= vm.apply(seg, fx).0;
+        }
+    }
+    let target = spis.first().and_then(|&spi| vm.vgic.lock().spi_target(spi));
+    if let Some(cpu) = target {
+        if let Err(e) = crate::its::move_lpi(intid, cpu) {
+            log::debug!("LPI {intid}: MOVI to CPU {cpu}: {e}");
+        }
     }
 }
 

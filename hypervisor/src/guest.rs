@@ -379,13 +379,33 @@ pub fn build(
         vgic.set_hw_linked(v, layout.timer_ppis[2], host.vtimer_intid);
         vgic.set_hw_linked(v, layout.timer_ppis[1], host.ptimer_intid);
     }
+    // Each assigned device's MSI-X through the host ITS to the guest's MBI.
+    let guest_msi = layout
+        .msi_doorbell()
+        .zip(layout.mbi)
+        .map(|(d, spis)| vbus::MsiTarget {
+            doorbell: Ipa(d),
+            spis,
+        });
+    let mut routed = Vec::new();
+    for (i, a) in assigned.into_iter().enumerate() {
+        routed.push(crate::assign::route_msi(
+            a,
+            u16::try_from(i).unwrap_or(u16::MAX),
+            guest_msi,
+            layout.ram,
+        ));
+    }
     // Each assigned device's DMA goes through SMMU stage-2 tables of its own
-    // that map guest RAM only (the CPU's stage 2 also maps device BARs).
-    for a in &assigned {
+    // that map guest RAM only (the CPU's stage 2 also maps device BARs), and
+    // its ITS doorbell page when its MSIs are routed (never the CPU's stage 2).
+    let mut assigned = Vec::new();
+    for (a, doorbell) in routed {
         if let Some((i, sid)) = a.stream {
-            crate::smmu::confine(i, sid, 1, &stage2, layout.ram)
+            crate::smmu::confine(i, sid, 1, &stage2, layout.ram, doorbell)
                 .map_err(|e| alloc::format!("pci-passthrough={}: SMMU: {e}", a.sbdf))?;
         }
+        assigned.push(a);
     }
     let lines: Vec<(vbus::Sbdf, Option<u32>)> =
         assigned.iter().map(|a| (a.sbdf, a.intid)).collect();

@@ -52,6 +52,15 @@ pub enum LpiOwner {
     HostDisk,
     /// The boot self-test's event (`its-selftest`): [`selftest_taken`].
     SelfTest,
+    /// An assigned device's MSI-X vector: `device` indexes the guest's
+    /// assigned functions (`vm::Devices::assigned`), `event` is the vector
+    /// (the EventID its device table entry holds).
+    Assigned {
+        /// Index in `vm::Devices::assigned`.
+        device: u16,
+        /// The vector = EventID.
+        event: u32,
+    },
 }
 
 /// Why an ITS operation failed.
@@ -188,6 +197,8 @@ struct Route {
     its: usize,
     device_id: u32,
     event_id: u32,
+    /// The CPU (index = ICID) whose collection it is in.
+    cpu: usize,
     /// Times taken.
     taken: u64,
 }
@@ -685,6 +696,7 @@ pub fn map_event(
                     its,
                     device_id,
                     event_id,
+                    cpu,
                     taken: 0,
                 },
             );
@@ -737,6 +749,25 @@ pub fn retarget(its: usize, device_id: u32, event_id: u32, cpu: usize) -> Result
         s.command(Command::Sync { rd })?;
         s.wait()
     })?
+}
+
+/// MOVI of LPI `intid` (mapped with [`map_event`]) to physical CPU
+/// `cpu`'s collection, unless it is there already. `Ok(false)`: nothing to do.
+pub fn move_lpi(intid: u32, cpu: usize) -> Result<bool, ItsError> {
+    let r = {
+        let l = LPIS.get().ok_or(ItsError::NoIts)?.lock();
+        *l.routes.get(&intid).ok_or(ItsError::Event("not mapped"))?
+    };
+    if r.cpu == cpu {
+        return Ok(false);
+    }
+    retarget(r.its, r.device_id, r.event_id, cpu)?;
+    if let Some(l) = LPIS.get() {
+        if let Some(x) = l.lock().routes.get_mut(&intid) {
+            x.cpu = cpu;
+        }
+    }
+    Ok(true)
 }
 
 /// DISCARD: (`device_id`, `event_id`) no longer translates; its LPI is
@@ -804,7 +835,7 @@ pub fn selftest(cpus: usize) -> Result<(u32, u32, usize), ItsError> {
     map_device(0, device_id, 1)?;
     let intid = map_event(0, device_id, 0, LpiOwner::SelfTest, 0)?;
     let target = cpus.saturating_sub(1);
-    retarget(0, device_id, 0, target)?;
+    move_lpi(intid, target)?;
     SELFTEST.call_once(|| (intid, target, device_id));
     Ok((device_id, intid, target))
 }
@@ -860,11 +891,12 @@ pub fn shutdown() {
     };
     for (intid, r) in &l.routes {
         log::info!(
-            "LPI {intid}: {:?}, ITS #{} DeviceID {:#x} EventID {}: taken {}",
+            "LPI {intid}: {:?}, ITS #{} DeviceID {:#x} EventID {} on CPU {}: taken {}",
             r.owner,
             r.its,
             r.device_id,
             r.event_id,
+            r.cpu,
             r.taken
         );
     }

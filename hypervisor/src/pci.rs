@@ -2,8 +2,9 @@
 //! host bridge (PCI Express Base 6.0, 7.2.2), behind `passthrough`'s
 //! `ConfigAccess`, and the delays resets need.
 
-use passthrough::{ConfigAccess, Delay};
+use passthrough::{BarAccess, ConfigAccess, Delay};
 use vbus::Bdf;
+use vbus::Pa;
 
 use crate::sysreg::read_sysreg;
 
@@ -59,6 +60,45 @@ impl ConfigAccess for HostEcam {
         if let Some(a) = self.address(bdf, offset) {
             // SAFETY: as for `read32`; the write is a configuration write request.
             unsafe { core::ptr::write_volatile(a as *mut u32, value) }
+        }
+    }
+}
+
+impl BarAccess for HostEcam {
+    /// A naturally aligned access of 1, 2, 4 or 8 bytes; anything else reads
+    /// all ones and writes nothing (never an alignment fault at EL2).
+    fn bar_read(&mut self, pa: Pa, size: u8) -> u64 {
+        let a = pa.0 as usize;
+        if !matches!(size, 1 | 2 | 4 | 8) || pa.0 % u64::from(size) != 0 {
+            return u64::MAX;
+        }
+        // SAFETY: `BarAccess`'s contract: `pa` lies in a memory BAR of the
+        // assigned function, which the host assignment placed in the host
+        // bridge's window; EL2 maps all that is not RAM as Device memory;
+        // the access is naturally aligned (checked above).
+        unsafe {
+            match size {
+                1 => u64::from(core::ptr::read_volatile(a as *const u8)),
+                2 => u64::from(core::ptr::read_volatile(a as *const u16)),
+                4 => u64::from(core::ptr::read_volatile(a as *const u32)),
+                _ => core::ptr::read_volatile(a as *const u64),
+            }
+        }
+    }
+
+    fn bar_write(&mut self, pa: Pa, size: u8, value: u64) {
+        let a = pa.0 as usize;
+        if !matches!(size, 1 | 2 | 4 | 8) || pa.0 % u64::from(size) != 0 {
+            return;
+        }
+        // SAFETY: as for `bar_read`.
+        unsafe {
+            match size {
+                1 => core::ptr::write_volatile(a as *mut u8, value as u8),
+                2 => core::ptr::write_volatile(a as *mut u16, value as u16),
+                4 => core::ptr::write_volatile(a as *mut u32, value as u32),
+                _ => core::ptr::write_volatile(a as *mut u64, value),
+            }
         }
     }
 }

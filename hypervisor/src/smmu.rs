@@ -616,6 +616,16 @@ impl SmmuStage2 {
         Ok(())
     }
 
+    /// Maps `[ipa, ipa + size)` to `[pa, pa + size)` as Device memory (an
+    /// MSI doorbell).
+    pub fn map_device(&mut self, guest: MemRange<Ipa>, pa: Pa) -> Result<(), SmmuError> {
+        self.tables
+            .map(&mut HeapTables, guest.base, pa, guest.size, S2Attr::Device)
+            .map_err(SmmuError::Stage2)?;
+        dsb_sy();
+        Ok(())
+    }
+
     /// The PA `ipa` translates to, or `None`.
     pub fn translate(&self, ipa: Ipa) -> Option<Pa> {
         self.tables.translate(&HeapTables, ipa).map(|(pa, _)| pa)
@@ -642,18 +652,25 @@ static SMMUS: spin::Once<Vec<spin::Mutex<Smmu>>> = spin::Once::new();
 static CONFINED: spin::Mutex<Vec<SmmuStage2>> = spin::Mutex::new(Vec::new());
 
 /// Confines stream `sid` of SMMU `index` to guest RAM: SMMU stage-2 tables
-/// of its own mapping `ram` as the CPU's stage 2 `cpu` maps it (and nothing
-/// else), under `vmid`. Errors name what the SMMU refused.
+/// of its own mapping `ram` as the CPU's stage 2 `cpu` maps it, plus, with
+/// `doorbell`, that 4 KiB page (the host ITS's GITS_TRANSLATER page) at
+/// IPA = PA as Device memory for this stream only (and nothing else), under
+/// `vmid`. Errors name what the SMMU refused.
 pub fn confine(
     index: usize,
     sid: u32,
     vmid: u16,
     cpu: &crate::mmu::Stage2,
     ram: MemRange<Ipa>,
+    doorbell: Option<Pa>,
 ) -> Result<(), String> {
     let r = with(index, |s| -> Result<SmmuStage2, SmmuError> {
         let mut t = s.new_stage2()?;
         t.mirror(cpu, ram)?;
+        if let Some(d) = doorbell {
+            let page = d.0 & !0xfff;
+            t.map_device(MemRange::new(Ipa(page), 0x1000), Pa(page))?;
+        }
         s.set_stage2(sid, vmid, t.root(), t.vtcr())?;
         Ok(t)
     })

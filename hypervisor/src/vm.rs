@@ -455,11 +455,28 @@ impl Vm {
                 log::debug!("pci: {e}");
                 match e {
                     Effect::Map {
+                        function,
+                        bar,
                         guest,
                         backing: BarBacking::Host(pa),
                         prefetchable,
-                        ..
-                    } => self.map_bar(guest, pa, prefetchable),
+                    } => {
+                        // The pages the function traps (an MSI-X table and
+                        // PBA) stay unmapped: the segment routes them.
+                        let traps = seg
+                            .function(function)
+                            .map(|f| f.bar_traps(bar).to_vec())
+                            .unwrap_or_default();
+                        let mut at = 0u64;
+                        for (off, len) in traps.into_iter().chain([(guest.size, 0)]) {
+                            let off = off.min(guest.size);
+                            if off > at {
+                                let piece = MemRange::new(Ipa(guest.base.0 + at), off - at);
+                                self.map_bar(piece, Pa(pa.0 + at), prefetchable);
+                            }
+                            at = at.max(off.saturating_add(len).min(guest.size));
+                        }
+                    }
                     Effect::Unmap {
                         guest,
                         backing: BarBacking::Host(_),
@@ -528,12 +545,13 @@ pub fn log_msi_stats(vm: &Vm) {
         }
         let t = table.unwrap_or_default();
         log::info!(
-            "msi {bdf}: delivered {} forged {}; msi-x sent {} masked-pending {} bad accesses {}",
+            "msi {bdf}: delivered {} forged {}; msi-x sent {} masked-pending {} bad accesses {} forged entries {}",
             msi.delivered,
             msi.forged,
             t.sent,
             t.masked_pending,
-            t.bad_access
+            t.bad_access,
+            t.forged_entries
         );
     }
 }

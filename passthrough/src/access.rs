@@ -10,6 +10,7 @@
 //! 0 outside the bytes being written (Linux's `pci_generic_config_write32`
 //! warns about the same hazard).
 
+use arch_emu::addr::Pa;
 use vbus::Bdf;
 
 /// Config space of the functions of one host segment, dword by dword.
@@ -29,6 +30,29 @@ pub trait ConfigAccess {
 pub trait Delay {
     /// Waits at least `us` microseconds.
     fn delay_us(&mut self, us: u32);
+}
+
+/// Memory accesses to an assigned function's host BARs (its MSI-X table and
+/// the rest of a trapped page), by host physical address.
+///
+/// Callers pass only addresses inside the function's own memory BARs, as
+/// the host decodes them ([`crate::layout::LayoutBar::cpu`]), with `size`
+/// 1, 2, 4 or 8 and `pa` a multiple of `size` (naturally aligned, as Device
+/// memory needs).
+pub trait BarAccess {
+    /// Reads `size` bytes at `pa`.
+    fn bar_read(&mut self, pa: Pa, size: u8) -> u64;
+    /// Writes the low `size` bytes of `value` at `pa`.
+    fn bar_write(&mut self, pa: Pa, size: u8, value: u64);
+}
+
+impl<T: BarAccess + ?Sized> BarAccess for &mut T {
+    fn bar_read(&mut self, pa: Pa, size: u8) -> u64 {
+        (**self).bar_read(pa, size)
+    }
+    fn bar_write(&mut self, pa: Pa, size: u8, value: u64) {
+        (**self).bar_write(pa, size, value)
+    }
 }
 
 impl<T: ConfigAccess + ?Sized> ConfigAccess for &mut T {

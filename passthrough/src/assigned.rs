@@ -1,10 +1,13 @@
 //! The assigned function: a host function shown to a guest through the
 //! filter of [`crate::filter`], with shadow BARs, re-chained capabilities,
-//! INTx on the host line and reset through the host.
+//! INTx on the host line, MSI-X through shadows ([`crate::msix`]) once the
+//! hypervisor routes its MSIs ([`AssignedFunction::with_msi`]), and reset
+//! through the host.
 
-use crate::access::{read16, write16, ConfigAccess, Delay};
+use crate::access::{read16, write16, BarAccess, ConfigAccess, Delay};
 use crate::filter::{self, Rule};
 use crate::layout::HostFunction;
+use crate::msix::{AssignedMsix, MsiRoute};
 use crate::regs::{bar, pcie, type1};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -53,19 +56,68 @@ pub struct AssignedFunction<A: ConfigAccess + Delay> {
     rules: Vec<ByteRule>,
     bars: Vec<BarInfo>,
     intid: Option<u32>,
+    msix: Option<AssignedMsix>,
     stats: AssignedStats,
+}
+
+/// Runs `f` with the host function's Memory Space Enable set (a device
+/// drops memory writes without it, PCI Express Base 6.0, 7.5.1.1.3), then
+/// puts the Command register back.
+fn with_memory_space<A: ConfigAccess + BarAccess>(
+    host: &mut A,
+    bdf: vbus::Bdf,
+    f: impl FnOnce(&mut A),
+) {
+    let cmd = read16(host, bdf, reg::COMMAND);
+    let status_rw1c = u32::from(status::RW1C_ERRORS) << 16;
+    let mse = vbus::config::command::MEMORY_SPACE;
+    if cmd & mse == 0 {
+        write16(host, bdf, reg::COMMAND, cmd | mse, status_rw1c);
+    }
+    f(host);
+    if cmd & mse == 0 {
+        write16(host, bdf, reg::COMMAND, cmd, status_rw1c);
+    }
 }
 
 fn bytes(v: u32, size: u8) -> impl Iterator<Item = (u16, u8)> {
     (0..u16::from(size)).map(move |i| (i, (v >> (8 * i)) as u8))
 }
 
-impl<A: ConfigAccess + Delay> AssignedFunction<A> {
+impl<A: ConfigAccess + Delay + BarAccess> AssignedFunction<A> {
     /// Shows `layout` (captured with [`HostFunction::capture`]) to a guest
     /// through `host`. `intid` is the physical INTID of its INTx line, from
     /// the host `interrupt-map` at `layout.intx`. Reads the host's current
-    /// values of the cached registers once, here.
-    pub fn new(mut host: A, layout: HostFunction, intid: Option<u32>) -> Self {
+    /// values of the cached registers once, here. MSI and MSI-X are hidden.
+    pub fn new(host: A, layout: HostFunction, intid: Option<u32>) -> Self {
+        Self::build(host, layout, intid, None)
+    }
+
+    /// The same function with its MSI-X shown to the guest, routed by
+    /// `route` (the device's table programmed with the host doorbell, every
+    /// vector masked). A function without MSI-X, or whose table or PBA lies
+    /// outside its BARs, is returned as it was (INTx only).
+    pub fn with_msi(self, route: MsiRoute) -> Self {
+        Self::build(self.host, self.layout, self.intid, Some(route))
+    }
+
+    /// Whether the guest sees MSI-X, and its vector count.
+    pub fn msix_vectors(&self) -> Option<u16> {
+        self.msix.as_ref().map(AssignedMsix::vectors)
+    }
+
+    /// The MSI-X model (for tests).
+    pub fn msix(&self) -> Option<&AssignedMsix> {
+        self.msix.as_ref()
+    }
+
+    fn build(
+        mut host: A,
+        layout: HostFunction,
+        intid: Option<u32>,
+        route: Option<MsiRoute>,
+    ) -> Self {
+        let mut msix = route.and_then(|r| AssignedMsix::new(&layout, r));
         let mut cs = ConfigSpace::new();
         let mut rules = vec![ByteRule::default(); CONFIG_SPACE_SIZE];
         let bdf = layout.bdf;
@@ -101,7 +153,7 @@ impl<A: ConfigAccess + Delay> AssignedFunction<A> {
         let kept: Vec<(u16, &[Rule])> = layout
             .capabilities
             .iter()
-            .filter_map(|c| filter::capability(c.id).map(|t| (c.offset, t)))
+            .filter_map(|c| filter::capability(c.id, msix.is_some()).map(|t| (c.offset, t)))
             .collect();
         for (at, table) in &kept {
             apply(&mut cs, &mut host, *at, table);
@@ -167,6 +219,9 @@ impl<A: ConfigAccess + Delay> AssignedFunction<A> {
                 backing: BarBacking::Host(b.cpu),
             });
         }
+        if let Some(m) = msix.as_mut() {
+            with_memory_space(&mut host, layout.bdf, |h| m.program_device(h));
+        }
         AssignedFunction {
             host,
             layout,
@@ -175,6 +230,7 @@ impl<A: ConfigAccess + Delay> AssignedFunction<A> {
             rules,
             bars,
             intid,
+            msix,
             stats: AssignedStats::default(),
         }
     }
@@ -192,6 +248,11 @@ impl<A: ConfigAccess + Delay> AssignedFunction<A> {
     /// The host access (for tests: the fake host's log).
     pub fn host(&self) -> &A {
         &self.host
+    }
+
+    /// The host access, mutable (for tests: the fake device's registers).
+    pub fn host_mut(&mut self) -> &mut A {
+        &mut self.host
     }
 
     fn rule(&self, at: u16) -> ByteRule {
@@ -285,7 +346,7 @@ impl<A: ConfigAccess + Delay> AssignedFunction<A> {
     }
 }
 
-impl<A: ConfigAccess + Delay + Send> PciFunction for AssignedFunction<A> {
+impl<A: ConfigAccess + Delay + BarAccess + Send> PciFunction for AssignedFunction<A> {
     fn config_read(&mut self, offset: u16, size: u8) -> u32 {
         if !Self::valid(offset, size) {
             self.stats.bad_accesses += 1;
@@ -326,6 +387,13 @@ impl<A: ConfigAccess + Delay + Send> PciFunction for AssignedFunction<A> {
             }
         }
         self.cs.write(offset, size, value);
+        if let Some(m) = self.msix.as_mut() {
+            let at = m.cap_offset() + 2;
+            if offset < at + 2 && at < offset + u16::from(size) {
+                // Enable or Function Mask may have unmasked a pending vector.
+                m.deliver_unmasked(&self.cs);
+            }
+        }
         let aligned = offset & !3;
         let shift = 8 * u32::from(offset & 3);
         let v = value.checked_shl(shift).unwrap_or(0);
@@ -360,12 +428,40 @@ impl<A: ConfigAccess + Delay + Send> PciFunction for AssignedFunction<A> {
         &self.bars
     }
 
-    /// Every BAR is host-backed: an access trapped while a mapping changes reads all ones.
-    fn bar_read(&mut self, _: u8, _: u64, _: u8, _: &mut Vec<Request>) -> u64 {
-        u64::MAX
+    /// Every BAR is host-backed; only the MSI-X table and PBA pages trap
+    /// (emulated, the rest of those pages from the device).
+    fn bar_read(&mut self, bar: u8, offset: u64, size: u8, _: &mut Vec<Request>) -> u64 {
+        match self.msix.as_mut() {
+            Some(m) => m.read(&mut self.host, bar, offset, size),
+            None => u64::MAX,
+        }
     }
 
-    fn bar_write(&mut self, _: u8, _: u64, _: u8, _: u64, _: &mut Vec<Request>) {}
+    fn bar_write(&mut self, bar: u8, offset: u64, size: u8, value: u64, _: &mut Vec<Request>) {
+        if let Some(m) = self.msix.as_mut() {
+            m.write(&mut self.host, &self.cs, bar, offset, size, value);
+        }
+    }
+
+    fn bar_traps(&self, bar: u8) -> &[(u64, u64)] {
+        self.msix.as_ref().map_or(&[], |m| m.traps(bar))
+    }
+
+    fn host_msi(&mut self, event: u32) {
+        if let Some(m) = self.msix.as_mut() {
+            m.fire(&self.cs, event);
+        }
+    }
+
+    fn take_msi(&mut self, out: &mut Vec<vbus::MsiMessage>) {
+        if let Some(m) = self.msix.as_mut() {
+            m.take(out);
+        }
+    }
+
+    fn msix_stats(&self) -> Option<vbus::MsixStats> {
+        self.msix.as_ref().map(AssignedMsix::stats)
+    }
 
     /// FLR through the host when the function has it (then 100 ms), else
     /// Secondary Bus Reset on its host parent bridge; then the host BARs,
@@ -383,6 +479,11 @@ impl<A: ConfigAccess + Delay + Send> PciFunction for AssignedFunction<A> {
         }
         self.restore_host();
         self.cs = self.initial.clone();
+        if let Some(m) = self.msix.as_mut() {
+            // The reset cleared the device's table: the doorbell and
+            // EventIDs again, every vector masked.
+            with_memory_space(&mut self.host, self.layout.bdf, |h| m.reset(h));
+        }
     }
 
     fn intx(&self) -> Intx {

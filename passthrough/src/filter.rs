@@ -239,12 +239,41 @@ pub const DSN: &[Rule] = &[
     Rule::cached(0x08, 4, "Serial Number Register (Upper DW)"),
 ];
 
-/// The rules of a standard capability shown to the guest; `None`: hidden
-/// (MSI and MSI-X for now, vendor-specific and unknown ones).
-pub fn capability(id: u8) -> Option<&'static [Rule]> {
+/// The MSI-X capability (PCI Express Base 6.0, 7.7.2), shown when the
+/// hypervisor routes the function's MSIs (`crate::msix`): MSI-X Enable and
+/// Function Mask are emulated and mirrored to the device; Table Size and
+/// the table's and PBA's offsets and BIRs are cached. The table and PBA
+/// themselves are shadows (`crate::msix::AssignedMsix`).
+pub const MSIX: &[Rule] = &[
+    Rule::cached(
+        0x00,
+        2,
+        "Capability ID, Next Capability Pointer (re-chained)",
+    ),
+    Rule::pass(
+        0x02,
+        2,
+        "Message Control",
+        0,
+        MSIX_CONTROL_RW,
+        0,
+        MSIX_CONTROL_RW,
+    ),
+    Rule::cached(0x04, 4, "Table Offset/Table BIR"),
+    Rule::cached(0x08, 4, "PBA Offset/PBA BIR"),
+];
+
+/// Message Control's MSI-X Enable (15) and Function Mask (14).
+const MSIX_CONTROL_RW: u32 = 0xc000;
+
+/// The rules of a standard capability shown to the guest; `None`: hidden.
+/// MSI-X is shown only when `msix` (the function's MSIs are routed); MSI,
+/// vendor-specific and unknown capabilities are hidden.
+pub fn capability(id: u8, msix: bool) -> Option<&'static [Rule]> {
     match id {
         crate::regs::cap_id::PCIE => Some(PCIE),
         crate::regs::cap_id::PM => Some(PM),
+        crate::regs::cap_id::MSIX if msix => Some(MSIX),
         _ => None,
     }
 }

@@ -5,6 +5,7 @@
 //! * [`assign`]: give BARs and bridge windows their addresses.
 //! * [`layout`]: the cached layout of a function to assign ([`HostFunction`]), INTx swizzle.
 //! * [`filter`]: the config filter, as a table.
+//! * [`msix`]: an assigned function's MSI-X: shadow table and PBA, the device's table.
 //! * [`assigned`]: [`AssignedFunction`], the `vbus::PciFunction` a guest sees.
 //! * [`regs`]: register offsets, capability IDs and bits.
 //! * `testing` (feature `testing`): a fake host hierarchy, `FakeHost`.
@@ -19,14 +20,16 @@ pub mod regs;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use access::{ConfigAccess, Delay};
+pub use access::{BarAccess, ConfigAccess, Delay};
 pub mod assign;
 pub mod assigned;
 pub mod enumerate;
 pub mod filter;
 pub mod layout;
+pub mod msix;
 
 pub use assign::{assign, verify, AssignError, Assignment, HostRange, HostWindows};
 pub use assigned::{AssignedFunction, AssignedStats};
 pub use enumerate::{enumerate, EnumError, HostTopology};
 pub use layout::{HostFunction, IntxRoute, LayoutError};
+pub use msix::{AssignedMsix, MsiRoute};

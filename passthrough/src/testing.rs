@@ -22,9 +22,10 @@
 //! 8086:10c9), `pcie-root-port` (1b36:000c), `x3130-upstream` (104c:8232)
 //! and `xio3130-downstream` (104c:8233), and the `gpex` host bridge (1b36:0008).
 
-use crate::access::{ConfigAccess, Delay};
+use crate::access::{BarAccess, ConfigAccess, Delay};
 use crate::regs::{bar, cap_id, ext_cap_id, pcie, pm, type0, type1};
 use alloc::vec::Vec;
+use arch_emu::addr::Pa;
 use vbus::config::{command, reg, status};
 use vbus::{Bdf, ConfigSpace};
 
@@ -510,6 +511,10 @@ pub struct FakeHost {
     log: Vec<HostEvent>,
     now: u64,
     early_accesses: u64,
+    /// Host BAR memory by byte address (unwritten bytes read 0).
+    mmio: alloc::collections::BTreeMap<u64, u8>,
+    /// BAR writes: (PA, size, value).
+    mmio_writes: Vec<(u64, u8, u64)>,
 }
 
 fn mark_multifunction(list: &mut [(u8, u8, FakeFunction)]) {
@@ -595,6 +600,8 @@ impl FakeHost {
             log: Vec::new(),
             now: 0,
             early_accesses: 0,
+            mmio: alloc::collections::BTreeMap::new(),
+            mmio_writes: Vec::new(),
         }
     }
 
@@ -724,6 +731,55 @@ impl ConfigAccess for FakeHost {
     }
 }
 
+impl FakeHost {
+    /// The BAR writes so far: (PA, size, value).
+    pub fn mmio_writes(&self) -> &[(u64, u8, u64)] {
+        &self.mmio_writes
+    }
+
+    /// The 32-bit BAR word at `pa` now (as the device holds it).
+    pub fn mmio32(&self, pa: u64) -> u32 {
+        (0..4).fold(0, |v, i| {
+            v | u32::from(self.mmio.get(&(pa + i)).copied().unwrap_or(0)) << (8 * i)
+        })
+    }
+
+    /// Sets BAR bytes as the device would (its own registers, its PBA).
+    pub fn set_mmio32(&mut self, pa: u64, value: u32) {
+        for i in 0..4 {
+            self.mmio.insert(pa + i, (value >> (8 * i)) as u8);
+        }
+    }
+
+    /// Forgets the BAR writes logged.
+    pub fn clear_mmio_writes(&mut self) {
+        self.mmio_writes.clear();
+    }
+}
+
+impl BarAccess for FakeHost {
+    fn bar_read(&mut self, pa: Pa, size: u8) -> u64 {
+        assert!(
+            matches!(size, 1 | 2 | 4 | 8) && pa.0 % u64::from(size) == 0,
+            "unaligned host BAR read {pa} size {size}"
+        );
+        (0..u64::from(size)).fold(0, |v, i| {
+            v | u64::from(self.mmio.get(&(pa.0 + i)).copied().unwrap_or(0)) << (8 * i)
+        })
+    }
+
+    fn bar_write(&mut self, pa: Pa, size: u8, value: u64) {
+        assert!(
+            matches!(size, 1 | 2 | 4 | 8) && pa.0 % u64::from(size) == 0,
+            "unaligned host BAR write {pa} size {size}"
+        );
+        for i in 0..u64::from(size) {
+            self.mmio.insert(pa.0 + i, (value >> (8 * i)) as u8);
+        }
+        self.mmio_writes.push((pa.0, size, value));
+    }
+}
+
 impl Delay for FakeHost {
     fn delay_us(&mut self, us: u32) {
         self.now = self.now.saturating_add(u64::from(us));
@@ -767,6 +823,35 @@ pub fn assigned(mut host: FakeHost, bdf: Bdf) -> crate::AssignedFunction<FakeHos
 /// The e1000e behind a root port (host 01:00.0), assigned.
 pub fn assigned_e1000e() -> crate::AssignedFunction<FakeHost> {
     assigned(FakeHost::behind_root_port(), Bdf::from_routing_id(0x0100))
+}
+
+/// The host ITS doorbell (GITS_TRANSLATER) [`assigned_e1000e_msi`] routes to.
+pub const TEST_DOORBELL: u64 = 0x0809_0040;
+/// The guest's GICD_SETSPI_NSR doorbell in [`test_msi_route`].
+pub const TEST_GUEST_DOORBELL: u64 = 0x0800_0040;
+/// The guest's MBI SPIs in [`test_msi_route`]: 64..128.
+pub const TEST_MBI: arch_emu::vgic::MbiRange = arch_emu::vgic::MbiRange {
+    first: 64,
+    count: 64,
+};
+
+/// The MSI route of the test functions.
+pub fn test_msi_route() -> crate::MsiRoute {
+    crate::MsiRoute {
+        doorbell: Pa(TEST_DOORBELL),
+        guest: vbus::MsiTarget {
+            doorbell: arch_emu::addr::Ipa(TEST_GUEST_DOORBELL),
+            spis: TEST_MBI,
+        },
+    }
+}
+
+/// The e1000e behind a root port, assigned with its MSI-X shown (5
+/// vectors, table at BAR3 + 0, PBA at BAR3 + 2000h), BAR log cleared.
+pub fn assigned_e1000e_msi() -> crate::AssignedFunction<FakeHost> {
+    let mut f = assigned_e1000e().with_msi(test_msi_route());
+    f.host_mut().clear_mmio_writes();
+    f
 }
 
 /// Host config writes that could move or resize something: to a BAR, the

@@ -273,6 +273,25 @@ pub trait PciFunction: Send {
         let _ = out;
     }
 
+    /// Pages of host-backed BAR `bar` that trap even so (an assigned
+    /// function's MSI-X table and PBA): `(offset, length)` in the BAR, 4 KiB
+    /// aligned. Stage 2 leaves them unmapped and the segment routes their
+    /// accesses to [`PciFunction::bar_read`] / [`PciFunction::bar_write`].
+    /// Functions without any: the default, none.
+    fn bar_traps(&self, bar: u8) -> &[(u64, u64)] {
+        let _ = bar;
+        &[]
+    }
+
+    /// An interrupt the host device signalled on `event` (its MSI, through
+    /// the host ITS, as the hypervisor programmed the device's vector
+    /// `event`): the function sends the guest's message for it, or records
+    /// it pending while masked ([`PciFunction::take_msi`] hands it over).
+    /// Functions without host MSIs: the default ignores it.
+    fn host_msi(&mut self, event: u32) {
+        let _ = event;
+    }
+
     /// Counters of the function's MSI-X table, if it emulates one.
     fn msix_stats(&self) -> Option<MsixStats> {
         None

@@ -76,6 +76,9 @@ pub struct MsixStats {
     /// Table or PBA accesses of a width, alignment or offset the spec does
     /// not define, or writes to the read-only PBA (all ones / ignored).
     pub bad_access: u64,
+    /// Entries the guest unmasked while they named no doorbell and MBI SPI
+    /// of the guest (an assigned function keeps them masked on the device).
+    pub forged_entries: u64,
 }
 
 /// Where the table and PBA live: BAR index and offset in it (6.8.2.4, 6.8.2.5).

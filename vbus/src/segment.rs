@@ -476,12 +476,12 @@ impl Segment {
             self.stats.unclaimed_mmio += 1;
             return Some((all_ones(size), out));
         };
-        if d.backing != BarBacking::Trapped {
+        let off = ipa.0 - d.guest.base.0;
+        if d.backing != BarBacking::Trapped && !self.in_trap(&d, off, size) {
             self.stats.host_bar_traps += 1;
             return Some((all_ones(size), out));
         }
         let mut requests = Vec::new();
-        let off = ipa.0 - d.guest.base.0;
         let v = match self.placed_by_id(d.function) {
             Some(p) => p.function.bar_read(d.bar, off, size, &mut requests),
             None => all_ones(size),
@@ -502,18 +502,42 @@ impl Segment {
             self.stats.unclaimed_mmio += 1;
             return Some(out);
         };
-        if d.backing != BarBacking::Trapped {
+        let off = ipa.0 - d.guest.base.0;
+        if d.backing != BarBacking::Trapped && !self.in_trap(&d, off, size) {
             self.stats.host_bar_traps += 1;
             return Some(out);
         }
         let mut requests = Vec::new();
-        let off = ipa.0 - d.guest.base.0;
         if let Some(p) = self.placed_by_id(d.function) {
             p.function.bar_write(d.bar, off, size, value, &mut requests);
         }
         self.apply_requests(d.function, requests, &mut out);
         self.interrupts_changed(d.function, &mut out);
         Some(out)
+    }
+
+    /// Whether `[off, off + size)` of decoded BAR `d` lies in one of the
+    /// pages its function traps although the BAR is host-backed.
+    fn in_trap(&self, d: &Decoded, off: u64, size: u8) -> bool {
+        let end = off.saturating_add(u64::from(size));
+        self.function(d.function).is_some_and(|f| {
+            f.bar_traps(d.bar)
+                .iter()
+                .any(|&(o, l)| off >= o && end <= o.saturating_add(l))
+        })
+    }
+
+    /// The host device behind function `id` signalled `event` (an MSI the
+    /// hypervisor took through the host ITS): the function's message for it
+    /// becomes an [`Effect::Msi`] if it names the guest's doorbell and an
+    /// SPI of its MBI range, and is dropped and counted as forged otherwise.
+    pub fn host_msi(&mut self, id: FunctionId, event: u32) -> Effects {
+        let mut out = Effects::new();
+        if let Some(p) = self.placed_by_id(id) {
+            p.function.host_msi(event);
+        }
+        self.msi_sent(id, &mut out);
+        out
     }
 
     fn apply_requests(&mut self, id: FunctionId, requests: Vec<Request>, out: &mut Effects) {

@@ -521,3 +521,12 @@ fn sgi0r_with_irm_reaches_every_other_vcpu() {
         Kick(1)
     );
 }
+
+#[test]
+fn spi_target_follows_irouter_and_is_none_for_private_interrupts() {
+    let mut g = linux_init();
+    assert_eq!(g.spi_target(UART), Some(0));
+    g.gicd_write(0x6000 + u64::from(UART) * 8, 8, 1);
+    assert_eq!(g.spi_target(UART), Some(1));
+    assert_eq!(g.spi_target(27), None);
+}
