@@ -112,8 +112,9 @@ fn host_disk_is_driven_by_the_hypervisor_and_hidden_from_the_guest() {
     // The completions were counted as LPIs of the disk's queue vector.
     let taken = hv
         .iter()
-        .find_map(|l| l.strip_prefix("LPI 8192: HostDisk, ITS #0 DeviceID 0x28 EventID 0: taken "))
-        .and_then(|n| n.trim().parse::<u64>().ok())
+        .find_map(|l| l.strip_prefix("LPI 8192: HostDisk, ITS #0 DeviceID 0x28 EventID 0 on CPU "))
+        .and_then(|l| l.split_once(": taken "))
+        .and_then(|(_, n)| n.trim().parse::<u64>().ok())
         .unwrap_or_else(|| fail(&out, "no `LPI 8192: HostDisk ...: taken N` line"));
     assert!(taken >= 1, "the disk's LPI was never taken");
     if hv.iter().any(|l| l.starts_with("ERROR")) {

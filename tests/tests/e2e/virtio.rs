@@ -139,8 +139,9 @@ fn host_disk_completions_arrive_as_lpis_through_the_its() {
         .collect();
     let taken = hv
         .iter()
-        .find_map(|l| l.strip_prefix("LPI 8192: HostDisk, ITS #0 DeviceID 0x28 EventID 0: taken "))
-        .and_then(|n| n.trim().parse::<u64>().ok());
+        .find_map(|l| l.strip_prefix("LPI 8192: HostDisk, ITS #0 DeviceID 0x28 EventID 0 on CPU "))
+        .and_then(|l| l.split_once(": taken "))
+        .and_then(|(_, n)| n.trim().parse::<u64>().ok());
     let interrupts = hv
         .iter()
         .find_map(|l| l.strip_prefix("host disk: "))
