@@ -259,12 +259,14 @@ impl TxBytes {
 pub static VM: Once<Vm> = Once::new();
 
 /// The synthetic segment: a root port for each assigned host device
-/// (00:01.0, 00:02.0, ...) with the device below it, then one empty port (at
-/// least two ports in all); its apertures and INTx lines from the layout.
-/// Returns the segment and the stable id of each assigned device, in order.
+/// (00:01.0, 00:02.0, ...) with the device below it, then empty ports (one at
+/// least, and at least `min_ports` ports in all, two at least); its
+/// apertures and INTx lines from the layout. Returns the segment and the
+/// stable id of each assigned device, in order.
 pub fn synthetic_segment(
     layout: &GuestLayout,
     assigned: Vec<Box<dyn PciFunction>>,
+    min_ports: usize,
 ) -> Result<Option<(Segment, Vec<FunctionId>)>, String> {
     let Some(pci) = layout.pci.as_ref() else {
         return Ok(None);
@@ -282,10 +284,11 @@ pub fn synthetic_segment(
                 spis,
             }),
     );
-    let ports = (assigned.len() + 1).max(2);
+    let ports = (assigned.len() + 1).max(2).max(min_ports);
     if ports > 31 {
         return Err(alloc::format!(
-            "{} assigned devices: at most 30 fit on bus 0",
+            "{} root ports for {} devices: at most 31 fit on bus 0 (devices 1 to 31)",
+            ports,
             assigned.len()
         ));
     }

@@ -47,6 +47,8 @@ run options:
                     what its image, heap, the DTB and the kernel module leave
                     (the initrd is mapped into the guest); too little is refused
   --qemu-arg ARG    extra QEMU argument (repeatable)
+  --hv-arg ARG      added to the hypervisor's own command line, e.g. root-ports=31
+                    or loglevel=debug (repeatable)
   --smmu            give the machine an SMMUv3 (virt iommu=smmuv3, stages 1 and 2)
   --nic MODEL       host NIC: e1000e (default), igb or none; the guest's /init gives
                     it 10.0.2.15/24 via 10.0.2.2 (QEMU user networking, restrict=on:
@@ -252,6 +254,7 @@ struct RunArgs {
     forwards: Vec<PortForward>,
     disk: Option<String>,
     host_disk: Option<PathBuf>,
+    hv_args: Vec<String>,
 }
 
 impl RunArgs {
@@ -312,6 +315,7 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
             }
             "--mem" => r.mem = Some(qemu::parse_mem(&value()?)?),
             "--qemu-arg" => r.qemu_args.push(value()?),
+            "--hv-arg" => r.hv_args.push(value()?),
             "--nic" => r.nic = Some(Nic::parse(&value()?)?),
             "--nic-slot" => r.nic_slot = Some(NicSlot::parse(&value()?)?),
             "--hostfwd" => r.forwards.push(PortForward::parse(&value()?)?),
@@ -393,6 +397,9 @@ fn run(args: &[String]) -> Result<i32> {
         cfg.host_disk = Some(img);
     } else {
         choose_disk(a.disk.as_deref(), &mut cfg)?;
+    }
+    for h in &a.hv_args {
+        cfg.hypervisor_args = format!("{} {h}", cfg.hypervisor_args).trim().to_string();
     }
     cfg.interactive = a.exec.is_none();
     cfg.timeout = a.timeout.or(if a.exec.is_some() {
