@@ -28,6 +28,9 @@ commands:
           guest, one run; prints medians and the ratio hypervisor/direct
           (--runs N, default 3; --smp/--mem/--kernel/--initrd/--append/--qemu-arg;
           --nic/--nic-slot/--hostfwd, default --nic none: no workload uses the network)
+          --icount: instead, instructions per trapped operation (hvc, GICD, PL011,
+          ECAM read/write, virtio) under QEMU -icount shift=0, with 2 and 31 root
+          ports, checked against bench/icount-thresholds.toml (exit 1 above a limit)
 
 run options:
   --exec CMD        run CMD in the guest (sh -c), print its output, exit with its status
@@ -452,6 +455,16 @@ fn bench(args: &[String]) -> Result<i32> {
     let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--icount" {
+            let hv = build_hypervisor()?;
+            let probe = build_probe()?;
+            install::ensure_qemu()?;
+            return Ok(if xtask::icount::bench(&hv, &probe)? {
+                0
+            } else {
+                1
+            });
+        }
         if let Some(v) = a.strip_prefix("--runs=") {
             runs = v.parse().map_err(|_| Error(format!("bad --runs {v}")))?;
         } else if a == "--runs" {
