@@ -483,6 +483,7 @@ pub fn build(
         }),
         power: spin::Mutex::new(power),
         stats: Default::default(),
+        times: Default::default(),
         lr_count: crate::gic::num_lrs(),
         semihosting,
     };

@@ -21,6 +21,7 @@ mod console;
 mod cpufeat;
 mod entry;
 mod exits;
+mod exitstats;
 mod firmware;
 mod gic;
 mod guest;

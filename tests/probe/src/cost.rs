@@ -76,6 +76,8 @@ macro_rules! timed {
         let value: u64 = $value;
         let fid: u64 = $fid;
         let last: u64;
+        // The hypervisor's exit statistics from here on (report_el2).
+        crate::psci::call(EXIT_STATS_RESET, 0, 0, 0);
         let t0 = ticks();
         // SAFETY: the body is one of this module's: a load or store of an
         // emulated register the DT names (Device memory, no effect on the
@@ -107,13 +109,70 @@ fn loop_cost_x10() -> u64 {
     per_iteration_x10(t, N)
 }
 
+/// The hypervisor's exit statistics calls (SMCCC Vendor Specific Hypervisor
+/// Service, hypervisor/src/exitstats.rs).
+const EXIT_STATS_QUERY: u32 = 0xc600_0001;
+const EXIT_STATS_RESET: u32 = 0xc600_0003;
+/// Causes in the hypervisor's table, by index.
+const CAUSES: [&str; 14] = [
+    "ecam",
+    "pci-bar",
+    "msi-x",
+    "gicd",
+    "gicr",
+    "pl011",
+    "psci/smccc",
+    "sgi",
+    "id-regs",
+    "sysreg",
+    "wfi/wfe",
+    "irq",
+    "abort",
+    "other",
+];
+
+/// One cause's (exits, EL2 ticks), `None` if the hypervisor does not answer.
+fn exit_stats(index: u64) -> Option<(u64, u64)> {
+    let (x0, x1): (u64, u64);
+    // SAFETY: an SMCCC fast call: x0-x3 results, x4-x17 preserved (SMCCC 1.1 2.6).
+    unsafe {
+        asm!("hvc #0", inout("x0") u64::from(EXIT_STATS_QUERY) => x0,
+            inout("x1") index => x1, out("x2") _, out("x3") _, options(nostack))
+    };
+    (x0 as i64 >= 0).then_some((x0, x1))
+}
+
+/// Prints `PROBE-COST-EL2 name=ticks cause=C exits=N`: the EL2 handler's
+/// time per exit of the cause that exited most since the last reset (its
+/// counter ticks, instructions under icount; the vector's register save and
+/// restore are outside).
+fn report_el2(p: &Platform, name: &str) {
+    if !p.psci_hvc {
+        return;
+    }
+    let Some((i, (exits, ticks))) = (0..CAUSES.len())
+        .filter_map(|i| Some((i, exit_stats(i as u64)?)))
+        .max_by_key(|(_, (e, _))| *e)
+    else {
+        return;
+    };
+    if let Some(per) = ticks.checked_div(exits) {
+        crate::println!(
+            "PROBE-COST-EL2 {name}={per} cause={} exits={exits}",
+            CAUSES.get(i).unwrap_or(&"?")
+        );
+    }
+}
+
 /// Prints `PROBE-COST name=value` (the operation's instructions, rounded)
-/// from a loop's ticks over `n` iterations less the empty loop's cost.
-fn report(name: &str, ticks: u64, n: u64, loop_x10: u64) -> u64 {
+/// from a loop's ticks over `n` iterations less the empty loop's cost, and
+/// the EL2 part ([`report_el2`]).
+fn report(p: &Platform, name: &str, ticks: u64, n: u64, loop_x10: u64) -> u64 {
     let v = per_iteration_x10(ticks, n)
         .saturating_sub(loop_x10)
         .div_ceil(10);
     crate::println!("PROBE-COST {name}={v}");
+    report_el2(p, name);
     v
 }
 
@@ -131,7 +190,10 @@ pub fn run(p: &Platform) {
 
     // Calibration: 100 NOPs per iteration are 100 instructions.
     let (t, _) = timed!(N, 0, 0, 0, ".rept 100", "nop", ".endr");
-    let nops = report("nop100", t, N, loop_x10);
+    let nops = per_iteration_x10(t, N)
+        .saturating_sub(loop_x10)
+        .div_ceil(10);
+    crate::println!("PROBE-COST nop100={nops}");
     if icount {
         check(
             nops == 100,
@@ -146,7 +208,7 @@ pub fn run(p: &Platform) {
     // PSCI dispatcher.
     if p.psci_hvc {
         let (t, v) = timed!(N, 0, 0, PSCI_VERSION, "mov x0, x12", "hvc #0", "mov x9, x0");
-        report("hvc", t, N, loop_x10);
+        report(p, "hvc", t, N, loop_x10);
         eq(
             G,
             "hvc-psci-version",
@@ -158,7 +220,7 @@ pub fn run(p: &Platform) {
 
     // A GICD register read.
     let (t, v) = timed!(N, p.gicd + GICD_IIDR, 0, 0, "ldr w9, [x11]");
-    report("gicd-read", t, N, loop_x10);
+    report(p, "gicd-read", t, N, loop_x10);
     check(
         v & 0xfff != 0,
         G,
@@ -169,7 +231,7 @@ pub fn run(p: &Platform) {
 
     // A PL011 register read.
     let (t, v) = timed!(N, p.uart + UARTFR, 0, 0, "ldr w9, [x11]");
-    report("pl011-read", t, N, loop_x10);
+    report(p, "pl011-read", t, N, loop_x10);
     check(
         v >> 9 == 0 && v & (1 << 7) != 0,
         G,
@@ -180,6 +242,35 @@ pub fn run(p: &Platform) {
 
     ecam_costs(p, loop_x10);
     virtio_costs(p, loop_x10);
+    exit_stats_checks(p);
+}
+
+/// The exit statistics hypercall counts what it should: N ECAM reads are N
+/// ECAM exits; an index past the last cause is NOT_SUPPORTED.
+fn exit_stats_checks(p: &Platform) {
+    let Some(pci) = p.pci.filter(|_| p.psci_hvc) else {
+        return;
+    };
+    let first = Bdf {
+        bus: pci.buses.0,
+        dev: 1,
+        func: 0,
+    };
+    let (_, _) = timed!(N, ecam_addr(&pci, first, 0), 0, 0, "ldr w9, [x11]");
+    eq(
+        G,
+        "exit-stats-ecam",
+        exit_stats(0).map(|s| s.0),
+        Some(N),
+        "hypervisor/src/exitstats.rs EXIT_STATS_QUERY(0): ECAM exits",
+    );
+    eq(
+        G,
+        "exit-stats-past-last-cause",
+        exit_stats(CAUSES.len() as u64),
+        None,
+        "SMCCC 1.1 NOT_SUPPORTED",
+    );
 }
 
 fn ecam_addr(pci: &crate::dt::Pci, f: Bdf, off: u16) -> usize {
@@ -223,7 +314,7 @@ fn ecam_costs(p: &Platform, loop_x10: u64) {
     let id = e.read32(first, reg::VENDOR_ID);
 
     let (t, v) = timed!(N, ecam_addr(&pci, first, 0), 0, 0, "ldr w9, [x11]");
-    report("ecam-read", t, N, loop_x10);
+    report(p, "ecam-read", t, N, loop_x10);
     eq(
         G,
         "ecam-read-value",
@@ -233,7 +324,7 @@ fn ecam_costs(p: &Platform, loop_x10: u64) {
     );
 
     let (t, v) = timed!(N, ecam_addr(&pci, last, 0), 0, 0, "ldr w9, [x11]");
-    report("ecam-read-last-port", t, N, loop_x10);
+    report(p, "ecam-read-last-port", t, N, loop_x10);
     eq(
         G,
         "ecam-read-last-port-value",
@@ -251,7 +342,7 @@ fn ecam_costs(p: &Platform, loop_x10: u64) {
     };
     if secondary > bus0 && secondary <= pci.buses.1 && e.read32(below, 0) == u32::MAX {
         let (t, v) = timed!(N, ecam_addr(&pci, below, 0), 0, 0, "ldr w9, [x11]");
-        report("ecam-read-below-last-port", t, N, loop_x10);
+        report(p, "ecam-read-below-last-port", t, N, loop_x10);
         eq(
             G,
             "ecam-read-below-last-port-value",
@@ -272,7 +363,7 @@ fn ecam_costs(p: &Platform, loop_x10: u64) {
         0,
         "str w10, [x11]"
     );
-    report("ecam-write", t, N, loop_x10);
+    report(p, "ecam-write", t, N, loop_x10);
     eq(
         G,
         "ecam-write-kept",
@@ -308,7 +399,7 @@ fn virtio_costs(p: &Platform, loop_x10: u64) {
         "virtio 1.2 5.2.6",
     );
     let (t, _) = timed!(N, d.notify_addr(), 0, 0, "strh w10, [x11]");
-    report("virtio-notify", t, N, loop_x10);
+    report(p, "virtio-notify", t, N, loop_x10);
     let t0 = ticks();
     let mut bad = 0u64;
     for i in 0..REQUESTS {
@@ -317,7 +408,7 @@ fn virtio_costs(p: &Platform, loop_x10: u64) {
         }
     }
     let t = ticks().wrapping_sub(t0);
-    report("virtio-blk-read-512", t, REQUESTS, 0);
+    report(p, "virtio-blk-read-512", t, REQUESTS, 0);
     eq(G, "virtio-blk-requests-ok", bad, 0, "virtio 1.2 5.2.6");
 }
 
