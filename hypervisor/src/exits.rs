@@ -15,6 +15,7 @@ use crate::console::CONSOLE;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::entry::{cpu_index, run_guest, Frame, MAX_CPUS};
+use crate::exitstats::Cause;
 use crate::gic;
 use crate::sysreg::{id_aa64pfr1_el1, read_sysreg, sctlr_el1, spsr, wfe};
 use crate::vm::{Counters, IrqOwner, Power, TxBytes, Vm, VM};
@@ -236,6 +237,7 @@ fn emulate_without_syndrome(
     da: &esr::DataAbort,
     kick: &mut Kick,
     tx: &mut TxBytes,
+    cause: &mut Cause,
 ) -> bool {
     use arch_emu::insn::{self, Decoded, Offset};
     if da.far_not_valid {
@@ -270,7 +272,7 @@ fn emulate_without_syndrome(
     for (i, t) in ls.transfers.iter().flatten().enumerate() {
         let ipa = ipa0 + u64::from(t.offset);
         let value = (!ls.load).then(|| insn::apply_load(frame.reg(t.rt), ls.size, false, true));
-        match vm.mmio(ipa, ls.size, value, kick, tx) {
+        match vm.mmio(ipa, ls.size, value, kick, tx, cause) {
             Some(v) => {
                 if let Some(slot) = loaded.get_mut(i) {
                     *slot = (
@@ -308,7 +310,9 @@ fn data_abort(
     da: esr::DataAbort,
     kick: &mut Kick,
     tx: &mut TxBytes,
+    cause: &mut Cause,
 ) {
+    *cause = Cause::Abort;
     if da.s1ptw {
         Counters::bump(&vm.stats.s1ptw_aborts);
         Counters::bump(&vm.stats.injected_aborts);
@@ -317,7 +321,8 @@ fn data_abort(
     }
     if !da.isv {
         Counters::bump(&vm.stats.no_syndrome);
-        if !emulate_without_syndrome(vm, frame, &da, kick, tx) {
+        if !emulate_without_syndrome(vm, frame, &da, kick, tx, cause) {
+            *cause = Cause::Abort;
             Counters::bump(&vm.stats.injected_aborts);
             inject_data_abort(da.write);
         }
@@ -336,7 +341,7 @@ fn data_abort(
         (1u64 << (size * 8)) - 1
     };
     let value = da.write.then(|| frame.reg(da.srt) & mask);
-    match vm.mmio(ipa, size, value, kick, tx) {
+    match vm.mmio(ipa, size, value, kick, tx, cause) {
         Some(v) => {
             if !da.write {
                 let mut v = v & mask;
@@ -352,12 +357,25 @@ fn data_abort(
             advance_pc();
         }
         None => {
+            *cause = Cause::Abort;
             Counters::bump(&vm.stats.unclaimed_mmio);
             Counters::bump(&vm.stats.injected_aborts);
             log::debug!("unclaimed access at IPA {ipa:#x}");
             inject_data_abort(da.write);
         }
     }
+}
+
+/// An SMCCC call (HVC #0 or a trapped SMC): this hypervisor's own calls in
+/// the Vendor Specific Hypervisor Service range (`exitstats`), else PSCI and
+/// the Arm architecture calls.
+fn smccc_call(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Next {
+    if crate::exitstats::is_vendor_hyp(frame.x[0]) {
+        let r = vm.times.call(frame.x[0] as u32, frame.x[1]);
+        frame.x[..3].copy_from_slice(&r);
+        return Next::Resume;
+    }
+    psci_call(vm, cpu, frame, kick)
 }
 
 /// A PSCI or SMCCC call (HVC #0 or a trapped SMC): `arch_emu::psci` checks it
@@ -432,28 +450,39 @@ fn wait_for_wakeup(vm: &Vm, cpu: usize, kick: &mut Kick) {
     }
 }
 
-fn sync_exit(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick, tx: &mut TxBytes) -> Next {
+fn sync_exit(
+    vm: &Vm,
+    cpu: usize,
+    frame: &mut Frame,
+    kick: &mut Kick,
+    tx: &mut TxBytes,
+    cause: &mut Cause,
+) -> Next {
     let esr = read_sysreg!("esr_el2");
     match esr::decode(esr) {
         Exit::DataAbort(da) => {
-            data_abort(vm, cpu, frame, da, kick, tx);
+            data_abort(vm, cpu, frame, da, kick, tx, cause);
             Next::Resume
         }
         Exit::Hvc { imm16 } => {
             Counters::bump(&vm.stats.hvc);
+            *cause = Cause::Psci;
             if imm16 != 0 {
                 frame.x[0] = psci::NOT_SUPPORTED as u64;
                 return Next::Resume;
             }
-            psci_call(vm, cpu, frame, kick)
+            smccc_call(vm, cpu, frame, kick)
         }
         Exit::Smc { .. } => {
             Counters::bump(&vm.stats.smc);
+            *cause = Cause::Psci;
             advance_pc();
-            psci_call(vm, cpu, frame, kick)
+            smccc_call(vm, cpu, frame, kick)
         }
         Exit::SysReg(s) => {
+            *cause = Cause::Sysreg;
             if let Some(reg) = s.icc_sgi_write() {
+                *cause = Cause::Sgi;
                 Counters::bump(&vm.stats.sgi);
                 kick.0 |= vm.vgic.lock().write_sgi(cpu, reg, frame.reg(s.rt)).0;
                 advance_pc();
@@ -463,6 +492,7 @@ fn sync_exit(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick, tx: &mut T
                 crate::cpufeat::GUEST_VIEW.get(),
             ) {
                 // HCR_EL2.TID3: the ID register group reads as the table decided.
+                *cause = Cause::IdReg;
                 Counters::bump(&vm.stats.id_regs);
                 frame.set_reg(s.rt, view.get(reg));
                 advance_pc();
@@ -473,16 +503,19 @@ fn sync_exit(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick, tx: &mut T
             Next::Resume
         }
         Exit::Wfx { .. } => {
+            *cause = Cause::Wfx;
             advance_pc();
             Next::Resume
         }
         Exit::InstructionAbort(ia) if ia.s1ptw => {
+            *cause = Cause::Abort;
             Counters::bump(&vm.stats.s1ptw_aborts);
             Counters::bump(&vm.stats.injected_aborts);
             inject_walk_abort(esr::AbortKind::Instruction);
             Next::Resume
         }
         Exit::InstructionAbort(_) => {
+            *cause = Cause::Abort;
             Counters::bump(&vm.stats.other);
             inject_prefetch_abort();
             Next::Resume
@@ -683,11 +716,14 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
     let Some(vm) = VM.get() else {
         fatal("guest exit before the VM exists")
     };
+    let start = crate::exitstats::now();
+    let mut cause = Cause::Other;
     let mut kick = Kick::default();
     let mut tx = TxBytes::default();
     let next = match kind {
-        0 => sync_exit(vm, cpu, frame, &mut kick, &mut tx),
+        0 => sync_exit(vm, cpu, frame, &mut kick, &mut tx, &mut cause),
         1 => {
+            cause = Cause::Irq;
             irq_exit(vm, cpu, &mut kick);
             Next::Resume
         }
@@ -714,13 +750,16 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
                 refresh_lrs(vm, cpu);
             }
             send_kicks(vm, cpu, kick);
+            vm.times.record(cause, start);
         }
         Next::Park => {
+            vm.times.record(cause, start);
             send_kicks(vm, cpu, kick);
             retire_lrs(vm, cpu);
             park(cpu)
         }
         Next::Shutdown(code) => {
+            vm.times.record(cause, start);
             let stats = vm.stats.snapshot();
             let vgic = vm.vgic.lock().stats();
             shutdown(code, stats, vgic, vm.semihosting)
@@ -819,6 +858,9 @@ fn shutdown(
         s.id_regs, s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held
     );
     log::info!("vgic: {v:?}");
+    if let Some(vm) = crate::vm::VM.get() {
+        vm.times.log();
+    }
     let segment = crate::vm::VM.get().and_then(|vm| {
         vm.devices
             .try_lock()

@@ -178,12 +178,16 @@ fn free_ram(host: &HostPlatform) -> Option<(u64, u64)> {
 /// Builds the guest; returns it with its entry point and DTB IPA.
 pub fn build(
     host: &HostPlatform,
-    semihosting: bool,
-    psci: guest_dt::PsciMethod,
-    guest_mem: Option<u64>,
+    opts: &GuestOptions,
     assigned: Vec<crate::assign::Assigned>,
-    disk: Option<DiskBackend>,
 ) -> Result<(Vm, u64, u64), String> {
+    let GuestOptions {
+        semihosting,
+        psci,
+        guest_mem,
+        disk,
+        root_ports,
+    } = *opts;
     let n = host.cpus.len().min(MAX_CPUS);
     if host.cpus.len() > MAX_CPUS {
         log::warn!(
@@ -225,6 +229,16 @@ pub fn build(
     };
     let mut layout = GuestLayout::qemu_virt_default(n, ram_size);
     layout.psci_method = psci;
+    if let Some(p) = layout.pci.as_mut() {
+        // Every root port needs a secondary bus of its own (and firmware
+        // numbers them one after the other): widen the bus range, and with it
+        // the ECAM window (1 MiB a bus), when `root-ports=` asks for more
+        // ports than the default range has buses for.
+        let buses = u16::from(p.bus_end - p.bus_start) + 1;
+        if root_ports as u16 + 1 > buses {
+            p.bus_end = p.bus_start.saturating_add(ROOT_PORTS_BUS_SPAN - 1);
+        }
+    }
     layout
         .validate()
         .map_err(|e| alloc::format!("guest layout: {e:?}"))?;
@@ -450,7 +464,7 @@ pub fn build(
     if layout.pci.is_none() && !functions.is_empty() {
         return Err("host devices to assign but the guest has no PCI segment".into());
     }
-    let (segment, ids) = match crate::vm::synthetic_segment(&layout, functions)? {
+    let (segment, ids) = match crate::vm::synthetic_segment(&layout, functions, root_ports)? {
         Some((s, ids)) => (Some(s), ids),
         None => (None, Vec::new()),
     };
@@ -489,10 +503,33 @@ pub fn build(
         }),
         power: spin::Mutex::new(power),
         stats: Default::default(),
+        times: Default::default(),
         lr_count: crate::gic::num_lrs(),
         semihosting,
     };
     Ok((vm, entry, dtb_ipa))
+}
+
+/// Buses the segment spans when `root-ports=` asks for more ports than the
+/// default range (16 buses) numbers: 64, an ECAM window of 64 MiB that still
+/// ends below guest RAM.
+const ROOT_PORTS_BUS_SPAN: u8 = 64;
+
+/// How the guest is built, from the hypervisor's options.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestOptions {
+    /// Leave QEMU through semihosting at shutdown (`semihosting`).
+    pub semihosting: bool,
+    /// The PSCI conduit the guest DT names (`guest-psci=`).
+    pub psci: guest_dt::PsciMethod,
+    /// Guest RAM in bytes (`guest-mem=`); `None`: all that is free.
+    pub guest_mem: Option<u64>,
+    /// The emulated virtio-blk's backend (`virtio-blk=`).
+    pub disk: Option<DiskBackend>,
+    /// Root ports on the synthetic segment's bus 0 at least (`root-ports=N`,
+    /// 2..=31; 0: as many as the devices need, two at least). Extra ones are
+    /// empty slots: they measure what routing costs as the bus fills.
+    pub root_ports: usize,
 }
 
 /// What backs the guest's emulated virtio-blk (`virtio-blk=`).

@@ -21,6 +21,7 @@ mod console;
 mod cpufeat;
 mod entry;
 mod exits;
+mod exitstats;
 mod firmware;
 mod gic;
 mod guest;
@@ -84,6 +85,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "host-disk-selftest",
     "its-selftest",
     "virtio-blk",
+    "root-ports",
 ];
 
 /// The Rust entry point, on the boot CPU at EL2, with the host DTB address.
@@ -301,7 +303,28 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             )),
         },
     };
-    let mut vm = match guest::build(&host, semihosting, psci, guest_mem, prepared.assigned, disk) {
+    // `root-ports=N`: at least N root ports on the segment (the extra ones
+    // empty), for measuring what config routing costs as bus 0 fills.
+    let root_ports = match bootargs
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("root-ports="))
+    {
+        None => 0,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (2..=31).contains(&n) => n,
+            _ => exits::fatal(&alloc::format!(
+                "bootargs: bad root-ports={v} (want 2 to 31: devices 1 to 31 of bus 0)"
+            )),
+        },
+    };
+    let gopts = guest::GuestOptions {
+        semihosting,
+        psci,
+        guest_mem,
+        disk,
+        root_ports,
+    };
+    let mut vm = match guest::build(&host, &gopts, prepared.assigned) {
         Ok(vm) => vm,
         Err(e) => exits::fatal(&alloc::format!("guest: {e}")),
     };

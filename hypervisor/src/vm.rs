@@ -18,6 +18,7 @@ use alloc::string::String;
 use spin::{Mutex, Once};
 use vbus::{BarBacking, Effect, Effects, FunctionId, Ipa, MemRange, Pa, PciFunction, Segment};
 
+use crate::exitstats::Cause;
 use crate::mmu::{S2Attr, Stage2};
 
 /// A vCPU's PSCI power state (the model's, in `arch_emu::psci`).
@@ -217,6 +218,8 @@ pub struct Vm {
     pub irq_routes: Vec<(u32, IrqOwner)>,
     /// Exit counters.
     pub stats: Counters,
+    /// Exits and EL2 time by cause.
+    pub times: crate::exitstats::ExitTimes,
     /// Implemented list registers.
     pub lr_count: usize,
     /// Leave QEMU through semihosting at shutdown.
@@ -259,12 +262,14 @@ impl TxBytes {
 pub static VM: Once<Vm> = Once::new();
 
 /// The synthetic segment: a root port for each assigned host device
-/// (00:01.0, 00:02.0, ...) with the device below it, then one empty port (at
-/// least two ports in all); its apertures and INTx lines from the layout.
-/// Returns the segment and the stable id of each assigned device, in order.
+/// (00:01.0, 00:02.0, ...) with the device below it, then empty ports (one at
+/// least, and at least `min_ports` ports in all, two at least); its
+/// apertures and INTx lines from the layout. Returns the segment and the
+/// stable id of each assigned device, in order.
 pub fn synthetic_segment(
     layout: &GuestLayout,
     assigned: Vec<Box<dyn PciFunction>>,
+    min_ports: usize,
 ) -> Result<Option<(Segment, Vec<FunctionId>)>, String> {
     let Some(pci) = layout.pci.as_ref() else {
         return Ok(None);
@@ -282,10 +287,11 @@ pub fn synthetic_segment(
                 spis,
             }),
     );
-    let ports = (assigned.len() + 1).max(2);
+    let ports = (assigned.len() + 1).max(2).max(min_ports);
     if ports > 31 {
         return Err(alloc::format!(
-            "{} assigned devices: at most 30 fit on bus 0",
+            "{} root ports for {} devices: at most 31 fit on bus 0 (devices 1 to 31)",
+            ports,
             assigned.len()
         ));
     }
@@ -351,6 +357,7 @@ impl Vm {
 
     /// Emulates an MMIO access at `ipa`; `None` if nothing is there. Guest
     /// console bytes go to `tx`, to be written once no lock is held.
+    /// `cause` says which device it reached.
     pub fn mmio(
         &self,
         ipa: u64,
@@ -358,12 +365,14 @@ impl Vm {
         write: Option<u64>,
         kick: &mut Kick,
         tx: &mut TxBytes,
+        cause: &mut Cause,
     ) -> Option<u64> {
         let l = &self.layout;
         let within = |base: u64, len: u64| ipa >= base && ipa - base < len;
         let within_region = |r: MemRange<Ipa>| r.contains(Ipa(ipa));
         if within(l.gicd_base, guest_dt::GICD_SIZE) {
             Counters::bump(&self.stats.gicd);
+            *cause = Cause::Gicd;
             let off = ipa - l.gicd_base;
             let mut g = self.vgic.lock();
             return Some(match write {
@@ -376,6 +385,7 @@ impl Vm {
         }
         if within(l.gicr_base, l.gicr().size) {
             Counters::bump(&self.stats.gicr);
+            *cause = Cause::Gicr;
             let off = ipa - l.gicr_base;
             let mut g = self.vgic.lock();
             return Some(match write {
@@ -388,6 +398,7 @@ impl Vm {
         }
         if within(l.uart_base, guest_dt::UART_SIZE) {
             Counters::bump(&self.stats.uart);
+            *cause = Cause::Uart;
             let off = ipa - l.uart_base;
             let mut dev = self.devices.lock();
             let r = match write {
@@ -408,6 +419,7 @@ impl Vm {
             let ecam = pci.ecam();
             if within_region(ecam) {
                 Counters::bump(&self.stats.ecam);
+                *cause = Cause::Ecam;
                 let off = ipa - ecam.base.0;
                 let mut dev = self.devices.lock();
                 let seg = dev.segment.as_mut()?;
@@ -425,6 +437,10 @@ impl Vm {
                 Counters::bump(&self.stats.pci_mmio);
                 let mut dev = self.devices.lock();
                 let seg = dev.segment.as_mut()?;
+                *cause = match seg.bar_region(Ipa(ipa), size) {
+                    Some(vbus::BarRegion::Msix) => Cause::Msix,
+                    _ => Cause::PciBar,
+                };
                 return match write {
                     Some(v) => {
                         let effects = seg.mmio_write(Ipa(ipa), size, v)?;

@@ -15,6 +15,8 @@ use xtask::qemu::{self, RunOutcome, Verdict};
 
 #[path = "e2e/console.rs"]
 mod console;
+#[path = "e2e/cost.rs"]
+mod cost;
 #[path = "e2e/hostdisk.rs"]
 mod hostdisk;
 #[path = "e2e/net.rs"]

@@ -11,7 +11,7 @@
 //! stage 2, the vGIC and the host device (crosvm's `mmio_add`/`mmio_remove`).
 
 use crate::config::ConfigSpace;
-use crate::msix::{MsiMessage, MsixStats};
+use crate::msix::{MsiMessage, MsixLayout, MsixStats};
 use alloc::vec::Vec;
 use arch_emu::addr::{Ipa, MemRange, Pa};
 use core::fmt;
@@ -294,6 +294,13 @@ pub trait PciFunction: Send {
 
     /// Counters of the function's MSI-X table, if it emulates one.
     fn msix_stats(&self) -> Option<MsixStats> {
+        None
+    }
+
+    /// Where the function's emulated MSI-X table and PBA lie, if it
+    /// emulates them (for exit statistics: an access there is an MSI-X
+    /// exit, not a device register's).
+    fn msix_layout(&self) -> Option<MsixLayout> {
         None
     }
 

@@ -25,4 +25,4 @@ pub use decode::Decoded;
 pub use endpoint::{BarProfile, Endpoint};
 pub use function::{BarBacking, BarInfo, Effect, Effects, FunctionId, Intx, PciFunction, Request};
 pub use msix::{MsiMessage, Msix, MsixLayout, MsixStats};
-pub use segment::{MsiStats, MsiTarget, Segment, SegmentStats, TopologyError};
+pub use segment::{BarRegion, MsiStats, MsiTarget, Segment, SegmentStats, TopologyError};

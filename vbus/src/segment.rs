@@ -57,6 +57,15 @@ pub struct SegmentStats {
     pub overlapping_bars: u64,
 }
 
+/// What a trapped BAR access reaches ([`Segment::bar_region`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarRegion {
+    /// The MSI-X table or PBA.
+    Msix,
+    /// Any other register of the BAR.
+    Registers,
+}
+
 /// A placed function and what the segment remembers of it.
 struct Placed {
     id: FunctionId,
@@ -460,6 +469,28 @@ impl Segment {
             .iter()
             .find(|d| d.guest.covers(&access))
             .copied()
+    }
+
+    /// What a trapped access of `size` bytes at `ipa` reaches, for exit
+    /// statistics: the MSI-X table or PBA of the function whose BAR decodes
+    /// it (PCI Express Base 6.0, 7.7.2), another register of a trapped BAR,
+    /// or nothing (`None`: outside the apertures or not decoded).
+    pub fn bar_region(&self, ipa: Ipa, size: u8) -> Option<BarRegion> {
+        let d = self.decoded_at(ipa, size)?;
+        let off = ipa.0 - d.guest.base.0;
+        let msix = self.function(d.function).and_then(|f| f.msix_layout());
+        let inside = |bar: u8, at: u32, len: u64| {
+            bar == d.bar && off >= u64::from(at) && off - u64::from(at) < len
+        };
+        Some(match msix {
+            Some(m)
+                if inside(m.table_bar, m.table_offset, m.table_len())
+                    || inside(m.pba_bar, m.pba_offset, m.pba_len()) =>
+            {
+                BarRegion::Msix
+            }
+            _ => BarRegion::Registers,
+        })
     }
 
     /// A guest read of `size` bytes at `ipa` in the segment's memory

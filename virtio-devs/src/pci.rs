@@ -999,6 +999,10 @@ impl<D: VirtioDevice, M: GuestMemory> PciFunction for VirtioPci<D, M> {
         VirtioPci::msix_stats(self)
     }
 
+    fn msix_layout(&self) -> Option<MsixLayout> {
+        self.msix.as_ref().map(Msix::layout)
+    }
+
     fn poll(&mut self) {
         VirtioPci::poll(self);
     }

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cpio;
 pub mod error;
 pub mod flat;
+pub mod icount;
 pub mod image;
 pub mod install;
 pub mod layout;

@@ -28,6 +28,9 @@ commands:
           guest, one run; prints medians and the ratio hypervisor/direct
           (--runs N, default 3; --smp/--mem/--kernel/--initrd/--append/--qemu-arg;
           --nic/--nic-slot/--hostfwd, default --nic none: no workload uses the network)
+          --icount: instead, instructions per trapped operation (hvc, GICD, PL011,
+          ECAM read/write, virtio) under QEMU -icount shift=0, with 2 and 31 root
+          ports, checked against bench/icount-thresholds.toml (exit 1 above a limit)
 
 run options:
   --exec CMD        run CMD in the guest (sh -c), print its output, exit with its status
@@ -47,6 +50,8 @@ run options:
                     what its image, heap, the DTB and the kernel module leave
                     (the initrd is mapped into the guest); too little is refused
   --qemu-arg ARG    extra QEMU argument (repeatable)
+  --hv-arg ARG      added to the hypervisor's own command line, e.g. root-ports=31
+                    or loglevel=debug (repeatable)
   --smmu            give the machine an SMMUv3 (virt iommu=smmuv3, stages 1 and 2)
   --nic MODEL       host NIC: e1000e (default), igb or none; the guest's /init gives
                     it 10.0.2.15/24 via 10.0.2.2 (QEMU user networking, restrict=on:
@@ -252,6 +257,7 @@ struct RunArgs {
     forwards: Vec<PortForward>,
     disk: Option<String>,
     host_disk: Option<PathBuf>,
+    hv_args: Vec<String>,
 }
 
 impl RunArgs {
@@ -312,6 +318,7 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
             }
             "--mem" => r.mem = Some(qemu::parse_mem(&value()?)?),
             "--qemu-arg" => r.qemu_args.push(value()?),
+            "--hv-arg" => r.hv_args.push(value()?),
             "--nic" => r.nic = Some(Nic::parse(&value()?)?),
             "--nic-slot" => r.nic_slot = Some(NicSlot::parse(&value()?)?),
             "--hostfwd" => r.forwards.push(PortForward::parse(&value()?)?),
@@ -394,6 +401,9 @@ fn run(args: &[String]) -> Result<i32> {
     } else {
         choose_disk(a.disk.as_deref(), &mut cfg)?;
     }
+    for h in &a.hv_args {
+        cfg.hypervisor_args = format!("{} {h}", cfg.hypervisor_args).trim().to_string();
+    }
     cfg.interactive = a.exec.is_none();
     cfg.timeout = a.timeout.or(if a.exec.is_some() {
         Some(EXEC_TIMEOUT)
@@ -445,6 +455,16 @@ fn bench(args: &[String]) -> Result<i32> {
     let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--icount" {
+            let hv = build_hypervisor()?;
+            let probe = build_probe()?;
+            install::ensure_qemu()?;
+            return Ok(if xtask::icount::bench(&hv, &probe)? {
+                0
+            } else {
+                1
+            });
+        }
         if let Some(v) = a.strip_prefix("--runs=") {
             runs = v.parse().map_err(|_| Error(format!("bad --runs {v}")))?;
         } else if a == "--runs" {

@@ -20,6 +20,7 @@
 mod aborts;
 mod boot;
 mod console;
+mod cost;
 mod cpufeat;
 mod dma;
 mod dt;
@@ -62,7 +63,12 @@ const GROUPS: &[Group] = &[
     ("pl011", pl011::run),
     ("msi", msi::run),
     ("aborts", aborts::run),
+    // Timing, not conformance: only when asked for (`probe=cost`).
+    ("cost", cost::run),
 ];
+
+/// Groups that run only when `probe=` names them.
+const OPT_IN: &[&str] = &["cost"];
 
 /// Set once the boot CPU has the platform; secondaries wait for it.
 static READY: AtomicBool = AtomicBool::new(false);
@@ -93,7 +99,11 @@ extern "C" fn probe_main(dtb: usize) -> ! {
     }
     let wanted = p.bootargs_value("probe");
     for (name, run) in GROUPS {
-        if wanted.is_none_or(|w| w.split(',').any(|g| g == *name)) {
+        let selected = match wanted {
+            Some(w) => w.split(',').any(|g| g == *name),
+            None => !OPT_IN.contains(name),
+        };
+        if selected {
             run(&p);
         }
     }

@@ -312,6 +312,11 @@ impl Dev {
         (self.wait(), r8(self.st()))
     }
 
+    /// Queue 0's notify address (after [`Dev::init`]).
+    pub(crate) fn notify_addr(&self) -> usize {
+        self.notify_addr
+    }
+
     fn capacity_sectors(&self) -> u64 {
         u64::from(r32(self.device)) | (u64::from(r32(self.device + 4)) << 32)
     }

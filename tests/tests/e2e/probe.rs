@@ -11,7 +11,7 @@ use xtask::qemu::{self, Disk, RunConfig, RunOutcome, Verdict};
 use super::{boot_timeout, hypervisor_bin};
 
 /// The probe's flat binary, from `cargo xtask test`.
-fn probe_bin() -> PathBuf {
+pub(crate) fn probe_bin() -> PathBuf {
     std::env::var_os(qemu::env::PROBE_BIN)
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -350,3 +350,16 @@ fn without_a_target_every_message_is_forged() {
     assert!(msi_effects(&notify_through(&mut s, &mut mock)).is_empty());
     assert_eq!(s.msi_stats(id).unwrap().forged, 1);
 }
+
+#[test]
+fn bar_region_tells_the_msix_table_and_pba_from_the_other_registers() {
+    let (s, _mock, _id) = segment(DOORBELL, 100);
+    let at = |off: u64| s.bar_region(Ipa(BAR + off), 4);
+    assert_eq!(at(MSIX_TABLE_OFFSET), Some(vbus::BarRegion::Msix));
+    assert_eq!(at(MSIX_PBA_OFFSET), Some(vbus::BarRegion::Msix));
+    assert_eq!(at(NOTIFY_OFFSET), Some(vbus::BarRegion::Registers));
+    assert_eq!(at(0), Some(vbus::BarRegion::Registers));
+    // Past the table's vectors, still in its reserved space: a register.
+    assert_eq!(at(MSIX_PBA_OFFSET - 16), Some(vbus::BarRegion::Registers));
+    assert_eq!(s.bar_region(Ipa(BAR - 0x1000), 4), None);
+}
