@@ -214,7 +214,7 @@ pub fn build(
         _ => 0,
     };
     let ram_size = match guest_mem {
-        None => (carve_max + initrd_pages) & !(MIB2 - 1),
+        None => (carve_max + initrd_pages - initrd_pages % MIB2) & !(MIB2 - 1),
         Some(m) if (m & !(MIB2 - 1)).saturating_sub(initrd_pages) > carve_max => {
             return Err(alloc::format!(
                 "guest-mem={m:#x} but only {carve_max:#x} bytes of host RAM are free{}",
@@ -291,8 +291,13 @@ pub fn build(
         }
         _ => None,
     };
+    // RAM after an in-place initrd starts `pad` bytes further into the
+    // carve-out, so that IPA and PA stay congruent modulo 2 MiB there and
+    // stage 2 (the CPU's and the SMMU's) maps it with 2 MiB blocks, not
+    // 4 KiB pages (whose tables would grow with guest RAM: 4 MiB per GiB).
+    let pad = in_place.map_or(0, |(_, _, len)| len % MIB2);
     // Bytes of the carve-out in use, and where a guest RAM offset lies in host PA.
-    let carve_len = ram_size - in_place.map_or(0, |(_, _, len)| len);
+    let carve_len = ram_size - in_place.map_or(0, |(_, _, len)| len) + pad;
     if carve_len > carve_max {
         return Err(alloc::format!(
             "guest RAM of {ram_size:#x} bytes needs {carve_len:#x} of host RAM, only {carve_max:#x} are free"
@@ -300,7 +305,7 @@ pub fn build(
     }
     let pa_of = |off: u64| match in_place {
         Some((ia, ioff, len)) if off >= ioff && off < ioff + len => ia + (off - ioff),
-        Some((_, ioff, len)) if off >= ioff + len => ram_pa + off - len,
+        Some((_, ioff, len)) if off >= ioff + len => ram_pa + off - len + pad,
         _ => ram_pa + off,
     };
     // The runs of guest RAM as stage 2 maps them, for the emulated devices.
@@ -310,7 +315,7 @@ pub fn build(
         Some((ia, off, len)) => vec![
             run(0, off, ram_pa),
             run(off, len, ia),
-            run(off + len, ram_size - off - len, ram_pa + off),
+            run(off + len, ram_size - off - len, ram_pa + off + pad),
         ],
         None => vec![run(0, ram_size, ram_pa)],
     });
@@ -325,7 +330,11 @@ pub fn build(
                 .map_err(s2)?;
             let rest = off + len;
             stage2
-                .map(ram(rest, ram_size - rest), Pa(ram_pa + off), S2Attr::Normal)
+                .map(
+                    ram(rest, ram_size - rest),
+                    Pa(ram_pa + off + pad),
+                    S2Attr::Normal,
+                )
                 .map_err(s2)?;
         }
         None => stage2

@@ -1062,3 +1062,65 @@ fn undersized_mem_is_refused_with_the_numbers() {
         "{e}"
     );
 }
+
+/// The smallest `--mem` xtask accepts (in 16 MiB steps) for this guest image
+/// under the hypervisor, with the NIC and the disk.
+fn smallest_accepted_mem(cfg: &qemu::RunConfig) -> u64 {
+    let mut c = cfg.clone();
+    for mib in (128..4096u64).step_by(16) {
+        c.mem_bytes = mib << 20;
+        let fits = qemu::module_plan(&c)
+            .and_then(|plan| qemu::check_guest_fits(&c, &plan))
+            .is_ok();
+        if fits {
+            return c.mem_bytes;
+        }
+    }
+    panic!("no --mem up to 4 GiB is accepted");
+}
+
+/// Whatever `--mem` xtask accepts boots: the smallest one it takes gives a
+/// guest whose initramfs unpacks and whose commands run.
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn the_smallest_mem_xtask_accepts_boots() {
+    let mut cfg = hv_config("echo MEM-OK=1");
+    cfg.nic = xtask::net::Nic::E1000e;
+    cfg.mem_bytes = smallest_accepted_mem(&cfg);
+    let out = run(&cfg);
+    assert!(
+        out.initramfs_failure().is_none() && tagged(&out, "MEM-OK") == ["1"],
+        "--mem {} MiB was accepted but the guest did not run:\n{}",
+        cfg.mem_bytes >> 20,
+        out.tail(40)
+    );
+    expect_powered_off(&out);
+}
+
+/// Guest RAM is mapped with 2 MiB blocks in both stage 2s (the CPU's and the
+/// NIC's SMMU tables), so a large guest with a passed-through NIC fits in the
+/// hypervisor's heap (4 KiB pages would need 4 MiB of tables per GiB).
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn a_3g_guest_with_a_passed_through_nic_boots_and_the_heap_stays_small() {
+    let mut cfg = hv_config("echo MEM-OK=1");
+    cfg.nic = xtask::net::Nic::E1000e;
+    cfg.mem_bytes = 3 << 30;
+    let out = run(&cfg);
+    expect_powered_off(&out);
+    let peak: u64 = out
+        .console
+        .iter()
+        .find_map(|l| {
+            l.split("heap: ")
+                .nth(1)?
+                .split("peak ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no heap line:\n{}", out.tail(20)));
+    assert!(peak < 1 << 20, "heap peak {peak} bytes");
+}

@@ -648,7 +648,7 @@ pub fn check_guest_fits(cfg: &RunConfig, plan: &crate::layout::Plan) -> Result<(
             ", initrd ({} MiB, twice: packed and unpacked)",
             mib(i)
         )),
-        mib(crate::layout::MIN_WORKING_RAM),
+        mib(crate::layout::working_ram(ilen)),
         mib(need),
         mib(cfg.mem_bytes + (need - plan.guest_ram)).div_ceil(16) * 16 + 16,
     )))
@@ -1225,13 +1225,13 @@ mod tests {
         cfg.mem_bytes = 256 << 20;
         let e = qemu_args(&cfg).expect_err("256M cannot hold it");
         // Free: 0x4a200000-0x50000000 (94 MiB) + the initrd mapped in place (88 MiB).
-        // Need: kernel 34 MiB, initrd 88 MiB at 34 MiB, DTB 2, unpacked 88, 32.
+        // Need: kernel 34 MiB, initrd 88 MiB at 34 MiB, DTB 2, unpacked 88, 176.
         assert!(e.0.contains("--mem 256 MiB is too small"), "{e}");
         assert!(e.0.contains("the guest would get 182 MiB"), "{e}");
-        assert!(e.0.contains("need 246 MiB"), "{e}");
-        assert!(e.0.contains("give --mem 336M or more"), "{e}");
+        assert!(e.0.contains("need 390 MiB"), "{e}");
+        assert!(e.0.contains("give --mem 480M or more"), "{e}");
         // What it asks for is enough.
-        cfg.mem_bytes = 336 << 20;
+        cfg.mem_bytes = 480 << 20;
         assert!(qemu_args(&cfg).is_ok());
     }
 
