@@ -67,8 +67,11 @@ const GROUPS: &[Group] = &[
     ("cost", cost::run),
 ];
 
-/// Groups that run only when `probe=` names them.
-const OPT_IN: &[&str] = &["cost"];
+/// Groups that run only when `probe=` names them: timing (`cost`), and the
+/// groups that need their harness: `pl011` waits for typed input after
+/// `PROBE-INPUT-READY`, `virtio-blk-flood` for a host disk slow enough to
+/// hold requests in flight (the e2e tests provide both).
+const OPT_IN: &[&str] = &["cost", "pl011", "virtio-blk-flood"];
 
 /// Set once the boot CPU has the platform; secondaries wait for it.
 static READY: AtomicBool = AtomicBool::new(false);
