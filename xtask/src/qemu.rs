@@ -405,6 +405,8 @@ impl RunOutcome {
         match self.verdict {
             Verdict::PoweredOff => match (self.had_exec, self.exec_status) {
                 (_, Some(s)) => s,
+                // The probe guest (tests/probe) says how many checks failed.
+                (false, None) if self.probe_failures() > 0 => 1,
                 (false, None) => 0,
                 (true, None) => 1,
             },
@@ -414,6 +416,24 @@ impl RunOutcome {
             Verdict::TimedOut => 124,
             Verdict::QemuFailed(s) => s.filter(|s| *s != 0).unwrap_or(1),
         }
+    }
+
+    /// Failed checks the probe guest reported on its `PROBE-DONE checks=N
+    /// failed=M` line (0 without one).
+    pub fn probe_failures(&self) -> u64 {
+        self.console
+            .iter()
+            .rev()
+            .find_map(|l| {
+                l.split("PROBE-DONE ")
+                    .nth(1)?
+                    .split("failed=")
+                    .nth(1)?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
     }
 
     /// The last `n` console lines, newline-terminated.
@@ -1371,6 +1391,23 @@ mod tests {
         direct.mode = Mode::Direct;
         assert!(!direct.smmu());
         assert_eq!(direct.hypervisor_extra_args(), "loglevel=debug");
+    }
+
+    #[test]
+    fn a_probe_run_with_failed_checks_exits_1() {
+        let out = |last: &str| RunOutcome {
+            verdict: Verdict::PoweredOff,
+            exec_status: None,
+            console: vec!["PROBE ok a/b x [s]".into(), last.into()],
+            qemu_stderr: String::new(),
+            qemu_status: Some(0),
+            init_start: None,
+            had_exec: false,
+            elapsed: Duration::from_secs(1),
+        };
+        assert_eq!(out("PROBE-DONE checks=2 failed=1").exit_code(), 1);
+        assert_eq!(out("PROBE-DONE checks=2 failed=0").exit_code(), 0);
+        assert_eq!(out("login:").exit_code(), 0);
     }
 
     #[test]
