@@ -370,6 +370,27 @@ impl Vm {
         let l = &self.layout;
         let within = |base: u64, len: u64| ipa >= base && ipa - base < len;
         let within_region = |r: MemRange<Ipa>| r.contains(Ipa(ipa));
+        // The ECAM window first: configuration accesses are the most frequent
+        // of these exits, and the regions never overlap (the layout places them).
+        let pci = l.pci.as_ref();
+        if let Some(pci) = pci {
+            let ecam = pci.ecam();
+            if within_region(ecam) {
+                Counters::bump(&self.stats.ecam);
+                *cause = Cause::Ecam;
+                let off = ipa - ecam.base.0;
+                let mut dev = self.devices.lock();
+                let seg = dev.segment.as_mut()?;
+                return Some(match write {
+                    Some(v) => {
+                        let effects = seg.ecam_write(off, size, v);
+                        kick.0 |= self.apply(seg, effects).0;
+                        0
+                    }
+                    None => seg.ecam_read(off, size),
+                });
+            }
+        }
         if within(l.gicd_base, guest_dt::GICD_SIZE) {
             Counters::bump(&self.stats.gicd);
             *cause = Cause::Gicd;
@@ -415,23 +436,7 @@ impl Vm {
             kick.0 |= self.update_uart_line(&mut dev).0;
             return Some(r);
         }
-        if let Some(pci) = l.pci.as_ref() {
-            let ecam = pci.ecam();
-            if within_region(ecam) {
-                Counters::bump(&self.stats.ecam);
-                *cause = Cause::Ecam;
-                let off = ipa - ecam.base.0;
-                let mut dev = self.devices.lock();
-                let seg = dev.segment.as_mut()?;
-                return Some(match write {
-                    Some(v) => {
-                        let effects = seg.ecam_write(off, size, v);
-                        kick.0 |= self.apply(seg, effects).0;
-                        0
-                    }
-                    None => seg.ecam_read(off, size),
-                });
-            }
+        if let Some(pci) = pci {
             let in_aperture = within_region(pci.mem32) || within_region(pci.mem64);
             if in_aperture {
                 Counters::bump(&self.stats.pci_mmio);
@@ -463,6 +468,9 @@ impl Vm {
     /// A reset's own effects (its BARs unmapped) are applied in turn.
     pub fn apply(&self, seg: &mut Segment, effects: Effects) -> Kick {
         let mut kick = Kick::default();
+        if effects.is_empty() {
+            return kick;
+        }
         let mut pending = effects;
         // A reset yields unmaps and INTx changes, never another reset: two rounds at most.
         for _ in 0..2 {

@@ -81,6 +81,9 @@ struct Slot {
     func: u8,
     port: Placed,
     child: Option<Placed>,
+    /// The port's secondary bus number when the routing table was last
+    /// built (0 for an endpoint).
+    secondary: u8,
 }
 
 /// Why a function could not be placed.
@@ -118,6 +121,16 @@ pub struct Segment {
     msi_target: Option<MsiTarget>,
     decoded: Vec<Decoded>,
     stats: SegmentStats,
+    /// Routing on the root bus: `dev << 3 | func` to slot index + 1 (0: nothing there).
+    root_slot: [u16; 256],
+    /// Routing below the root bus: bus number to the index + 1 of the first
+    /// bridge (in placement order) whose programmed secondary..=subordinate
+    /// range holds it (0: no bridge claims it). Rebuilt whenever a bridge's
+    /// bus numbers may have changed.
+    bus_owner: [u16; 256],
+    /// Something decoding depends on changed outside a config write (the
+    /// apertures): the next config write re-decodes whatever it writes.
+    decode_stale: bool,
 }
 
 /// Where a decoded ECAM address lands.
@@ -153,6 +166,9 @@ impl Segment {
             msi_target: None,
             decoded: Vec::new(),
             stats: SegmentStats::default(),
+            root_slot: [0; 256],
+            bus_owner: [0; 256],
+            decode_stale: false,
         }
     }
 
@@ -184,6 +200,7 @@ impl Segment {
     /// the segment claims, and the only ones a BAR may be decoded in.
     pub fn set_apertures(&mut self, apertures: &[MemRange<Ipa>]) {
         self.apertures = apertures.to_vec();
+        self.decode_stale = true;
     }
 
     /// The guest SPI INTIDs of INTA..INTD at the host bridge, before the swizzle.
@@ -257,7 +274,9 @@ impl Segment {
             func,
             port,
             child: None,
+            secondary: 0,
         });
+        self.rebuild_routing();
         Ok(id)
     }
 
@@ -286,35 +305,70 @@ impl Segment {
         }
         let placed = self.new_placed(function)?;
         let id = placed.id;
-        self.slots[i].child = Some(placed);
+        if let Some(s) = self.slots.get_mut(i) {
+            s.child = Some(placed);
+        }
+        self.rebuild_routing();
         Ok(id)
     }
 
-    fn route(&self, a: &EcamAddress) -> Target {
-        if a.bus_offset == 0 {
-            return self
-                .slots
-                .iter()
-                .position(|s| s.dev == a.dev && s.func == a.func)
-                .map_or(Target::None, Target::Bus0);
-        }
-        for (i, s) in self.slots.iter().enumerate() {
-            let Some((secondary, subordinate)) = s.port.function.bridge_bus_range() else {
+    /// Rebuilds the routing tables from the slots and the bus numbers their
+    /// bridges hold now.
+    fn rebuild_routing(&mut self) {
+        self.root_slot = [0; 256];
+        self.bus_owner = [0; 256];
+        let root = u16::from(self.bus_start);
+        // Backwards, so that the first bridge in placement order claiming a
+        // bus number is the one left in the table.
+        for (i, s) in self.slots.iter_mut().enumerate().rev() {
+            let n = u16::try_from(i + 1).unwrap_or(u16::MAX);
+            if let Some(e) = self
+                .root_slot
+                .get_mut(usize::from(s.dev) << 3 | usize::from(s.func))
+            {
+                *e = n;
+            }
+            let range = s.port.function.bridge_bus_range();
+            s.secondary = range.map_or(0, |(secondary, _)| secondary);
+            let Some((secondary, subordinate)) = range else {
                 continue;
             };
             // A secondary bus at or below the root bus (0 after reset) is
             // unprogrammed or invalid: it never claims a request.
-            let bus = self.bus_at(a.bus_offset);
-            let (sec, sub) = (u16::from(secondary), u16::from(subordinate));
-            if sec <= u16::from(self.bus_start) || bus < sec || bus > sub {
+            if u16::from(secondary) <= root {
                 continue;
             }
-            if bus == sec && a.dev == 0 && a.func == 0 && s.child.is_some() {
-                return Target::Below(i);
+            for bus in secondary..=subordinate {
+                if let Some(e) = self.bus_owner.get_mut(usize::from(bus)) {
+                    *e = n;
+                }
             }
-            return Target::None;
         }
-        Target::None
+    }
+
+    /// Where a configuration request goes: one table look-up on the root
+    /// bus, one below it (the tables follow the bridges' bus numbers).
+    fn route(&self, a: &EcamAddress) -> Target {
+        let slot = |n: Option<&u16>| n.and_then(|&n| usize::from(n).checked_sub(1));
+        if a.bus_offset == 0 {
+            let at = usize::from(a.dev) << 3 | usize::from(a.func);
+            return slot(self.root_slot.get(at)).map_or(Target::None, Target::Bus0);
+        }
+        let bus = self.bus_at(a.bus_offset);
+        let Some(i) = slot(self.bus_owner.get(usize::from(bus))) else {
+            return Target::None;
+        };
+        match self.slots.get(i) {
+            Some(s)
+                if bus == u16::from(s.secondary)
+                    && a.dev == 0
+                    && a.func == 0
+                    && s.child.is_some() =>
+            {
+                Target::Below(i)
+            }
+            _ => Target::None,
+        }
     }
 
     fn placed_mut(&mut self, t: Target) -> Option<&mut Placed> {
@@ -385,9 +439,11 @@ impl Segment {
         };
         let id = p.id;
         let sbr_before = secondary_bus_reset(p.function.as_ref());
+        let buses_before = p.function.bridge_bus_range();
         p.function
             .config_write(a.register, size, value, &mut requests);
         let sbr_rose = !sbr_before && secondary_bus_reset(p.function.as_ref());
+        let buses_changed = p.function.bridge_bus_range() != buses_before;
         for r in requests {
             match r {
                 Request::FunctionLevelReset => out.push(Effect::Reset { function: id }),
@@ -400,8 +456,16 @@ impl Segment {
                 }
             }
         }
-        self.redecode(out);
-        self.interrupts_changed(id, out);
+        if buses_changed {
+            self.rebuild_routing();
+        }
+        // Decoding is a function of the functions' decode inputs alone (see
+        // `decode`): a write to no such register of this function leaves it
+        // as it is.
+        if self.decode_stale || writes_decode_input(a.register, size) {
+            self.redecode(out);
+        }
+        self.interrupts_changed_at(t, out);
     }
 
     /// A guest read of `size` bytes at `offset` in the ECAM window.
@@ -587,6 +651,7 @@ impl Segment {
         if let Some(p) = self.placed_by_id(id) {
             p.function.reset();
         }
+        self.rebuild_routing();
         self.redecode(&mut out);
         self.interrupts_changed(id, &mut out);
         out
@@ -638,12 +703,7 @@ impl Segment {
             } else {
                 s.child.as_ref().filter(|c| c.id == id)?
             };
-            let pin = f.function.config_space().raw(reg::INTERRUPT_PIN, 1) as u8;
-            if !(1..=4).contains(&pin) {
-                return None;
-            }
-            let index = (usize::from(pin - 1) + usize::from(s.dev)) % 4;
-            self.intx_spis.get(index).copied()
+            swizzled_spi(f.function.as_ref(), s.dev, &self.intx_spis)
         })
     }
 
@@ -653,50 +713,55 @@ impl Segment {
         self.msi_sent(id, out);
     }
 
+    /// As [`Segment::interrupts_changed`] for the function at `t`, found
+    /// without a search.
+    fn interrupts_changed_at(&mut self, t: Target, out: &mut Effects) {
+        let (spis, target) = (self.intx_spis, self.msi_target);
+        let (dev, p) = match t {
+            Target::Bus0(i) => match self.slots.get_mut(i) {
+                Some(s) => (s.dev, &mut s.port),
+                None => return,
+            },
+            Target::Below(i) => match self.slots.get_mut(i) {
+                Some(Slot {
+                    dev,
+                    child: Some(c),
+                    ..
+                }) => (*dev, c),
+                _ => return,
+            },
+            Target::None => return,
+        };
+        intx_changed_placed(p, dev, &spis, out);
+        msi_sent_placed(p, target, out);
+    }
+
     /// Turns each message function `id` sent into an [`Effect::Msi`] if it is
     /// a write of an INTID inside the MBI range to the doorbell; anything
     /// else is dropped and counted, so a forged table entry never reaches an
     /// interrupt outside the guest's range (the timer, the UART, INTx).
     fn msi_sent(&mut self, id: FunctionId, out: &mut Effects) {
         let target = self.msi_target;
-        let Some(p) = self.placed_by_id(id) else {
-            return;
-        };
-        let mut sent: Vec<MsiMessage> = Vec::new();
-        p.function.take_msi(&mut sent);
-        for m in sent {
-            let ok = target.is_some_and(|t| m.address == t.doorbell.0 && t.spis.contains(m.data));
-            if ok {
-                p.msi.delivered += 1;
-                out.push(Effect::Msi {
-                    function: id,
-                    spi: m.data,
-                });
-            } else {
-                p.msi.forged += 1;
-            }
+        if let Some(p) = self.placed_by_id(id) {
+            msi_sent_placed(p, target, out);
         }
     }
 
     fn intx_changed(&mut self, id: FunctionId, out: &mut Effects) {
-        let spi = self.intx_spi(id);
-        let Some(p) = self.placed_by_id(id) else {
+        let spis = self.intx_spis;
+        let Some(s) = self
+            .slots
+            .iter_mut()
+            .find(|s| s.port.id == id || s.child.as_ref().is_some_and(|c| c.id == id))
+        else {
             return;
         };
-        let Intx::Level(level) = p.function.intx() else {
-            return;
+        let dev = s.dev;
+        let p = match s.child.as_mut() {
+            Some(c) if c.id == id => c,
+            _ => &mut s.port,
         };
-        if level == p.intx_level {
-            return;
-        }
-        p.intx_level = level;
-        if let Some(spi) = spi {
-            out.push(Effect::Intx {
-                function: id,
-                spi,
-                level,
-            });
-        }
+        intx_changed_placed(p, dev, &spis, out);
     }
 
     /// Recomputes what is decoded and appends the differences: every unmap
@@ -712,6 +777,7 @@ impl Segment {
             &self.apertures,
         );
         self.stats.overlapping_bars += overlapping;
+        self.decode_stale = false;
         for old in &self.decoded {
             if !now.contains(old) {
                 out.push(Effect::Unmap {
@@ -783,6 +849,68 @@ impl Segment {
         v.sort_by_key(|(b, _)| *b);
         v
     }
+}
+
+/// The guest SPI of `f`'s INTx pin when its bus-0 device (or the port it
+/// is below) is `dev` (see [`Segment::intx_spi`]).
+fn swizzled_spi(f: &dyn PciFunction, dev: u8, spis: &[u32; 4]) -> Option<u32> {
+    let pin = f.config_space().raw(reg::INTERRUPT_PIN, 1) as u8;
+    if !(1..=4).contains(&pin) {
+        return None;
+    }
+    let index = (usize::from(pin - 1) + usize::from(dev)) % 4;
+    spis.get(index).copied()
+}
+
+/// Reports `p`'s INTx level if it changed since the last report.
+fn intx_changed_placed(p: &mut Placed, dev: u8, spis: &[u32; 4], out: &mut Effects) {
+    let Intx::Level(level) = p.function.intx() else {
+        return;
+    };
+    if level == p.intx_level {
+        return;
+    }
+    p.intx_level = level;
+    if let Some(spi) = swizzled_spi(p.function.as_ref(), dev, spis) {
+        out.push(Effect::Intx {
+            function: p.id,
+            spi,
+            level,
+        });
+    }
+}
+
+/// Turns each message `p` sent into an [`Effect::Msi`] if it is a write of
+/// an INTID inside the MBI range to the doorbell; anything else is dropped
+/// and counted.
+fn msi_sent_placed(p: &mut Placed, target: Option<MsiTarget>, out: &mut Effects) {
+    let mut sent: Vec<MsiMessage> = Vec::new();
+    p.function.take_msi(&mut sent);
+    for m in sent {
+        let ok = target.is_some_and(|t| m.address == t.doorbell.0 && t.spis.contains(m.data));
+        if ok {
+            p.msi.delivered += 1;
+            out.push(Effect::Msi {
+                function: p.id,
+                spi: m.data,
+            });
+        } else {
+            p.msi.forged += 1;
+        }
+    }
+}
+
+/// Whether a config write of `size` bytes at `offset` reaches a register
+/// memory decoding reads (`decode::compute`): the Command register, the
+/// BARs of a type-0 header (0x10..0x28) and of a type-1 header
+/// (0x10..0x18) and a type-1 header's memory and prefetchable memory
+/// windows (0x20..0x30). The expansion ROM BAR and Bridge Control are not
+/// decoded here, and the bus numbers only route configuration requests
+/// (their changes rebuild the routing tables instead).
+fn writes_decode_input(offset: u16, size: u8) -> bool {
+    let end = offset.saturating_add(u16::from(size));
+    let touches = |start: u16, len: u16| offset < start + len && end > start;
+    touches(reg::COMMAND, 2) || touches(reg::BAR0, 0x30 - reg::BAR0)
 }
 
 /// Whether a bridge holds its Secondary Bus Reset bit (Bridge Control bit 6).

@@ -738,3 +738,136 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn write_to_a_register_decoding_does_not_read_emits_no_effects() {
+    let mut s = segment();
+    let _ = programmed(&mut s, 0x1002_0000);
+    // A decode input re-decodes: the device's Memory Space Enable maps both BARs.
+    let fx = s.ecam_write(ecam(1, 0, 0, 0x04), 2, 0x0002);
+    assert_eq!(
+        strings(&fx),
+        [
+            "map fn1 bar0 IPA 0x10020000+0x20000 -> trapped",
+            "map fn1 bar2 IPA 0x8000000000+0x4000 -> trapped prefetchable"
+        ]
+    );
+    // Interrupt Line of the device and the port's dword holding Bridge
+    // Control (rewritten with what it holds): nothing to do.
+    let fx = s.ecam_write(ecam(1, 0, 0, 0x3c), 1, 0x2a);
+    assert!(fx.is_empty(), "{:?}", strings(&fx));
+    let v = s.ecam_read(ecam(0, 1, 0, 0x3c), 4);
+    let fx = s.ecam_write(ecam(0, 1, 0, 0x3c), 4, v);
+    assert!(fx.is_empty(), "{:?}", strings(&fx));
+    assert_eq!(s.decoded().len(), 2);
+    // The port's Memory Space Enable off unmaps both.
+    let fx = s.ecam_write(ecam(0, 1, 0, 0x04), 2, 0);
+    assert_eq!(
+        strings(&fx),
+        [
+            "unmap fn1 bar0 IPA 0x10020000+0x20000 -> trapped",
+            "unmap fn1 bar2 IPA 0x8000000000+0x4000 -> trapped"
+        ]
+    );
+}
+
+/// The routing the tables replaced: the first bridge in placement order
+/// whose programmed range holds the bus.
+fn reference_route(s: &Segment, a: &EcamAddress) -> Option<(usize, bool)> {
+    if a.bus_offset == 0 {
+        return s
+            .slots
+            .iter()
+            .position(|x| x.dev == a.dev && x.func == a.func)
+            .map(|i| (i, false));
+    }
+    let bus = s.bus_at(a.bus_offset);
+    for (i, x) in s.slots.iter().enumerate() {
+        let Some((sec, sub)) = x.port.function.bridge_bus_range() else {
+            continue;
+        };
+        let (sec, sub) = (u16::from(sec), u16::from(sub));
+        if sec <= u16::from(s.bus_start) || bus < sec || bus > sub {
+            continue;
+        }
+        return (bus == sec && a.dev == 0 && a.func == 0 && x.child.is_some()).then_some((i, true));
+    }
+    None
+}
+
+fn header_write() -> impl Strategy<Value = (u64, u16, u8, u32)> {
+    let any_reg = (0u16..0x40, 0u8..3, any::<u32>()).prop_map(|(reg, sz, value)| {
+        let size = [1u8, 2, 4][usize::from(sz)];
+        (reg & !(u16::from(size) - 1), size, value)
+    });
+    let buses = (1u32..=4, 0u32..=3)
+        .prop_map(|(sec, more)| (0x18, 4, sec << 8 | (sec + more).min(4) << 16));
+    let write = prop_oneof![
+        Just((0x04, 2, 0x0006)),
+        Just((0x04, 4, 0x0000_0002)),
+        Just((0x04, 2, 0)),
+        buses,
+        Just((0x20, 4, 0x1010_1000)),
+        Just((0x20, 4, 0x1000_1000)),
+        Just((0x24, 4, 0x0001_0001)),
+        Just((0x28, 4, 0x80)),
+        Just((0x2c, 4, 0x80)),
+        Just((0x10, 4, 0x1002_0000)),
+        Just((0x10, 4, 0x1012_0000)),
+        Just((0x18, 4, 0x80)),
+        Just((0x1c, 4, 0x80)),
+        Just((0x3c, 4, 0x0001_0000)),
+        Just((0x3c, 4, 0x0040_0000)),
+        any_reg,
+    ];
+    // Bus 0 devices 1..=3 or device 0 of buses 1..=4.
+    (0u64..7, write).prop_map(|(who, (reg, size, value))| {
+        let off = if who < 3 {
+            ecam(0, who + 1, 0, 0)
+        } else {
+            ecam(who - 2, 0, 0, 0)
+        };
+        (off, reg, size, value)
+    })
+}
+
+proptest! {
+    #[test]
+    fn skipping_redecode_and_table_routing_change_nothing(
+        writes in proptest::collection::vec(header_write(), 1..80),
+    ) {
+        let mut s = Segment::new(1, 8);
+        s.set_apertures(&[MEM32, MEM64]);
+        for dev in 1..=3u8 {
+            s.add_bus0(dev, 0, Box::new(TestBridge::new())).unwrap();
+            s.attach_below(dev, 0, endpoint()).unwrap();
+        }
+        let mut mapped = decode::MappedSet::default();
+        for (off, reg, size, value) in writes {
+            let fx = s.ecam_write(off + u64::from(reg), size, u64::from(value));
+            prop_assert!(mapped.apply(&fx).is_ok());
+            let (full, _) = decode::compute(
+                s.slots.iter().map(|x| {
+                    (
+                        (x.port.id, x.port.function.as_ref()),
+                        x.child.as_ref().map(|c| (c.id, c.function.as_ref())),
+                    )
+                }),
+                &s.apertures,
+            );
+            prop_assert_eq!(s.decoded(), full.as_slice());
+            prop_assert!(mapped.matches(s.decoded()));
+            for bus_offset in 0..8u8 {
+                for (dev, func) in [(0u8, 0u8), (1, 0), (2, 0), (3, 0), (0, 1), (4, 0)] {
+                    let a = EcamAddress { bus_offset, dev, func, register: 0 };
+                    let got = match s.route(&a) {
+                        Target::Bus0(i) => Some((i, false)),
+                        Target::Below(i) => Some((i, true)),
+                        Target::None => None,
+                    };
+                    prop_assert_eq!(got, reference_route(&s, &a));
+                }
+            }
+        }
+    }
+}
