@@ -770,6 +770,22 @@ pub fn move_lpi(intid: u32, cpu: usize) -> Result<bool, ItsError> {
     Ok(true)
 }
 
+/// The LPIs of assigned devices: (INTID, device index, EventID, physical
+/// CPU it is delivered to now).
+pub fn assigned_lpis() -> Vec<(u32, u16, u32, usize)> {
+    let Some(l) = LPIS.get() else {
+        return Vec::new();
+    };
+    l.lock()
+        .routes
+        .iter()
+        .filter_map(|(&intid, r)| match r.owner {
+            LpiOwner::Assigned { device, event } => Some((intid, device, event, r.cpu)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// DISCARD: (`device_id`, `event_id`) no longer translates; its LPI is
 /// disabled and freed.
 pub fn unmap_event(its: usize, device_id: u32, event_id: u32) -> Result<(), ItsError> {

@@ -294,3 +294,19 @@ fn no_access_of_any_size_or_offset_panics() {
         }
     }
 }
+
+#[test]
+fn table_writes_ask_the_owner_to_steer_and_the_message_of_each_event_is_the_guests() {
+    let mut f = assigned_e1000e_msi();
+    let mut r = Vec::new();
+    f.bar_write(BIR, 16 + 8, 4, 70, &mut r);
+    assert_eq!(r, [vbus::Request::MsiTableWritten]);
+    assert_eq!(f.host_msi_message(1).map(|m| m.data), Some(70));
+    // The PBA and the device's part of the page are not the table: no request.
+    let mut r = Vec::new();
+    f.bar_write(BIR, PBA, 8, 0, &mut r);
+    f.bar_write(BIR, 0x1000, 4, 0, &mut r);
+    assert!(r.is_empty(), "{r:?}");
+    assert_eq!(f.host_msi_message(5), None, "past the table");
+    assert_eq!(f.host_msi_message(u32::MAX), None);
+}
