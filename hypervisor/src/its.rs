@@ -21,8 +21,10 @@
 //!   per device), [`map_event`] (an LPI allocated, its configuration byte
 //!   enabled, MAPTI, INV, SYNC: returns the INTID), [`retarget`] (MOVI to
 //!   another CPU's collection, SYNC), [`unmap_event`] (DISCARD, the LPI
-//!   freed) and [`take`] for the IRQ exit. A passthrough device's MSI-X
-//!   vectors are meant to use the same calls with an owner naming the guest.
+//!   freed) and [`take`] for the IRQ exit. An assigned device's MSI-X
+//!   vectors use the same calls with [`LpiOwner::Assigned`]; `vm::Vm::steer_lpis`
+//!   moves each (MOVI) when the guest routes the SPI its vector feeds
+//!   (GICD_IROUTER) or rewrites its table, never to a powered-off vCPU's CPU.
 //! * The command queue: each command written, GITS_CWRITER advanced, and
 //!   completion awaited with a bound on polls without GITS_CREADR progress;
 //!   GITS_CREADR.Stalled is reported naming the refused command, which is
