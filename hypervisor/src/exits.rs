@@ -548,19 +548,21 @@ fn lpi(vm: &Vm, cpu: usize, intid: u32, kick: &mut Kick) {
         Some(crate::its::LpiOwner::HostDisk) => host_disk_completions(vm, kick),
         Some(crate::its::LpiOwner::SelfTest) => crate::its::selftest_taken(cpu),
         Some(crate::its::LpiOwner::Assigned { device, event }) => {
-            assigned_msi(vm, intid, device, event, kick)
+            assigned_msi(vm, cpu, device, event, kick)
         }
         None => Counters::bump(&vm.stats.irq_unrouted),
     }
 }
 
-/// An assigned device's MSI-X vector `event` arrived as LPI `intid`: the
-/// guest's message for the vector becomes its SPI (checked against its
-/// doorbell and MBI range by the segment; forged ones are dropped and
-/// counted). The LPI then follows the SPI: if the guest routes that SPI to
-/// another vCPU (GICD_IROUTER), MOVI takes the LPI to the physical CPU
-/// running it (vCPU i on CPU i), so the next one arrives there.
-fn assigned_msi(vm: &Vm, intid: u32, device: u16, event: u32, kick: &mut Kick) {
+/// An assigned device's MSI-X vector `event` arrived as LPI `intid` on
+/// physical CPU `cpu`: the guest's message for the vector becomes its SPI
+/// (checked against its doorbell and MBI range by the segment; forged ones
+/// are dropped and counted). The LPI was steered to the CPU of the vCPU
+/// that SPI is routed to when the guest routed it or wrote the table
+/// (`Vm::steer_lpis`); one that arrives elsewhere is counted
+/// (`lpi_elsewhere`: the vCPU is off, or the guest's message changed
+/// without a table write the hypervisor saw).
+fn assigned_msi(vm: &Vm, cpu: usize, device: u16, event: u32, kick: &mut Kick) {
     let mut spis = alloc::vec::Vec::new();
     {
         let mut dev = vm.devices.lock();
@@ -579,10 +581,8 @@ fn assigned_msi(vm: &Vm, intid: u32, device: u16, event: u32, kick: &mut Kick) {
         }
     }
     let target = spis.first().and_then(|&spi| vm.vgic.lock().spi_target(spi));
-    if let Some(cpu) = target {
-        if let Err(e) = crate::its::move_lpi(intid, cpu) {
-            log::debug!("LPI {intid}: MOVI to CPU {cpu}: {e}");
-        }
+    if target.is_some_and(|t| t != cpu) {
+        Counters::bump(&vm.stats.lpi_elsewhere);
     }
 }
 
@@ -809,6 +809,8 @@ pub fn park(cpu: usize) -> ! {
                 }
             };
             if let Some((entry, context_id)) = start {
+                // The LPIs of SPIs routed to this vCPU while it was off follow now.
+                vm.steer_all_lpis();
                 prepare_el1_entry(entry);
                 refresh_lrs(vm, cpu);
                 run_guest(context_id)

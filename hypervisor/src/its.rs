@@ -21,8 +21,10 @@
 //!   per device), [`map_event`] (an LPI allocated, its configuration byte
 //!   enabled, MAPTI, INV, SYNC: returns the INTID), [`retarget`] (MOVI to
 //!   another CPU's collection, SYNC), [`unmap_event`] (DISCARD, the LPI
-//!   freed) and [`take`] for the IRQ exit. A passthrough device's MSI-X
-//!   vectors are meant to use the same calls with an owner naming the guest.
+//!   freed) and [`take`] for the IRQ exit. An assigned device's MSI-X
+//!   vectors use the same calls with [`LpiOwner::Assigned`]; `vm::Vm::steer_lpis`
+//!   moves each (MOVI) when the guest routes the SPI its vector feeds
+//!   (GICD_IROUTER) or rewrites its table, never to a powered-off vCPU's CPU.
 //! * The command queue: each command written, GITS_CWRITER advanced, and
 //!   completion awaited with a bound on polls without GITS_CREADR progress;
 //!   GITS_CREADR.Stalled is reported naming the refused command, which is
@@ -768,6 +770,22 @@ pub fn move_lpi(intid: u32, cpu: usize) -> Result<bool, ItsError> {
         }
     }
     Ok(true)
+}
+
+/// The LPIs of assigned devices: (INTID, device index, EventID, physical
+/// CPU it is delivered to now).
+pub fn assigned_lpis() -> Vec<(u32, u16, u32, usize)> {
+    let Some(l) = LPIS.get() else {
+        return Vec::new();
+    };
+    l.lock()
+        .routes
+        .iter()
+        .filter_map(|(&intid, r)| match r.owner {
+            LpiOwner::Assigned { device, event } => Some((intid, device, event, r.cpu)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// DISCARD: (`device_id`, `event_id`) no longer translates; its LPI is

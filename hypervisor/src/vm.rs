@@ -64,6 +64,15 @@ pub struct Counters {
     pub id_regs: AtomicU64,
     /// Other trapped system register accesses (an undefined instruction was injected).
     pub sysreg_other: AtomicU64,
+    /// MOVIs of an assigned device's LPI to the CPU of the vCPU its SPI is
+    /// routed to (see [`Vm::steer_lpis`]).
+    pub lpi_moves: AtomicU64,
+    /// Times an LPI stayed where it was because the vCPU its SPI is routed
+    /// to is powered off.
+    pub lpi_held: AtomicU64,
+    /// Assigned devices' LPIs taken on a CPU other than the one running the
+    /// vCPU their SPI is routed to (forwarded by a kick).
+    pub lpi_elsewhere: AtomicU64,
     /// Physical interrupts taken while the guest ran.
     pub irq: AtomicU64,
     /// Exits that left interrupts pending after 64 acknowledgements.
@@ -399,6 +408,18 @@ impl Vm {
             return Some(match write {
                 Some(v) => {
                     kick.0 |= g.gicd_write(off, size, v).0;
+                    // GICD_IROUTER<n> of an MBI SPI: an LPI it is fed by follows now.
+                    let routed = g.mbi_range().and_then(|r| {
+                        let n = u32::try_from(off.checked_sub(0x6000)? / 8).ok()?;
+                        (off < 0x8000 && r.contains(n)).then_some(n)
+                    });
+                    drop(g);
+                    if let Some(n) = routed {
+                        let dev = self.devices.lock();
+                        if !dev.assigned.is_empty() {
+                            self.steer_lpis(&dev, |spi| spi == n);
+                        }
+                    }
                     0
                 }
                 None => g.gicd_read(off, size),
@@ -449,7 +470,13 @@ impl Vm {
                 return match write {
                     Some(v) => {
                         let effects = seg.mmio_write(Ipa(ipa), size, v)?;
+                        let table = effects
+                            .iter()
+                            .any(|e| matches!(e, Effect::MsiTableWritten { .. }));
                         kick.0 |= self.apply(seg, effects).0;
+                        if table {
+                            self.steer_lpis(&dev, |_| true);
+                        }
                         Some(0)
                     }
                     None => {
@@ -461,6 +488,68 @@ impl Vm {
             }
         }
         None
+    }
+
+    /// Steers assigned devices' LPIs: each whose vector's message names a
+    /// guest SPI for which `pick(spi)` holds goes (MOVI) to the physical
+    /// CPU of the vCPU that SPI is routed to (GICD_IROUTER; vCPU i runs on
+    /// CPU i), so the next message arrives where the guest takes it. A
+    /// vCPU that is not on (PSCI OFF or ON_PENDING) gets nothing: the LPI
+    /// stays where it is (its CPU still takes it, parked or not, and
+    /// forwards it) and follows when that vCPU starts
+    /// ([`Vm::steer_all_lpis`] from `exits::park`). Called after a GICD_IROUTER write of an SPI
+    /// in the MBI range and after a write of an assigned MSI-X table.
+    /// Lock order: devices (held by the caller), then vGIC, then power.
+    pub fn steer_lpis(&self, dev: &Devices, pick: impl Fn(u32) -> bool) {
+        let Some(seg) = dev.segment.as_ref() else {
+            return;
+        };
+        let lpis = crate::its::assigned_lpis();
+        if lpis.is_empty() {
+            return;
+        }
+        let fed: Vec<(u32, u32, usize)> = lpis
+            .into_iter()
+            .filter_map(|(intid, device, event, cpu)| {
+                let id = *dev.assigned.get(usize::from(device))?;
+                let spi = seg.host_msi_spi(id, event)?;
+                pick(spi).then_some((intid, spi, cpu))
+            })
+            .collect();
+        if fed.is_empty() {
+            return;
+        }
+        let targets: Vec<(u32, usize, Option<usize>)> = {
+            let g = self.vgic.lock();
+            fed.iter()
+                .map(|&(intid, spi, cpu)| (intid, cpu, g.spi_target(spi)))
+                .collect()
+        };
+        let power: Vec<Power> = self.power.lock().clone();
+        for (intid, now, target) in targets {
+            let Some(t) = target.filter(|&t| t != now) else {
+                continue;
+            };
+            if power.get(t) != Some(&Power::On) {
+                Counters::bump(&self.stats.lpi_held);
+                log::debug!("LPI {intid}: stays on CPU {now}: vCPU {t} is off");
+                continue;
+            }
+            match crate::its::move_lpi(intid, t) {
+                Ok(true) => Counters::bump(&self.stats.lpi_moves),
+                Ok(false) => {}
+                Err(e) => log::debug!("LPI {intid}: MOVI to CPU {t}: {e}"),
+            }
+        }
+    }
+
+    /// [`Vm::steer_lpis`] for every SPI (a vCPU came on).
+    pub fn steer_all_lpis(&self) {
+        if crate::its::assigned_lpis().is_empty() {
+            return;
+        }
+        let dev = self.devices.lock();
+        self.steer_lpis(&dev, |_| true);
     }
 
     /// Applies the segment's effects (`seg` is the locked devices' segment):
@@ -519,6 +608,8 @@ impl Vm {
                             kick.0 |= k.0;
                         }
                     }
+                    // The caller, which holds the devices, steers the LPIs.
+                    Effect::MsiTableWritten { .. } => {}
                 }
             }
             if next.is_empty() {
@@ -561,6 +652,15 @@ pub fn log_msi_stats(vm: &Vm) {
     let Some(seg) = dev.segment.as_ref() else {
         return;
     };
+    if !dev.assigned.is_empty() {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        log::info!(
+            "lpi steering: moves {}, held for a powered-off vCPU {}, taken away from the target's CPU {}",
+            n(&vm.stats.lpi_moves),
+            n(&vm.stats.lpi_held),
+            n(&vm.stats.lpi_elsewhere)
+        );
+    }
     for (bdf, id) in seg.enumerate_ids() {
         let msi = seg.msi_stats(id).unwrap_or_default();
         let table = seg.function(id).and_then(|f| f.msix_stats());

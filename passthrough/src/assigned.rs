@@ -437,9 +437,20 @@ impl<A: ConfigAccess + Delay + BarAccess + Send> PciFunction for AssignedFunctio
         }
     }
 
-    fn bar_write(&mut self, bar: u8, offset: u64, size: u8, value: u64, _: &mut Vec<Request>) {
+    /// A write to the MSI-X table asks the owner to steer the host
+    /// vectors again ([`Request::MsiTableWritten`]).
+    fn bar_write(
+        &mut self,
+        bar: u8,
+        offset: u64,
+        size: u8,
+        value: u64,
+        requests: &mut Vec<Request>,
+    ) {
         if let Some(m) = self.msix.as_mut() {
-            m.write(&mut self.host, &self.cs, bar, offset, size, value);
+            if m.write(&mut self.host, &self.cs, bar, offset, size, value) {
+                requests.push(Request::MsiTableWritten);
+            }
         }
     }
 
@@ -451,6 +462,10 @@ impl<A: ConfigAccess + Delay + BarAccess + Send> PciFunction for AssignedFunctio
         if let Some(m) = self.msix.as_mut() {
             m.fire(&self.cs, event);
         }
+    }
+
+    fn host_msi_message(&self, event: u32) -> Option<vbus::MsiMessage> {
+        self.msix.as_ref()?.message(usize::try_from(event).ok()?)
     }
 
     fn take_msi(&mut self, out: &mut Vec<vbus::MsiMessage>) {

@@ -392,7 +392,8 @@ impl AssignedMsix {
         }
     }
 
-    /// A guest write of `size` bytes at `off` in trapped BAR `bar`.
+    /// A guest write of `size` bytes at `off` in trapped BAR `bar`; `true`
+    /// if it wrote the table (a message or a Mask Bit may have changed).
     pub fn write<H: BarAccess>(
         &mut self,
         host: &mut H,
@@ -401,10 +402,10 @@ impl AssignedMsix {
         off: u64,
         size: u8,
         value: u64,
-    ) {
+    ) -> bool {
         if !matches!(size, 1 | 2 | 4 | 8) {
             self.stats.bad_access += 1;
-            return;
+            return false;
         }
         if self.table.holds(bar, off, size) {
             let base = off - self.table.offset;
@@ -412,17 +413,18 @@ impl AssignedMsix {
                 self.set_table_byte(base + i, (value >> (8 * i)) as u8);
             }
             self.sync(host, cs);
-            return;
+            return true;
         }
         if self.pba.holds(bar, off, size) {
             // The PBA is read-only (6.8.2.10).
             self.stats.bad_access += 1;
-            return;
+            return false;
         }
         match self.device_pa(bar, off, size) {
             Some(pa) => host.bar_write(pa, size, value),
             None => self.stats.bad_access += 1,
         }
+        false
     }
 
     fn set_table_byte(&mut self, i: u64, b: u8) {

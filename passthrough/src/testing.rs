@@ -515,6 +515,10 @@ pub struct FakeHost {
     mmio: alloc::collections::BTreeMap<u64, u8>,
     /// BAR writes: (PA, size, value).
     mmio_writes: Vec<(u64, u8, u64)>,
+    /// BAR writes no function took: no memory BAR decodes the address, or
+    /// the function's Memory Space Enable is off (PCI Local Bus 3.0, 6.2.2:
+    /// with it clear the device does not respond to memory accesses).
+    dropped_mmio_writes: u64,
 }
 
 fn mark_multifunction(list: &mut [(u8, u8, FakeFunction)]) {
@@ -579,6 +583,56 @@ fn route(
     Ok(None)
 }
 
+impl FakeFunction {
+    /// `Some(Memory Space Enable)` if one of its memory BARs, as programmed,
+    /// holds `pa`; `None` if none does.
+    fn decodes(&self, pa: u64) -> Option<bool> {
+        // A Type 0 header has six BARs, a Type 1 (bridge) header two.
+        let bars = if self.cs.raw(reg::HEADER_TYPE, 1) & 0x7f == 0 {
+            6
+        } else {
+            2
+        };
+        let mut i = 0u16;
+        while i < bars {
+            let off = reg::BAR0 + 4 * i;
+            let lo = self.cs.raw(off, 4);
+            let wlo = self.cs.writable(off, 4);
+            if lo & bar::IO_SPACE != 0 || wlo == 0 {
+                i += 1;
+                continue;
+            }
+            let (base, mask) = if lo & bar::TYPE_64 != 0 {
+                let hi = u64::from(self.cs.raw(off + 4, 4));
+                let whi = u64::from(self.cs.writable(off + 4, 4));
+                i += 2;
+                (
+                    u64::from(lo & bar::MEM_ADDRESS) | hi << 32,
+                    u64::from(wlo) | whi << 32,
+                )
+            } else {
+                i += 1;
+                (
+                    u64::from(lo & bar::MEM_ADDRESS),
+                    u64::from(wlo) | 0xffff_ffff_0000_0000,
+                )
+            };
+            let size = (!(mask | 0xf)).wrapping_add(1);
+            if pa >= base && pa - base < size {
+                let cmd = self.cs.raw(reg::COMMAND, 2) as u16;
+                return Some(cmd & vbus::config::command::MEMORY_SPACE != 0);
+            }
+        }
+        None
+    }
+}
+
+/// `Some(Memory Space Enable)` of the endpoint whose memory BAR holds `pa`.
+fn decoder(list: &[(u8, u8, FakeFunction)], pa: u64) -> Option<bool> {
+    list.iter()
+        .find_map(|(_, _, f)| f.decodes(pa).or_else(|| decoder(&f.below, pa)))
+}
+
 fn find_by_name<'a>(list: &'a [(u8, u8, FakeFunction)], name: &str) -> Option<&'a FakeFunction> {
     list.iter().find_map(|(_, _, f)| {
         if f.name == name {
@@ -602,6 +656,7 @@ impl FakeHost {
             early_accesses: 0,
             mmio: alloc::collections::BTreeMap::new(),
             mmio_writes: Vec::new(),
+            dropped_mmio_writes: 0,
         }
     }
 
@@ -751,6 +806,11 @@ impl FakeHost {
         }
     }
 
+    /// BAR writes dropped because no BAR decoded them or Memory Space was off.
+    pub fn dropped_mmio_writes(&self) -> u64 {
+        self.dropped_mmio_writes
+    }
+
     /// Forgets the BAR writes logged.
     pub fn clear_mmio_writes(&mut self) {
         self.mmio_writes.clear();
@@ -773,6 +833,12 @@ impl BarAccess for FakeHost {
             matches!(size, 1 | 2 | 4 | 8) && pa.0 % u64::from(size) == 0,
             "unaligned host BAR write {pa} size {size}"
         );
+        // A device answers memory writes only to its BARs, and only with
+        // Memory Space Enable set.
+        if decoder(&self.root, pa.0) != Some(true) {
+            self.dropped_mmio_writes += 1;
+            return;
+        }
         for i in 0..u64::from(size) {
             self.mmio.insert(pa.0 + i, (value >> (8 * i)) as u8);
         }

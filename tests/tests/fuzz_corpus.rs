@@ -53,3 +53,8 @@ fn virtio_blk_corpus_holds_every_property() {
 fn msix_table_corpus_holds_every_property() {
     replay("msix_table", tests::fuzz::run_msix_table);
 }
+
+#[test]
+fn assigned_msix_corpus_holds_every_property() {
+    replay("assigned_msix", tests::fuzz::run_assigned_msix);
+}

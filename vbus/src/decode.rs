@@ -175,7 +175,8 @@ impl MappedSet {
                 }
                 crate::Effect::Reset { .. }
                 | crate::Effect::Intx { .. }
-                | crate::Effect::Msi { .. } => {}
+                | crate::Effect::Msi { .. }
+                | crate::Effect::MsiTableWritten { .. } => {}
             }
         }
         Ok(())

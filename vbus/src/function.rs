@@ -63,6 +63,10 @@ pub enum Request {
     /// The guest asked for a Function Level Reset (PCI Express Base 6.0,
     /// 6.6.2): the owner resets the function (and the host device behind it).
     FunctionLevelReset,
+    /// The guest wrote an assigned function's MSI-X table (a message or a
+    /// Mask Bit): the owner re-reads which guest SPI each host vector feeds
+    /// ([`PciFunction::host_msi_message`]) and steers its host interrupt.
+    MsiTableWritten,
 }
 
 /// A function's legacy interrupt output (PCI Express Base 6.0, 6.1.5).
@@ -133,6 +137,14 @@ pub enum Effect {
         /// The guest's SPI INTID.
         spi: u32,
     },
+    /// The guest wrote `function`'s MSI-X table where its host device's
+    /// interrupts arrive elsewhere (an assigned function: through the host
+    /// ITS): the owner steers each host vector to the CPU of the vCPU its
+    /// SPI is routed to ([`Segment::host_msi_spi`](crate::Segment::host_msi_spi)).
+    MsiTableWritten {
+        /// The function.
+        function: FunctionId,
+    },
 }
 
 impl fmt::Display for Effect {
@@ -167,6 +179,7 @@ impl fmt::Display for Effect {
                 level,
             } => write!(f, "intx {function} spi {spi} level {}", u8::from(*level)),
             Effect::Msi { function, spi } => write!(f, "msi {function} spi {spi}"),
+            Effect::MsiTableWritten { function } => write!(f, "msi-x table of {function} written"),
         }
     }
 }
@@ -290,6 +303,14 @@ pub trait PciFunction: Send {
     /// Functions without host MSIs: the default ignores it.
     fn host_msi(&mut self, event: u32) {
         let _ = event;
+    }
+
+    /// The guest's message for host event `event` (what
+    /// [`PciFunction::host_msi`] would send for it now, masked or not).
+    /// Functions without host MSIs: the default, none.
+    fn host_msi_message(&self, event: u32) -> Option<MsiMessage> {
+        let _ = event;
+        None
     }
 
     /// Counters of the function's MSI-X table, if it emulates one.

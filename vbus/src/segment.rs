@@ -447,6 +447,7 @@ impl Segment {
         for r in requests {
             match r {
                 Request::FunctionLevelReset => out.push(Effect::Reset { function: id }),
+                Request::MsiTableWritten => out.push(Effect::MsiTableWritten { function: id }),
             }
         }
         if sbr_rose {
@@ -635,10 +636,20 @@ impl Segment {
         out
     }
 
+    /// The guest SPI host event `event` of function `id` feeds now: its
+    /// message ([`PciFunction::host_msi_message`]) if it names the guest's
+    /// doorbell and an SPI of its MBI range, else `None`.
+    pub fn host_msi_spi(&self, id: FunctionId, event: u32) -> Option<u32> {
+        let t = self.msi_target?;
+        let m = self.function(id)?.host_msi_message(event)?;
+        (m.address == t.doorbell.0 && t.spis.contains(m.data)).then_some(m.data)
+    }
+
     fn apply_requests(&mut self, id: FunctionId, requests: Vec<Request>, out: &mut Effects) {
         for r in requests {
             match r {
                 Request::FunctionLevelReset => out.push(Effect::Reset { function: id }),
+                Request::MsiTableWritten => out.push(Effect::MsiTableWritten { function: id }),
             }
         }
     }

@@ -43,7 +43,15 @@ fn program(f: &mut F, v: u64, address: u64, data: u32) {
     wr(f, 16 * v + 12, 4, 0);
 }
 
+/// The guest's Command.Memory Space Enable (mirrored to the device, which
+/// drops BAR writes without it).
+fn memory_on(f: &mut F) {
+    cfg(f, 0x04, 2, 0x2);
+}
+
+/// Memory Space and MSI-X Enable, as a driver sets them.
 fn enable(f: &mut F) {
+    memory_on(f);
     cfg(f, CAP + 2, 2, 0x8000);
 }
 
@@ -257,6 +265,7 @@ fn the_pba_shows_the_devices_own_pending_bits_and_ignores_writes() {
 #[test]
 fn the_rest_of_a_trapped_page_reaches_the_device_when_aligned() {
     let mut f = assigned_e1000e_msi();
+    memory_on(&mut f);
     let b = bar3(&f);
     wr(&mut f, 0x800, 4, 0xdead_beef);
     assert_eq!(f.host().mmio32(b + 0x800), 0xdead_beef);
@@ -293,4 +302,57 @@ fn no_access_of_any_size_or_offset_panics() {
             wr(&mut f, off, size, 0);
         }
     }
+}
+
+#[test]
+fn table_writes_ask_the_owner_to_steer_and_the_message_of_each_event_is_the_guests() {
+    let mut f = assigned_e1000e_msi();
+    let mut r = Vec::new();
+    f.bar_write(BIR, 16 + 8, 4, 70, &mut r);
+    assert_eq!(r, [vbus::Request::MsiTableWritten]);
+    assert_eq!(f.host_msi_message(1).map(|m| m.data), Some(70));
+    // The PBA and the device's part of the page are not the table: no request.
+    let mut r = Vec::new();
+    f.bar_write(BIR, PBA, 8, 0, &mut r);
+    f.bar_write(BIR, 0x1000, 4, 0, &mut r);
+    assert!(r.is_empty(), "{r:?}");
+    assert_eq!(f.host_msi_message(5), None, "past the table");
+    assert_eq!(f.host_msi_message(u32::MAX), None);
+}
+
+/// The host device's Command register now.
+fn host_command(f: &mut F) -> u16 {
+    let bdf = f.layout().bdf;
+    crate::ConfigAccess::read32(f.host_mut(), bdf, 0x04) as u16
+}
+
+#[test]
+fn the_device_table_is_programmed_with_memory_space_on_and_the_command_register_restored() {
+    // The fake device drops BAR writes while Memory Space is off, as a real
+    // one does: assignment and reset leave it off (the guest has not
+    // enabled it), so the table must be written with it turned on briefly.
+    let mut f = assigned_e1000e();
+    assert_eq!(host_command(&mut f) & 0x2, 0, "Memory Space starts off");
+    let mut f = f.with_msi(crate::testing::test_msi_route());
+    assert_eq!(f.host().dropped_mmio_writes(), 0);
+    assert_eq!(host_command(&mut f) & 0x2, 0, "Memory Space off again");
+    let b = bar3(&f);
+    assert_eq!(f.host().mmio32(b + 16 * 4), TEST_DOORBELL as u32);
+    assert_eq!(f.host().mmio32(b + 16 * 4 + 8), 4);
+    // After a reset the same.
+    f.host_mut().set_mmio32(b + 16 * 2 + 8, 0xdead);
+    f.reset();
+    assert_eq!(f.host().dropped_mmio_writes(), 0);
+    assert_eq!(f.host().mmio32(b + 16 * 2 + 8), 2);
+    assert_eq!(host_command(&mut f) & 0x2, 0);
+}
+
+#[test]
+fn the_fake_device_drops_bar_writes_while_memory_space_is_off() {
+    let mut f = assigned_e1000e_msi();
+    let b = bar3(&f);
+    let before = f.host().dropped_mmio_writes();
+    crate::access::BarAccess::bar_write(f.host_mut(), vbus::Pa(b + 0x1000), 4, 7);
+    assert_eq!(f.host().mmio32(b + 0x1000), 0);
+    assert_eq!(f.host().dropped_mmio_writes(), before + 1);
 }
