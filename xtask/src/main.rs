@@ -148,6 +148,14 @@ fn dispatch(args: &[String]) -> Result<i32> {
         println!("{USAGE}");
         return Ok(0);
     }
+    if let (Some("build" | "image" | "test"), Some(extra)) =
+        (args.first().map(String::as_str), args.get(1))
+    {
+        return Err(Error(format!(
+            "`cargo xtask {}` takes no options, not {extra:?} (see --help)",
+            args[0]
+        )));
+    }
     match args.first().map(String::as_str) {
         Some("build") => build_hypervisor().and_then(|_| build_probe()).map(|_| 0),
         Some("image") => image::ensure_guest_image().map(|img| {
@@ -309,12 +317,9 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
             "--cmdline" => r.cmdline = Some(value()?),
             "--smp" => {
                 let v = value()?;
-                r.smp = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|n| *n >= 1)
-                        .ok_or_else(|| Error(format!("bad --smp {v}")))?,
-                );
+                r.smp = Some(v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    Error(format!("bad --smp {v:?} (a number of CPUs, 1 or more)"))
+                })?);
             }
             "--mem" => r.mem = Some(qemu::parse_mem(&value()?)?),
             "--qemu-arg" => r.qemu_args.push(value()?),
@@ -542,6 +547,22 @@ mod tests {
     fn run_options_accept_inline_values() {
         let r = parse_run_args(&args(&["--exec=exit 7", "--smp=4"])).expect("valid");
         assert_eq!((r.exec.as_deref(), r.smp), (Some("exit 7"), Some(4)));
+    }
+
+    #[test]
+    fn commands_without_options_refuse_one() {
+        let e = dispatch(&args(&["build", "--bogus"])).expect_err("refused");
+        assert!(e.0.contains("takes no options, not \"--bogus\""), "{e}");
+        let e = dispatch(&args(&["image", "x"])).expect_err("refused");
+        assert!(e.0.contains("`cargo xtask image` takes no options"), "{e}");
+    }
+
+    #[test]
+    fn a_zero_smp_names_what_is_expected() {
+        let e = parse_run_args(&args(&["--smp", "0"]))
+            .err()
+            .expect("refused");
+        assert!(e.0.contains("1 or more"), "{e}");
     }
 
     #[test]

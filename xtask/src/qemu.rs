@@ -335,7 +335,12 @@ impl Disk {
         match s {
             "none" => Ok(Disk::None),
             _ => match s.strip_prefix("ram:") {
-                Some(size) => Ok(Disk::Ram(parse_size(size)?)),
+                Some(size) => parse_size(size).map(Disk::Ram).map_err(|e| {
+                    Error(format!(
+                        "--disk ram:SIZE: {} (a size above 0, e.g. ram:64M)",
+                        e.0
+                    ))
+                }),
                 None => Err(Error(format!("bad --disk {s}: want ram:SIZE or none"))),
             },
         }
