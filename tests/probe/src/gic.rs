@@ -18,20 +18,8 @@ pub const ICPENDR0: usize = 0x280;
 /// The virtual timer's PPI (the guest DT's timer node, third interrupt).
 pub const VTIMER_PPI: u32 = 27;
 
-pub fn rd32(a: usize) -> u32 {
-    // SAFETY: `a` is a GIC register the DT names, mapped as Device memory.
-    unsafe { core::ptr::read_volatile(a as *const u32) }
-}
-
-pub fn wr32(a: usize, v: u32) {
-    // SAFETY: as for `rd32`.
-    unsafe { core::ptr::write_volatile(a as *mut u32, v) }
-}
-
-fn rd64(a: usize) -> u64 {
-    // SAFETY: as for `rd32` (GICR_TYPER is a 64-bit register).
-    unsafe { core::ptr::read_volatile(a as *const u64) }
-}
+use crate::io::r64 as rd64;
+pub use crate::io::{r32 as rd32, w32 as wr32};
 
 /// The redistributor (RD_base) of the CPU with MPIDR affinity `mpidr`, found
 /// by its GICR_TYPER.Affinity_Value.

@@ -4,15 +4,11 @@
 
 use crate::dt::Platform;
 use crate::gic::{rd32, wr32};
+use crate::io::r64 as rd64;
 use crate::report::{check, eq};
 
 const G: &str = "gic-regs";
 const GICR_STRIDE: usize = 0x2_0000;
-
-fn rd64(a: usize) -> u64 {
-    // SAFETY: a 64-bit GIC register the DT's GIC node names (Device memory).
-    unsafe { core::ptr::read_volatile(a as *const u64) }
-}
 
 /// Runs the group.
 pub fn run(p: &Platform) {

@@ -30,6 +30,7 @@ mod exc;
 mod gic;
 mod gic_regs;
 mod icc;
+mod io;
 mod mmio;
 mod mmu;
 mod msi;

@@ -11,8 +11,9 @@
 //! pend nothing, and nothing may fault (an unexpected exception ends the run).
 
 use crate::dt::Platform;
+use crate::io::{r32, r8, w16, w32, w64};
 use crate::report::{check, eq};
-use crate::virtio_blk::{r32, r8, w16, w32, w64, Dev, Outcome, T_IN};
+use crate::virtio_blk::{Dev, Outcome, T_IN};
 
 const G: &str = "msi";
 
@@ -291,10 +292,10 @@ fn vectors(p: &Platform, d: &mut Dev, m: &Msix, first: u32, count: u32) {
     w16(d.common_base + CONFIG_MSIX_VECTOR, 0);
     w16(d.common_base + QUEUE_SELECT, 0);
     w16(d.common_base + QUEUE_MSIX_VECTOR, 1);
-    let qv = crate::virtio_blk::r16(d.common_base + QUEUE_MSIX_VECTOR);
+    let qv = crate::io::r16(d.common_base + QUEUE_MSIX_VECTOR);
     eq(G, "queue-vector-kept", qv, 1, "virtio 1.2 4.1.5.1.2");
     w16(d.common_base + QUEUE_MSIX_VECTOR, 7);
-    let bad = crate::virtio_blk::r16(d.common_base + QUEUE_MSIX_VECTOR);
+    let bad = crate::io::r16(d.common_base + QUEUE_MSIX_VECTOR);
     eq(
         G,
         "vector-past-table-reads-no-vector",

@@ -33,13 +33,11 @@ const FEN: u32 = 1 << 4;
 const WLEN8: u32 = 3 << 5;
 
 fn rd(p: &Platform, off: usize) -> u32 {
-    // SAFETY: a PL011 register the DT names (Device memory).
-    unsafe { core::ptr::read_volatile((p.uart + off) as *const u32) }
+    crate::io::r32(p.uart + off)
 }
 
 fn wr(p: &Platform, off: usize, v: u32) {
-    // SAFETY: as for `rd`.
-    unsafe { core::ptr::write_volatile((p.uart + off) as *mut u32, v) }
+    crate::io::w32(p.uart + off, v)
 }
 
 /// Waits up to `secs` seconds for `cond`.

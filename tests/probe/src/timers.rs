@@ -27,15 +27,7 @@ const GICR_ISACTIVER0: usize = SGI_BASE + 0x300;
 const ENABLE: u64 = 1;
 const ISTATUS: u64 = 1 << 2;
 
-fn rd(a: usize) -> u32 {
-    // SAFETY: a GIC register in a frame the DT names, mapped as Device memory.
-    unsafe { core::ptr::read_volatile(a as *const u32) }
-}
-
-fn wr(a: usize, v: u32) {
-    // SAFETY: as for `rd`; the probe owns the GIC.
-    unsafe { core::ptr::write_volatile(a as *mut u32, v) }
-}
+use crate::io::{r32 as rd, w32 as wr};
 
 /// The timers, by which EL1 timer: its TVAL and CTL registers.
 #[derive(Clone, Copy)]

@@ -4,6 +4,7 @@
 //! promise, and the device serves normal requests again after each.
 
 use crate::dt::Platform;
+use crate::io::{r16, r32, r8, w16, w32, w64, w8};
 use crate::pci::{self, Bdf, Ecam};
 use crate::report::{check, eq};
 use crate::{dma, println};
@@ -49,35 +50,6 @@ mod common {
 /// Queue entries the probe uses.
 const QSIZE: u16 = 16;
 
-pub(crate) fn r8(a: usize) -> u8 {
-    // SAFETY: `a` is inside the device's BAR (mapped as Device memory) or the
-    // probe's own DMA area.
-    unsafe { core::ptr::read_volatile(a as *const u8) }
-}
-pub(crate) fn r16(a: usize) -> u16 {
-    // SAFETY: as for r8, 2-byte aligned.
-    unsafe { core::ptr::read_volatile(a as *const u16) }
-}
-pub(crate) fn r32(a: usize) -> u32 {
-    // SAFETY: as for r8, 4-byte aligned.
-    unsafe { core::ptr::read_volatile(a as *const u32) }
-}
-pub(crate) fn w8(a: usize, v: u8) {
-    // SAFETY: as for r8.
-    unsafe { core::ptr::write_volatile(a as *mut u8, v) }
-}
-pub(crate) fn w16(a: usize, v: u16) {
-    // SAFETY: as for r16.
-    unsafe { core::ptr::write_volatile(a as *mut u16, v) }
-}
-pub(crate) fn w32(a: usize, v: u32) {
-    // SAFETY: as for r32.
-    unsafe { core::ptr::write_volatile(a as *mut u32, v) }
-}
-pub(crate) fn w64(a: usize, v: u64) {
-    w32(a, v as u32);
-    w32(a + 4, (v >> 32) as u32);
-}
 fn barrier() {
     // SAFETY: a full-system barrier orders ring writes before the notify.
     unsafe { core::arch::asm!("dsb sy") };
@@ -376,22 +348,22 @@ pub fn run(p: &Platform) {
 
     // Well-formed requests.
     let (o, st) = d.request(T_IN, 0, 512);
-    check(
-        o == Outcome::Used(513) && st == S_OK,
+    eq(
         G,
         "read",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(513), S_OK),
         "virtio 1.2 5.2.6",
     );
     for i in 0..1024 {
         w8(d.data() + i, (i as u8).wrapping_mul(7) ^ 0x5a);
     }
     let (o, st) = d.request(T_OUT, 8, 1024);
-    check(
-        o == Outcome::Used(1) && st == S_OK,
+    eq(
         G,
         "write",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(1), S_OK),
         "virtio 1.2 5.2.6",
     );
     for i in 0..1024 {
@@ -407,61 +379,61 @@ pub fn run(p: &Platform) {
         "virtio 1.2 5.2.6",
     );
     let (o, st) = d.request(T_GET_ID, 0, 20);
-    check(
-        o == Outcome::Used(21) && st == S_OK,
+    eq(
         G,
         "get-id",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(21), S_OK),
         "virtio 1.2 5.2.6",
     );
 
     // Bad requests answered with a status.
     let (o, st) = d.request(0x1234, 0, 512);
-    check(
-        o == Outcome::Used(1) && st == S_UNSUPP,
+    eq(
         G,
         "unknown-type-unsupp",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(1), S_UNSUPP),
         "virtio 1.2 5.2.6.1",
     );
     let (o, st) = d.request(T_IN, cap, 512);
-    check(
-        o == Outcome::Used(1) && st == S_IOERR,
+    eq(
         G,
         "read-beyond-capacity-ioerr",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(1), S_IOERR),
         "virtio 1.2 5.2.6.1",
     );
     let (o, st) = d.request(T_IN, cap - 1, 1024);
-    check(
-        o == Outcome::Used(1) && st == S_IOERR,
+    eq(
         G,
         "read-across-capacity-ioerr",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(1), S_IOERR),
         "virtio 1.2 5.2.6.1",
     );
     let (o, st) = d.request(T_IN, u64::MAX, 512);
-    check(
-        o == Outcome::Used(1) && st == S_IOERR,
+    eq(
         G,
         "sector-overflow-ioerr",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(1), S_IOERR),
         "virtio 1.2 5.2.6.1",
     );
     let (o, st) = d.request(T_IN, 0, 100);
-    check(
-        o == Outcome::Used(1) && st == S_IOERR,
+    eq(
         G,
         "partial-sector-ioerr",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(1), S_IOERR),
         "virtio 1.2 5.2.6",
     );
     let (o, st) = d.request(T_OUT, 0, 0);
-    check(
-        o == Outcome::Used(1) && st == S_OK,
+    eq(
         G,
         "empty-write-answered",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(1), S_OK),
         "virtio 1.2 5.2.6",
     );
     // Header shorter than 16 bytes.
@@ -472,11 +444,11 @@ pub fn run(p: &Platform) {
         (d.st() as u64, 1, WRITE, 0),
     ]);
     let st = r8(d.st());
-    check(
-        o == Outcome::Used(1) && st == S_IOERR,
+    eq(
         G,
         "short-header-ioerr",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(1), S_IOERR),
         "virtio 1.2 5.2.6",
     );
     // Header split over two descriptors: legal (2.7.4 no framing).
@@ -488,11 +460,11 @@ pub fn run(p: &Platform) {
         (d.st() as u64, 1, WRITE, 0),
     ]);
     let st = r8(d.st());
-    check(
-        o == Outcome::Used(513) && st == S_OK,
+    eq(
         G,
         "split-header-ok",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(513), S_OK),
         "virtio 1.2 2.7.4",
     );
     // Data and status in one writable buffer: the status is its last byte.
@@ -503,11 +475,11 @@ pub fn run(p: &Platform) {
         (d.data() as u64, 513, WRITE, 0),
     ]);
     let st = r8(d.data() + 512);
-    check(
-        o == Outcome::Used(513) && st == S_OK,
+    eq(
         G,
         "status-in-data-buffer-ok",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(513), S_OK),
         "virtio 1.2 2.7.4",
     );
     // No writable byte for the status: returned unanswered.
@@ -597,11 +569,11 @@ pub fn run(p: &Platform) {
     Dev::desc_at(it, 2, d.st() as u64, 1, WRITE, 0);
     let o = d.chain(&[(it as u64, 48, INDIRECT, 0)]);
     let st = r8(d.st());
-    check(
-        o == Outcome::Used(513) && st == S_OK,
+    eq(
         G,
         "indirect-read",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(513), S_OK),
         "virtio 1.2 2.7.5.3",
     );
 
@@ -668,11 +640,11 @@ pub fn run(p: &Platform) {
         );
     }
     let (o, st) = d.request(T_IN, 0, 512);
-    check(
-        o == Outcome::Used(513) && st == S_OK,
+    eq(
         G,
         "serves-at-end",
-        format_args!("{o:?} status {st}"),
+        (o, st),
+        (Outcome::Used(513), S_OK),
         "virtio 1.2 5.2.6",
     );
 }
