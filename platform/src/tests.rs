@@ -306,6 +306,19 @@ fn qemu_smmuv3_is_dma_coherent_with_its_phandle() {
 
 /// A minimal platform built with vm-fdt; `skip` leaves out a node or property.
 fn synthetic(skip: &str, tweak: &str) -> Vec<u8> {
+    synthetic_with(skip, tweak, 1, &|_| {})
+}
+
+/// [`synthetic`] with `ncpus` CPUs (`cpu@N`, MPIDR N) and `chosen` writing
+/// more nodes at the end of `/chosen`; `tweak` `no-modules` leaves out the
+/// boot module it otherwise holds, `cpu-cells-2` gives `/cpus` two address
+/// cells.
+pub(crate) fn synthetic_with(
+    skip: &str,
+    tweak: &str,
+    ncpus: u32,
+    chosen: &dyn Fn(&mut FdtWriter),
+) -> Vec<u8> {
     let mut w = FdtWriter::new().expect("writer");
     let root = w.begin_node("").expect("root");
     w.property_u32("#address-cells", 2).expect("p");
@@ -320,13 +333,18 @@ fn synthetic(skip: &str, tweak: &str) -> Vec<u8> {
         w.end_node(m).expect("e");
     }
     let c = w.begin_node("cpus").expect("n");
-    w.property_u32("#address-cells", 1).expect("p");
+    let cpu_cells = if tweak == "cpu-cells-2" { 2 } else { 1 };
+    w.property_u32("#address-cells", cpu_cells).expect("p");
     w.property_u32("#size-cells", 0).expect("p");
-    if skip != "cpu" {
-        let cpu = w.begin_node("cpu@0").expect("n");
+    for i in 0..if skip == "cpu" { 0 } else { ncpus } {
+        let cpu = w.begin_node(&format!("cpu@{i:x}")).expect("n");
         w.property_string("device_type", "cpu").expect("p");
         if skip != "cpu-reg" {
-            w.property_u32("reg", 0).expect("p");
+            if cpu_cells == 2 {
+                w.property_u64("reg", u64::from(i)).expect("p");
+            } else {
+                w.property_u32("reg", i).expect("p");
+            }
         }
         w.end_node(cpu).expect("e");
     }
@@ -461,6 +479,7 @@ fn synthetic(skip: &str, tweak: &str) -> Vec<u8> {
                 0x1000,
             );
         }
+        "no-modules" => {}
         _ => module(
             &mut w,
             "module@4a000000",
@@ -469,6 +488,7 @@ fn synthetic(skip: &str, tweak: &str) -> Vec<u8> {
             0x1000,
         ),
     }
+    chosen(&mut w);
     w.end_node(ch).expect("e");
     w.end_node(root).expect("e");
     w.finish().expect("finish")
