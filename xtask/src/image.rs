@@ -19,6 +19,7 @@ use object::Endianness;
 
 use crate::cpio::{FileData, Node, Tree};
 use crate::error::Context;
+use crate::progress::{run_lines, Progress};
 use crate::{paths, Error, Result};
 
 /// The `/init` script (busybox sh).
@@ -152,10 +153,12 @@ impl Apt {
     }
 
     fn update(&self) -> Result<()> {
-        eprintln!("xtask: apt-get update (arm64, private state)");
+        let progress = Progress::spinner("apt-get update (arm64, private state)");
         let mut c = self.command("apt-get");
         c.arg("update");
-        self.output(c).map(|_| ())
+        run_lines(&mut c, |l| progress.set_message(l))?;
+        progress.finish();
+        Ok(())
     }
 
     fn depends(&self, packages: &[&str], recurse: bool) -> Result<String> {
@@ -187,12 +190,32 @@ impl Apt {
         if packages.is_empty() {
             return Ok(());
         }
-        eprintln!("xtask: downloading {} arm64 packages", packages.len());
+        let mut progress = Progress::new(
+            format!("downloading {} arm64 packages", packages.len()),
+            packages.len() as u64,
+        );
         let mut c = self.command("apt-get");
         c.current_dir(self.root.join("debs"));
         c.arg("download").args(packages);
-        self.output(c).map(|_| ())
+        run_lines(&mut c, |l| {
+            if let Some(pkg) = parse_get_line(l) {
+                progress.inc(pkg);
+            }
+        })?;
+        progress.finish();
+        Ok(())
     }
+}
+
+/// The package an apt `Get:` line fetches (`Get:2 URI SUITE/COMPONENT ARCH
+/// PACKAGE ARCH VERSION [SIZE]`); `None` for other lines.
+pub fn parse_get_line(line: &str) -> Option<&str> {
+    if !line.starts_with("Get:") {
+        return None;
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let size = words.iter().position(|w| w.starts_with('['))?;
+    words.get(size.checked_sub(3)?).copied()
 }
 
 /// `(package, file name)` pairs from `apt-get --print-uris download` output
@@ -352,9 +375,15 @@ fn build_image(cache: &Path, apt: &Apt, backports: &str, refreshed: bool) -> Res
 
     let x_dir = cache.join("extracted");
     let mut roots: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut progress = Progress::new(
+        format!("extracting {} packages", debs.len()),
+        debs.len() as u64,
+    );
     for (pkg, file) in &debs {
         roots.insert(pkg.clone(), extract(&deb_dir.join(file), &x_dir)?);
+        progress.inc(pkg);
     }
+    progress.finish();
     let kernel_root = roots
         .get(&kernel_pkg)
         .ok_or_else(|| Error(format!("{kernel_pkg} was not downloaded")))?;
@@ -370,7 +399,14 @@ fn build_image(cache: &Path, apt: &Apt, backports: &str, refreshed: bool) -> Res
     fs::copy(kernel, tmp.join("Image"))?;
     fs::copy(new_kernel, tmp.join("Image-new"))?;
     let file = std::io::BufWriter::new(fs::File::create(tmp.join("initramfs.cpio"))?);
-    let size = assembled.tree.write_newc(file)?;
+    let mut progress = Progress::new(
+        format!("writing the initramfs ({} entries)", assembled.tree.len()),
+        assembled.tree.len() as u64,
+    );
+    let size = assembled
+        .tree
+        .write_newc_with(file, |path| progress.inc(path))?;
+    progress.finish();
     fs::write(tmp.join("kernel-release"), kernel_release)?;
     fs::write(tmp.join("new-kernel-release"), new_kernel_release)?;
     fs::write(
@@ -867,6 +903,18 @@ mod tests {
             parse_print_uris(out),
             vec![("fio".to_string(), "fio_3.33-3_arm64.deb".to_string())]
         );
+    }
+
+    #[test]
+    fn get_lines_name_the_package_fetched() {
+        let l = "Get:2 http://mirror.invalid/debian bookworm/main arm64 pci.ids all 0.0~2023.04.11-1 [243 kB]";
+        assert_eq!(parse_get_line(l), Some("pci.ids"));
+    }
+
+    #[test]
+    fn other_apt_lines_name_no_package() {
+        assert_eq!(parse_get_line("Fetched 297 kB in 0s (7378 kB/s)"), None);
+        assert_eq!(parse_get_line("Get:1 truncated"), None);
     }
 
     #[test]

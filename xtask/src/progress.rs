@@ -1,0 +1,242 @@
+//! Progress of the long steps (package downloads, guest image assembly,
+//! bench rounds): an `indicatif` bar on a terminal, plain `xtask: ...` lines
+//! on stderr when stderr is not a terminal or `CI` is set (`CI=true`), so a
+//! log gets a few readable lines instead of redraws.
+
+use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::Context;
+use crate::{Error, Result};
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// An `indicatif` bar (or spinner) redrawn in place.
+    Bar,
+    /// A line now and then (see [`plain_line_due`]).
+    Plain,
+}
+
+impl Style {
+    /// [`Style::Bar`] on a terminal outside CI, else [`Style::Plain`]; `ci`
+    /// is the `CI` variable (set to anything but `false`, `0` or nothing
+    /// counts as CI).
+    pub fn choose(stderr_is_terminal: bool, ci: Option<&str>) -> Self {
+        let in_ci = ci.is_some_and(|v| !matches!(v, "" | "0" | "false"));
+        if stderr_is_terminal && !in_ci {
+            Self::Bar
+        } else {
+            Self::Plain
+        }
+    }
+
+    /// The style for this process's stderr and environment.
+    pub fn current() -> Self {
+        Self::choose(
+            std::io::stderr().is_terminal(),
+            std::env::var("CI").ok().as_deref(),
+        )
+    }
+}
+
+/// Whether plain progress prints a line after step `pos` of `total`: when
+/// the count passes a tenth of the total (every step when there are ten or
+/// fewer) and at the last one; every step when the total is unknown (0).
+pub fn plain_line_due(pos: u64, total: u64) -> bool {
+    if total == 0 || pos >= total {
+        return true;
+    }
+    pos * 10 / total > pos.saturating_sub(1) * 10 / total
+}
+
+/// The progress of one step: `what` (`downloading 120 arm64 packages`) over
+/// a known number of items, or a spinner when the number is unknown.
+pub struct Progress {
+    what: String,
+    total: u64,
+    pos: u64,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// `what` in `total` items, shown in the [`Style::current`] style.
+    pub fn new(what: impl Into<String>, total: u64) -> Self {
+        Self::with_style(Style::current(), what.into(), Some(total))
+    }
+
+    /// `what` in an unknown number of items.
+    pub fn spinner(what: impl Into<String>) -> Self {
+        Self::with_style(Style::current(), what.into(), None)
+    }
+
+    fn with_style(style: Style, what: String, total: Option<u64>) -> Self {
+        let bar = match style {
+            Style::Plain => {
+                eprintln!("xtask: {what}");
+                None
+            }
+            Style::Bar => {
+                let (bar, template) = match total {
+                    Some(n) => (
+                        ProgressBar::new(n),
+                        "xtask: {prefix} [{bar:25}] {pos}/{len} {elapsed} {wide_msg}",
+                    ),
+                    None => (
+                        ProgressBar::new_spinner(),
+                        "xtask: {prefix} {spinner} {elapsed} {wide_msg}",
+                    ),
+                };
+                if let Ok(style) = ProgressStyle::with_template(template) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar.set_prefix(what.clone());
+                bar.enable_steady_tick(Duration::from_millis(200));
+                Some(bar)
+            }
+        };
+        Self {
+            what,
+            total: total.unwrap_or(0),
+            pos: 0,
+            bar,
+        }
+    }
+
+    /// Shows what is under way now (on the bar; plain output prints nothing).
+    pub fn set_message(&self, msg: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(msg.to_string());
+        }
+    }
+
+    /// One more item done, `item` naming it.
+    pub fn inc(&mut self, item: &str) {
+        self.pos += 1;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(item.to_string());
+                bar.inc(1);
+            }
+            None if plain_line_due(self.pos, self.total) => {
+                if self.total == 0 {
+                    eprintln!("xtask: {}: {item}", self.what);
+                } else {
+                    eprintln!("xtask: {}: {}/{} {item}", self.what, self.pos, self.total);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Prints `line` on stderr (above the bar, which stays).
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Clears the bar; the caller prints the outcome.
+    pub fn finish(self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // On an early return (an error), leave the bar where it stopped.
+        if let Some(bar) = &self.bar {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+    }
+}
+
+/// Runs `cmd`, handing each line of its standard output to `on_line` as it
+/// comes; its standard error is kept for the error when it fails.
+pub fn run_lines(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result<()> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().context(|| format!("{cmd:?}"))?;
+    let stderr = child.stderr.take();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    if let Some(out) = child.stdout.take() {
+        let mut out = BufReader::new(out);
+        let mut line = Vec::new();
+        while out.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            on_line(String::from_utf8_lossy(&line).trim_end());
+            line.clear();
+        }
+    }
+    let status = child.wait().context(|| format!("{cmd:?}"))?;
+    let errors = errors.join().unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error(format!("{cmd:?} failed ({status}): {errors}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_terminal_outside_ci_gets_a_bar() {
+        assert_eq!(Style::choose(true, None), Style::Bar);
+        assert_eq!(Style::choose(true, Some("false")), Style::Bar);
+    }
+
+    #[test]
+    fn ci_true_gets_plain_lines_even_on_a_terminal() {
+        assert_eq!(Style::choose(true, Some("true")), Style::Plain);
+    }
+
+    #[test]
+    fn a_pipe_gets_plain_lines() {
+        assert_eq!(Style::choose(false, None), Style::Plain);
+    }
+
+    #[test]
+    fn plain_lines_come_at_each_tenth_and_at_the_end() {
+        let due: Vec<u64> = (1..=120).filter(|p| plain_line_due(*p, 120)).collect();
+        assert_eq!(due, [12, 24, 36, 48, 60, 72, 84, 96, 108, 120]);
+    }
+
+    #[test]
+    fn plain_lines_come_at_every_step_of_a_short_count() {
+        assert!((1..=6).all(|p| plain_line_due(p, 6)));
+    }
+
+    #[test]
+    fn lines_of_a_command_arrive_in_order() {
+        let mut got = Vec::new();
+        run_lines(Command::new("sh").args(["-c", "echo a; echo b"]), |l| {
+            got.push(l.to_string())
+        })
+        .expect("sh runs");
+        assert_eq!(got, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_failing_command_reports_its_stderr() {
+        let e = run_lines(
+            Command::new("sh").args(["-c", "echo oops >&2; exit 3"]),
+            |_| {},
+        )
+        .expect_err("fails");
+        assert!(e.0.contains("oops"), "{e}");
+    }
+}
