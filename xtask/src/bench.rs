@@ -106,7 +106,10 @@ pub fn bench(base: &RunConfig, hypervisor: std::path::PathBuf, runs: usize) -> R
     // [mode][workload or boot] -> samples
     let mut samples = vec![vec![Vec::new(); n + 1]; 2];
     let mut progress = Progress::new(
-        format!("bench: {runs} rounds, direct and hypervisor"),
+        format!(
+            "bench: {} boots ({runs} direct, {runs} hypervisor)",
+            2 * runs
+        ),
         2 * runs as u64,
     );
     for run in 0..runs {

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
 use crate::error::Context;
 use crate::{Error, Result};
@@ -43,14 +43,22 @@ impl Style {
     }
 }
 
-/// Whether plain progress prints a line after step `pos` of `total`: when
-/// the count passes a tenth of the total (every step when there are ten or
-/// fewer) and at the last one; every step when the total is unknown (0).
-pub fn plain_line_due(pos: u64, total: u64) -> bool {
-    if total == 0 || pos >= total {
-        return true;
+/// Whether plain progress prints a line on moving from `prev` to `pos` of
+/// `total`: when it passes a tenth of the total (every step when there are
+/// ten or fewer) and on reaching the end; at every step when the total is
+/// unknown (0).
+pub fn plain_line_due(prev: u64, pos: u64, total: u64) -> bool {
+    if total == 0 {
+        return pos > prev;
     }
-    pos * 10 / total > pos.saturating_sub(1) * 10 / total
+    pos.min(total) * 10 / total > prev.min(total) * 10 / total
+}
+
+/// What a [`Progress`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Items,
+    Bytes,
 }
 
 /// The progress of one step: `what` (`downloading 120 arm64 packages`) over
@@ -59,33 +67,46 @@ pub struct Progress {
     what: String,
     total: u64,
     pos: u64,
+    unit: Unit,
     bar: Option<ProgressBar>,
 }
 
 impl Progress {
     /// `what` in `total` items, shown in the [`Style::current`] style.
     pub fn new(what: impl Into<String>, total: u64) -> Self {
-        Self::with_style(Style::current(), what.into(), Some(total))
+        Self::with_style(Style::current(), what.into(), Some(total), Unit::Items)
+    }
+
+    /// `what` in `total` bytes (see [`Progress::set_position`]).
+    pub fn bytes(what: impl Into<String>, total: u64) -> Self {
+        Self::with_style(Style::current(), what.into(), Some(total), Unit::Bytes)
     }
 
     /// `what` in an unknown number of items.
     pub fn spinner(what: impl Into<String>) -> Self {
-        Self::with_style(Style::current(), what.into(), None)
+        Self::with_style(Style::current(), what.into(), None, Unit::Items)
     }
 
-    fn with_style(style: Style, what: String, total: Option<u64>) -> Self {
+    fn with_style(style: Style, what: String, total: Option<u64>, unit: Unit) -> Self {
         let bar = match style {
             Style::Plain => {
-                eprintln!("xtask: {what}");
+                match (total, unit) {
+                    (Some(n), Unit::Bytes) => eprintln!("xtask: {what} ({})", HumanBytes(n)),
+                    _ => eprintln!("xtask: {what}"),
+                }
                 None
             }
             Style::Bar => {
-                let (bar, template) = match total {
-                    Some(n) => (
+                let (bar, template) = match (total, unit) {
+                    (Some(n), Unit::Items) => (
                         ProgressBar::new(n),
                         "xtask: {prefix} [{bar:25}] {pos}/{len} {elapsed} {wide_msg}",
                     ),
-                    None => (
+                    (Some(n), Unit::Bytes) => (
+                        ProgressBar::new(n),
+                        "xtask: {prefix} [{bar:25}] {bytes}/{total_bytes} {binary_bytes_per_sec} {elapsed}",
+                    ),
+                    (None, _) => (
                         ProgressBar::new_spinner(),
                         "xtask: {prefix} {spinner} {elapsed} {wide_msg}",
                     ),
@@ -102,6 +123,7 @@ impl Progress {
             what,
             total: total.unwrap_or(0),
             pos: 0,
+            unit,
             bar,
         }
     }
@@ -113,6 +135,24 @@ impl Progress {
         }
     }
 
+    /// `pos` bytes (or items) done.
+    pub fn set_position(&mut self, pos: u64) {
+        let prev = std::mem::replace(&mut self.pos, pos);
+        match &self.bar {
+            Some(bar) => bar.set_position(pos),
+            None if plain_line_due(prev, pos, self.total) => match self.unit {
+                Unit::Bytes => eprintln!(
+                    "xtask: {}: {} of {}",
+                    self.what,
+                    HumanBytes(pos),
+                    HumanBytes(self.total)
+                ),
+                Unit::Items => eprintln!("xtask: {}: {pos}/{}", self.what, self.total),
+            },
+            None => {}
+        }
+    }
+
     /// One more item done, `item` naming it.
     pub fn inc(&mut self, item: &str) {
         self.pos += 1;
@@ -121,7 +161,7 @@ impl Progress {
                 bar.set_message(item.to_string());
                 bar.inc(1);
             }
-            None if plain_line_due(self.pos, self.total) => {
+            None if plain_line_due(self.pos - 1, self.pos, self.total) => {
                 if self.total == 0 {
                     eprintln!("xtask: {}: {item}", self.what);
                 } else {
@@ -189,6 +229,36 @@ pub fn run_lines(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result<()>
     }
 }
 
+/// Runs `cmd` with its output captured, calling `tick` every `every` while
+/// it runs and once after; its standard error is kept for the error when it
+/// fails.
+pub fn run_polling(cmd: &mut Command, every: Duration, mut tick: impl FnMut()) -> Result<()> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().context(|| format!("{cmd:?}"))?;
+    let stderr = child.stderr.take();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().context(|| format!("{cmd:?}"))? {
+            break status;
+        }
+        tick();
+        std::thread::sleep(every);
+    };
+    tick();
+    let errors = errors.join().unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error(format!("{cmd:?} failed ({status}): {errors}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,13 +281,46 @@ mod tests {
 
     #[test]
     fn plain_lines_come_at_each_tenth_and_at_the_end() {
-        let due: Vec<u64> = (1..=120).filter(|p| plain_line_due(*p, 120)).collect();
+        let due: Vec<u64> = (1..=120)
+            .filter(|p| plain_line_due(p - 1, *p, 120))
+            .collect();
         assert_eq!(due, [12, 24, 36, 48, 60, 72, 84, 96, 108, 120]);
     }
 
     #[test]
     fn plain_lines_come_at_every_step_of_a_short_count() {
-        assert!((1..=6).all(|p| plain_line_due(p, 6)));
+        assert!((1..=6).all(|p| plain_line_due(p - 1, p, 6)));
+    }
+
+    #[test]
+    fn a_jump_over_several_tenths_gives_one_line_and_standing_still_none() {
+        assert!(plain_line_due(0, 950, 1000));
+        assert!(!plain_line_due(950, 950, 1000));
+        assert!(!plain_line_due(950, 990, 1000));
+        assert!(plain_line_due(990, 1000, 1000));
+    }
+
+    #[test]
+    fn polling_ticks_until_the_command_ends() {
+        let mut ticks = 0;
+        run_polling(
+            Command::new("sleep").arg("0.3"),
+            Duration::from_millis(50),
+            || ticks += 1,
+        )
+        .expect("sleep runs");
+        assert!(ticks >= 3, "{ticks} ticks");
+    }
+
+    #[test]
+    fn a_failing_polled_command_reports_its_stderr() {
+        let e = run_polling(
+            Command::new("sh").args(["-c", "echo oops >&2; exit 3"]),
+            Duration::from_millis(10),
+            || {},
+        )
+        .expect_err("fails");
+        assert!(e.0.contains("oops"), "{e}");
     }
 
     #[test]
