@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::progress::Progress;
 use crate::qemu::{self, Mode, RunConfig, Verdict};
 use crate::{Error, Result};
 
@@ -104,11 +105,24 @@ pub fn bench(base: &RunConfig, hypervisor: std::path::PathBuf, runs: usize) -> R
     let n = WORKLOADS.len();
     // [mode][workload or boot] -> samples
     let mut samples = vec![vec![Vec::new(); n + 1]; 2];
+    let mut progress = Progress::new(
+        format!(
+            "bench: {} boots ({runs} direct, {runs} hypervisor)",
+            2 * runs
+        ),
+        2 * runs as u64,
+    );
     for run in 0..runs {
         for (m, mode) in [Mode::Direct, Mode::Hypervisor(hypervisor.clone())]
             .into_iter()
             .enumerate()
         {
+            let what = format!(
+                "run {} {}",
+                run + 1,
+                if m == 0 { "direct" } else { "hypervisor" }
+            );
+            progress.set_message(&what);
             let mut cfg = base.clone();
             cfg.mode = mode;
             cfg.exec = Some(script());
@@ -132,13 +146,10 @@ pub fn bench(base: &RunConfig, hypervisor: std::path::PathBuf, runs: usize) -> R
             if let Some(t) = out.init_start {
                 samples[m][n].push(t.as_secs_f64());
             }
-            eprintln!(
-                "xtask: bench run {} {} done",
-                run + 1,
-                if m == 0 { "direct" } else { "hypervisor" }
-            );
+            progress.inc(&format!("{what} done"));
         }
     }
+    progress.finish();
     println!(
         "{:<38} {:>8} {:>8} {:>7}",
         "median seconds", "direct", "hyp", "ratio"
