@@ -125,6 +125,34 @@ pub fn ensure_qemu() -> Result<()> {
     }
 }
 
+/// Makes sure the host has `iperf3` (the bench's TCP client, the guest
+/// running the server), installing the distribution's package otherwise.
+/// Idempotent: does nothing when `iperf3 --version` runs.
+pub fn ensure_iperf3() -> Result<()> {
+    let present = || {
+        Command::new("iperf3")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    run("apt-get update", Command::new("apt-get").arg("update"))?;
+    // Debian's iperf3 asks (debconf) whether to start a daemon: no terminal here.
+    run(
+        "installing iperf3",
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends", "iperf3"]),
+    )?;
+    if present() {
+        Ok(())
+    } else {
+        Err(Error::msg("iperf3 is still missing after installing it"))
+    }
+}
+
 /// Makes sure the host tools the guest image needs (`apt-get`, `apt-cache`,
 /// `dpkg-deb`) exist; they are part of every Debian system.
 pub fn check_debian_tools() -> Result<()> {

@@ -64,12 +64,21 @@ enum Cmd {
     /// --test-threads=1) boot the guest under the hypervisor;
     /// XTASK_E2E_DIRECT=1 boots them directly on QEMU instead.
     Test,
-    /// Time guest workloads directly on QEMU and under the hypervisor
+    /// Measure the same Linux directly on QEMU and under the hypervisor
     ///
-    /// Boots the same guest (kernel, initramfs, CPUs, RAM) in both modes,
-    /// alternately, --runs times, times the same workloads in both and
-    /// prints the medians and the ratio hypervisor / direct. With --icount,
-    /// counts instructions per trapped operation instead.
+    /// Directly on QEMU, Linux drives QEMU's e1000e and virtio-blk-pci; under
+    /// the hypervisor, the e1000e is passed through and the virtio-blk is
+    /// the hypervisor's, on the same image (bench-disk.img in the cache
+    /// directory). Alternately, --runs times, one boot per arrangement runs
+    /// every workload (boot to init, iperf3 both ways with the host's
+    /// client, ping, fio, syscalls, user loop, IPIs, timer, console), and a
+    /// probe guest boot times a config read, a virtio notify, a GICD read
+    /// and an hvc. Prints median, min and max per arrangement and the ratio
+    /// hypervisor / direct; writes target/bench/bench.{json,md,svg},
+    /// docs/bench.svg and README.md's table; exits 1 when a ratio misses its
+    /// target in bench/ratio-thresholds.toml. With --icount, counts
+    /// instructions per trapped operation instead; with --scaling, times
+    /// boots by CPU count.
     Bench(BenchArgs),
 }
 
@@ -107,7 +116,7 @@ struct GuestArgs {
     /// Extra QEMU argument (repeatable)
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
     qemu_args: Vec<String>,
-    /// Host NIC [default: e1000e; bench: none]
+    /// Host NIC [default: e1000e]
     ///
     /// The guest's /init gives the first Ethernet interface 10.0.2.15/24 via
     /// 10.0.2.2 (QEMU user networking, restrict=on: only 10.0.2.2, which is
@@ -194,8 +203,13 @@ struct BenchArgs {
     /// virtio, with 2 and 31 root ports; writes target/bench/icount.{md,json}
     /// and exits 1 when a figure is over its limit in
     /// bench/icount-thresholds.toml.
-    #[arg(long, conflicts_with_all = ["runs", "GuestArgs"])]
+    #[arg(long, conflicts_with_all = ["runs", "GuestArgs", "scaling"])]
     icount: bool,
+    /// Instead: boot to init with 1, 2, 4 and 8 CPUs in both arrangements
+    ///
+    /// Writes target/bench/scaling.{md,json} and README.md's scaling table.
+    #[arg(long)]
+    scaling: bool,
     #[command(flatten)]
     guest: GuestArgs,
 }
@@ -558,13 +572,26 @@ fn bench(a: BenchArgs) -> Result<i32> {
         });
     }
     let hv = build_hypervisor()?;
+    let probe = build_probe()?;
     install::ensure_qemu()?;
+    install::ensure_iperf3()?;
     let (kernel, initrd) = a.guest.guest_files()?;
     let mut cfg = RunConfig::new(Mode::Direct, kernel, PathBuf::new());
     a.guest.apply_guest(&mut cfg, initrd);
-    a.guest.apply_network(&mut cfg, Nic::None);
-    xtask::bench::bench(&cfg, hv, a.runs.max(1))?;
-    Ok(0)
+    a.guest.apply_network(&mut cfg, Nic::E1000e);
+    cfg.disk = qemu::Disk::Host;
+    cfg.host_disk = Some(xtask::bench::disk_image()?);
+    let b = xtask::bench::Bench {
+        linux: cfg,
+        hypervisor: hv,
+        probe: Some(probe),
+        runs: a.runs.max(1),
+    };
+    if a.scaling {
+        xtask::bench::scaling(&b)?;
+        return Ok(0);
+    }
+    Ok(if xtask::bench::bench(&b)? { 0 } else { 1 })
 }
 
 fn test() -> Result<i32> {
@@ -852,6 +879,17 @@ mod tests {
             refusal(&["bench", "--direct"]).kind(),
             ErrorKind::UnknownArgument
         );
+    }
+
+    #[test]
+    fn bench_scaling_is_a_flag_icount_refuses() {
+        assert!(
+            bench_args(&["--scaling", "--runs", "1"])
+                .expect("valid")
+                .scaling
+        );
+        let e = refusal(&["bench", "--icount", "--scaling"]);
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
     }
 
     #[test]
