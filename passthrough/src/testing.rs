@@ -452,13 +452,15 @@ impl FakeFunction {
     /// PCI Express (E0h, FLR), MSI-X (A0h, 5 vectors, table at BAR3+0,
     /// PBA at BAR3+2000h); extended AER (100h) and Device Serial Number (140h).
     pub fn e1000e() -> Self {
-        Self::e1000e_with_msi(0, true, false)
+        Self::e1000e_with_msi(0xd0, 0, true, false)
     }
 
-    /// [`FakeFunction::e1000e`] with another MSI capability at D0h:
-    /// `2^log2` vectors, 64-bit addresses when `is_64bit`, per-vector
-    /// masking when `masking` (see [`FakeFunction::msi_capability_with`]).
-    pub fn e1000e_with_msi(log2: u8, is_64bit: bool, masking: bool) -> Self {
+    /// [`FakeFunction::e1000e`] with another MSI capability, at `at`
+    /// (D0h, or in the free space 40h..A0h when it is longer than 10h: it
+    /// must end before the PCI Express capability at E0h): `2^log2`
+    /// vectors, 64-bit addresses when `is_64bit`, per-vector masking when
+    /// `masking` (see [`FakeFunction::msi_capability_with`]).
+    pub fn e1000e_with_msi(at: u16, log2: u8, is_64bit: bool, masking: bool) -> Self {
         Self::endpoint("e1000e", 0x8086, 0x10d3, 0x02_00_00)
             .subsystem(0x8086, 0x0000)
             .interrupt_pin(1)
@@ -468,7 +470,7 @@ impl FakeFunction {
             .mem32_bar(3, 16 << 10, false)
             .rom(256 << 10)
             .pm_capability(0xc8)
-            .msi_capability_with(0xd0, log2, is_64bit, masking)
+            .msi_capability_with(at, log2, is_64bit, masking)
             .pcie_capability(0xe0, pcie::TYPE_ENDPOINT, true)
             .msix_capability(0xa0, 5, 3, 0, 0x2000)
             .ext_capability(0x100, ext_cap_id::AER)

@@ -13,6 +13,9 @@ type F = AssignedFunction<FakeHost>;
 /// MSI-X's (A0h), as testing.rs builds them.
 const CAP: u16 = 0xd0;
 const MSIX_CAP: u16 = 0xa0;
+/// Where [`FakeFunction::e1000e_with_msi`] puts a capability with Mask
+/// Bits, which would not fit at D0h below the PCI Express capability (E0h).
+const FREE: u16 = 0x50;
 /// Where the e1000e's MSI EventIDs start: after MSI-X's 5 vectors.
 const BASE: u32 = 5;
 
@@ -73,7 +76,7 @@ fn event_ids_put_msi_after_msix_aligned_to_its_vector_count() {
             msi: 1
         }
     );
-    let four = FakeFunction::e1000e_with_msi(2, true, false);
+    let four = FakeFunction::e1000e_with_msi(CAP, 2, true, false);
     let f = assigned_msi_of(four);
     assert_eq!(
         f.events(),
@@ -186,7 +189,7 @@ fn fixing_a_forged_message_enables_the_device_and_forging_it_again_counts_again(
 
 #[test]
 fn multiple_messages_send_the_vector_in_the_low_data_bits_from_consecutive_event_ids() {
-    let four = FakeFunction::e1000e_with_msi(2, true, false);
+    let four = FakeFunction::e1000e_with_msi(CAP, 2, true, false);
     let mut f = assigned_msi_of(four);
     // The device's data is its first EventID, aligned to its 4 vectors.
     assert_eq!(host32(&mut f, CAP + 12), 8);
@@ -202,7 +205,7 @@ fn multiple_messages_send_the_vector_in_the_low_data_bits_from_consecutive_event
 
 #[test]
 fn a_multiple_message_enable_above_what_is_capable_is_kept_at_it() {
-    let four = FakeFunction::e1000e_with_msi(2, true, false);
+    let four = FakeFunction::e1000e_with_msi(CAP, 2, true, false);
     let mut f = assigned_msi_of(four);
     cfg(&mut f, CAP + 2, 2, 0x0070);
     assert_eq!((f.config_read(CAP + 2, 2) >> 4) & 7, 2);
@@ -212,7 +215,7 @@ fn a_multiple_message_enable_above_what_is_capable_is_kept_at_it() {
 
 #[test]
 fn a_multi_vector_message_with_a_vector_outside_the_range_is_forged() {
-    let four = FakeFunction::e1000e_with_msi(2, true, false);
+    let four = FakeFunction::e1000e_with_msi(CAP, 2, true, false);
     let mut f = assigned_msi_of(four);
     // 60..63: below the MBI range's 64.
     linux_enable(&mut f, CAP, 2, TEST_GUEST_DOORBELL, 60);
@@ -384,7 +387,7 @@ fn a_reset_disables_msi_clears_the_guests_message_and_programs_the_device_again(
 
 #[test]
 fn a_device_with_32_bit_addresses_keeps_msi_hidden_when_the_doorbell_lies_above_4_gib() {
-    let narrow = FakeFunction::e1000e_with_msi(0, false, false);
+    let narrow = FakeFunction::e1000e_with_msi(CAP, 0, false, false);
     let host = FakeHost::one_behind_root_port(narrow);
     let f = crate::testing::assigned(host, vbus::Bdf::from_routing_id(0x0100));
     let mut route = crate::testing::test_msi_route();
@@ -423,7 +426,7 @@ fn layout_masks(is_64bit: bool, masking: bool) -> Vec<u8> {
 #[test]
 fn capability_registers_at_every_width_and_alignment_keep_exactly_their_writable_bits() {
     for (is_64bit, masking) in [(false, false), (true, false), (false, true), (true, true)] {
-        let dev = FakeFunction::e1000e_with_msi(5, is_64bit, masking);
+        let dev = FakeFunction::e1000e_with_msi(FREE, 5, is_64bit, masking);
         let writable = layout_masks(is_64bit, masking);
         let len = if masking {
             0x18
@@ -434,7 +437,7 @@ fn capability_registers_at_every_width_and_alignment_keep_exactly_their_writable
         };
         for size in [1u8, 2, 4] {
             let mut f = assigned_msi_of(dev.clone());
-            let base: Vec<u8> = (0..len).map(|i| f.config_read(CAP + i, 1) as u8).collect();
+            let base: Vec<u8> = (0..len).map(|i| f.config_read(FREE + i, 1) as u8).collect();
             let mut want = base.clone();
             let pattern: Vec<u8> = (0..len)
                 .map(|i| (i as u8).wrapping_mul(73) ^ 0x5a)
@@ -443,7 +446,7 @@ fn capability_registers_at_every_width_and_alignment_keep_exactly_their_writable
                 let v = (0..u16::from(size)).fold(0u32, |v, k| {
                     v | u32::from(pattern[usize::from(off + k)]) << (8 * k)
                 });
-                cfg(&mut f, CAP + off, size, v);
+                cfg(&mut f, FREE + off, size, v);
                 for k in 0..u16::from(size) {
                     let i = usize::from(off + k);
                     want[i] = (want[i] & !writable[i]) | (pattern[i] & writable[i]);
@@ -460,7 +463,7 @@ fn capability_registers_at_every_width_and_alignment_keep_exactly_their_writable
                     if (off & 3) + u16::from(rsize) > 4 {
                         continue;
                     }
-                    let got = f.config_read(CAP + off, rsize);
+                    let got = f.config_read(FREE + off, rsize);
                     let exp = (0..u16::from(rsize)).fold(0u32, |v, k| {
                         v | u32::from(want[usize::from(off + k)]) << (8 * k)
                     });
@@ -485,14 +488,14 @@ fn a_16_bit_data_write_leaves_extended_message_data_zero_and_reads_as_written() 
 
 #[test]
 fn no_access_of_any_size_or_offset_in_the_capability_panics() {
-    for dev in [
-        FakeFunction::e1000e(),
-        FakeFunction::e1000e_with_msi(5, false, true),
+    for (cap, dev) in [
+        (CAP, FakeFunction::e1000e()),
+        (FREE, FakeFunction::e1000e_with_msi(FREE, 5, false, true)),
     ] {
         let mut f = assigned_msi_of(dev);
-        linux_enable(&mut f, CAP, 5, TEST_GUEST_DOORBELL, 64);
+        linux_enable(&mut f, cap, 5, TEST_GUEST_DOORBELL, 64);
         for size in [0u8, 1, 2, 3, 4, 8] {
-            for off in CAP - 4..CAP + 0x1c {
+            for off in cap - 4..cap + 0x1c {
                 let _ = f.config_read(off, size);
                 cfg(&mut f, off, size, 0xffff_ffff);
                 f.host_msi(off.into());
