@@ -650,9 +650,10 @@ impl Vm {
     }
 }
 
-/// Logs, per function of the segment with MSI activity or an MSI-X table,
-/// its messages delivered and forged and its table's counters (at shutdown;
-/// skipped if the devices are locked).
+/// Logs, per function of the segment with MSI activity, an MSI-X table or
+/// a routed MSI capability, its messages delivered and forged and its
+/// table's and capability's counters (at shutdown; skipped if the devices
+/// are locked).
 pub fn log_msi_stats(vm: &Vm) {
     let Some(dev) = vm.devices.try_lock() else {
         return;
@@ -672,7 +673,8 @@ pub fn log_msi_stats(vm: &Vm) {
     for (bdf, id) in seg.enumerate_ids() {
         let msi = seg.msi_stats(id).unwrap_or_default();
         let table = seg.function(id).and_then(|f| f.msix_stats());
-        if msi == vbus::MsiStats::default() && table.is_none() {
+        let capability = seg.function(id).and_then(|f| f.msi_capability_stats());
+        if msi == vbus::MsiStats::default() && table.is_none() && capability.is_none() {
             continue;
         }
         let t = table.unwrap_or_default();
@@ -685,7 +687,7 @@ pub fn log_msi_stats(vm: &Vm) {
             t.bad_access,
             t.forged_entries
         );
-        if let Some(c) = seg.function(id).and_then(|f| f.msi_capability_stats()) {
+        if let Some(c) = capability {
             log::info!(
                 "msi capability {bdf}: sent {} masked-pending {} while disabled {} forged messages {} enabled with msi-x {}",
                 c.sent,

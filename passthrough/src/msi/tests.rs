@@ -517,3 +517,41 @@ fn a_zero_message_written_while_enabled_disables_the_device_without_counting_a_f
     cfg(&mut f, CAP + 2, 2, 0x0080);
     assert_eq!(stats(&f).forged_messages, 0);
 }
+
+#[test]
+fn event_ids_of_a_function_with_msi_alone_start_at_0_and_without_msi_are_msix_only() {
+    let mut layout = assigned_e1000e().layout().clone();
+    layout.msix = None;
+    assert_eq!(
+        EventIds::of(&layout),
+        EventIds {
+            msix: 0,
+            msi_base: 0,
+            msi: 1
+        }
+    );
+    layout.msi = None;
+    assert_eq!(EventIds::of(&layout).total(), 0);
+}
+
+#[test]
+fn a_function_with_msi_alone_shows_it_and_takes_event_0_as_its_vector() {
+    let dev = FakeFunction::endpoint("msi-only", 0x1234, 0x5678, 0x02_00_00)
+        .interrupt_pin(1)
+        .mem32_bar(0, 4096, false)
+        .msi_capability_with(0x50, 0, false, false);
+    let mut f = assigned_msi_of(dev);
+    assert_eq!((f.msix_vectors(), f.msi_vectors()), (None, Some(1)));
+    assert_eq!(f.events().msi_base, 0);
+    // 32-bit layout: Message Data at 08h.
+    cfg(&mut f, 0x54, 4, TEST_GUEST_DOORBELL as u32);
+    cfg(&mut f, 0x58, 2, 100);
+    cfg(&mut f, 0x52, 2, 1);
+    assert_eq!(device_control(&mut f, 0x50), (true, 0));
+    assert_eq!(host32(&mut f, 0x58), 0);
+    f.host_msi(0);
+    assert_eq!(
+        taken(&mut f).iter().map(|m| m.data).collect::<Vec<_>>(),
+        [100]
+    );
+}
