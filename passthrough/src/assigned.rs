@@ -6,11 +6,11 @@
 //!
 //! MSI and MSI-X are never enabled together at the device: its MSI-X
 //! Enable follows the guest's only while the guest has MSI disabled, its
-//! MSI Enable only while the guest has MSI-X disabled (PCI Local Bus 3.0,
-//! 6.8.1.3 forbids software enabling both). While the guest has MSI
+//! MSI Enable only while the guest has MSI-X disabled (system software must
+//! not enable both, PCI Express Base 6.0, 6.1.4). While the guest has MSI
 //! enabled the device's Command.Interrupt Disable is set whatever the guest
-//! wrote there (a function with MSI enabled signals no INTx, 6.8.1.3), so
-//! a message kept from the device delivers nothing at all.
+//! wrote there (a function with MSI enabled uses no INTx, 7.7.1.2), so a
+//! message kept from the device delivers nothing at all.
 
 use crate::access::{read16, write16, BarAccess, ConfigAccess, Delay};
 use crate::filter::{self, Rule};

@@ -97,7 +97,7 @@ pub struct MsiCapabilityStats {
     /// disabled until the message is valid again).
     pub forged_messages: u64,
     /// Times the guest had MSI and MSI-X enabled together (the device gets
-    /// neither, 6.8.1.3: software must not enable both).
+    /// neither: software must not enable both, PCI Express Base 6.0, 6.1.4).
     pub both_enabled: u64,
 }
 
