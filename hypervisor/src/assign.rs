@@ -380,15 +380,17 @@ fn prepare_one(
     })
 }
 
-/// Routes assigned device `index`'s MSI-X (see `passthrough::msix`): MAPD
-/// of its host DeviceID with an ITT for its vectors, one LPI per vector
-/// (MAPTI, EventID = vector, owner `LpiOwner::Assigned`, on CPU 0 until the
-/// guest's SPI routing moves it), and the function shown with MSI-X, its
-/// device table holding the ITS doorbell. Returns the device and the
-/// doorbell to map in its SMMU stage 2 (`None`: the device keeps INTx only,
-/// said in one line: no ITS, no MSI-X, no guest MBI, or the ITS refused).
-/// `ram` is the guest's RAM: the doorbell is mapped at IPA = PA, so it must
-/// lie outside it.
+/// Routes assigned device `index`'s MSI-X and MSI (see `passthrough::msix`
+/// and `passthrough::msi`): MAPD of its host DeviceID with an ITT for the
+/// EventIDs of `passthrough::EventIds` (MSI-X vector v is EventID v, MSI
+/// vector v EventID `msi_base + v`), one LPI per EventID (MAPTI, owner
+/// `LpiOwner::Assigned`, on CPU 0 until the guest's SPI routing moves it),
+/// and the function shown with MSI-X and MSI, its device's table and MSI
+/// capability holding the ITS doorbell. Returns the device and the doorbell
+/// to map in its SMMU stage 2 (`None`: the device keeps INTx only, said in
+/// one line: no ITS, neither MSI-X nor MSI, no guest MBI, or the ITS
+/// refused). `ram` is the guest's RAM: the doorbell is mapped at IPA = PA,
+/// so it must lie outside it.
 pub fn route_msi(
     a: Assigned,
     index: u16,
@@ -410,44 +412,46 @@ pub fn route_msi(
         stream,
         msi,
     };
-    let Some(vectors) = function.layout().msix.map(|m| m.vectors) else {
+    let events = passthrough::EventIds::of(function.layout());
+    if events.total() == 0 {
         return (back(function), None);
-    };
+    }
     let (Some((its_index, device_id)), Some(guest)) = (msi, guest) else {
         log::info!(
-            "pci-passthrough={sbdf}: MSI-X hidden (no host ITS for it or no guest MBI): INTx only"
+            "pci-passthrough={sbdf}: MSI-X and MSI hidden (no host ITS for it or no guest MBI): INTx only"
         );
         return (back(function), None);
     };
     let doorbell = match its::doorbell(its_index) {
         Ok(d) => d,
         Err(e) => {
-            log::warn!("pci-passthrough={sbdf}: MSI-X hidden: ITS #{its_index}: {e}");
+            log::warn!("pci-passthrough={sbdf}: MSI-X and MSI hidden: ITS #{its_index}: {e}");
             return (back(function), None);
         }
     };
     let page = vbus::MemRange::new(vbus::Ipa(doorbell & !0xfff), 0x1000);
     if page.overlaps(&ram) {
         log::warn!(
-            "pci-passthrough={sbdf}: MSI-X hidden: the ITS doorbell {doorbell:#x} lies in guest RAM"
+            "pci-passthrough={sbdf}: MSI-X and MSI hidden: the ITS doorbell {doorbell:#x} lies in guest RAM"
         );
         return (back(function), None);
     }
-    if let Err(e) = its::map_device(its_index, device_id, u32::from(vectors)) {
-        log::warn!("pci-passthrough={sbdf}: MSI-X hidden: MAPD {device_id:#x}: {e}");
+    if let Err(e) = its::map_device(its_index, device_id, events.total()) {
+        log::warn!("pci-passthrough={sbdf}: MSI-X and MSI hidden: MAPD {device_id:#x}: {e}");
         return (back(function), None);
     }
+    let wanted = (0..events.msix).chain(events.msi_base..events.total());
     let mut lpis = Vec::new();
-    for v in 0..u32::from(vectors) {
+    for e in wanted {
         let owner = LpiOwner::Assigned {
             device: index,
-            event: v,
+            event: e,
         };
-        match its::map_event(its_index, device_id, v, owner, 0) {
-            Ok(l) => lpis.push(l),
-            Err(e) => {
-                log::warn!("pci-passthrough={sbdf}: MSI-X hidden: MAPTI event {v}: {e}");
-                for done in 0..v {
+        match its::map_event(its_index, device_id, e, owner, 0) {
+            Ok(l) => lpis.push((e, l)),
+            Err(err) => {
+                log::warn!("pci-passthrough={sbdf}: MSI-X and MSI hidden: MAPTI event {e}: {err}");
+                for (done, _) in lpis {
                     let _ = its::unmap_event(its_index, device_id, done);
                 }
                 return (back(function), None);
@@ -458,18 +462,66 @@ pub fn route_msi(
         doorbell: Pa(doorbell),
         guest,
     });
-    if function.msix_vectors().is_none() {
-        log::warn!("pci-passthrough={sbdf}: MSI-X hidden: its table or PBA lies outside its BARs");
-        for v in 0..u32::from(vectors) {
-            let _ = its::unmap_event(its_index, device_id, v);
+    // What could not be shown (a table outside the BARs; 32-bit MSI
+    // addresses and a doorbell above 4 GiB) gives its EventIDs back.
+    let shown = |e: u32| {
+        if e < events.msix {
+            function.msix_vectors().is_some()
+        } else {
+            function.msi_vectors().is_some()
         }
+    };
+    let mut kept = Vec::new();
+    for (e, l) in lpis {
+        if shown(e) {
+            kept.push((e, l));
+        } else {
+            let _ = its::unmap_event(its_index, device_id, e);
+        }
+    }
+    let lpi_range = |from: u32, to: u32| {
+        let of: Vec<u32> = kept
+            .iter()
+            .filter(|(e, _)| (from..to).contains(e))
+            .map(|&(_, l)| l)
+            .collect();
+        (of.first().copied(), of.last().copied())
+    };
+    match function.msix_vectors() {
+        Some(n) => {
+            let (first, last) = lpi_range(0, events.msix);
+            log::info!(
+                "host {sbdf}: MSI-X {n} vectors through ITS #{its_index} DeviceID {device_id:#x}, doorbell PA {doorbell:#x}, LPIs {}..={}",
+                first.unwrap_or(0),
+                last.unwrap_or(0)
+            );
+        }
+        None if events.msix > 0 => {
+            log::warn!(
+                "pci-passthrough={sbdf}: MSI-X hidden: its table or PBA lies outside its BARs"
+            )
+        }
+        None => {}
+    }
+    match function.msi_vectors() {
+        Some(n) => {
+            let (first, last) = lpi_range(events.msi_base, events.total());
+            log::info!(
+                "host {sbdf}: MSI {n} vectors through ITS #{its_index} DeviceID {device_id:#x}, EventIDs {}..{}, LPIs {}..={}",
+                events.msi_base,
+                events.total(),
+                first.unwrap_or(0),
+                last.unwrap_or(0)
+            );
+        }
+        None if events.msi > 0 => log::warn!(
+            "pci-passthrough={sbdf}: MSI hidden: 32-bit message addresses cannot reach the doorbell {doorbell:#x}"
+        ),
+        None => {}
+    }
+    if kept.is_empty() {
         return (back(function), None);
     }
-    log::info!(
-        "host {sbdf}: MSI-X {vectors} vectors through ITS #{its_index} DeviceID {device_id:#x}, doorbell PA {doorbell:#x}, LPIs {}..={}",
-        lpis.first().copied().unwrap_or(0),
-        lpis.last().copied().unwrap_or(0)
-    );
     (back(function), Some(Pa(doorbell)))
 }
 

@@ -54,13 +54,15 @@ pub enum LpiOwner {
     HostDisk,
     /// The boot self-test's event (`its-selftest`): [`selftest_taken`].
     SelfTest,
-    /// An assigned device's MSI-X vector: `device` indexes the guest's
-    /// assigned functions (`vm::Devices::assigned`), `event` is the vector
-    /// (the EventID its device table entry holds).
+    /// An assigned device's MSI-X or MSI vector: `device` indexes the
+    /// guest's assigned functions (`vm::Devices::assigned`), `event` is the
+    /// EventID its device table entry or MSI data names
+    /// (`passthrough::EventIds`: MSI-X vector v is v, MSI vector v
+    /// `msi_base + v`).
     Assigned {
         /// Index in `vm::Devices::assigned`.
         device: u16,
-        /// The vector = EventID.
+        /// The EventID.
         event: u32,
     },
 }
