@@ -679,19 +679,21 @@ pub fn log_msi_stats(vm: &Vm) {
         }
         let t = table.unwrap_or_default();
         log::info!(
-            "msi {bdf}: delivered {} forged {}; msi-x sent {} masked-pending {} bad accesses {} forged entries {}",
+            "msi {bdf}: delivered {} forged {}; msi-x sent {} masked-pending {} spurious {} bad accesses {} forged entries {}",
             msi.delivered,
             msi.forged,
             t.sent,
             t.masked_pending,
+            t.spurious,
             t.bad_access,
             t.forged_entries
         );
         if let Some(c) = capability {
             log::info!(
-                "msi capability {bdf}: sent {} masked-pending {} while disabled {} forged messages {} enabled with msi-x {}",
+                "msi capability {bdf}: sent {} masked-pending {} spurious {} while disabled {} forged messages {} enabled with msi-x {}",
                 c.sent,
                 c.masked_pending,
+                c.spurious,
                 c.disabled,
                 c.forged_messages,
                 c.both_enabled

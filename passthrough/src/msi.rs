@@ -363,6 +363,7 @@ impl AssignedMsi {
     /// vectors the guest allocated.
     pub fn fire(&mut self, cs: &ConfigSpace, v: u32) {
         if v >= self.vectors() {
+            self.stats.spurious += 1;
             return;
         }
         if !self.guest_enabled(cs) {
@@ -370,6 +371,7 @@ impl AssignedMsi {
             return;
         }
         let Some(m) = self.message(cs, v) else {
+            self.stats.spurious += 1;
             return;
         };
         if self.guest_mask(cs) & 1 << v != 0 {

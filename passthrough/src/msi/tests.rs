@@ -555,3 +555,16 @@ fn a_function_with_msi_alone_shows_it_and_takes_event_0_as_its_vector() {
         [100]
     );
 }
+
+#[test]
+fn an_interrupt_for_a_vector_past_the_allocated_ones_is_spurious() {
+    let mut f = assigned_igb_msi();
+    let base = f.events().msi_base;
+    linux_enable(&mut f, IGB_CAP, 0, TEST_GUEST_DOORBELL, 64);
+    f.host_msi(base + 1);
+    assert!(taken(&mut f).is_empty());
+    assert_eq!(stats(&f).spurious, 1);
+    assert_eq!(stats(&f).sent, 0);
+    f.host_msi(base);
+    assert_eq!(taken(&mut f).len(), 1);
+}

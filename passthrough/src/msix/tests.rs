@@ -363,3 +363,21 @@ fn the_fake_device_drops_bar_writes_while_memory_space_is_off() {
     assert_eq!(f.host().mmio32(b + 0x1000), 0);
     assert_eq!(f.host().dropped_mmio_writes(), before + 1);
 }
+
+#[test]
+fn an_interrupt_while_msix_is_disabled_is_spurious_and_not_sent_when_enabled_later() {
+    let mut f = assigned_e1000e_msi();
+    enable(&mut f);
+    program(&mut f, 4, TEST_GUEST_DOORBELL, 80);
+    cfg(&mut f, CAP + 3, 1, 0x00); // MSI-X Enable off
+    f.host_msi(4);
+    assert!(taken(&mut f).is_empty());
+    assert_eq!(rd(&mut f, PBA, 8), 0);
+    assert_eq!(f.msix_stats().unwrap().spurious, 1);
+    assert_eq!(f.msix_stats().unwrap().masked_pending, 0);
+    cfg(&mut f, CAP + 3, 1, 0x80);
+    assert!(
+        taken(&mut f).is_empty(),
+        "a stale vector was sent on enable"
+    );
+}
