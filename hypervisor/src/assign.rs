@@ -380,10 +380,11 @@ fn prepare_one(
     })
 }
 
-/// Routes assigned device `index`'s MSI-X (see `passthrough::msix`): MAPD
-/// of its host DeviceID with an ITT for its vectors, one LPI per vector
-/// (MAPTI, EventID = vector, owner `LpiOwner::Assigned`, on CPU 0 until the
-/// guest's SPI routing moves it), and the function shown with MSI-X, its
+/// Routes assigned device `index` of guest `owner`'s MSI-X (see
+/// `passthrough::msix`): MAPD of its host DeviceID with an ITT for its
+/// vectors, one LPI per vector (MAPTI, EventID = vector, owner
+/// `LpiOwner::Assigned`, on physical CPU `cpu` until the guest's SPI
+/// routing moves it), and the function shown with MSI-X, its
 /// device table holding the ITS doorbell. Returns the device and the
 /// doorbell to map in its SMMU stage 2 (`None`: the device keeps INTx only,
 /// said in one line: no ITS, no MSI-X, no guest MBI, or the ITS refused).
@@ -391,7 +392,9 @@ fn prepare_one(
 /// lie outside it.
 pub fn route_msi(
     a: Assigned,
+    owner: u16,
     index: u16,
+    cpu: usize,
     guest: Option<vbus::MsiTarget>,
     ram: vbus::MemRange<vbus::Ipa>,
 ) -> (Assigned, Option<Pa>) {
@@ -439,11 +442,12 @@ pub fn route_msi(
     }
     let mut lpis = Vec::new();
     for v in 0..u32::from(vectors) {
-        let owner = LpiOwner::Assigned {
+        let lpi_owner = LpiOwner::Assigned {
+            guest: owner,
             device: index,
             event: v,
         };
-        match its::map_event(its_index, device_id, v, owner, 0) {
+        match its::map_event(its_index, device_id, v, lpi_owner, cpu) {
             Ok(l) => lpis.push(l),
             Err(e) => {
                 log::warn!("pci-passthrough={sbdf}: MSI-X hidden: MAPTI event {v}: {e}");
@@ -518,10 +522,13 @@ fn check_lines(plat: &Platform, out: &[Assigned], disk: Option<&DiskSite>) -> Re
 pub static HOST_SEGMENTS: spin::Mutex<Vec<HostSegment>> = spin::Mutex::new(Vec::new());
 
 /// At shutdown: reads back every assigned host segment (a difference is an
-/// error line naming it; none gives one line saying so), then resets the
-/// assigned devices so the next owner gets them clean.
-pub fn shutdown(vm: &crate::vm::Vm) {
-    if !vm.devices.try_lock().is_some_and(|d| d.assigned.is_empty()) {
+/// error line naming it; none gives one line saying so), then resets every
+/// guest's assigned devices so the next owner gets them clean.
+pub fn shutdown(vms: &[crate::vm::Vm]) {
+    if !vms
+        .iter()
+        .all(|vm| vm.devices.try_lock().is_some_and(|d| d.assigned.is_empty()))
+    {
         if canary_intact() {
             log::info!("DMA canary intact");
         } else {
@@ -542,14 +549,16 @@ pub fn shutdown(vm: &crate::vm::Vm) {
         }
     }
     drop(segments);
-    let Some(mut dev) = vm.devices.try_lock() else {
-        return;
-    };
-    let ids = dev.assigned.clone();
-    if let Some(seg) = dev.segment.as_mut() {
-        for id in ids {
-            // The guest is gone: its BARs' stage-2 mappings do not matter any more.
-            let _ = seg.reset_function(id);
+    for vm in vms {
+        let Some(mut dev) = vm.devices.try_lock() else {
+            continue;
+        };
+        let ids = dev.assigned.clone();
+        if let Some(seg) = dev.segment.as_mut() {
+            for id in ids {
+                // The guest is gone: its BARs' stage-2 mappings do not matter any more.
+                let _ = seg.reset_function(id);
+            }
         }
     }
 }

@@ -173,3 +173,21 @@ impl log::Log for Logger {
 
 /// The logger instance.
 pub static LOGGER: Logger = Logger;
+
+/// The guest (index in `vm::all`) host console input goes to.
+static FOCUS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The guest that has the console's input focus.
+pub fn focused() -> Option<&'static crate::vm::Vm> {
+    crate::vm::all().get(FOCUS.load(core::sync::atomic::Ordering::Relaxed))
+}
+
+/// Guest `vm`'s console output of one exit, after every lock of the guest
+/// is released.
+pub fn guest_output(_vm: &crate::vm::Vm, bytes: &[u8]) {
+    if let Some(c) = CONSOLE.lock().as_mut() {
+        for &b in bytes {
+            c.guest_byte(b);
+        }
+    }
+}

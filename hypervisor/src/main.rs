@@ -33,6 +33,7 @@ mod mmu;
 mod pci;
 mod semihosting;
 mod smmu;
+mod spec;
 mod sysreg;
 mod vm;
 
@@ -229,23 +230,14 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     } else {
         guest_dt::PsciMethod::Hvc
     };
-    // `guest-mem=SIZE`: the guest's RAM (default: all the free RAM, see `guest::build`).
-    let guest_mem = match bootargs
-        .split_whitespace()
-        .find_map(|a| a.strip_prefix("guest-mem="))
-    {
-        None => None,
-        Some(v) => match guest_dt::boot::parse_size(v) {
-            Some(n) => Some(n),
-            None => exits::fatal(&alloc::format!("bootargs: bad guest-mem={v}")),
-        },
-    };
+    let specs = guest_specs(&host, bootargs);
     // Host devices named by `pci-passthrough=`: their host segments enumerated
     // and assigned as firmware would, each device reset and its layout cached.
-    let opts = match assign::Options::parse(bootargs) {
+    let mut opts = match assign::Options::parse(bootargs) {
         Ok(o) => o,
         Err(e) => exits::fatal(&e),
     };
+    opts.devices = specs.iter().flat_map(|s| s.devices.clone()).collect();
     assign::arm_canary();
     let prepared = match assign::prepare(&plat, &opts) {
         Ok(p) => p,
@@ -253,7 +245,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     };
     *assign::HOST_SEGMENTS.lock() = prepared.segments;
     // `host-disk=`: the host virtio-blk the hypervisor drives (never shown
-    // to the guest); `host-disk-selftest` reads (and, on a scratch image,
+    // to a guest); `host-disk-selftest` reads (and, on a scratch image,
     // writes) it once at boot.
     let mut disk_intid = None;
     let mut disk_irq_selftest = false;
@@ -277,65 +269,57 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         hostdisk::HOST_DISK.call_once(|| spin::Mutex::new(disk));
         disk_irq_selftest = interrupts;
     }
+    // The physical CPUs the guests run on (index in `host.cpus`).
+    let mut used_cpus: alloc::vec::Vec<usize> = specs.iter().flat_map(|s| s.cpus.clone()).collect();
+    used_cpus.sort_unstable();
+    used_cpus.dedup();
     // `its-selftest`: an ITS-made LPI (MAPD, MAPTI, MOVI, INT) must reach
     // the last CPU; reported at shutdown. After the host disk, so that
     // its LPIs are the first ones either way.
     if bootargs.split_whitespace().any(|a| a == "its-selftest") {
-        match its::selftest(host.cpus.len().min(entry::MAX_CPUS)) {
+        match its::selftest(used_cpus.last().map_or(1, |&c| c + 1)) {
             Ok((dev, intid, cpu)) => log::info!(
                 "ITS selftest: DeviceID {dev:#x} EventID 0 mapped to LPI {intid}, moved to CPU {cpu}"
             ),
             Err(e) => exits::fatal(&alloc::format!("ITS selftest: {e}")),
         }
     }
-    // `virtio-blk=ram:SIZE` or `virtio-blk=host`: the guest's emulated
-    // virtio-blk over a RAM disk of SIZE bytes or over the host disk.
-    let disk = match bootargs
-        .split_whitespace()
-        .find_map(|a| a.strip_prefix("virtio-blk="))
-    {
-        None => None,
-        Some("host") => Some(guest::DiskBackend::Host),
-        Some(v) => match v.strip_prefix("ram:").and_then(guest_dt::boot::parse_size) {
-            Some(n) => Some(guest::DiskBackend::Ram(n)),
-            None => exits::fatal(&alloc::format!(
-                "bootargs: bad virtio-blk={v} (want ram:SIZE, e.g. ram:64M, or host)"
-            )),
-        },
-    };
-    // `root-ports=N`: at least N root ports on the segment (the extra ones
-    // empty), for measuring what config routing costs as bus 0 fills.
-    let root_ports = match bootargs
-        .split_whitespace()
-        .find_map(|a| a.strip_prefix("root-ports="))
-    {
-        None => 0,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (2..=31).contains(&n) => n,
-            _ => exits::fatal(&alloc::format!(
-                "bootargs: bad root-ports={v} (want 2 to 31: devices 1 to 31 of bus 0)"
-            )),
-        },
-    };
-    let gopts = guest::GuestOptions {
-        semihosting,
-        psci,
-        guest_mem,
-        disk,
-        root_ports,
-    };
-    let mut vm = match guest::build(&host, &gopts, prepared.assigned) {
-        Ok(vm) => vm,
-        Err(e) => exits::fatal(&alloc::format!("guest: {e}")),
-    };
-    if let (Some(_), Some(intid)) = (hostdisk::HOST_DISK.get(), disk_intid) {
-        vm.0.irq_routes.push((intid, vm::IrqOwner::HostDisk));
+    // The guests: each gets its assigned devices (in the order they were
+    // prepared), its RAM and its emulated devices.
+    let gopts = guest::GuestOptions { psci };
+    let mut free = guest::FreeRam::new(&host);
+    let mut assigned = prepared.assigned;
+    let mut vms = alloc::vec::Vec::new();
+    for (index, spec) in specs.iter().enumerate() {
+        let (mine, rest): (alloc::vec::Vec<_>, alloc::vec::Vec<_>) = assigned
+            .into_iter()
+            .partition(|a| spec.devices.contains(&a.sbdf));
+        assigned = rest;
+        let mut vm = match guest::build(&host, index, spec, &mut free, &gopts, mine) {
+            Ok(vm) => vm,
+            Err(e) if specs.len() == 1 => exits::fatal(&alloc::format!("guest: {e}")),
+            Err(e) => exits::fatal(&alloc::format!("guest {}: {e}", spec.name)),
+        };
+        if spec.disk == Some(spec::DiskBackend::Host) {
+            vm::HOST_DISK_GUEST.store(index, Ordering::Relaxed);
+            if let (Some(_), Some(intid)) = (hostdisk::HOST_DISK.get(), disk_intid) {
+                vm.irq_routes.push((intid, vm::IrqOwner::HostDisk));
+            }
+        }
+        if let Err(e) = vm.boot.load() {
+            exits::fatal(&alloc::format!("guest {}: {e}", spec.name));
+        }
+        vms.push(vm);
     }
-    // The assigned devices' INTx lines: level, to the boot CPU, enabled; they
-    // reach the guest hardware-linked. The host disk's too (handled at EL2).
-    for &(intid, _) in &vm.0.irq_routes {
-        pgic.set_spi_edge(intid, false);
-        pgic.enable_spi(intid, sysreg::mpidr_affinity());
+    // The assigned devices' INTx lines: level, to the guest's first CPU,
+    // enabled; they reach the guest hardware-linked. The host disk's too
+    // (handled at EL2).
+    for vm in &vms {
+        let to = vm.pcpu_mpidr.first().copied().unwrap_or(0);
+        for &(intid, _) in &vm.irq_routes {
+            pgic.set_spi_edge(intid, false);
+            pgic.enable_spi(intid, to);
+        }
     }
     if let Some(d) = hostdisk::HOST_DISK.get() {
         if disk_irq_selftest {
@@ -344,19 +328,16 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             }
         }
     }
-    let entry = vm.1;
-    let dtb_ipa = vm.2;
-    let ncpus = vm.0.pcpu_mpidr.len();
-    let pcpus = vm.0.pcpu_mpidr.clone();
-    vm::VM.call_once(|| vm.0);
+    let vms = vm::install(vms);
     GIC.call_once(|| pgic);
 
-    // The guest's CPU features, from the boot CPU's ID registers, before any
+    // The guests' CPU features, from the boot CPU's ID registers, before any
     // secondary configures its EL2 state from them.
     cpufeat::init();
     CPUS_READY.store(1, Ordering::SeqCst);
     entry::set_secondary_mmu(tables.registers());
-    for (i, &mpidr) in pcpus.iter().enumerate().skip(1) {
+    for &i in used_cpus.iter().filter(|&&i| i != 0) {
+        let mpidr = host.cpus.get(i).copied().unwrap_or(0);
         let r = smc(
             u64::from(arch_emu::psci::CPU_ON_64),
             mpidr,
@@ -370,6 +351,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             ));
         }
     }
+    let ncpus = 1 + used_cpus.iter().filter(|&&i| i != 0).count();
     let mut spins = 0u64;
     while CPUS_READY.load(Ordering::SeqCst) < ncpus {
         spins += 1;
@@ -378,20 +360,97 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         }
         core::hint::spin_loop();
     }
-    log::info!("{ncpus} CPUs up; entering the guest at {entry:#x}, DTB at {dtb_ipa:#x}");
+    match vms {
+        [vm] => log::info!(
+            "{ncpus} CPUs up; entering the guest at {:#x}, DTB at {:#x}",
+            vm.boot.entry,
+            vm.boot.dtb_ipa
+        ),
+        _ => log::info!("{ncpus} CPUs up; starting {} guests", vms.len()),
+    }
     // `its-selftest`: raised now that every redistributor is awake.
     if let Err(e) = its::selftest_raise() {
         exits::fatal(&alloc::format!("ITS selftest: INT: {e}"));
     }
-
-    configure_el2_for_guest(0);
-    exits::prepare_el1_entry(entry);
-    if let Some(vm) = vm::VM.get() {
-        if let Some(p) = vm.power.lock().get_mut(0) {
-            *p = vm::Power::On;
-        }
+    if vm::on_cpu(0).is_some() {
+        configure_el2_for_guest(0);
     }
-    entry::run_guest(dtb_ipa)
+    // Each guest's vCPU 0 starts at its kernel with x0 = its DTB: the CPU
+    // that runs it (this one included) takes it in `park`.
+    for vm in vms {
+        exits::start_vcpu(vm, 0, vm.boot.entry, vm.boot.dtb_ipa);
+    }
+    exits::park(0)
+}
+
+/// The guests: one, from the boot modules and the single-guest options
+/// (`guest-mem=`, `pci-passthrough=`, `virtio-blk=`, `root-ports=`), with
+/// every CPU. A bad option stops the boot naming it.
+fn guest_specs(host: &guest::HostPlatform, bootargs: &str) -> alloc::vec::Vec<spec::GuestSpec> {
+    let n = host.cpus.len().min(entry::MAX_CPUS);
+    if host.cpus.len() > entry::MAX_CPUS {
+        log::warn!(
+            "{} CPUs: only the first {} run vCPUs",
+            host.cpus.len(),
+            entry::MAX_CPUS
+        );
+    }
+    let arg = |name: &str| {
+        bootargs
+            .split_whitespace()
+            .find_map(|a| a.strip_prefix(name))
+    };
+    // `guest-mem=SIZE`: the guest's RAM (default: all the free RAM, see `guest::build`).
+    let guest_mem = match arg("guest-mem=") {
+        None => None,
+        Some(v) => match guest_dt::boot::parse_size(v) {
+            Some(n) => Some(n),
+            None => exits::fatal(&alloc::format!("bootargs: bad guest-mem={v}")),
+        },
+    };
+    let opts = match assign::Options::parse(bootargs) {
+        Ok(o) => o,
+        Err(e) => exits::fatal(&e),
+    };
+    // `virtio-blk=ram:SIZE` or `virtio-blk=host`: the guest's emulated
+    // virtio-blk over a RAM disk of SIZE bytes or over the host disk.
+    let disk = match arg("virtio-blk=") {
+        None => None,
+        Some("host") => Some(spec::DiskBackend::Host),
+        Some(v) => match v.strip_prefix("ram:").and_then(guest_dt::boot::parse_size) {
+            Some(n) => Some(spec::DiskBackend::Ram(n)),
+            None => exits::fatal(&alloc::format!(
+                "bootargs: bad virtio-blk={v} (want ram:SIZE, e.g. ram:64M, or host)"
+            )),
+        },
+    };
+    // `root-ports=N`: at least N root ports on the segment (the extra ones
+    // empty), for measuring what config routing costs as bus 0 fills.
+    let root_ports = match arg("root-ports=") {
+        None => 0,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (2..=31).contains(&n) => n,
+            _ => exits::fatal(&alloc::format!(
+                "bootargs: bad root-ports={v} (want 2 to 31: devices 1 to 31 of bus 0)"
+            )),
+        },
+    };
+    let (kbase, klen, ref kargs) = host.kernel;
+    alloc::vec![spec::GuestSpec {
+        name: spec::SINGLE_GUEST_NAME.into(),
+        cpus: (0..n).collect(),
+        memory: spec::GuestMemory::Auto { size: guest_mem },
+        kernel: vbus::MemRange::new(vbus::Pa(kbase), klen),
+        ramdisk: host
+            .ramdisk
+            .map(|(b, s)| vbus::MemRange::new(vbus::Pa(b), s)),
+        bootargs: kargs.clone(),
+        devices: opts.devices,
+        disk,
+        segment: spec::DEFAULT_SEGMENT,
+        root_ports,
+        on_reset: spec::ResetAction::Stop,
+    }]
 }
 
 static GIC: spin::Once<gic::Gic> = spin::Once::new();
@@ -418,10 +477,10 @@ extern "C" fn secondary_main(idx: usize) -> ! {
     exits::park(idx)
 }
 
-/// Per-CPU EL2 state for running vCPU `idx` on this CPU.
-fn configure_el2_for_guest(idx: usize) {
-    let Some(vm) = vm::VM.get() else {
-        exits::fatal("no VM to configure for")
+/// Per-CPU EL2 state for running this CPU's vCPU (physical CPU `cpu`).
+fn configure_el2_for_guest(cpu: usize) {
+    let Some(vm::CpuSlot { vm, vcpu }) = vm::on_cpu(cpu) else {
+        exits::fatal("no guest to configure this CPU for")
     };
     let view = cpufeat::init();
     let c = view.controls;
@@ -485,7 +544,7 @@ fn configure_el2_for_guest(idx: usize) {
     // SAFETY: VPIDR_EL2 is an EL2 register of every Armv8-A PE; the value only
     // changes what the guest reads from MIDR_EL1.
     unsafe { write_sysreg!("vpidr_el2", MIDR_EL1.get()) };
-    let mpidr = vm.layout.mpidrs.get(idx).copied().unwrap_or(0);
+    let mpidr = vm.layout.mpidrs.get(vcpu).copied().unwrap_or(0);
     VMPIDR_EL2.set(VMPIDR_EL2::RES1::SET.modify(mpidr));
     // ICH_VMCR_EL2: the guest programs its virtual CPU interface itself.
     ICH_VMCR_EL2.set(0);
@@ -493,7 +552,7 @@ fn configure_el2_for_guest(idx: usize) {
     for i in 0..vm.lr_count {
         gic::write_lr(i, 0);
     }
-    vm.stage2.lock().install(1);
+    vm.stage2.lock().install(vm.vmid);
 }
 
 fn current_el() -> u64 {
