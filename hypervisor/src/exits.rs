@@ -17,6 +17,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::entry::{cpu_index, run_guest, Frame, MAX_CPUS};
 use crate::exitstats::Cause;
 use crate::gic;
+use crate::life::End;
 use crate::sysreg::{id_aa64pfr1_el1, read_sysreg, sctlr_el1, spsr, wfe};
 use crate::vm::{Counters, CpuSlot, IrqOwner, Power, TxBytes, Vm};
 
@@ -65,7 +66,8 @@ pub const DEFAULT_MAINTENANCE_INTID: u32 = 25;
 enum Next {
     Resume,
     Park,
-    Shutdown(i32),
+    /// The guest ends (`life::stop`).
+    Stop(End),
 }
 
 /// Host-side facts the exit path needs that live outside the VM lock.
@@ -402,7 +404,9 @@ fn psci_call(vm: &Vm, vcpu: usize, cpu: usize, frame: &mut Frame, kick: &mut Kic
         }
         Action::Off => return Next::Park,
         Action::Standby => {
-            wait_for_wakeup(vm, vcpu, cpu, kick);
+            if let Next::Park = wait_for_wakeup(vm, vcpu, cpu, kick) {
+                return Next::Park;
+            }
             psci::SUCCESS
         }
         Action::Powerdown {
@@ -411,13 +415,15 @@ fn psci_call(vm: &Vm, vcpu: usize, cpu: usize, frame: &mut Frame, kick: &mut Kic
         } => {
             // The interrupt controller keeps its state across a core powerdown;
             // the core restarts at the entry point as CPU_ON would start it.
-            wait_for_wakeup(vm, vcpu, cpu, kick);
+            if let Next::Park = wait_for_wakeup(vm, vcpu, cpu, kick) {
+                return Next::Park;
+            }
             prepare_el1_entry(entry_point);
             frame.x[0] = context_id;
             return Next::Resume;
         }
-        Action::SystemOff => return Next::Shutdown(0),
-        Action::SystemReset => return Next::Shutdown(3),
+        Action::SystemOff => return Next::Stop(End::PoweredOff),
+        Action::SystemReset => return Next::Stop(End::Reset),
         Action::Firmware { function_id, w1 } => crate::firmware::call(function_id, w1) as i64,
     };
     frame.x[0] = ret as u64;
@@ -428,14 +434,17 @@ fn psci_call(vm: &Vm, vcpu: usize, cpu: usize, frame: &mut Frame, kick: &mut Kic
 /// at EL1 would (a pending virtual interrupt ends WFI whatever PSTATE masks;
 /// waking early is allowed, never late). Physical interrupts that arrive
 /// meanwhile are handled as on any exit; the list registers are refreshed.
-fn wait_for_wakeup(vm: &Vm, vcpu: usize, cpu: usize, kick: &mut Kick) {
+fn wait_for_wakeup(vm: &Vm, vcpu: usize, cpu: usize, kick: &mut Kick) -> Next {
     loop {
+        if !vm.running() {
+            return Next::Park;
+        }
         refresh_lrs(vm, vcpu);
         let n = vm.lr_count.min(16);
         if (0..n)
             .any(|i| arch_emu::vgic::lr::state(gic::read_lr(i)) & arch_emu::vgic::lr::PENDING != 0)
         {
-            return;
+            return Next::Resume;
         }
         send_kicks(vm, vcpu, core::mem::take(kick));
         // WFI wakes on a pending physical interrupt even with PSTATE.I set (as
@@ -514,6 +523,18 @@ fn sync_exit(
         Exit::InstructionAbort(_) => {
             *cause = Cause::Abort;
             Counters::bump(&vm.stats.other);
+            let far = FAR_EL2.get();
+            let vbar = VBAR_EL1.get();
+            if far.wrapping_sub(vbar) < 0x800 {
+                // The fetch of its own exception vector aborted: the abort it
+                // would be given is taken at that vector again, for ever
+                // (Arm ARM D1.3: VBAR_EL1 + offset). The guest faulted.
+                log::info!(
+                    "guest {}: instruction abort at its exception vector {far:#x} (VBAR_EL1 {vbar:#x}) on vCPU {vcpu}",
+                    vm.name
+                );
+                return Next::Stop(End::Faulted);
+            }
             inject_prefetch_abort();
             Next::Resume
         }
@@ -566,11 +587,11 @@ fn lpi(here: Option<&Vm>, cpu: usize, intid: u32, kick: &mut Kick) {
             guest,
             device,
             event,
-        }) => {
-            if let Some(to) = crate::vm::all().get(usize::from(guest)) {
-                assigned_msi(to, here, cpu, device, event, kick);
-            }
-        }
+        }) => match crate::vm::all().get(usize::from(guest)) {
+            Some(to) if !to.running() => Counters::bump(&to.stats.irq_dropped),
+            Some(to) => assigned_msi(to, here, cpu, device, event, kick),
+            None => {}
+        },
         None => {
             if let Some(vm) = here {
                 Counters::bump(&vm.stats.irq_unrouted);
@@ -614,16 +635,27 @@ fn assigned_msi(to: &Vm, here: Option<&Vm>, cpu: usize, device: u16, event: u32,
 }
 
 /// Host console input (the host UART's interrupt): to the guest that has
-/// the console's input focus.
+/// the console's input focus; after the switch sequence (several guests),
+/// the rest to the next one. With no guest running it is read and dropped.
 fn console_input(here: Option<&Vm>, kick: &mut Kick) {
-    let Some(to) = crate::console::focused() else {
-        return;
-    };
-    let mut dev = to.devices.lock();
-    to.pump_console_input(&mut dev, true);
-    let k = to.update_uart_line(&mut dev);
-    drop(dev);
-    deliver(to, here, kick, k);
+    // A switch per pass; more passes than guests would only go round.
+    for _ in 0..=crate::vm::all().len() {
+        let Some(to) = crate::console::focused() else {
+            if let Some(c) = CONSOLE.lock().as_mut() {
+                while c.getc().is_some() {}
+            }
+            return;
+        };
+        let mut dev = to.devices.lock();
+        let switched = to.pump_console_input(&mut dev, true);
+        let k = to.update_uart_line(&mut dev);
+        drop(dev);
+        deliver(to, here, kick, k);
+        if !switched {
+            return;
+        }
+        crate::console::switch_focus();
+    }
 }
 
 /// Handles physical interrupt `intid`, acknowledged and its priority
@@ -689,6 +721,13 @@ fn dispatch(intid: u32, here: Option<(&Vm, usize)>, cpu: usize, kick: &mut Kick)
         return false;
     }
     match crate::vm::irq_route(intid) {
+        Some((to, _)) if !to.running() => {
+            // Its guest is stopped: dropped, and left active so that a line
+            // that stays asserted does not fire again (cleared when the
+            // guest boots again).
+            Counters::bump(&to.stats.irq_dropped);
+            true
+        }
         Some((to, IrqOwner::GuestSpi(spi))) => {
             // Left active: the guest's deactivation of the hardware-linked
             // virtual SPI deactivates it, so a level line that stays
@@ -709,6 +748,17 @@ fn dispatch(intid: u32, here: Option<(&Vm, usize)>, cpu: usize, kick: &mut Kick)
             }
             false
         }
+    }
+}
+
+/// This CPU's vCPU leaves a guest that stops: its EL1 timers are masked and
+/// their physical interrupts, which a fresh vGIC knows nothing of, no
+/// longer active.
+pub(crate) fn quiesce_timers() {
+    mask_timer(true);
+    mask_timer(false);
+    if let (Some(g), Some(h)) = (crate::GIC.get(), HOST_IRQS.get()) {
+        g.clear_active_ppis(&[h.vtimer, h.ptimer]);
     }
 }
 
@@ -817,10 +867,28 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
         1 => {
             cause = Cause::Irq;
             irq_exit(vm, vcpu, cpu, &mut kick);
-            Next::Resume
+            // A kick from a CPU stopping this guest: park.
+            if vm.running() {
+                Next::Resume
+            } else {
+                Next::Park
+            }
+        }
+        3 => {
+            // SError: an asynchronous external abort, taken to EL2
+            // (HCR_EL2.AMO) from the guest, which caused it (a device it
+            // drives, memory it touched): nothing the hypervisor can hand
+            // back to it. The guest faulted; the others run on.
+            Counters::bump(&vm.stats.other);
+            log::info!(
+                "guest {}: SError (ESR_EL2 {:#x}) on vCPU {vcpu}",
+                vm.name,
+                read_sysreg!("esr_el2")
+            );
+            Next::Stop(End::Faulted)
         }
         _ => {
-            // FIQ (group 0, unused) or SError: nothing the hypervisor can fix.
+            // FIQ (group 0, unused): nothing to do.
             Counters::bump(&vm.stats.other);
             Next::Resume
         }
@@ -846,9 +914,10 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
             retire_lrs(vm, vcpu);
             park(cpu)
         }
-        Next::Shutdown(code) => {
+        Next::Stop(why) => {
             vm.times.record(cause, start);
-            shutdown(code)
+            send_kicks(vm, vcpu, kick);
+            crate::life::stop(vm, vcpu, cpu, why)
         }
     }
 }
@@ -856,7 +925,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
 /// A vCPU switched off leaves nothing in flight: hardware-linked entries give back
 /// their physical interrupt, every entry completes in the model (level lines are
 /// resampled), and the list registers and active priorities are cleared.
-fn retire_lrs(vm: &Vm, vcpu: usize) {
+pub(crate) fn retire_lrs(vm: &Vm, vcpu: usize) {
     let n = vm.lr_count.min(16);
     let mut lrs = [0u64; 16];
     for (i, lr) in lrs.iter_mut().enumerate().take(n) {
@@ -901,11 +970,17 @@ pub fn start_vcpu(vm: &Vm, vcpu: usize, entry: u64, context_id: u64) {
 /// routed to it and hands them to their owners.
 pub fn park(cpu: usize) -> ! {
     let slot = crate::vm::on_cpu(cpu);
+    if slot.is_some_and(|s| !s.vm.running()) {
+        quiesce_timers();
+    }
+    if let Some(p) = PARKED.get(cpu) {
+        p.store(true, Ordering::Release);
+    }
     loop {
         let requested = ON_REQUEST
             .get(cpu)
             .is_some_and(|f| f.swap(false, Ordering::Acquire));
-        if let (true, Some(CpuSlot { vm, vcpu })) = (requested, slot) {
+        if let (true, Some(CpuSlot { vm, vcpu })) = (requested, slot.filter(|s| s.vm.running())) {
             let start = {
                 let mut power = vm.power.lock();
                 match power.get_mut(vcpu) {
@@ -924,6 +999,9 @@ pub fn park(cpu: usize) -> ! {
                 vm.steer_all_lpis();
                 prepare_el1_entry(entry);
                 refresh_lrs(vm, vcpu);
+                if let Some(p) = PARKED.get(cpu) {
+                    p.store(false, Ordering::Release);
+                }
                 run_guest(context_id)
             }
         }
@@ -955,12 +1033,53 @@ pub fn park(cpu: usize) -> ! {
 /// takes it in `park`.
 static ON_REQUEST: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
-/// Ends the run: each guest's statistics, the host devices read back and
-/// reset, then power-off with `code` (semihosting under QEMU).
-fn shutdown(code: i32) -> ! {
+/// Whether a physical CPU is in `park` (not in a guest, not handling one
+/// of its exits).
+static PARKED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(true) }; MAX_CPUS];
+
+/// Makes every CPU of `vm` but vCPU `me`'s leave the guest and park (the
+/// guest is stopping: each, kicked, sees it at its next exit), cancels any
+/// CPU_ON on its way, and waits for them, at most `timeout` counter ticks.
+pub(crate) fn park_others(vm: &Vm, me: usize, timeout: u64) {
+    for &c in &vm.pcpus {
+        if let Some(f) = ON_REQUEST.get(c) {
+            f.store(false, Ordering::Release);
+        }
+    }
+    send_kicks(vm, me, Kick(u64::MAX));
+    let start = crate::exitstats::now();
+    let others = || {
+        vm.pcpus
+            .iter()
+            .enumerate()
+            .filter(|&(v, _)| v != me)
+            .all(|(_, &c)| PARKED.get(c).is_none_or(|p| p.load(Ordering::Acquire)))
+    };
+    while !others() {
+        if crate::exitstats::now().wrapping_sub(start) > timeout {
+            log::error!("guest {}: a CPU did not leave it", vm.name);
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Ends the run with `code`: each guest's statistics, the host devices
+/// read back and reset, then power-off (semihosting under QEMU).
+pub(crate) fn shutdown(code: i32) -> ! {
     let vms = crate::vm::all();
     for vm in vms {
-        crate::vm::log_stats(vm, code, vms.len() > 1);
+        crate::console::flush(vm);
+    }
+    for vm in vms {
+        crate::vm::log_stats(vm, vms.len() > 1);
+    }
+    if vms.len() > 1 {
+        let ends: alloc::vec::Vec<alloc::string::String> = vms
+            .iter()
+            .map(|vm| alloc::format!("{} {}", vm.name, crate::life::end_of(vm).name()))
+            .collect();
+        log::info!("guests: {}", ends.join(", "));
     }
     crate::assign::shutdown(vms);
     crate::hostdisk::shutdown();

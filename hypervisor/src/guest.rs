@@ -221,7 +221,6 @@ impl FreeRam {
 
     /// Takes `size` bytes (rounded up to 2 MiB) from the bottom of the
     /// largest free stretch; returns its base.
-    #[allow(dead_code, reason = "used by `split-guest=` (next step)")]
     pub fn alloc_low(&mut self, size: u64) -> Result<u64, String> {
         let size = align_up(size, MIB2);
         match self.largest() {
@@ -274,11 +273,12 @@ pub struct Boot {
     /// The DTB's IPA (vCPU 0's x0).
     pub dtb_ipa: u64,
     /// The RAM disk's host memory, if the guest has one.
-    #[allow(dead_code, reason = "scrubbed when the guest stops (next steps)")]
     pub ram_disk: Option<MemRange<Pa>>,
     /// What SYSTEM_RESET does.
-    #[allow(dead_code, reason = "read when the guest resets (next steps)")]
     pub on_reset: crate::spec::ResetAction,
+    /// Hardware-linked interrupts of the vGIC: (vCPU, virtual INTID,
+    /// physical INTID), vCPU ignored for an SPI.
+    pub hw_links: Vec<(usize, u32, u32)>,
 }
 
 impl Boot {
@@ -521,24 +521,20 @@ pub fn build(
         who(spec)
     );
 
-    let mut vgic = Vgic::new(&layout.mpidrs, layout.num_spis);
+    let mut hw_links = Vec::new();
+    for v in 0..n {
+        // The guest owns both EL1 timers (CNTHCTL_EL2.EL1PCEN): their physical
+        // PPIs reach it hardware-linked.
+        hw_links.push((v, layout.timer_ppis[2], host.vtimer_intid));
+        hw_links.push((v, layout.timer_ppis[1], host.ptimer_intid));
+    }
     if let Some(m) = layout.mbi {
-        // Validated with the layout: inside the SPIs, clear of every other one.
-        if !vgic.set_mbi_range(m) {
-            return Err(alloc::format!("guest MBI range {m:?} refused by the vGIC"));
-        }
         log::info!(
             "{}MSIs: SPIs {}..{} through GICD_SETSPI_NSR",
             who(spec),
             m.first,
             m.end()
         );
-    }
-    for v in 0..n {
-        // The guest owns both EL1 timers (CNTHCTL_EL2.EL1PCEN): their physical
-        // PPIs reach it hardware-linked.
-        vgic.set_hw_linked(v, layout.timer_ppis[2], host.vtimer_intid);
-        vgic.set_hw_linked(v, layout.timer_ppis[1], host.ptimer_intid);
     }
     // Each assigned device's MSI-X through the host ITS to the guest's MBI,
     // its LPIs first on the guest's first CPU.
@@ -636,7 +632,7 @@ pub fn build(
                 continue;
             };
             // Level, hardware-linked: the guest's deactivation deactivates the host line.
-            vgic.set_hw_linked(0, spi, pintid);
+            hw_links.push((0, spi, pintid));
             irq_routes.push((pintid, crate::vm::IrqOwner::GuestSpi(spi)));
             log::info!(
                 "{}{sbdf}: host INTID {pintid} -> guest SPI {spi}",
@@ -644,6 +640,7 @@ pub fn build(
             );
         }
     }
+    let vgic = new_vgic(&layout, &hw_links)?;
     // Every vCPU starts off; vCPU 0 is switched on when the guest starts.
     let power = vec![Power::Off; n];
     let boot = Boot {
@@ -656,6 +653,7 @@ pub fn build(
         dtb_ipa,
         ram_disk: ram_disk_at,
         on_reset: spec.on_reset,
+        hw_links,
     };
     Ok(Vm {
         index,
@@ -683,7 +681,27 @@ pub fn build(
         times: Default::default(),
         lr_count: crate::gic::num_lrs(),
         boot,
+        state: core::sync::atomic::AtomicU8::new(crate::life::RUNNING),
+        end: core::sync::atomic::AtomicU8::new(crate::life::End::None as u8),
+        restarts: core::sync::atomic::AtomicU64::new(0),
     })
+}
+
+/// A vGIC as the guest finds it at boot: `layout`'s CPUs, SPIs and MBI
+/// range, with `hw_links` (vCPU, virtual INTID, physical INTID)
+/// hardware-linked.
+pub fn new_vgic(layout: &GuestLayout, hw_links: &[(usize, u32, u32)]) -> Result<Vgic, String> {
+    let mut vgic = Vgic::new(&layout.mpidrs, layout.num_spis);
+    if let Some(m) = layout.mbi {
+        // Validated with the layout: inside the SPIs, clear of every other one.
+        if !vgic.set_mbi_range(m) {
+            return Err(alloc::format!("guest MBI range {m:?} refused by the vGIC"));
+        }
+    }
+    for &(v, intid, pintid) in hw_links {
+        vgic.set_hw_linked(v, intid, pintid);
+    }
+    Ok(vgic)
 }
 
 /// The console UART as firmware leaves it: enabled, 8 bits, FIFOs on, no

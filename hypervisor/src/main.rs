@@ -29,6 +29,7 @@ mod guestmem;
 mod heap;
 mod hostdisk;
 mod its;
+mod life;
 mod mmu;
 mod pci;
 mod semihosting;
@@ -87,6 +88,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "its-selftest",
     "virtio-blk",
     "root-ports",
+    "split-guest",
 ];
 
 /// The Rust entry point, on the boot CPU at EL2, with the host DTB address.
@@ -230,14 +232,14 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     } else {
         guest_dt::PsciMethod::Hvc
     };
-    let specs = guest_specs(&host, bootargs);
+    let mut wanted = guest_specs(&host, bootargs);
     // Host devices named by `pci-passthrough=`: their host segments enumerated
     // and assigned as firmware would, each device reset and its layout cached.
     let mut opts = match assign::Options::parse(bootargs) {
         Ok(o) => o,
         Err(e) => exits::fatal(&e),
     };
-    opts.devices = specs.iter().flat_map(|s| s.devices.clone()).collect();
+    opts.devices = wanted.iter().flat_map(|s| s.0.devices.clone()).collect();
     assign::arm_canary();
     let prepared = match assign::prepare(&plat, &opts) {
         Ok(p) => p,
@@ -270,7 +272,8 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         disk_irq_selftest = interrupts;
     }
     // The physical CPUs the guests run on (index in `host.cpus`).
-    let mut used_cpus: alloc::vec::Vec<usize> = specs.iter().flat_map(|s| s.cpus.clone()).collect();
+    let mut used_cpus: alloc::vec::Vec<usize> =
+        wanted.iter().flat_map(|s| s.0.cpus.clone()).collect();
     used_cpus.sort_unstable();
     used_cpus.dedup();
     // `its-selftest`: an ITS-made LPI (MAPD, MAPTI, MOVI, INT) must reach
@@ -288,6 +291,20 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     // prepared), its RAM and its emulated devices.
     let gopts = guest::GuestOptions { psci };
     let mut free = guest::FreeRam::new(&host);
+    for (spec, mem) in wanted.iter_mut() {
+        if let Some(size) = *mem {
+            match free.alloc_low(size) {
+                Ok(base) => {
+                    spec.memory = spec::GuestMemory::Static(alloc::vec![vbus::MemRange::new(
+                        vbus::Pa(base),
+                        size.div_ceil(2 << 20) * (2 << 20)
+                    )])
+                }
+                Err(e) => exits::fatal(&alloc::format!("guest {}: mem: {e}", spec.name)),
+            }
+        }
+    }
+    let specs: alloc::vec::Vec<spec::GuestSpec> = wanted.into_iter().map(|w| w.0).collect();
     let mut assigned = prepared.assigned;
     let mut vms = alloc::vec::Vec::new();
     for (index, spec) in specs.iter().enumerate() {
@@ -375,6 +392,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     if vm::on_cpu(0).is_some() {
         configure_el2_for_guest(0);
     }
+    console::share();
     // Each guest's vCPU 0 starts at its kernel with x0 = its DTB: the CPU
     // that runs it (this one included) takes it in `park`.
     for vm in vms {
@@ -383,10 +401,15 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     exits::park(0)
 }
 
-/// The guests: one, from the boot modules and the single-guest options
-/// (`guest-mem=`, `pci-passthrough=`, `virtio-blk=`, `root-ports=`), with
-/// every CPU. A bad option stops the boot naming it.
-fn guest_specs(host: &guest::HostPlatform, bootargs: &str) -> alloc::vec::Vec<spec::GuestSpec> {
+/// The guests, each with the RAM to give it from free host RAM (`None`:
+/// its spec says where): those of the `split-guest=` options, each booting
+/// the boot modules; without any, one from the boot modules and the
+/// single-guest options (`guest-mem=`, `pci-passthrough=`, `virtio-blk=`,
+/// `root-ports=`), with every CPU. A bad option stops the boot naming it.
+fn guest_specs(
+    host: &guest::HostPlatform,
+    bootargs: &str,
+) -> alloc::vec::Vec<(spec::GuestSpec, Option<u64>)> {
     let n = host.cpus.len().min(entry::MAX_CPUS);
     if host.cpus.len() > entry::MAX_CPUS {
         log::warn!(
@@ -400,6 +423,30 @@ fn guest_specs(host: &guest::HostPlatform, bootargs: &str) -> alloc::vec::Vec<sp
             .split_whitespace()
             .find_map(|a| a.strip_prefix(name))
     };
+    let (kbase, klen, ref kargs) = host.kernel;
+    let kernel = vbus::MemRange::new(vbus::Pa(kbase), klen);
+    let ramdisk = host
+        .ramdisk
+        .map(|(b, s)| vbus::MemRange::new(vbus::Pa(b), s));
+    let split = match spec::split_guests(bootargs, n, kernel, ramdisk, kargs) {
+        Ok(s) => s,
+        Err(e) => exits::fatal(&alloc::format!("bootargs: {e}")),
+    };
+    if !split.is_empty() {
+        for single in [
+            "guest-mem=",
+            "pci-passthrough=",
+            "virtio-blk=",
+            "root-ports=",
+        ] {
+            if let Some(v) = arg(single) {
+                exits::fatal(&alloc::format!(
+                    "bootargs: {single}{v} is for a single guest: with split-guest= give it in each guest's option"
+                ));
+            }
+        }
+        return split.into_iter().map(|(s, mem)| (s, Some(mem))).collect();
+    }
     // `guest-mem=SIZE`: the guest's RAM (default: all the free RAM, see `guest::build`).
     let guest_mem = match arg("guest-mem=") {
         None => None,
@@ -435,25 +482,26 @@ fn guest_specs(host: &guest::HostPlatform, bootargs: &str) -> alloc::vec::Vec<sp
             )),
         },
     };
-    let (kbase, klen, ref kargs) = host.kernel;
-    alloc::vec![spec::GuestSpec {
-        name: spec::SINGLE_GUEST_NAME.into(),
-        cpus: (0..n).collect(),
-        memory: spec::GuestMemory::Auto { size: guest_mem },
-        kernel: vbus::MemRange::new(vbus::Pa(kbase), klen),
-        ramdisk: host
-            .ramdisk
-            .map(|(b, s)| vbus::MemRange::new(vbus::Pa(b), s)),
-        bootargs: kargs.clone(),
-        devices: opts.devices,
-        disk,
-        segment: spec::DEFAULT_SEGMENT,
-        root_ports,
-        on_reset: spec::ResetAction::Stop,
-    }]
+    alloc::vec![(
+        spec::GuestSpec {
+            name: spec::SINGLE_GUEST_NAME.into(),
+            cpus: (0..n).collect(),
+            memory: spec::GuestMemory::Auto { size: guest_mem },
+            kernel,
+            ramdisk,
+            bootargs: kargs.clone(),
+            devices: opts.devices,
+            disk,
+            segment: spec::DEFAULT_SEGMENT,
+            root_ports,
+            on_reset: spec::ResetAction::Stop,
+        },
+        None,
+    )]
 }
 
-static GIC: spin::Once<gic::Gic> = spin::Once::new();
+/// The physical GIC, once set up.
+pub static GIC: spin::Once<gic::Gic> = spin::Once::new();
 
 /// A secondary CPU, started by PSCI CPU_ON with its index.
 #[no_mangle]

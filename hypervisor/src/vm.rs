@@ -251,6 +251,20 @@ pub struct Vm {
     pub lr_count: usize,
     /// What it boots from.
     pub boot: crate::guest::Boot,
+    /// Where it is in its life (`life::RUNNING`, `STOPPING`, `STOPPED`).
+    pub state: core::sync::atomic::AtomicU8,
+    /// How it stopped (`life::End` as u8), once stopped.
+    pub end: core::sync::atomic::AtomicU8,
+    /// Times it was booted again after a SYSTEM_RESET.
+    pub restarts: AtomicU64,
+}
+
+impl Vm {
+    /// Whether it runs (not stopping or stopped).
+    #[inline]
+    pub fn running(&self) -> bool {
+        self.state.load(Ordering::Acquire) == crate::life::RUNNING
+    }
 }
 
 /// Guest console output of one exit: at most a transmit FIFO's worth (a
@@ -404,8 +418,11 @@ pub fn synthetic_segment(
 impl Vm {
     /// Moves console input towards the guest after a guest access to its
     /// UART or the host UART's interrupt (`host_interrupt`); the host console
-    /// is locked only when it is to be read (see `ConsoleInput::pump`).
-    pub fn pump_console_input(&self, dev: &mut Devices, host_interrupt: bool) {
+    /// is locked only when it is to be read (see `ConsoleInput::pump`). With
+    /// several guests the host input goes through the switch sequence's
+    /// detector; returns whether the sequence came (the input after it is
+    /// for the next guest).
+    pub fn pump_console_input(&self, dev: &mut Devices, host_interrupt: bool) -> bool {
         let Devices {
             uart,
             console_input,
@@ -414,11 +431,17 @@ impl Vm {
         let mut console = console_input
             .wants_host(host_interrupt)
             .then(|| crate::console::CONSOLE.lock());
-        let host = console
-            .as_mut()
-            .and_then(|c| c.as_mut())
-            .map(|c| c as &mut dyn HostRx);
-        console_input.pump(uart, host_interrupt, host);
+        let mut switched = false;
+        match console.as_mut().and_then(|c| c.as_mut()) {
+            Some(c) => match c.switching_rx() {
+                Some(mut rx) => {
+                    console_input.pump(uart, host_interrupt, Some(&mut rx));
+                    switched = rx.switched();
+                }
+                None => console_input.pump(uart, host_interrupt, Some(c as &mut dyn HostRx)),
+            },
+            None => console_input.pump(uart, host_interrupt, None),
+        }
         drop(console);
         self.stats
             .console_input
@@ -426,6 +449,7 @@ impl Vm {
         self.stats
             .console_held
             .store(console_input.held, Ordering::Relaxed);
+        switched
     }
 
     /// Re-evaluates the UART's interrupt line after an access or input
@@ -528,7 +552,9 @@ impl Vm {
                 }
                 None => u64::from(dev.uart.read(off, size)),
             };
-            self.pump_console_input(&mut dev, false);
+            if self.pump_console_input(&mut dev, false) {
+                crate::console::switch_focus();
+            }
             kick.0 |= self.update_uart_line(&mut dev).0;
             return Some(r);
         }
@@ -720,10 +746,10 @@ impl Vm {
     }
 }
 
-/// Logs `vm`'s exit counters, vGIC, exits by cause, segment and MSI
-/// statistics at shutdown, `code` saying how it ended (0: powered off).
-/// With `several` guests each line names it.
-pub fn log_stats(vm: &Vm, code: i32, several: bool) {
+/// Logs `vm`'s exit counters (with how it ended), vGIC, exits by cause,
+/// segment and MSI statistics at shutdown. With `several` guests each line
+/// names it.
+pub fn log_stats(vm: &Vm, several: bool) {
     let s = vm.stats.snapshot();
     let v = vm.vgic.try_lock().map(|g| g.stats()).unwrap_or_default();
     let who = if several {
@@ -738,7 +764,7 @@ pub fn log_stats(vm: &Vm, code: i32, several: bool) {
     };
     log::info!(
         "{who} {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} (psci errors {}) sgi {} id-regs {} sysreg {} irq {} (storms {}) other {}; console input {} bytes (held back {} times)",
-        if code == 0 { "powered off" } else { "reset" },
+        crate::life::end_of(vm).name(),
         s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.s1ptw_aborts, s.hvc, s.smc, s.psci_errors, s.sgi,
         s.id_regs, s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held
     );
