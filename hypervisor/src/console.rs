@@ -24,12 +24,20 @@ const IMSC: usize = 0x038;
 /// UARTIMSC.RXIM | RTIM.
 const RX_INTERRUPTS: u32 = (1 << 4) | (1 << 6);
 
+/// The host DT's `/chosen`, found by walking every node when the path
+/// lookup fails (the `fdt` crate's stops at FDT_NOP tokens between nodes,
+/// which firmware and QEMU's `-dtb` leave; `platform::dtb::compact` drops
+/// them once the heap is up).
+pub fn chosen<'b, 'a>(fdt: &'b fdt::Fdt<'a>) -> Option<fdt::node::FdtNode<'b, 'a>> {
+    fdt.find_node("/chosen")
+        .or_else(|| fdt.all_nodes().find(|n| n.name == "chosen"))
+}
+
 /// The PL011 base the host DT names: `/chosen/stdout-path`, else the first `arm,pl011`
 /// (the console for reporting even a DT the `platform` crate refuses).
 pub fn find_pl011(fdt: &fdt::Fdt) -> Option<usize> {
     // Not `Fdt::chosen()`: it panics when /chosen is missing.
-    let stdout = fdt
-        .find_node("/chosen")
+    let stdout = chosen(fdt)
         .and_then(|c| c.property("stdout-path"))
         .and_then(|p| p.as_str())
         .map(|s| s.split(':').next().unwrap_or(s))

@@ -600,12 +600,12 @@ fn lpi(here: Option<&Vm>, cpu: usize, intid: u32, kick: &mut Kick) {
     }
 }
 
-/// An assigned device's MSI-X vector `event` of guest `to` arrived as an
-/// LPI on physical CPU `cpu`: the guest's message for the vector becomes
-/// its SPI (checked against its doorbell and MBI range by the segment;
-/// forged ones are dropped and counted). The LPI was steered to the CPU of
-/// the vCPU that SPI is routed to when the guest routed it or wrote the
-/// table (`Vm::steer_lpis`); one that arrives elsewhere is counted
+/// An assigned device's MSI-X or MSI vector (EventID `event`) of guest `to`
+/// arrived as an LPI on physical CPU `cpu`: the guest's message for the vector becomes its SPI
+/// (checked against its doorbell and MBI range by the segment; forged ones
+/// are dropped and counted). The LPI was steered to the CPU of the vCPU
+/// that SPI is routed to when the guest routed it or wrote the table or
+/// MSI capability (`Vm::steer_lpis`); one that arrives elsewhere is counted
 /// (`lpi_elsewhere`: the vCPU is off, or the guest's message changed
 /// without a table write the hypervisor saw).
 fn assigned_msi(to: &Vm, here: Option<&Vm>, cpu: usize, device: u16, event: u32, kick: &mut Kick) {

@@ -37,18 +37,23 @@ pub struct HostPlatform {
     pub ptimer_intid: u32,
     /// The GIC maintenance interrupt.
     pub maintenance_intid: u32,
-    /// The guest kernel module (base, size) and its bootargs.
-    pub kernel: (u64, u64, String),
-    /// The initrd module (base, size).
-    pub ramdisk: Option<(u64, u64)>,
+    /// The boot modules of every guest (base, size): never given to a guest.
+    pub modules: Vec<(u64, u64)>,
     /// Where the host DTB is (base, size).
     pub dtb: (u64, u64),
 }
 
 impl HostPlatform {
-    /// The boot view of the parsed host platform: the boot CPU first, the guest
-    /// kernel required. The error names the node at fault.
-    pub fn new(p: &platform::Platform, dtb: usize, dtb_size: usize) -> Result<Self, String> {
+    /// The boot view of the parsed host platform: the boot CPU first, a
+    /// kernel module directly under `/chosen` required unless
+    /// `guest_nodes` (then each guest node has its own); the modules
+    /// directly under `/chosen`. The error names the node at fault.
+    pub fn new(
+        p: &platform::Platform,
+        dtb: usize,
+        dtb_size: usize,
+        guest_nodes: bool,
+    ) -> Result<Self, String> {
         let me = crate::sysreg::mpidr_affinity();
         let mut cpus: Vec<u64> = p.cpus.iter().map(|c| c.mpidr).collect();
         if !cpus.contains(&me) {
@@ -58,9 +63,9 @@ impl HostPlatform {
         }
         cpus.retain(|&c| c != me);
         cpus.insert(0, me);
-        let k = p
-            .kernel()
-            .ok_or("/chosen: no `multiboot,kernel` module (the guest kernel)")?;
+        if !guest_nodes && p.kernel().is_none() {
+            return Err("/chosen: no `multiboot,kernel` module (the guest kernel)".into());
+        }
         if p.gic.gicr.is_empty() {
             return Err("GICv3: no redistributor region".into());
         }
@@ -77,18 +82,18 @@ impl HostPlatform {
                 .gic
                 .maintenance_intid
                 .unwrap_or(crate::exits::DEFAULT_MAINTENANCE_INTID),
-            kernel: (
-                k.region.base,
-                k.region.size,
-                k.bootargs.clone().unwrap_or_default(),
-            ),
-            ramdisk: p.ramdisk().map(|r| (r.region.base, r.region.size)),
+            modules: p
+                .modules
+                .iter()
+                .map(|m| (m.region.base, m.region.size))
+                .collect(),
             dtb: (dtb as u64, dtb_size as u64),
         })
     }
 
-    /// Prints the host platform on `[hv]` lines.
-    pub fn report(&self) {
+    /// Prints the host platform on `[hv]` lines, with the boot modules
+    /// directly under `/chosen` of `p`.
+    pub fn report(&self, p: &platform::Platform) {
         for (b, s) in &self.memory {
             log::info!("memory {b:#x} size {s:#x}");
         }
@@ -105,14 +110,33 @@ impl HostPlatform {
                 "smc"
             }
         );
-        log::info!(
-            "module multiboot,kernel at {:#x} size {:#x}",
-            self.kernel.0,
-            self.kernel.1
-        );
-        if let Some((a, s)) = self.ramdisk {
-            log::info!("module multiboot,ramdisk at {a:#x} size {s:#x}");
+        if let Some(k) = p.kernel() {
+            log::info!(
+                "module multiboot,kernel at {:#x} size {:#x}",
+                k.region.base,
+                k.region.size
+            );
         }
+        if let Some(r) = p.ramdisk() {
+            log::info!(
+                "module multiboot,ramdisk at {:#x} size {:#x}",
+                r.region.base,
+                r.region.size
+            );
+        }
+    }
+
+    /// What the hypervisor keeps for itself: its image (code, data, heap,
+    /// stacks) and the host DT. No guest memory or module may overlap it.
+    pub fn reservation(&self) -> Vec<MemRange<Pa>> {
+        let (img_s, img_e) = (
+            core::ptr::addr_of!(__image_start) as u64,
+            core::ptr::addr_of!(__image_end) as u64,
+        );
+        vec![
+            MemRange::new(Pa(img_s), img_e - img_s),
+            MemRange::new(Pa(self.dtb.0), self.dtb.1),
+        ]
     }
 }
 
@@ -132,10 +156,7 @@ fn used_ranges(host: &HostPlatform) -> Vec<(u64, u64)> {
         core::ptr::addr_of!(__image_end) as u64,
     );
     let mut used: Vec<(u64, u64)> = vec![(img_s, img_e), (host.dtb.0, host.dtb.0 + host.dtb.1)];
-    used.push((host.kernel.0, host.kernel.0 + host.kernel.1));
-    if let Some((a, s)) = host.ramdisk {
-        used.push((a, a + s));
-    }
+    used.extend(host.modules.iter().map(|&(a, s)| (a, a + s)));
     used.sort_unstable();
     used
 }
@@ -151,12 +172,14 @@ fn pages_are_private(host: &HostPlatform, base: u64, len: u64) -> bool {
 }
 
 /// Host RAM nobody has taken yet: the free stretches between what the
-/// hypervisor, the host DTB and the boot modules use, 2 MiB-aligned.
+/// hypervisor, the host DTB and the boot modules use, in whole 4 KiB pages.
 /// Guests and RAM disks are carved from it at boot.
 pub struct FreeRam {
-    /// (base, size), 2 MiB-aligned, in address order.
+    /// (base, size), page-aligned, in address order.
     ranges: Vec<(u64, u64)>,
 }
+
+const PAGE: u64 = 4096;
 
 impl FreeRam {
     /// What `host` leaves free.
@@ -167,7 +190,7 @@ impl FreeRam {
             let me = mb.saturating_add(ms);
             let mut cur = mb;
             let mut push = |gs: u64, ge: u64| {
-                let (a, b) = (align_up(gs, MIB2), ge & !(MIB2 - 1));
+                let (a, b) = (align_up(gs, PAGE), ge & !(PAGE - 1));
                 if b > a {
                     ranges.push((a, b - a));
                 }
@@ -185,21 +208,22 @@ impl FreeRam {
         FreeRam { ranges }
     }
 
-    /// The largest free stretch (the first of equals), if any.
+    /// The largest 2 MiB-aligned free stretch (the first of equals), if any.
     pub fn largest(&self) -> Option<(u64, u64)> {
         let mut best: Option<(u64, u64)> = None;
         for &(b, s) in &self.ranges {
-            if best.is_none_or(|(_, bs)| s > bs) {
-                best = Some((b, s));
+            let (a, e) = (align_up(b, MIB2), (b + s) & !(MIB2 - 1));
+            if e > a && best.is_none_or(|(_, bs)| e - a > bs) {
+                best = Some((a, e - a));
             }
         }
         best
     }
 
-    /// Removes `[base, base + size)` (rounded out to 2 MiB) from the free
-    /// ranges; an error unless all of it was free.
+    /// Removes `[base, base + size)` (whole pages) from the free ranges; an
+    /// error unless all of it was free.
     pub fn take(&mut self, base: u64, size: u64) -> Result<(), String> {
-        let (a, b) = (base & !(MIB2 - 1), align_up(base + size, MIB2));
+        let (a, b) = (base & !(PAGE - 1), align_up(base + size, PAGE));
         let Some(i) = self
             .ranges
             .iter()
@@ -220,7 +244,7 @@ impl FreeRam {
     }
 
     /// Takes `size` bytes (rounded up to 2 MiB) from the bottom of the
-    /// largest free stretch; returns its base.
+    /// largest 2 MiB-aligned free stretch; returns its base.
     pub fn alloc_low(&mut self, size: u64) -> Result<u64, String> {
         let size = align_up(size, MIB2);
         match self.largest() {
@@ -236,7 +260,7 @@ impl FreeRam {
     }
 
     /// Takes `size` bytes (rounded up to 2 MiB) from the top of the largest
-    /// free stretch; returns its base.
+    /// 2 MiB-aligned free stretch; returns its base.
     pub fn alloc_high(&mut self, size: u64) -> Result<u64, String> {
         let size = align_up(size, MIB2);
         match self.largest() {
@@ -272,8 +296,8 @@ pub struct Boot {
     pub entry: u64,
     /// The DTB's IPA (vCPU 0's x0).
     pub dtb_ipa: u64,
-    /// The RAM disk's host memory, if the guest has one.
-    pub ram_disk: Option<MemRange<Pa>>,
+    /// Its RAM disks' host memory.
+    pub ram_disks: Vec<MemRange<Pa>>,
     /// What SYSTEM_RESET does.
     pub on_reset: crate::spec::ResetAction,
     /// Hardware-linked interrupts of the vGIC: (vCPU, virtual INTID,
@@ -338,15 +362,22 @@ pub fn build(
 ) -> Result<Vm, String> {
     let n = spec.cpus.len();
     let vmid = u16::try_from(index + 1).map_err(|_| "too many guests")?;
-    let disk = spec.disk;
     let (kaddr, klen) = (spec.kernel.base.0, spec.kernel.size);
     // SAFETY: the module lies in host RAM (identity-mapped) as the loader placed it.
     let kimg = unsafe { core::slice::from_raw_parts(kaddr as *const u8, klen as usize) };
     // Guest RAM as host runs (host PA, size), in IPA order from the RAM base,
-    // plus the in-place initrd's run (its index in `runs`) and the RAM disk.
+    // plus the in-place initrd's run (its index in `runs`) and the RAM disks.
     let mut runs: Vec<(u64, u64)> = Vec::new();
     let mut in_place_run = None;
-    let mut ram_disk_at = None;
+    let mut ram_disks: Vec<MemRange<Pa>> = Vec::new();
+    let ram_disk_sizes: Vec<u64> = spec
+        .disks
+        .iter()
+        .filter_map(|d| match d {
+            DiskBackend::Ram(n) => Some(n & !0x1ff),
+            DiskBackend::Host(_) => None,
+        })
+        .collect();
     let initrd_len = spec.ramdisk.map(|r| r.size);
     let head = kimg.get(..64).unwrap_or(kimg);
     let mut layout;
@@ -360,10 +391,7 @@ pub fn build(
             // hypervisor's: its image (heap, stacks), the host DTB, the
             // kernel module.
             let (ram_pa, stretch) = free.largest().ok_or("no free RAM for the guest")?;
-            let disk_share = match disk {
-                Some(DiskBackend::Ram(size)) => align_up(size, MIB2),
-                _ => 0,
-            };
+            let disk_share = ram_disk_sizes.first().map_or(0, |&n| align_up(n, MIB2));
             let carve_max = stretch.checked_sub(disk_share).ok_or_else(|| {
                 alloc::format!(
                     "virtio-blk=ram:{disk_share:#x}: only {stretch:#x} bytes of host RAM are free"
@@ -425,11 +453,11 @@ pub fn build(
                 None => runs.push((ram_pa, ram_size)),
             }
             free.take(ram_pa, carve_len)?;
-            if let Some(DiskBackend::Ram(size)) = disk {
+            if let Some(&size) = ram_disk_sizes.first() {
                 // At the top of what the stretch has left after guest RAM.
                 let r = ram_disk_storage(ram_pa + carve_len, stretch - carve_len, size)?;
                 free.take(r.base.0, r.size)?;
-                ram_disk_at = Some(r);
+                ram_disks.push(r);
             }
         }
         GuestMemory::Static(ranges) => {
@@ -443,14 +471,18 @@ pub fn build(
             layout = guest_layout(spec, n, ram_size, opts)?;
             place = placement(&layout, spec, head, klen, initrd_len)?;
             runs.extend(ranges.iter().map(|r| (r.base.0, r.size)));
-            if let Some(DiskBackend::Ram(size)) = disk {
-                let size = size & !0x1ff;
-                let base = free
-                    .alloc_high(size)
-                    .map_err(|e| alloc::format!("virtio-blk=ram:{size:#x}: {e}"))?;
-                ram_disk_at = Some(MemRange::new(Pa(base), size));
-            }
         }
+    }
+    // The other RAM disks (all of them with static memory): from the top of
+    // the largest free stretch.
+    for &size in ram_disk_sizes.get(ram_disks.len()..).unwrap_or(&[]) {
+        if size == 0 {
+            return Err(alloc::format!("virtio-blk=ram:{size:#x}: empty"));
+        }
+        let base = free
+            .alloc_high(size)
+            .map_err(|e| alloc::format!("virtio-blk=ram:{size:#x}: {e}"))?;
+        ram_disks.push(MemRange::new(Pa(base), size));
     }
     let ram_size = layout.ram.size;
     let mut stage2 = Stage2::new().map_err(|e| e.to_string())?;
@@ -574,49 +606,53 @@ pub fn build(
         .into_iter()
         .map(|a| Box::new(a.function) as Box<dyn vbus::PciFunction>)
         .collect();
-    match disk {
-        None => {}
-        Some(DiskBackend::Ram(_)) => {
-            let r = ram_disk_at.ok_or("virtio-blk=ram: no storage")?;
-            // SAFETY: `r` is host RAM taken from the free ranges (no module,
-            // DT, hypervisor image, heap or guest RAM), identity-mapped Normal
-            // memory at EL2. Only this slice refers to it, for the life of the
-            // hypervisor.
-            let disk =
-                unsafe { core::slice::from_raw_parts_mut(r.base.0 as *mut u8, r.size as usize) };
-            disk.fill(0);
-            log::info!(
-                "{}virtio-blk: RAM disk of {:#x} bytes at PA {:#x}",
-                prefix(spec),
-                disk.len(),
-                disk.as_ptr() as usize
-            );
-            let blk = virtio_devs::blk::VirtioBlk::new(virtio_devs::blk::RamDisk::over(disk));
-            functions.push(Box::new(virtio_devs::pci::VirtioPci::new(
-                blk,
-                guest_ram.clone(),
-            )));
-        }
-        Some(DiskBackend::Host) => {
-            let backend = crate::hostdisk::HostDiskBackend::new()
-                .ok_or("virtio-blk=host: no host disk (give host-disk=SSSS:BB:DD.F)")?;
-            if let Some(d) = crate::hostdisk::HOST_DISK.get() {
-                // The disk may move data to and from guest RAM (every run, the
-                // in-place initrd's pages included) and nothing else.
-                for r in guest_ram.host_runs() {
-                    d.lock().allow_dma(r.base, r.size);
-                }
+    let mut ram_disk_at = ram_disks.iter();
+    for d in &spec.disks {
+        let blk: Box<dyn vbus::PciFunction> = match *d {
+            DiskBackend::Ram(_) => {
+                let r = ram_disk_at.next().ok_or("virtio-blk=ram: no storage")?;
+                // SAFETY: `r` is host RAM taken from the free ranges (no module,
+                // DT, hypervisor image, heap, guest RAM or other RAM disk),
+                // identity-mapped Normal memory at EL2. Only this slice refers
+                // to it, for the life of the hypervisor.
+                let disk = unsafe {
+                    core::slice::from_raw_parts_mut(r.base.0 as *mut u8, r.size as usize)
+                };
+                disk.fill(0);
+                log::info!(
+                    "{}virtio-blk: RAM disk of {:#x} bytes at PA {:#x}",
+                    prefix(spec),
+                    disk.len(),
+                    disk.as_ptr() as usize
+                );
+                let blk = virtio_devs::blk::VirtioBlk::new(virtio_devs::blk::RamDisk::over(disk));
+                Box::new(virtio_devs::pci::VirtioPci::new(blk, guest_ram.clone()))
             }
-            log::info!(
-                "{}virtio-blk: backed by the host disk, zero-copy",
-                prefix(spec)
-            );
-            let blk = virtio_devs::blk::VirtioBlk::new(backend);
-            functions.push(Box::new(virtio_devs::pci::VirtioPci::new(
-                blk,
-                guest_ram.clone(),
-            )));
-        }
+            DiskBackend::Host(sbdf) => {
+                let driven = crate::hostdisk::HOST_DISK.get().map(|d| d.lock().sbdf());
+                if driven != Some(sbdf) {
+                    return Err(alloc::format!(
+                        "virtio-blk=host:{sbdf}: the hypervisor drives no host disk there"
+                    ));
+                }
+                let backend = crate::hostdisk::HostDiskBackend::new()
+                    .ok_or("virtio-blk=host: no host disk (give host-disk=SSSS:BB:DD.F)")?;
+                if let Some(d) = crate::hostdisk::HOST_DISK.get() {
+                    // The disk may move data to and from guest RAM (every run, the
+                    // in-place initrd's pages included) and nothing else.
+                    for r in guest_ram.host_runs() {
+                        d.lock().allow_dma(r.base, r.size);
+                    }
+                }
+                log::info!(
+                    "{}virtio-blk: backed by the host disk, zero-copy",
+                    prefix(spec)
+                );
+                let blk = virtio_devs::blk::VirtioBlk::new(backend);
+                Box::new(virtio_devs::pci::VirtioPci::new(blk, guest_ram.clone()))
+            }
+        };
+        functions.push(blk);
     }
     if layout.pci.is_none() && !functions.is_empty() {
         return Err("host devices to assign but the guest has no PCI segment".into());
@@ -651,7 +687,7 @@ pub fn build(
         dtb: (dtb, place.dtb),
         entry,
         dtb_ipa,
-        ram_disk: ram_disk_at,
+        ram_disks,
         on_reset: spec.on_reset,
         hw_links,
     };
@@ -717,7 +753,7 @@ pub fn firmware_uart() -> Pl011 {
 /// `"guest "` for the single guest (its lines as they always were),
 /// `"guest NAME "` for one of several: what starts its lines about itself.
 fn who(spec: &GuestSpec) -> String {
-    if spec.name == crate::spec::SINGLE_GUEST_NAME {
+    if spec.is_single() {
         String::from("guest ")
     } else {
         alloc::format!("guest {} ", spec.name)
@@ -727,7 +763,7 @@ fn who(spec: &GuestSpec) -> String {
 /// Empty for the single guest, `"guest NAME: "` for one of several: what
 /// starts its lines about its devices.
 fn prefix(spec: &GuestSpec) -> String {
-    if spec.name == crate::spec::SINGLE_GUEST_NAME {
+    if spec.is_single() {
         String::new()
     } else {
         alloc::format!("guest {}: ", spec.name)

@@ -54,16 +54,18 @@ pub enum LpiOwner {
     HostDisk,
     /// The boot self-test's event (`its-selftest`): [`selftest_taken`].
     SelfTest,
-    /// An assigned device's MSI-X vector: `guest` is the owning guest's
-    /// index in the guest table (`vm::all`), `device` indexes its assigned
-    /// functions (`vm::Devices::assigned`), `event` is the vector (the
-    /// EventID its device table entry holds).
+    /// An assigned device's MSI-X or MSI vector: `guest` is the owning
+    /// guest's index in the guest table (`vm::all`), `device` indexes its
+    /// assigned functions (`vm::Devices::assigned`), `event` is the
+    /// EventID its device table entry or MSI data names
+    /// (`passthrough::EventIds`: MSI-X vector v is v, MSI vector v
+    /// `msi_base + v`).
     Assigned {
         /// The owning guest's index (`vm::Vm::index`).
         guest: u16,
         /// Index in `vm::Devices::assigned`.
         device: u16,
-        /// The vector = EventID.
+        /// The EventID.
         event: u32,
     },
 }

@@ -213,14 +213,11 @@ fn reset_devices(vm: &Vm) {
     }
 }
 
-/// Zeroes `vm`'s RAM (and its RAM disk when `disk_too`), cleaned to the
+/// Zeroes `vm`'s RAM (and its RAM disks when `disk_too`), cleaned to the
 /// point of coherency: nothing it held reaches whoever runs there next.
 fn scrub(vm: &Vm, disk_too: bool) {
-    let runs = vm
-        .boot
-        .ram
-        .host_runs()
-        .chain(if disk_too { vm.boot.ram_disk } else { None });
+    let disks: &[vbus::MemRange<vbus::Pa>] = if disk_too { &vm.boot.ram_disks } else { &[] };
+    let runs = vm.boot.ram.host_runs().chain(disks.iter().copied());
     for r in runs {
         zero(r.base.0 as usize, r.size as usize);
         crate::sysreg::clean_dcache_range(r.base.0 as usize, r.size as usize);

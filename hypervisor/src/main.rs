@@ -116,8 +116,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     };
     // SAFETY: the base comes from the host DT's PL011 node; nothing else drives it.
     *console::CONSOLE.lock() = Some(unsafe { console::Pl011::new(uart) });
-    let bootargs = fdt
-        .find_node("/chosen")
+    let bootargs = console::chosen(&fdt)
         .and_then(|c| c.property("bootargs"))
         .and_then(|p| p.as_str())
         .unwrap_or("");
@@ -153,6 +152,10 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     if !entry::stacks_fit() {
         exits::fatal("linker.ld reserves fewer stacks than MAX_CPUS");
     }
+    // Without the FDT_NOP tokens firmware (or QEMU's -dtb) may have left,
+    // which the DT parser's path lookups stop at.
+    let compacted = platform::dtb::compact(dtb_bytes);
+    let dtb_bytes: &[u8] = compacted.as_deref().unwrap_or(dtb_bytes);
     let plat = match platform::parse(dtb_bytes) {
         Ok(p) => p,
         Err(e) => exits::fatal(&alloc::format!("host device tree: {e}")),
@@ -167,11 +170,13 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         fw.workarounds.workaround_2,
         fw.workarounds.workaround_3
     );
-    let host = match guest::HostPlatform::new(&plat, dtb, dtb_size) {
+    // Guest nodes under /chosen (a DT that does not read is reported below).
+    let guest_nodes = platform::guests::parse_nodes(dtb_bytes).map_or(true, |g| !g.is_empty());
+    let mut host = match guest::HostPlatform::new(&plat, dtb, dtb_size, guest_nodes) {
         Ok(h) => h,
         Err(e) => exits::fatal(&alloc::format!("host device tree: {e}")),
     };
-    host.report();
+    host.report(&plat);
     for h in &plat.pcie {
         log::info!(
             "host PCIe {} ({}) buses {:#x}-{:#x}: recorded, not shown to the guest",
@@ -232,14 +237,105 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     } else {
         guest_dt::PsciMethod::Hvc
     };
-    let mut wanted = guest_specs(&host, bootargs);
-    // Host devices named by `pci-passthrough=`: their host segments enumerated
-    // and assigned as firmware would, each device reset and its layout cached.
+    // The guests: the host DT's (guest nodes, or the single guest of the
+    // boot modules and options), or the debug option's.
+    let mut configs = guest_configs(&host, &plat, dtb_bytes, bootargs);
+    for c in &configs {
+        host.modules.push((c.kernel.base.0, c.kernel.size));
+        if let Some(r) = c.ramdisk {
+            host.modules.push((r.base.0, r.size));
+        }
+        if guest_nodes {
+            log::info!(
+                "guest {}: kernel module at {:#x} size {:#x}{}",
+                c.name,
+                c.kernel.base.0,
+                c.kernel.size,
+                c.ramdisk
+                    .map_or(alloc::string::String::new(), |r| alloc::format!(
+                        ", ramdisk at {:#x} size {:#x}",
+                        r.base.0,
+                        r.size
+                    ))
+            );
+        }
+    }
+    // Host devices the guests name (passthrough, and the host disk of a
+    // `virtio-blk` `host:` backend): their host segments enumerated and
+    // assigned as firmware would, each device reset and its layout cached.
     let mut opts = match assign::Options::parse(bootargs) {
         Ok(o) => o,
         Err(e) => exits::fatal(&e),
     };
-    opts.devices = wanted.iter().flat_map(|s| s.0.devices.clone()).collect();
+    opts.devices = configs.iter().flat_map(|c| c.devices.clone()).collect();
+    for c in &configs {
+        for d in c.disks.iter().filter_map(|d| d.host_device()) {
+            match opts.host_disk {
+                Some(h) if h != d => exits::fatal(&alloc::format!(
+                    "guest {}: virtio-blk host:{d}: the hypervisor drives one host disk, {h}",
+                    c.name
+                )),
+                _ => opts.host_disk = Some(d),
+            }
+        }
+    }
+    let mut wanted = opts.devices.clone();
+    wanted.extend(opts.host_disk);
+    let functions = match assign::host_functions(&plat, &wanted) {
+        Ok(f) => f,
+        Err(e) => exits::fatal(&e),
+    };
+    // Memory: the debug option's guests get theirs from free host RAM.
+    let mut free = guest::FreeRam::new(&host);
+    for c in configs.iter_mut() {
+        if let (spec::GuestMemory::Auto { size: Some(size) }, false) = (&c.memory, guest_nodes) {
+            if !bootargs.contains("split-guest=") {
+                continue;
+            }
+            let size = size.div_ceil(2 << 20) * (2 << 20);
+            match free.alloc_low(size) {
+                Ok(base) => {
+                    c.memory = spec::GuestMemory::Static(alloc::vec![vbus::MemRange::new(
+                        vbus::Pa(base),
+                        size
+                    )])
+                }
+                Err(e) => exits::fatal(&alloc::format!("guest {}: mem: {e}", c.name)),
+            }
+        }
+    }
+    let resources = platform::guests::HostResources::new(&plat, host.reservation(), functions);
+    if let Err(e) = platform::guests::validate(&configs, &resources) {
+        exits::fatal(&alloc::format!("{e}"));
+    }
+    if let Some(c) = configs.iter().find(|c| c.name == "hv") {
+        exits::fatal(&alloc::format!(
+            "guest {}: the name is the hypervisor's on the console",
+            c.name
+        ));
+    }
+    // Guest nodes' memory leaves the free RAM.
+    for c in configs.iter().filter(|_| guest_nodes) {
+        if let spec::GuestMemory::Static(ranges) = &c.memory {
+            for r in ranges {
+                if let Err(e) = free.take(r.base.0, r.size) {
+                    exits::fatal(&alloc::format!("guest {}: memory: {e}", c.name));
+                }
+            }
+        }
+    }
+    let specs: alloc::vec::Vec<spec::GuestSpec> = configs
+        .iter()
+        .map(|c| spec::GuestSpec::from_config(c, &host.cpus, entry::MAX_CPUS))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| exits::fatal(&e));
+    if host.cpus.len() > entry::MAX_CPUS && specs.iter().any(spec::GuestSpec::is_single) {
+        log::warn!(
+            "{} CPUs: only the first {} run vCPUs",
+            host.cpus.len(),
+            entry::MAX_CPUS
+        );
+    }
     assign::arm_canary();
     let prepared = match assign::prepare(&plat, &opts) {
         Ok(p) => p,
@@ -272,8 +368,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         disk_irq_selftest = interrupts;
     }
     // The physical CPUs the guests run on (index in `host.cpus`).
-    let mut used_cpus: alloc::vec::Vec<usize> =
-        wanted.iter().flat_map(|s| s.0.cpus.clone()).collect();
+    let mut used_cpus: alloc::vec::Vec<usize> = specs.iter().flat_map(|s| s.cpus.clone()).collect();
     used_cpus.sort_unstable();
     used_cpus.dedup();
     // `its-selftest`: an ITS-made LPI (MAPD, MAPTI, MOVI, INT) must reach
@@ -290,21 +385,6 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     // The guests: each gets its assigned devices (in the order they were
     // prepared), its RAM and its emulated devices.
     let gopts = guest::GuestOptions { psci };
-    let mut free = guest::FreeRam::new(&host);
-    for (spec, mem) in wanted.iter_mut() {
-        if let Some(size) = *mem {
-            match free.alloc_low(size) {
-                Ok(base) => {
-                    spec.memory = spec::GuestMemory::Static(alloc::vec![vbus::MemRange::new(
-                        vbus::Pa(base),
-                        size.div_ceil(2 << 20) * (2 << 20)
-                    )])
-                }
-                Err(e) => exits::fatal(&alloc::format!("guest {}: mem: {e}", spec.name)),
-            }
-        }
-    }
-    let specs: alloc::vec::Vec<spec::GuestSpec> = wanted.into_iter().map(|w| w.0).collect();
     let mut assigned = prepared.assigned;
     let mut vms = alloc::vec::Vec::new();
     for (index, spec) in specs.iter().enumerate() {
@@ -317,7 +397,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             Err(e) if specs.len() == 1 => exits::fatal(&alloc::format!("guest: {e}")),
             Err(e) => exits::fatal(&alloc::format!("guest {}: {e}", spec.name)),
         };
-        if spec.disk == Some(spec::DiskBackend::Host) {
+        if spec.disks.iter().any(|d| d.host_device().is_some()) {
             vm::HOST_DISK_GUEST.store(index, Ordering::Relaxed);
             if let (Some(_), Some(intid)) = (hostdisk::HOST_DISK.get(), disk_intid) {
                 vm.irq_routes.push((intid, vm::IrqOwner::HostDisk));
@@ -401,103 +481,49 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     exits::park(0)
 }
 
-/// The guests, each with the RAM to give it from free host RAM (`None`:
-/// its spec says where): those of the `split-guest=` options, each booting
-/// the boot modules; without any, one from the boot modules and the
-/// single-guest options (`guest-mem=`, `pci-passthrough=`, `virtio-blk=`,
-/// `root-ports=`), with every CPU. A bad option stops the boot naming it.
-fn guest_specs(
+/// The guests, not yet validated: those of the `split-guest=` options
+/// (each booting the boot modules directly under `/chosen`, memory still
+/// to be taken from free host RAM), else the host DT's
+/// (`platform::guests::configure`: guest nodes, or the single guest of the
+/// boot modules and the single-guest options). A bad configuration stops
+/// the boot naming it.
+fn guest_configs(
     host: &guest::HostPlatform,
+    plat: &platform::Platform,
+    dtb: &[u8],
     bootargs: &str,
-) -> alloc::vec::Vec<(spec::GuestSpec, Option<u64>)> {
-    let n = host.cpus.len().min(entry::MAX_CPUS);
-    if host.cpus.len() > entry::MAX_CPUS {
-        log::warn!(
-            "{} CPUs: only the first {} run vCPUs",
-            host.cpus.len(),
-            entry::MAX_CPUS
-        );
-    }
-    let arg = |name: &str| {
-        bootargs
-            .split_whitespace()
-            .find_map(|a| a.strip_prefix(name))
-    };
-    let (kbase, klen, ref kargs) = host.kernel;
-    let kernel = vbus::MemRange::new(vbus::Pa(kbase), klen);
-    let ramdisk = host
-        .ramdisk
-        .map(|(b, s)| vbus::MemRange::new(vbus::Pa(b), s));
-    let split = match spec::split_guests(bootargs, n, kernel, ramdisk, kargs) {
-        Ok(s) => s,
-        Err(e) => exits::fatal(&alloc::format!("bootargs: {e}")),
-    };
-    if !split.is_empty() {
-        for single in [
-            "guest-mem=",
-            "pci-passthrough=",
-            "virtio-blk=",
-            "root-ports=",
-        ] {
-            if let Some(v) = arg(single) {
-                exits::fatal(&alloc::format!(
-                    "bootargs: {single}{v} is for a single guest: with split-guest= give it in each guest's option"
-                ));
-            }
+) -> alloc::vec::Vec<platform::guests::GuestConfig> {
+    if bootargs.contains("split-guest=") {
+        if let Some(opt) = bootargs.split_whitespace().find(|a| {
+            let name = a.split_once('=').map_or(*a, |(n, _)| n);
+            platform::guests::LEGACY_GUEST_OPTIONS.contains(&name)
+        }) {
+            exits::fatal(&alloc::format!(
+                "bootargs: {opt} is for a single guest: with split-guest= give it in each guest's option"
+            ));
         }
-        return split.into_iter().map(|(s, mem)| (s, Some(mem))).collect();
+        let Some(k) = plat.kernel() else {
+            exits::fatal("split-guest=: no `multiboot,kernel` module directly under /chosen")
+        };
+        let host_disk = assign::Options::parse(bootargs)
+            .ok()
+            .and_then(|o| o.host_disk);
+        return match spec::split_guests(
+            bootargs,
+            &host.cpus,
+            k.region.range(),
+            plat.ramdisk().map(|r| r.region.range()),
+            k.bootargs.as_deref().unwrap_or(""),
+            host_disk,
+        ) {
+            Ok(g) => g,
+            Err(e) => exits::fatal(&alloc::format!("bootargs: {e}")),
+        };
     }
-    // `guest-mem=SIZE`: the guest's RAM (default: all the free RAM, see `guest::build`).
-    let guest_mem = match arg("guest-mem=") {
-        None => None,
-        Some(v) => match guest_dt::boot::parse_size(v) {
-            Some(n) => Some(n),
-            None => exits::fatal(&alloc::format!("bootargs: bad guest-mem={v}")),
-        },
-    };
-    let opts = match assign::Options::parse(bootargs) {
-        Ok(o) => o,
-        Err(e) => exits::fatal(&e),
-    };
-    // `virtio-blk=ram:SIZE` or `virtio-blk=host`: the guest's emulated
-    // virtio-blk over a RAM disk of SIZE bytes or over the host disk.
-    let disk = match arg("virtio-blk=") {
-        None => None,
-        Some("host") => Some(spec::DiskBackend::Host),
-        Some(v) => match v.strip_prefix("ram:").and_then(guest_dt::boot::parse_size) {
-            Some(n) => Some(spec::DiskBackend::Ram(n)),
-            None => exits::fatal(&alloc::format!(
-                "bootargs: bad virtio-blk={v} (want ram:SIZE, e.g. ram:64M, or host)"
-            )),
-        },
-    };
-    // `root-ports=N`: at least N root ports on the segment (the extra ones
-    // empty), for measuring what config routing costs as bus 0 fills.
-    let root_ports = match arg("root-ports=") {
-        None => 0,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (2..=31).contains(&n) => n,
-            _ => exits::fatal(&alloc::format!(
-                "bootargs: bad root-ports={v} (want 2 to 31: devices 1 to 31 of bus 0)"
-            )),
-        },
-    };
-    alloc::vec![(
-        spec::GuestSpec {
-            name: spec::SINGLE_GUEST_NAME.into(),
-            cpus: (0..n).collect(),
-            memory: spec::GuestMemory::Auto { size: guest_mem },
-            kernel,
-            ramdisk,
-            bootargs: kargs.clone(),
-            devices: opts.devices,
-            disk,
-            segment: spec::DEFAULT_SEGMENT,
-            root_ports,
-            on_reset: spec::ResetAction::Stop,
-        },
-        None,
-    )]
+    match platform::guests::configure(dtb, plat, bootargs) {
+        Ok(g) => g,
+        Err(e) => exits::fatal(&alloc::format!("{e}")),
+    }
 }
 
 /// The physical GIC, once set up.

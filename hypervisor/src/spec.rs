@@ -1,57 +1,25 @@
-//! What each guest is made of, before it is built: the hypervisor's
-//! internal description of a guest (`GuestSpec`), filled today from the
-//! single-guest inputs (the boot modules directly under `/chosen` and the
-//! hypervisor's options) or from the debug option `split-guest=` (several
-//! guests; `README.md`, "The hypervisor's own options"). The guest nodes
-//! under `/chosen` (`platform::guests`, `docs/guests.md`) will fill the same
-//! struct: its fields are theirs.
+//! What each guest is made of, before it is built. The guests come from the
+//! host DT (`platform::guests`, `docs/guests.md`): the guest nodes under
+//! `/chosen`, or the single guest of the boot modules directly under
+//! `/chosen` and the single-guest options. The debug option `split-guest=`
+//! (README, "The hypervisor's own options") makes guests from the boot
+//! modules without guest nodes, for testing under QEMU until `cargo xtask`
+//! writes guest nodes. Every set of guests passes
+//! `platform::guests::validate`; [`GuestSpec`] is a guest as the hypervisor
+//! builds it: its CPUs as indices into the hypervisor's CPU list.
 
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use platform::guests::GuestConfig;
+pub use platform::guests::{DiskBackend, GuestMemory, ResetAction};
 use vbus::{MemRange, Pa, Sbdf};
 
-/// The name the single guest gets (no guest nodes, no `split-guest=`).
-pub const SINGLE_GUEST_NAME: &str = "guest";
 /// The synthetic segment's number when nothing says otherwise.
-pub const DEFAULT_SEGMENT: u16 = 1;
+pub const DEFAULT_SEGMENT: u16 = platform::guests::DEFAULT_SEGMENT;
 
-/// Where a guest's RAM comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GuestMemory {
-    /// These host ranges, its alone, mapped one after the other from the
-    /// guest's RAM base.
-    Static(Vec<MemRange<Pa>>),
-    /// Chosen by the hypervisor from the free host RAM: `size` bytes
-    /// (`guest-mem=`) or the largest free stretch; a page-aligned initrd
-    /// module is then mapped in place (single-guest boots only).
-    Auto {
-        /// Bytes wanted, if said.
-        size: Option<u64>,
-    },
-}
-
-/// What backs a guest's emulated virtio-blk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskBackend {
-    /// A RAM disk of this many bytes carved from host RAM (`ram:SIZE`).
-    Ram(u64),
-    /// The host disk the hypervisor drives (`host`, with `host-disk=`).
-    Host,
-}
-
-/// What a guest's PSCI SYSTEM_RESET does (PSCI 1.1, DEN0022D 5.11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ResetAction {
-    /// Boot it again from its modules.
-    Restart,
-    /// Stop it, as SYSTEM_OFF does (the default).
-    #[default]
-    Stop,
-}
-
-/// One guest, as configured.
+/// One guest, as the hypervisor builds it.
 #[derive(Debug, Clone)]
 pub struct GuestSpec {
     /// Its name (console prefix, messages).
@@ -69,8 +37,8 @@ pub struct GuestSpec {
     pub bootargs: String,
     /// Host PCI functions passed through to it, in this order.
     pub devices: Vec<Sbdf>,
-    /// Its emulated virtio-blk, after the passed-through functions.
-    pub disk: Option<DiskBackend>,
+    /// Its emulated virtio-blk devices, after the passed-through functions.
+    pub disks: Vec<DiskBackend>,
     /// The number of its synthetic PCI segment.
     pub segment: u16,
     /// At least this many root ports on its segment (0: as many as its
@@ -79,29 +47,82 @@ pub struct GuestSpec {
     /// What its SYSTEM_RESET does.
     pub on_reset: ResetAction,
 }
+
+impl GuestSpec {
+    /// `c` (validated) on the host whose CPUs are `cpus` (MPIDRs, the boot
+    /// CPU first; at most `max_cpus` of them run guests). The single guest
+    /// of a boot without guest nodes gets every CPU in that order, so that
+    /// its vCPU 0 is the boot CPU as before guest nodes.
+    pub fn from_config(c: &GuestConfig, cpus: &[u64], max_cpus: usize) -> Result<Self, String> {
+        let legacy =
+            c.name == platform::guests::LEGACY_NAME && matches!(c.memory, GuestMemory::Auto { .. });
+        let indices: Vec<usize> = if legacy {
+            (0..cpus.len().min(max_cpus)).collect()
+        } else {
+            c.cpus
+                .iter()
+                .map(|cpu| {
+                    cpus.iter()
+                        .position(|&m| m == cpu.mpidr)
+                        .filter(|&i| i < max_cpus)
+                        .ok_or_else(|| {
+                            format!(
+                                "guest {}: CPU {:#x}: only the first {max_cpus} host CPUs run guests",
+                                c.name, cpu.mpidr
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        Ok(GuestSpec {
+            name: c.name.clone(),
+            cpus: indices,
+            memory: c.memory.clone(),
+            kernel: c.kernel,
+            ramdisk: c.ramdisk,
+            bootargs: c.bootargs.clone().unwrap_or_default(),
+            devices: c.devices.clone(),
+            disks: c.disks.clone(),
+            segment: c.segment,
+            root_ports: c.root_ports.map_or(0, usize::from),
+            on_reset: c.on_reset,
+        })
+    }
+
+    /// Whether it is the single guest of a boot without guest nodes (its
+    /// lines read as they always did).
+    pub fn is_single(&self) -> bool {
+        self.name == platform::guests::LEGACY_NAME
+            && matches!(self.memory, GuestMemory::Auto { .. })
+    }
+}
+
 /// A size: bytes, or a number with K, M or G (binary).
 fn size(v: &str) -> Option<u64> {
     guest_dt::boot::parse_size(v)
 }
 
 /// The guests of `split-guest=NAME,key=value,...` options (one per guest),
-/// from the boot modules (`kernel`, `ramdisk`, `bootargs`: every guest boots
-/// them) and the host's `ncpus` CPUs, which are dealt out in order. Keys:
-/// `cpus=N` (default 1), `mem=SIZE` (required: taken from free host RAM at
-/// build), `pci-passthrough=SBDF[+SBDF...]`, `virtio-blk=ram:SIZE|host`,
-/// `segment=N` (default: 1 + the guest's position), `root-ports=N`,
-/// `on-reset=restart|stop`, and last `append=TEXT`: TEXT (commas included)
-/// added to the guest's command line after a space. Returns each guest
-/// with the RAM it wants. Empty when there is no such option. Errors name
-/// the guest and the item, or both guests for a conflict.
+/// each booting the boot modules (`kernel`, `ramdisk`, `bootargs`), on the
+/// host CPUs `cpus` (MPIDRs, the boot CPU first), which are dealt out in
+/// order. Keys: `cpus=N` (default 1), `mem=SIZE` (required: taken from free
+/// host RAM), `pci-passthrough=SBDF[+SBDF...]`, `virtio-blk=ram:SIZE`,
+/// `virtio-blk=host` (the disk of `host_disk`, the `host-disk=` option) or
+/// `virtio-blk=host:SBDF` (repeatable), `segment=N` (default: 1 + the
+/// guest's position), `root-ports=N`, `on-reset=restart|stop`, and last
+/// `append=TEXT`: TEXT (commas included) added to the guest's command line
+/// after a space. Returns each guest (its memory still `Auto` with the size
+/// it wants) in configuration order; empty without such an option. Errors
+/// name the guest and the item.
 pub fn split_guests(
     bootargs: &str,
-    ncpus: usize,
+    cpus: &[u64],
     kernel: MemRange<Pa>,
     ramdisk: Option<MemRange<Pa>>,
     guest_bootargs: &str,
-) -> Result<Vec<(GuestSpec, u64)>, String> {
-    let mut out: Vec<(GuestSpec, u64)> = Vec::new();
+    host_disk: Option<Sbdf>,
+) -> Result<Vec<GuestConfig>, String> {
+    let mut out: Vec<GuestConfig> = Vec::new();
     let mut next_cpu = 0usize;
     for arg in bootargs.split_whitespace() {
         let Some(v) = arg.strip_prefix("split-guest=") else {
@@ -109,32 +130,21 @@ pub fn split_guests(
         };
         let mut items = v.split(',');
         let name = items.next().unwrap_or("").to_string();
-        if name.is_empty()
-            || name == "hv"
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(format!(
-                "split-guest={v}: the name comes first: letters, digits, - and _ (not \"hv\")"
-            ));
-        }
         let bad = |item: &str, want: &str| format!("split-guest {name}: {item}: want {want}");
-        let mut spec = GuestSpec {
+        let mut g = GuestConfig {
             name: name.clone(),
             cpus: Vec::new(),
-            memory: GuestMemory::Static(Vec::new()),
+            memory: GuestMemory::Auto { size: None },
             kernel,
             ramdisk,
-            bootargs: guest_bootargs.to_string(),
+            bootargs: Some(guest_bootargs.to_string()),
             devices: Vec::new(),
-            disk: None,
+            disks: Vec::new(),
             segment: DEFAULT_SEGMENT + out.len() as u16,
-            root_ports: 0,
+            root_ports: None,
             on_reset: ResetAction::Stop,
         };
-        let mut cpus = 1usize;
-        let mut mem = None;
+        let mut ncpus = 1usize;
         let rest: Vec<&str> = items.collect();
         let mut i = 0;
         while let Some(&item) = rest.get(i) {
@@ -149,53 +159,55 @@ pub fn split_guests(
                         text.push_str(more);
                     }
                     i = rest.len();
-                    if !spec.bootargs.is_empty() {
-                        spec.bootargs.push(' ');
+                    let line = g.bootargs.get_or_insert_with(String::new);
+                    if !line.is_empty() {
+                        line.push(' ');
                     }
-                    spec.bootargs.push_str(&text);
+                    line.push_str(&text);
                 }
                 "cpus" => {
-                    cpus = val
+                    ncpus = val
                         .parse()
                         .ok()
                         .filter(|&n| n > 0)
                         .ok_or_else(|| bad(item, "cpus=N, N at least 1"))?
                 }
-                "mem" => mem = Some(size(val).ok_or_else(|| bad(item, "mem=SIZE, e.g. 256M"))?),
+                "mem" => {
+                    g.memory = GuestMemory::Auto {
+                        size: Some(size(val).ok_or_else(|| bad(item, "mem=SIZE, e.g. 256M"))?),
+                    }
+                }
                 "pci-passthrough" => {
                     for s in val.split('+').filter(|s| !s.is_empty()) {
                         let sbdf: Sbdf = s.parse().map_err(|e| bad(item, &format!("{e}")))?;
-                        spec.devices.push(sbdf);
+                        g.devices.push(sbdf);
                     }
                 }
-                "virtio-blk" => {
-                    spec.disk = Some(match val {
-                        "host" => DiskBackend::Host,
-                        _ => DiskBackend::Ram(
-                            val.strip_prefix("ram:")
-                                .and_then(size)
-                                .ok_or_else(|| bad(item, "virtio-blk=ram:SIZE or host"))?,
-                        ),
-                    })
-                }
+                "virtio-blk" => g.disks.push(match val {
+                    "host" => DiskBackend::Host(
+                        host_disk.ok_or_else(|| bad(item, "host-disk=SSSS:BB:DD.F beside it"))?,
+                    ),
+                    _ => val
+                        .parse()
+                        .map_err(|e: String| bad(item, &format!("ram:SIZE or host[:SBDF] ({e})")))?,
+                }),
                 "segment" => {
-                    spec.segment = val
+                    g.segment = val
                         .parse()
                         .map_err(|_| bad(item, "segment=N, 0 to 65535"))?
                 }
                 "root-ports" => {
-                    spec.root_ports = val
-                        .parse()
-                        .ok()
-                        .filter(|n| (2..=31).contains(n))
-                        .ok_or_else(|| bad(item, "root-ports=N, 2 to 31"))?
+                    g.root_ports = Some(
+                        val.parse()
+                            .ok()
+                            .filter(|n| (2..=31).contains(n))
+                            .ok_or_else(|| bad(item, "root-ports=N, 2 to 31"))?,
+                    )
                 }
                 "on-reset" => {
-                    spec.on_reset = match val {
-                        "restart" => ResetAction::Restart,
-                        "stop" => ResetAction::Stop,
-                        _ => return Err(bad(item, "on-reset=restart or stop")),
-                    }
+                    g.on_reset = val
+                        .parse()
+                        .map_err(|e: String| bad(item, &format!("on-reset=restart or stop ({e})")))?
                 }
                 _ => {
                     return Err(bad(
@@ -205,39 +217,19 @@ pub fn split_guests(
                 }
             }
         }
-        let mem = mem.ok_or_else(|| format!("split-guest {name}: no mem=SIZE"))?;
-        if next_cpu + cpus > ncpus {
+        if !matches!(g.memory, GuestMemory::Auto { size: Some(_) }) {
+            return Err(format!("split-guest {name}: no mem=SIZE"));
+        }
+        let Some(mine) = cpus.get(next_cpu..next_cpu + ncpus) else {
             return Err(format!(
-                "split-guest {name}: cpus={cpus}, but only {} of the {ncpus} host CPUs are left",
-                ncpus - next_cpu
+                "split-guest {name}: cpus={ncpus}, but only {} of the {} host CPUs are left",
+                cpus.len().saturating_sub(next_cpu),
+                cpus.len()
             ));
-        }
-        spec.cpus = (next_cpu..next_cpu + cpus).collect();
-        next_cpu += cpus;
-        for (other, _) in &out {
-            if other.name == spec.name {
-                return Err(format!("two guests are named {name}"));
-            }
-            if other.segment == spec.segment {
-                return Err(format!(
-                    "guests {} and {name} both use PCI segment {:04x}",
-                    other.name, spec.segment
-                ));
-            }
-            if let Some(d) = spec.devices.iter().find(|d| other.devices.contains(d)) {
-                return Err(format!(
-                    "guests {} and {name} both claim host device {d}",
-                    other.name
-                ));
-            }
-            if other.disk == Some(DiskBackend::Host) && spec.disk == Some(DiskBackend::Host) {
-                return Err(format!(
-                    "guests {} and {name} both claim the host disk",
-                    other.name
-                ));
-            }
-        }
-        out.push((spec, mem));
+        };
+        g.cpus = mine.iter().map(|&mpidr| platform::Cpu { mpidr }).collect();
+        next_cpu += ncpus;
+        out.push(g);
     }
     Ok(out)
 }

@@ -492,7 +492,14 @@ impl Vm {
                 return Some(match write {
                     Some(v) => {
                         let effects = seg.ecam_write(off, size, v);
+                        // An assigned function's MSI message or enable changed.
+                        let steer = effects
+                            .iter()
+                            .any(|e| matches!(e, Effect::MsiMessageWritten { .. }));
                         kick.0 |= self.apply(seg, effects).0;
+                        if steer {
+                            self.steer_lpis(&dev, |_| true);
+                        }
                         0
                     }
                     None => seg.ecam_read(off, size),
@@ -573,7 +580,7 @@ impl Vm {
                         let effects = seg.mmio_write(Ipa(ipa), size, v)?;
                         let table = effects
                             .iter()
-                            .any(|e| matches!(e, Effect::MsiTableWritten { .. }));
+                            .any(|e| matches!(e, Effect::MsiMessageWritten { .. }));
                         kick.0 |= self.apply(seg, effects).0;
                         if table {
                             self.steer_lpis(&dev, |_| true);
@@ -599,7 +606,8 @@ impl Vm {
     /// stays where it is (its CPU still takes it, parked or not, and
     /// forwards it) and follows when that vCPU starts
     /// ([`Vm::steer_all_lpis`] from `exits::park`). Called after a GICD_IROUTER write of an SPI
-    /// in the MBI range and after a write of an assigned MSI-X table.
+    /// in the MBI range and after a write of an assigned MSI-X table or MSI
+    /// capability.
     /// Lock order: devices (held by the caller), then vGIC, then power.
     pub fn steer_lpis(&self, dev: &Devices, pick: impl Fn(u32) -> bool) {
         let Some(seg) = dev.segment.as_ref() else {
@@ -713,7 +721,7 @@ impl Vm {
                         }
                     }
                     // The caller, which holds the devices, steers the LPIs.
-                    Effect::MsiTableWritten { .. } => {}
+                    Effect::MsiMessageWritten { .. } => {}
                 }
             }
             if next.is_empty() {
@@ -790,9 +798,10 @@ pub fn log_stats(vm: &Vm, several: bool) {
     log_msi_stats(vm, &tag);
 }
 
-/// Logs, per function of the segment with MSI activity or an MSI-X table,
-/// its messages delivered and forged and its table's counters (at shutdown;
-/// skipped if the devices are locked). Each line starts with `tag`.
+/// Logs, per function of the segment with MSI activity, an MSI-X table or
+/// a routed MSI capability, its messages delivered and forged and its
+/// table's and capability's counters (at shutdown; skipped if the devices
+/// are locked). Each line starts with `tag`.
 pub fn log_msi_stats(vm: &Vm, tag: &str) {
     let Some(dev) = vm.devices.try_lock() else {
         return;
@@ -812,7 +821,8 @@ pub fn log_msi_stats(vm: &Vm, tag: &str) {
     for (bdf, id) in seg.enumerate_ids() {
         let msi = seg.msi_stats(id).unwrap_or_default();
         let table = seg.function(id).and_then(|f| f.msix_stats());
-        if msi == vbus::MsiStats::default() && table.is_none() {
+        let capability = seg.function(id).and_then(|f| f.msi_capability_stats());
+        if msi == vbus::MsiStats::default() && table.is_none() && capability.is_none() {
             continue;
         }
         let t = table.unwrap_or_default();
@@ -825,5 +835,15 @@ pub fn log_msi_stats(vm: &Vm, tag: &str) {
             t.bad_access,
             t.forged_entries
         );
+        if let Some(c) = capability {
+            log::info!(
+                "{tag}msi capability {bdf}: sent {} masked-pending {} while disabled {} forged messages {} enabled with msi-x {}",
+                c.sent,
+                c.masked_pending,
+                c.disabled,
+                c.forged_messages,
+                c.both_enabled
+            );
+        }
     }
 }

@@ -12,8 +12,9 @@
 //!   MBI range ([`MsiRoute::guest`]). An entry the guest unmasks naming
 //!   anything else stays masked on the device and is counted
 //!   ([`MsixStats::forged_entries`]). Message Control's MSI-X Enable and
-//!   Function Mask are emulated and mirrored to the device by the config
-//!   filter.
+//!   Function Mask are emulated and mirrored to the device by
+//!   `AssignedFunction` (MSI-X Enable only while the guest has MSI off:
+//!   never both at the device).
 //! * The device's message arrives as an LPI; the hypervisor hands its
 //!   EventID to [`AssignedMsix::fire`], which sends the guest's message for
 //!   that vector, or sets its pending bit while the guest masks it (sent on

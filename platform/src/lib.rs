@@ -6,6 +6,9 @@
 //! in the Xen dom0less `multiboot,module` convention that QEMU's
 //! `-device guest-loader` writes under `/chosen`. Anything missing or
 //! contradictory is a [`PlatformError`] naming the node and property.
+//!
+//! [`guests`] reads the guests `/chosen` describes (guest nodes, or the
+//! single guest of those boot modules) and checks them against the host.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -16,9 +19,12 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use arch_emu::addr::{MemRange, Pa};
 use fdt::node::FdtNode;
 use fdt::Fdt;
 
+pub mod dtb;
+pub mod guests;
 mod pci_maps;
 #[cfg(test)]
 mod tests;
@@ -38,6 +44,11 @@ impl Region {
     /// One past the last byte, `None` on overflow.
     pub fn end(&self) -> Option<u64> {
         self.base.checked_add(self.size)
+    }
+
+    /// The same range as a typed host-physical [`MemRange`].
+    pub fn range(&self) -> MemRange<Pa> {
+        MemRange::new(Pa(self.base), self.size)
     }
 
     fn overlaps(&self, o: &Region) -> bool {

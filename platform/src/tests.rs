@@ -306,6 +306,19 @@ fn qemu_smmuv3_is_dma_coherent_with_its_phandle() {
 
 /// A minimal platform built with vm-fdt; `skip` leaves out a node or property.
 fn synthetic(skip: &str, tweak: &str) -> Vec<u8> {
+    synthetic_with(skip, tweak, 1, &|_| {})
+}
+
+/// [`synthetic`] with `ncpus` CPUs (`cpu@N`, MPIDR N) and `chosen` writing
+/// more nodes at the end of `/chosen`; `tweak` `no-modules` leaves out the
+/// boot module it otherwise holds, `cpu-cells-2` gives `/cpus` two address
+/// cells.
+pub(crate) fn synthetic_with(
+    skip: &str,
+    tweak: &str,
+    ncpus: u32,
+    chosen: &dyn Fn(&mut FdtWriter),
+) -> Vec<u8> {
     let mut w = FdtWriter::new().expect("writer");
     let root = w.begin_node("").expect("root");
     w.property_u32("#address-cells", 2).expect("p");
@@ -320,13 +333,18 @@ fn synthetic(skip: &str, tweak: &str) -> Vec<u8> {
         w.end_node(m).expect("e");
     }
     let c = w.begin_node("cpus").expect("n");
-    w.property_u32("#address-cells", 1).expect("p");
+    let cpu_cells = if tweak == "cpu-cells-2" { 2 } else { 1 };
+    w.property_u32("#address-cells", cpu_cells).expect("p");
     w.property_u32("#size-cells", 0).expect("p");
-    if skip != "cpu" {
-        let cpu = w.begin_node("cpu@0").expect("n");
+    for i in 0..if skip == "cpu" { 0 } else { ncpus } {
+        let cpu = w.begin_node(&format!("cpu@{i:x}")).expect("n");
         w.property_string("device_type", "cpu").expect("p");
         if skip != "cpu-reg" {
-            w.property_u32("reg", 0).expect("p");
+            if cpu_cells == 2 {
+                w.property_u64("reg", u64::from(i)).expect("p");
+            } else {
+                w.property_u32("reg", i).expect("p");
+            }
         }
         w.end_node(cpu).expect("e");
     }
@@ -461,6 +479,7 @@ fn synthetic(skip: &str, tweak: &str) -> Vec<u8> {
                 0x1000,
             );
         }
+        "no-modules" => {}
         _ => module(
             &mut w,
             "module@4a000000",
@@ -469,6 +488,7 @@ fn synthetic(skip: &str, tweak: &str) -> Vec<u8> {
             0x1000,
         ),
     }
+    chosen(&mut w);
     w.end_node(ch).expect("e");
     w.end_node(root).expect("e");
     w.finish().expect("finish")
@@ -643,4 +663,92 @@ fn iommu_map_to_an_unknown_phandle_is_refused() {
         error_of("", "pcie-iommu-phandle"),
         "/pcie@10000000: property `iommu-map`: row 0: no node with phandle 0x77"
     );
+}
+
+/// `dtb` with the node at `path` overwritten by FDT_NOP tokens, as libfdt's
+/// `fdt_nop_node` (and QEMU's `-dtb` for memory nodes) does.
+fn nop_node(dtb: &[u8], path: &str) -> Vec<u8> {
+    let fdt = Fdt::new(dtb).expect("valid");
+    let node = fdt.find_node(path).expect("node");
+    let name = node.name.as_bytes();
+    let be = |at: usize| u32::from_be_bytes(dtb[at..at + 4].try_into().expect("4"));
+    let off = be(8) as usize;
+    let size = be(36) as usize;
+    let mut out = dtb.to_vec();
+    // The node's FDT_BEGIN_NODE: the token followed by its name.
+    let mut at = off;
+    while at < off + size {
+        if be(at) == 1 && dtb[at + 4..].starts_with(name) && dtb[at + 4 + name.len()] == 0 {
+            break;
+        }
+        at += 4;
+    }
+    // To its matching FDT_END_NODE, every word a NOP.
+    let mut depth = 0;
+    let mut i = at;
+    loop {
+        let t = be(i);
+        let len = match t {
+            1 => {
+                depth += 1;
+                let nul = dtb[i + 4..].iter().position(|&b| b == 0).expect("nul");
+                4 + (nul + 1).div_ceil(4) * 4
+            }
+            2 => {
+                depth -= 1;
+                4
+            }
+            3 => 12 + (be(i + 4) as usize).div_ceil(4) * 4,
+            _ => 4,
+        };
+        i += len;
+        if depth == 0 {
+            break;
+        }
+    }
+    for w in (at..i).step_by(4) {
+        out[w..w + 4].copy_from_slice(&4u32.to_be_bytes());
+    }
+    out
+}
+
+/// A node before `/cpus` that the platform does not need.
+const SPARE_NODE: &str = "/fw-cfg@9020000";
+
+#[test]
+fn a_node_left_as_nops_hides_the_cpus_from_a_path_lookup() {
+    let with_nops = nop_node(QEMU_VIRT, SPARE_NODE);
+    assert!(
+        parse(&with_nops).is_err(),
+        "the fdt crate's path lookup stops at the NOPs (why `compact` exists)"
+    );
+}
+
+#[test]
+fn compacting_drops_the_nops_and_the_platform_reads_again() {
+    let with_nops = nop_node(QEMU_VIRT, SPARE_NODE);
+    let compacted = dtb::compact(&with_nops).expect("well-formed");
+    assert!(compacted.len() < with_nops.len());
+    assert_eq!(parse(&compacted), parse(QEMU_VIRT));
+    assert!(Fdt::new(&compacted)
+        .expect("valid")
+        .find_node(SPARE_NODE)
+        .is_none());
+}
+
+#[test]
+fn compacting_a_blob_without_nops_keeps_every_node_and_property() {
+    let c = dtb::compact(QEMU_VIRT).expect("well-formed");
+    assert_eq!(parse(&c).expect("valid"), parse(QEMU_VIRT).expect("valid"));
+}
+
+#[test]
+fn compacting_refuses_what_is_not_a_blob() {
+    assert_eq!(
+        dtb::compact(b"not a device tree at all, forty bytes+"),
+        None
+    );
+    let mut bad = QEMU_VIRT.to_vec();
+    bad[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert_eq!(dtb::compact(&bad), None, "totalsize past the end");
 }

@@ -302,6 +302,52 @@ pub mod msix {
     pub const ENTRY_SIZE: u64 = 16;
 }
 
+/// MSI Capability registers, relative to the capability (PCI Local Bus 3.0,
+/// 6.8.1; PCI Express Base 6.0, 7.7.1). Where Message Data and the Mask and
+/// Pending Bits lie depends on 64 Bit Address Capable (the Message Upper
+/// Address register sits between).
+pub mod msi {
+    /// Message Control (16 bits).
+    pub const MESSAGE_CONTROL: u16 = 0x02;
+    /// Message Address (32 bits; bits 1:0 are 0, 6.8.1.4).
+    pub const MESSAGE_ADDRESS: u16 = 0x04;
+    /// Message Upper Address (32 bits), with 64 Bit Address Capable only.
+    pub const MESSAGE_UPPER_ADDRESS: u16 = 0x08;
+    /// Message Data of a capability with 32-bit addresses (16 bits; the
+    /// upper 16 are Extended Message Data).
+    pub const MESSAGE_DATA_32: u16 = 0x08;
+    /// Message Data of a capability with 64-bit addresses.
+    pub const MESSAGE_DATA_64: u16 = 0x0c;
+    /// Mask Bits with 32-bit addresses (Per-Vector Masking Capable only).
+    pub const MASK_BITS_32: u16 = 0x0c;
+    /// Mask Bits with 64-bit addresses.
+    pub const MASK_BITS_64: u16 = 0x10;
+    /// Pending Bits with 32-bit addresses (Per-Vector Masking Capable only).
+    pub const PENDING_BITS_32: u16 = 0x10;
+    /// Pending Bits with 64-bit addresses.
+    pub const PENDING_BITS_64: u16 = 0x14;
+    /// Most vectors a function can have (Multiple Message Capable 101b).
+    pub const MAX_VECTORS: u32 = 32;
+
+    /// Message Control bits (PCI Express Base 6.0, 7.7.1.2).
+    pub mod control {
+        /// MSI Enable \[0\].
+        pub const ENABLE: u16 = 1 << 0;
+        /// Multiple Message Capable \[3:1\]: log2 of the vectors requested.
+        pub const MULTIPLE_MESSAGE_CAPABLE: u16 = 0b111 << 1;
+        /// Multiple Message Enable \[6:4\]: log2 of the vectors allocated.
+        pub const MULTIPLE_MESSAGE_ENABLE: u16 = 0b111 << 4;
+        /// 64 Bit Address Capable \[7\].
+        pub const ADDRESS_64: u16 = 1 << 7;
+        /// Per-Vector Masking Capable \[8\].
+        pub const PER_VECTOR_MASKING: u16 = 1 << 8;
+        /// Extended Message Data Capable \[9\].
+        pub const EXTENDED_DATA_CAPABLE: u16 = 1 << 9;
+        /// Extended Message Data Enable \[10\].
+        pub const EXTENDED_DATA_ENABLE: u16 = 1 << 10;
+    }
+}
+
 /// Why a capability could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CapabilityError {

@@ -81,6 +81,26 @@ pub struct MsixStats {
     pub forged_entries: u64,
 }
 
+/// Counters of a function's MSI capability (PCI Local Bus 3.0, 6.8.1) whose
+/// messages an owner routes (an assigned function's: `passthrough::msi`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsiCapabilityStats {
+    /// Messages sent (at once, or when the guest unmasked the vector).
+    pub sent: u64,
+    /// Interrupts raised while the guest masked the vector (its pending bit set).
+    pub masked_pending: u64,
+    /// Interrupts raised while the guest had MSI disabled (dropped: a
+    /// disabled function sends no message).
+    pub disabled: u64,
+    /// Times the guest enabled MSI, or changed its message while enabled,
+    /// naming no doorbell and MBI SPI of its own (the device's MSI stays
+    /// disabled until the message is valid again).
+    pub forged_messages: u64,
+    /// Times the guest had MSI and MSI-X enabled together (the device gets
+    /// neither: software must not enable both, PCI Express Base 6.0, 6.1.4).
+    pub both_enabled: u64,
+}
+
 /// Where the table and PBA live: BAR index and offset in it (6.8.2.4, 6.8.2.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MsixLayout {

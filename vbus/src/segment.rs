@@ -447,7 +447,7 @@ impl Segment {
         for r in requests {
             match r {
                 Request::FunctionLevelReset => out.push(Effect::Reset { function: id }),
-                Request::MsiTableWritten => out.push(Effect::MsiTableWritten { function: id }),
+                Request::MsiMessageWritten => out.push(Effect::MsiMessageWritten { function: id }),
             }
         }
         if sbr_rose {
@@ -649,7 +649,7 @@ impl Segment {
         for r in requests {
             match r {
                 Request::FunctionLevelReset => out.push(Effect::Reset { function: id }),
-                Request::MsiTableWritten => out.push(Effect::MsiTableWritten { function: id }),
+                Request::MsiMessageWritten => out.push(Effect::MsiMessageWritten { function: id }),
             }
         }
     }

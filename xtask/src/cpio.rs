@@ -1,9 +1,13 @@
-//! A writer for the `newc` cpio format, the format of a Linux initramfs
-//! (see the kernel's `Documentation/driver-api/early-userspace/buffer-format.rst`).
+//! The guest's initramfs as a file tree, written in the `newc` cpio format,
+//! the format of a Linux initramfs (see the kernel's
+//! `Documentation/driver-api/early-userspace/buffer-format.rst`); the
+//! `cpio` crate encodes the entries.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
+
+use cpio::NewcBuilder;
 
 /// `S_IFDIR`.
 const S_IFDIR: u32 = 0o040000;
@@ -109,77 +113,102 @@ impl Tree {
     /// Writes the tree as a `newc` archive ending in the `TRAILER!!!` entry.
     /// Returns the number of bytes written.
     pub fn write_newc<W: Write>(&self, out: W) -> io::Result<u64> {
-        let mut w = NewcWriter { out, written: 0 };
+        self.write_newc_with(out, |_| {})
+    }
+
+    /// [`Tree::write_newc`], calling `each` with every entry's path once it
+    /// is written (for progress reports).
+    ///
+    /// Entries are numbered from inode 1 in path order and carry uid, gid
+    /// and mtime 0, so the same tree always gives the same bytes (the guest
+    /// image's cache key relies on it). The encoding is the `cpio` crate's.
+    pub fn write_newc_with<W: Write>(&self, out: W, mut each: impl FnMut(&str)) -> io::Result<u64> {
+        let mut out = Counting {
+            inner: out,
+            written: 0,
+        };
         let mut ino: u32 = 1;
         for (path, node) in &self.nodes {
-            let (mode, data, rdev): (u32, Vec<u8>, (u32, u32)) = match node {
-                Node::Dir { perm } => (S_IFDIR | perm, Vec::new(), (0, 0)),
+            let entry = NewcBuilder::new(path).ino(ino);
+            match node {
+                Node::Dir { perm } => {
+                    // A directory's "." link and its parent's entry for it.
+                    let entry = entry.mode(S_IFDIR | perm).nlink(2);
+                    entry.write(&mut out, 0).finish()?;
+                }
                 Node::File { perm, data } => {
-                    let bytes = match data {
-                        FileData::Bytes(b) => b.clone(),
-                        FileData::Host(p) => std::fs::read(p).map_err(|e| {
-                            io::Error::new(e.kind(), format!("{}: {e}", p.display()))
-                        })?,
-                    };
-                    (S_IFREG | perm, bytes, (0, 0))
+                    let entry = entry.mode(S_IFREG | perm);
+                    match data {
+                        FileData::Bytes(b) => {
+                            write_data(entry, &mut out, &mut &b[..], b.len() as u64)?
+                        }
+                        FileData::Host(p) => {
+                            let named = |e: io::Error| {
+                                io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+                            };
+                            let file = std::fs::File::open(p).map_err(named)?;
+                            let len = file.metadata().map_err(named)?.len();
+                            write_data(entry, &mut out, &mut file.take(len), len).map_err(named)?;
+                        }
+                    }
                 }
-                Node::Symlink { target } => (S_IFLNK | 0o777, target.as_bytes().to_vec(), (0, 0)),
+                Node::Symlink { target } => {
+                    let entry = entry.mode(S_IFLNK | 0o777);
+                    write_data(entry, &mut out, &mut target.as_bytes(), target.len() as u64)?;
+                }
                 Node::CharDev { perm, major, minor } => {
-                    (S_IFCHR | perm, Vec::new(), (*major, *minor))
+                    let entry = entry
+                        .mode(S_IFCHR | perm)
+                        .rdev_major(*major)
+                        .rdev_minor(*minor);
+                    entry.write(&mut out, 0).finish()?;
                 }
-            };
-            let nlink = if mode & S_IFDIR != 0 { 2 } else { 1 };
-            w.entry(ino, mode, nlink, rdev, path, &data)?;
+            }
+            each(path);
             ino = ino.wrapping_add(1);
         }
-        w.entry(0, 0, 1, (0, 0), "TRAILER!!!", &[])?;
-        w.out.flush()?;
-        Ok(w.written)
+        cpio::newc::trailer(&mut out)?;
+        out.flush()?;
+        Ok(out.written)
     }
 }
 
-struct NewcWriter<W: Write> {
-    out: W,
+/// Writes one entry whose data, `len` bytes, comes from `data`.
+fn write_data<W: Write>(
+    entry: NewcBuilder,
+    out: &mut W,
+    data: &mut impl Read,
+    len: u64,
+) -> io::Result<()> {
+    let size = u32::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file over 4 GiB"))?;
+    let mut w = entry.write(out, size);
+    let copied = io::copy(data, &mut w)?;
+    if copied != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{copied} bytes of {len}: the file changed while being archived"),
+        ));
+    }
+    w.finish()?;
+    Ok(())
+}
+
+/// A writer that counts the bytes through it.
+struct Counting<W: Write> {
+    inner: W,
     written: u64,
 }
 
-impl<W: Write> NewcWriter<W> {
-    fn put(&mut self, b: &[u8]) -> io::Result<()> {
-        self.out.write_all(b)?;
-        self.written += b.len() as u64;
-        Ok(())
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
     }
 
-    fn pad4(&mut self) -> io::Result<()> {
-        let pad = (4 - (self.written % 4) as usize) % 4;
-        self.put(&[0u8; 3][..pad])
-    }
-
-    fn entry(
-        &mut self,
-        ino: u32,
-        mode: u32,
-        nlink: u32,
-        rdev: (u32, u32),
-        name: &str,
-        data: &[u8],
-    ) -> io::Result<()> {
-        let size = u32::try_from(data.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file over 4 GiB"))?;
-        let namesize = u32::try_from(name.len() + 1)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name too long"))?;
-        // c_magic, then c_ino c_mode c_uid c_gid c_nlink c_mtime c_filesize
-        // c_devmajor c_devminor c_rdevmajor c_rdevminor c_namesize c_check.
-        let header = format!(
-            "070701{ino:08x}{mode:08x}{:08x}{:08x}{nlink:08x}{:08x}{size:08x}{:08x}{:08x}{:08x}{:08x}{namesize:08x}{:08x}",
-            0, 0, 0, 0, 0, rdev.0, rdev.1, 0
-        );
-        self.put(header.as_bytes())?;
-        self.put(name.as_bytes())?;
-        self.put(&[0])?;
-        self.pad4()?;
-        self.put(data)?;
-        self.pad4()
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -255,5 +284,113 @@ mod tests {
         let header = std::str::from_utf8(&out[..110]).expect("ascii header");
         assert_eq!(&header[14..22], "00002180");
         assert_eq!(&header[78..94], "0000000500000001");
+    }
+
+    /// One entry of each kind, odd name and data lengths (every padding
+    /// case), parents created by `insert`.
+    fn every_kind(tag: &str) -> (Tree, PathBuf) {
+        let host = std::env::temp_dir().join(format!("xtask-cpio-{}-{tag}", std::process::id()));
+        std::fs::write(&host, b"host bytes, seven and a bit\n").expect("scratch file");
+        let mut t = Tree::new();
+        t.insert("tmp", Node::Dir { perm: 0o1777 });
+        t.insert(
+            "dev/console",
+            Node::CharDev {
+                perm: 0o600,
+                major: 5,
+                minor: 1,
+            },
+        );
+        t.insert(
+            "lib",
+            Node::Symlink {
+                target: "usr/lib".into(),
+            },
+        );
+        t.insert(
+            "init",
+            Node::File {
+                perm: 0o755,
+                data: FileData::Bytes(b"#!/bin/sh\n".to_vec()),
+            },
+        );
+        t.insert(
+            "usr/lib/x/abc",
+            Node::File {
+                perm: 0o644,
+                data: FileData::Host(host.clone()),
+            },
+        );
+        t.insert(
+            "e",
+            Node::File {
+                perm: 0o644,
+                data: FileData::Bytes(Vec::new()),
+            },
+        );
+        (t, host)
+    }
+
+    /// What the hand-written writer this module had before the `cpio` crate
+    /// (commit 754d666) wrote for [`every_kind`], entry by entry: the guest
+    /// image's cache key assumes the same tree always gives these bytes.
+    const FORMER_WRITER_BYTES: [&str; 11] = [
+        "07070100000001000041ed0000000000000000000000020000000000000000000000000000000000000000000000000000000400000000dev\0\0\0",
+        "07070100000002000021800000000000000000000000010000000000000000000000000000000000000005000000010000000c00000000dev/console\0\0\0",
+        "07070100000003000081a40000000000000000000000010000000000000000000000000000000000000000000000000000000200000000e\0",
+        "07070100000004000081ed000000000000000000000001000000000000000a000000000000000000000000000000000000000500000000init\0\0#!/bin/sh\n\0\0",
+        "070701000000050000a1ff0000000000000000000000010000000000000007000000000000000000000000000000000000000400000000lib\0\0\0usr/lib\0",
+        "07070100000006000043ff0000000000000000000000020000000000000000000000000000000000000000000000000000000400000000tmp\0\0\0",
+        "07070100000007000041ed0000000000000000000000020000000000000000000000000000000000000000000000000000000400000000usr\0\0\0",
+        "07070100000008000041ed0000000000000000000000020000000000000000000000000000000000000000000000000000000800000000usr/lib\0\0\0",
+        "07070100000009000041ed0000000000000000000000020000000000000000000000000000000000000000000000000000000a00000000usr/lib/x\0",
+        "0707010000000a000081a4000000000000000000000001000000000000001c000000000000000000000000000000000000000e00000000usr/lib/x/abc\0host bytes, seven and a bit\n",
+        "07070100000000000000000000000000000000000000010000000000000000000000000000000000000000000000000000000b00000000TRAILER!!!\0\0\0\0",
+    ];
+
+    #[test]
+    fn every_node_kind_is_written_as_the_former_writer_wrote_it() {
+        let (t, host) = every_kind("former");
+        let out = archive(&t);
+        let _ = std::fs::remove_file(host);
+        let mut rest = &out[..];
+        for (i, want) in FORMER_WRITER_BYTES.iter().enumerate() {
+            let n = want.len().min(rest.len());
+            assert_eq!(
+                String::from_utf8_lossy(&rest[..n]),
+                *want,
+                "entry {i} differs"
+            );
+            rest = &rest[n..];
+        }
+        assert!(rest.is_empty(), "{} bytes after the trailer", rest.len());
+    }
+
+    #[test]
+    fn write_reports_the_archive_length_and_each_entry() {
+        let (t, host) = every_kind("length");
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        let n = t
+            .write_newc_with(&mut out, |p| seen.push(p.to_string()))
+            .expect("write to Vec");
+        let _ = std::fs::remove_file(host);
+        assert_eq!(n, out.len() as u64);
+        assert_eq!(seen.len(), t.len());
+        assert_eq!(seen.first().map(String::as_str), Some("dev"));
+    }
+
+    #[test]
+    fn a_missing_host_file_is_an_error_naming_it() {
+        let mut t = Tree::new();
+        t.insert(
+            "x",
+            Node::File {
+                perm: 0o644,
+                data: FileData::Host("/nonexistent/xtask-cpio".into()),
+            },
+        );
+        let e = t.write_newc(Vec::new()).expect_err("refused");
+        assert!(e.to_string().contains("/nonexistent/xtask-cpio"), "{e}");
     }
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use object::elf::{FileHeader64, DT_NEEDED};
 use object::read::elf::{Dyn, FileHeader, SectionHeader};
@@ -19,6 +20,7 @@ use object::Endianness;
 
 use crate::cpio::{FileData, Node, Tree};
 use crate::error::Context;
+use crate::progress::{run_lines, run_polling, Progress};
 use crate::{paths, Error, Result};
 
 /// The `/init` script (busybox sh).
@@ -152,10 +154,12 @@ impl Apt {
     }
 
     fn update(&self) -> Result<()> {
-        eprintln!("xtask: apt-get update (arm64, private state)");
+        let progress = Progress::spinner("apt-get update (arm64, private state)");
         let mut c = self.command("apt-get");
         c.arg("update");
-        self.output(c).map(|_| ())
+        run_lines(&mut c, |l| progress.set_message(l))?;
+        progress.finish();
+        Ok(())
     }
 
     fn depends(&self, packages: &[&str], recurse: bool) -> Result<String> {
@@ -176,34 +180,73 @@ impl Apt {
         self.output(c)
     }
 
-    /// `(package, .deb file name)` of each package's candidate version.
-    fn uris(&self, packages: &[String]) -> Result<Vec<(String, String)>> {
+    /// The `.deb` of each package's candidate version.
+    fn uris(&self, packages: &[String]) -> Result<Vec<Deb>> {
         let mut c = self.command("apt-get");
         c.args(["--print-uris", "download"]).args(packages);
         Ok(parse_print_uris(&self.output(c)?))
     }
 
-    fn download(&self, packages: &[String]) -> Result<()> {
-        if packages.is_empty() {
+    /// Downloads `debs` into `debs/`, showing the bytes that arrived (apt
+    /// writes each file in place as it comes).
+    fn download(&self, debs: &[Deb]) -> Result<()> {
+        if debs.is_empty() {
             return Ok(());
         }
-        eprintln!("xtask: downloading {} arm64 packages", packages.len());
+        let dir = self.root.join("debs");
+        let total: u64 = debs.iter().map(|d| d.size).sum();
+        let mut progress =
+            Progress::bytes(format!("downloading {} arm64 packages", debs.len()), total);
         let mut c = self.command("apt-get");
-        c.current_dir(self.root.join("debs"));
-        c.arg("download").args(packages);
-        self.output(c).map(|_| ())
+        c.current_dir(&dir);
+        c.arg("download").args(debs.iter().map(|d| &d.package));
+        run_polling(&mut c, Duration::from_millis(250), || {
+            progress.set_position(arrived_bytes(&dir, debs));
+        })?;
+        progress.finish();
+        Ok(())
     }
 }
 
-/// `(package, file name)` pairs from `apt-get --print-uris download` output
+/// A package's `.deb` as `apt-get --print-uris download` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deb {
+    /// The package name.
+    pub package: String,
+    /// The file name (`name_version_arch.deb`).
+    pub file: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+impl Deb {
+    /// Whether `dir` holds this file whole (by size: apt writes a download
+    /// in place, so an interrupted one leaves a shorter file).
+    fn is_in(&self, dir: &Path) -> bool {
+        fs::metadata(dir.join(&self.file)).is_ok_and(|m| m.len() == self.size)
+    }
+}
+
+/// The bytes of `debs` present in `dir` (whole or partly downloaded).
+fn arrived_bytes(dir: &Path, debs: &[Deb]) -> u64 {
+    debs.iter()
+        .map(|d| fs::metadata(dir.join(&d.file)).map_or(0, |m| m.len().min(d.size)))
+        .sum()
+}
+
+/// The `.deb`s in `apt-get --print-uris download` output
 /// (`'uri' name_version_arch.deb size hash` lines).
-pub fn parse_print_uris(out: &str) -> Vec<(String, String)> {
+pub fn parse_print_uris(out: &str) -> Vec<Deb> {
     out.lines()
         .filter_map(|l| {
-            let file = l.split_whitespace().nth(1)?;
-            let pkg = file.split('_').next()?;
-            file.ends_with(".deb")
-                .then(|| (pkg.to_string(), file.to_string()))
+            let mut words = l.split_whitespace().skip(1);
+            let file = words.next().filter(|f| f.ends_with(".deb"))?;
+            let size = words.next()?.parse().ok()?;
+            Some(Deb {
+                package: file.split('_').next()?.to_string(),
+                file: file.to_string(),
+                size,
+            })
         })
         .collect()
 }
@@ -264,31 +307,31 @@ pub fn ensure_uboot() -> Result<PathBuf> {
         apt.update()?;
     }
     let pkg = [UBOOT_PACKAGE.to_string()];
-    let file = match apt.uris(&pkg)?.into_iter().next() {
-        Some((_, f)) => f,
+    let deb = match apt.uris(&pkg)?.into_iter().next() {
+        Some(deb) => deb,
         None => {
             apt.update()?;
             apt.uris(&pkg)?
                 .into_iter()
                 .next()
-                .map(|(_, f)| f)
                 .ok_or_else(|| Error(format!("no {UBOOT_PACKAGE} package in the apt sources")))?
         }
     };
+    let file = deb.file.clone();
     let stem = file.trim_end_matches(".deb").to_string();
     let out = cache.join("u-boot").join(&stem).join("u-boot.bin");
     if out.exists() {
         return Ok(out);
     }
-    let deb = apt.root.join("debs").join(&file);
-    if !deb.exists() {
-        if let Err(e) = apt.download(&pkg) {
+    if !deb.is_in(&apt.root.join("debs")) {
+        let debs = [deb];
+        if let Err(e) = apt.download(&debs) {
             eprintln!("xtask: download failed, refreshing the package lists: {e}");
             apt.update()?;
-            apt.download(&pkg)?;
+            apt.download(&debs)?;
         }
     }
-    let root = extract(&deb, &cache.join("extracted"))?;
+    let root = extract(&apt.root.join("debs").join(&file), &cache.join("extracted"))?;
     let dir = cache.join("u-boot").join(&stem);
     fs::create_dir_all(&dir)?;
     fs::copy(root.join(UBOOT_QEMU_ARM64), &out)
@@ -316,7 +359,7 @@ fn build_image(cache: &Path, apt: &Apt, backports: &str, refreshed: bool) -> Res
     let mut key_parts: Vec<&[u8]> = vec![FORMAT_VERSION.as_bytes(), INIT_SCRIPT.as_bytes()];
     key_parts.extend(GUEST_MODULES.iter().map(|m| m.as_bytes()));
     key_parts.extend(TOOL_PROGRAMS.iter().map(|m| m.as_bytes()));
-    key_parts.extend(debs.iter().map(|(_, f)| f.as_bytes()));
+    key_parts.extend(debs.iter().map(|d| d.file.as_bytes()));
     let key = format!("{:016x}", fnv1a64(&key_parts));
     let out_dir = cache.join("images").join(&key);
     let image = GuestImage {
@@ -336,10 +379,10 @@ fn build_image(cache: &Path, apt: &Apt, backports: &str, refreshed: bool) -> Res
     }
 
     let deb_dir = apt.root.join("debs");
-    let missing: Vec<String> = debs
+    let missing: Vec<Deb> = debs
         .iter()
-        .filter(|(_, f)| !deb_dir.join(f).exists())
-        .map(|(p, _)| p.clone())
+        .filter(|d| !d.is_in(&deb_dir))
+        .cloned()
         .collect();
     if let Err(e) = apt.download(&missing) {
         if refreshed {
@@ -352,9 +395,19 @@ fn build_image(cache: &Path, apt: &Apt, backports: &str, refreshed: bool) -> Res
 
     let x_dir = cache.join("extracted");
     let mut roots: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for (pkg, file) in &debs {
-        roots.insert(pkg.clone(), extract(&deb_dir.join(file), &x_dir)?);
+    let mut progress = Progress::new(
+        format!("extracting {} packages", debs.len()),
+        debs.len() as u64,
+    );
+    for deb in &debs {
+        progress.set_message(&deb.package);
+        roots.insert(
+            deb.package.clone(),
+            extract(&deb_dir.join(&deb.file), &x_dir)?,
+        );
+        progress.inc(&deb.package);
     }
+    progress.finish();
     let kernel_root = roots
         .get(&kernel_pkg)
         .ok_or_else(|| Error(format!("{kernel_pkg} was not downloaded")))?;
@@ -370,20 +423,27 @@ fn build_image(cache: &Path, apt: &Apt, backports: &str, refreshed: bool) -> Res
     fs::copy(kernel, tmp.join("Image"))?;
     fs::copy(new_kernel, tmp.join("Image-new"))?;
     let file = std::io::BufWriter::new(fs::File::create(tmp.join("initramfs.cpio"))?);
-    let size = assembled.tree.write_newc(file)?;
+    let mut progress = Progress::new(
+        format!("writing the initramfs ({} entries)", assembled.tree.len()),
+        assembled.tree.len() as u64,
+    );
+    let size = assembled
+        .tree
+        .write_newc_with(file, |path| progress.inc(path))?;
+    progress.finish();
     fs::write(tmp.join("kernel-release"), kernel_release)?;
     fs::write(tmp.join("new-kernel-release"), new_kernel_release)?;
     fs::write(
         tmp.join("packages"),
         debs.iter()
-            .map(|(_, f)| format!("{f}\n"))
+            .map(|d| format!("{}\n", d.file))
             .collect::<String>(),
     )?;
     fs::write(tmp.join("complete"), "")?;
     let _ = fs::remove_dir_all(&out_dir);
     fs::rename(&tmp, &out_dir)?;
     // Older images and packages are superseded by this one.
-    let current_debs: BTreeSet<String> = debs.iter().map(|(_, f)| f.clone()).collect();
+    let current_debs: BTreeSet<String> = debs.iter().map(|d| d.file.clone()).collect();
     prune(&cache.join("images"), |name| name == key);
     // The extracted packages (~700 MiB, mostly kernel modules) are only
     // needed to assemble; the .debs stay for the next rebuild.
@@ -861,12 +921,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn print_uris_lines_give_package_and_file_name() {
+    fn print_uris_lines_give_package_file_name_and_size() {
         let out = "'http://mirror.invalid/pool/f/fio/fio_3.33-3_arm64.deb' fio_3.33-3_arm64.deb 123 SHA256:ab\n";
         assert_eq!(
             parse_print_uris(out),
-            vec![("fio".to_string(), "fio_3.33-3_arm64.deb".to_string())]
+            vec![Deb {
+                package: "fio".to_string(),
+                file: "fio_3.33-3_arm64.deb".to_string(),
+                size: 123,
+            }]
         );
+    }
+
+    #[test]
+    fn a_partly_downloaded_deb_is_not_there_and_counts_its_bytes() {
+        let dir = scratch("partial");
+        let deb = |file: &str, size| Deb {
+            package: file.split('_').next().unwrap_or(file).to_string(),
+            file: file.to_string(),
+            size,
+        };
+        fs::write(dir.join("a_1_arm64.deb"), [0u8; 10]).expect("write");
+        fs::write(dir.join("b_1_arm64.deb"), [0u8; 4]).expect("write");
+        let debs = [
+            deb("a_1_arm64.deb", 10),
+            deb("b_1_arm64.deb", 8),
+            deb("c_1_arm64.deb", 5),
+        ];
+        let there: Vec<bool> = debs.iter().map(|d| d.is_in(&dir)).collect();
+        assert_eq!(there, [true, false, false]);
+        assert_eq!(arrived_bytes(&dir, &debs), 14);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::error::Context;
+use crate::progress::{run_lines, Progress, Style};
 use crate::{Error, Result};
 
 /// Oldest QEMU major version accepted (guest-loader, GICv3 virtualization, `-cpu max` features).
@@ -64,7 +65,16 @@ pub fn add_suite(sources: &str, codename: &str, suite: &str) -> Option<String> {
     changed.then_some(out)
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+/// Runs `cmd` (an `apt-get` doing `what`): on a terminal under a spinner
+/// showing its latest output line, otherwise with its output passed through
+/// as it comes.
+fn run(what: &str, cmd: &mut Command) -> Result<()> {
+    if Style::current() == Style::Bar {
+        let progress = Progress::spinner(what);
+        run_lines(cmd, |l| progress.set_message(l))?;
+        progress.finish();
+        return Ok(());
+    }
     eprintln!("xtask: {cmd:?}");
     let status = cmd.status().context(|| format!("{cmd:?}"))?;
     if status.success() {
@@ -100,15 +110,46 @@ pub fn ensure_qemu() -> Result<()> {
         return Ok(());
     }
     let backports = ensure_backports_suite()?;
-    run(Command::new("apt-get").arg("update"))?;
-    run(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-t", &backports, "qemu-system-arm"]))?;
+    run("apt-get update", Command::new("apt-get").arg("update"))?;
+    run(
+        &format!("installing qemu-system-arm from {backports}"),
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-t", &backports, "qemu-system-arm"]),
+    )?;
     match installed_qemu_major() {
         Some(v) if v >= MIN_QEMU_MAJOR => Ok(()),
         v => Err(Error(format!(
             "qemu-system-aarch64 is version {v:?} after installing, need {MIN_QEMU_MAJOR}"
         ))),
+    }
+}
+
+/// Makes sure the host has `iperf3` (the bench's TCP client, the guest
+/// running the server), installing the distribution's package otherwise.
+/// Idempotent: does nothing when `iperf3 --version` runs.
+pub fn ensure_iperf3() -> Result<()> {
+    let present = || {
+        Command::new("iperf3")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    run("apt-get update", Command::new("apt-get").arg("update"))?;
+    // Debian's iperf3 asks (debconf) whether to start a daemon: no terminal here.
+    run(
+        "installing iperf3",
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends", "iperf3"]),
+    )?;
+    if present() {
+        Ok(())
+    } else {
+        Err(Error::msg("iperf3 is still missing after installing it"))
     }
 }
 

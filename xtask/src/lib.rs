@@ -15,6 +15,7 @@ pub mod install;
 pub mod layout;
 pub mod net;
 pub mod paths;
+pub mod progress;
 pub mod qemu;
 
 pub use error::{Error, Result};

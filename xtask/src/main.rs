@@ -5,99 +5,313 @@
 //! cargo xtask image            the guest kernel and initramfs (cached)
 //! cargo xtask run [OPTIONS]    boot the guest under the hypervisor (or --direct)
 //! cargo xtask test             every test, then the end-to-end boots
+//! cargo xtask bench [OPTIONS]  the same guest timed directly and under the hypervisor
+//! cargo xtask <command> --help its options
 //! ```
 
 use std::path::PathBuf;
 use std::process::{exit, Command};
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use xtask::error::Context;
 use xtask::net::{NetBackend, Nic, NicSlot, PortForward};
 use xtask::qemu::{self, Mode, RunConfig, Verdict};
 use xtask::{flat, image, install, paths, Error, Result};
 
-const USAGE: &str = "usage: cargo xtask <command>
+/// Build the hypervisor, assemble the guest image, boot it under QEMU, test.
+#[derive(Parser, Debug)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    arg_required_else_help = true,
+    after_help = "`cargo xtask <command> --help` describes a command's options."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
 
-commands:
-  build   build the hypervisor and the probe guest (aarch64-unknown-none-softfloat, release)
-          and their flat binaries
-  image   assemble (or reuse the cached) guest kernel and initramfs
-  run     boot the guest under the hypervisor under QEMU
-  test    cargo test, build the hypervisor, then the end-to-end boots
-  bench   time guest workloads directly on QEMU and under the hypervisor, same
-          guest, one run; prints medians and the ratio hypervisor/direct
-          (--runs N, default 3; --smp/--mem/--kernel/--initrd/--append/--qemu-arg;
-          --nic/--nic-slot/--hostfwd, default --nic none: no workload uses the network)
-          --icount: instead, instructions per trapped operation (hvc, GICD, PL011,
-          ECAM read/write, virtio) under QEMU -icount shift=0, with 2 and 31 root
-          ports, checked against bench/icount-thresholds.toml (exit 1 above a limit)
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Build the hypervisor and the probe guest and their flat binaries
+    ///
+    /// Both for aarch64-unknown-none-softfloat, release; the flat binaries
+    /// (`.bin`) are written next to the ELF files in
+    /// target/aarch64-unknown-none-softfloat/release/.
+    Build,
+    /// Assemble (or reuse the cached) guest kernels and initramfs; print their paths
+    ///
+    /// Prints `kernel:`, `initrd:` and `kernel-new:` (the backports suite's
+    /// newer kernel, same initramfs). The image is cached in
+    /// ${XDG_CACHE_HOME:-~/.cache}/synthetic-pci/, keyed by the package
+    /// versions and the /init script.
+    Image,
+    /// Boot the guest under the hypervisor under QEMU (or directly, --direct)
+    ///
+    /// Without --exec the guest console is interactive (QEMU -nographic:
+    /// Ctrl-a x quits, `exit` powers the guest off). Prints the time from
+    /// QEMU start to the guest's XTASK-INIT-START line. Exit status: the
+    /// command's after a clean power-off (0 without --exec), 3 after a guest
+    /// panic or reset, 4 when the initramfs did not unpack, 2 after a
+    /// hypervisor fault, 124 on timeout.
+    Run(RunArgs),
+    /// cargo test, build the hypervisor and the probe guest, then the end-to-end boots
+    ///
+    /// The end-to-end tests (tests/tests/e2e.rs, --ignored
+    /// --test-threads=1) boot the guest under the hypervisor;
+    /// XTASK_E2E_DIRECT=1 boots them directly on QEMU instead.
+    Test,
+    /// Measure the same Linux directly on QEMU and under the hypervisor
+    ///
+    /// Directly on QEMU, Linux drives QEMU's e1000e and virtio-blk-pci; under
+    /// the hypervisor, the e1000e is passed through and the virtio-blk is
+    /// the hypervisor's, on the same image (bench-disk.img in the cache
+    /// directory). Alternately, --runs times, one boot per arrangement runs
+    /// every workload (boot to init, iperf3 both ways with the host's
+    /// client, ping, fio, syscalls, user loop, IPIs, timer, console), and a
+    /// probe guest boot times a config read, a virtio notify, a GICD read
+    /// and an hvc. Prints median, min and max per arrangement and the ratio
+    /// hypervisor / direct; writes target/bench/bench.{json,md,svg},
+    /// docs/bench.svg and README.md's table; exits 1 when a ratio misses its
+    /// target in bench/ratio-thresholds.toml. With --icount, counts
+    /// instructions per trapped operation instead; with --scaling, times
+    /// boots by CPU count.
+    Bench(BenchArgs),
+}
 
-run options:
-  --exec CMD        run CMD in the guest (sh -c), print its output, exit with its status
-  --direct          boot the guest directly on QEMU, without the hypervisor
-  --uboot           as on a board: U-Boot (the distribution's qemu_arm64 build)
-                    booti's the hypervisor with the modules described in the DT
-  --kernel PATH     guest kernel: an arm64 Image, or a raw image without its
-                    header, loaded at RAM + 0x80000 as QEMU's -kernel does
-                    (default: the Image from the guest image)
-  --initrd PATH     guest initramfs (default: from the guest image); `none`: no initrd
-  --append ARGS     added to the guest kernel command line (after
-                    `console=ttyAMA0 panic=-1`)
-  --cmdline ARGS    the whole guest command line instead (for guests other than
-                    our Linux image); excludes --append and --exec
-  --smp N           CPUs (default 2)
-  --mem SIZE        RAM, e.g. 2G (default 2G). Under the hypervisor the guest gets
-                    what its image, heap, the DTB and the kernel module leave
-                    (the initrd is mapped into the guest); too little is refused
-  --qemu-arg ARG    extra QEMU argument (repeatable)
-  --hv-arg ARG      added to the hypervisor's own command line, e.g. root-ports=31
-                    or loglevel=debug (repeatable)
-  --smmu            give the machine an SMMUv3 (virt iommu=smmuv3, stages 1 and 2)
-  --nic MODEL       host NIC: e1000e (default), igb or none; the guest's /init gives
-                    it 10.0.2.15/24 via 10.0.2.2 (QEMU user networking, restrict=on:
-                    only 10.0.2.2, which is QEMU, answers). Under the hypervisor it
-                    is passed through (pci-passthrough=, QEMU iommu=smmuv3)
-  --nic-slot WHERE  where the NIC sits on the host's PCIe: bus (pcie.0, 00:02.0),
-                    root-port (default; 01:00.0), switch (root port, upstream and
-                    downstream switch ports; 03:00.0)
-  --hostfwd H:G     forward TCP 127.0.0.1:H on the host to guest port G (repeatable)
-  --disk DISK       the guest's virtio-blk (/dev/vda), emulated by the hypervisor
-                    behind its own root port: IMG (a raw image file, driven
-                    zero-copy through a host virtio-blk; default: disk.img in the
-                    cache directory, 256 MiB, created once and kept), ram:SIZE
-                    (in host RAM, lost at power-off) or none. With --direct an
-                    image is the guest's own virtio-blk-pci, ram: gives none
-  --host-disk IMG   a raw image as a host virtio-blk at 0000:00:05.0 that the
-                    hypervisor drives itself (host-disk=, host-disk-selftest; the
-                    guest does not see it; QEMU iommu=smmuv3); with --direct,
-                    the guest's Linux drives it
-  --timeout SECS    kill QEMU after SECS (default: none interactive, 600 with --exec)
+/// The guest and the machine: options `run` and `bench` share.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "Guest and machine")]
+struct GuestArgs {
+    /// Guest kernel [default: the Image from the guest image]
+    ///
+    /// An arm64 Image (loaded at its text_offset, over its image_size), or a
+    /// raw image without that header (magic ARM\x64 at offset 56), loaded at
+    /// RAM + 0x80000 over its file size, as QEMU's -kernel loads one.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Guest initramfs [default: from the guest image]; `none`: the guest gets no initrd
+    #[arg(long, value_name = "PATH|none", value_parser = parse_initrd)]
+    initrd: Option<Initrd>,
+    /// Added to the guest kernel command line (repeatable)
+    ///
+    /// After `console=ttyAMA0 panic=-1`, before `xtask.exec=`.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    append: Vec<String>,
+    /// CPUs [default: 2]
+    #[arg(long, value_name = "N", value_parser = parse_smp)]
+    smp: Option<u32>,
+    /// RAM, e.g. 512M [default: 2G]
+    ///
+    /// Under the hypervisor the guest gets all of it but the hypervisor's
+    /// share (the first 2 MiB, the hypervisor image with its heap and
+    /// stacks, about 13 MiB, and 2 MiB for the host DTB and the kernel
+    /// module); too little for the kernel, the initrd twice, the DTB and
+    /// 32 MiB is refused, naming the numbers.
+    #[arg(long, value_name = "SIZE", value_parser = qemu::parse_mem)]
+    mem: Option<u64>,
+    /// Extra QEMU argument (repeatable)
+    #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+    qemu_args: Vec<String>,
+    /// Host NIC [default: e1000e]
+    ///
+    /// The guest's /init gives the first Ethernet interface 10.0.2.15/24 via
+    /// 10.0.2.2 (QEMU user networking, restrict=on: only 10.0.2.2, which is
+    /// QEMU, answers). Under the hypervisor the NIC is passed through
+    /// (pci-passthrough= on the hypervisor's command line, iommu=smmuv3 on
+    /// the machine); with --direct, Linux drives it.
+    #[arg(long, value_name = "MODEL", value_parser = nic_parser())]
+    nic: Option<Nic>,
+    /// Where the NIC sits on the host's PCIe [default: root-port]
+    ///
+    /// Host buses are numbered depth-first from 0.
+    #[arg(long = "nic-slot", value_name = "WHERE", value_parser = nic_slot_parser())]
+    nic_slot: Option<NicSlot>,
+    /// Forward TCP 127.0.0.1:H on the host to guest port G (repeatable)
+    #[arg(long = "hostfwd", value_name = "H:G", value_parser = PortForward::parse)]
+    forwards: Vec<PortForward>,
+}
 
-environment:
-  XTASK_E2E_DIRECT=1  `test` boots the end-to-end guests without the hypervisor";
+/// `cargo xtask run`'s options.
+#[derive(Args, Debug, Default)]
+#[command(args_override_self = true)]
+struct RunArgs {
+    /// Run CMD in the guest (sh -c), print its output, exit with its status (default timeout 600 s)
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    exec: Option<String>,
+    /// Boot the guest directly on QEMU, without the hypervisor (the baseline)
+    #[arg(long)]
+    direct: bool,
+    /// As on a board: U-Boot booti's the hypervisor with the modules described in the DT
+    ///
+    /// QEMU runs U-Boot (the distribution's qemu_arm64 build, fetched and
+    /// cached like the guest packages), which adds the multiboot,module
+    /// nodes to the DT and booti's the hypervisor at 0x4040_0000 (typed on
+    /// U-Boot's console with --exec; printed for you to type without).
+    #[arg(long)]
+    uboot: bool,
+    /// The whole guest command line instead of the default one
+    ///
+    /// For guests other than our Linux image; refused with --append or
+    /// --exec (which need the default line), and when it holds a `"` or a
+    /// control character.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    cmdline: Option<String>,
+    /// Added to the hypervisor's own command line, e.g. root-ports=31 or loglevel=debug (repeatable)
+    #[arg(long = "hv-arg", value_name = "ARG", allow_hyphen_values = true)]
+    hv_args: Vec<String>,
+    /// Give the machine an SMMUv3 (virt iommu=smmuv3, stages 1 and 2) even without a passed-through NIC
+    #[arg(long)]
+    smmu: bool,
+    /// The guest's virtio-blk (/dev/vda): IMG, ram:SIZE or none [default: disk.img in the cache directory]
+    ///
+    /// Emulated by the hypervisor behind its own root port (guest
+    /// 0001:02:00.0). IMG, a raw image file, becomes a host virtio-blk-pci
+    /// the hypervisor drives, and the guest's requests reach it zero-copy;
+    /// ram:SIZE is a RAM disk in host memory, lost at power-off; the default
+    /// image is 256 MiB, created once and kept between runs. With --direct
+    /// an image is the guest's own virtio-blk-pci, ram: gives none.
+    #[arg(long, value_name = "DISK", value_parser = parse_disk)]
+    disk: Option<DiskArg>,
+    /// (Testing the host-disk driver alone) a raw image as a host virtio-blk at 0000:00:05.0
+    ///
+    /// Under the hypervisor: host-disk=0000:00:05.0 host-disk-selftest and
+    /// iommu=smmuv3; the hypervisor drives it, the guest does not see it.
+    /// With --direct the guest's Linux drives it.
+    #[arg(long = "host-disk", value_name = "IMG", conflicts_with = "disk")]
+    host_disk: Option<PathBuf>,
+    /// Kill QEMU after SECS [default: none interactive, 600 with --exec]
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    #[command(flatten)]
+    guest: GuestArgs,
+}
+
+/// `cargo xtask bench`'s options.
+#[derive(Args, Debug, Default)]
+#[command(args_override_self = true)]
+struct BenchArgs {
+    /// Boots in each mode
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    runs: usize,
+    /// Instead: instructions per trapped operation under QEMU -icount shift=0
+    ///
+    /// The probe guest's cost group: hvc, GICD, PL011, ECAM read and write,
+    /// virtio, with 2 and 31 root ports; writes target/bench/icount.{md,json}
+    /// and exits 1 when a figure is over its limit in
+    /// bench/icount-thresholds.toml.
+    #[arg(long, conflicts_with_all = ["runs", "GuestArgs", "scaling"])]
+    icount: bool,
+    /// Instead: boot to init with 1, 2, 4 and 8 CPUs in both arrangements
+    ///
+    /// Writes target/bench/scaling.{md,json} and README.md's scaling table.
+    #[arg(long)]
+    scaling: bool,
+    #[command(flatten)]
+    guest: GuestArgs,
+}
+
+/// `--initrd`: a file, or none at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Initrd {
+    /// No initrd (`--initrd none`).
+    None,
+    /// This file.
+    File(PathBuf),
+}
+
+fn parse_initrd(s: &str) -> Result<Initrd> {
+    Ok(match s {
+        "none" => Initrd::None,
+        path => Initrd::File(path.into()),
+    })
+}
+
+fn parse_smp(s: &str) -> std::result::Result<u32, &'static str> {
+    s.parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or("a number of CPUs, 1 or more")
+}
+
+fn nic_parser() -> impl TypedValueParser<Value = Nic> {
+    PossibleValuesParser::new([
+        PossibleValue::new("e1000e").help("Intel 82574L"),
+        PossibleValue::new("igb").help("Intel 82576"),
+        PossibleValue::new("none").help("no NIC"),
+    ])
+    .try_map(|s| Nic::parse(&s))
+}
+
+fn nic_slot_parser() -> impl TypedValueParser<Value = NicSlot> {
+    PossibleValuesParser::new([
+        PossibleValue::new("bus").help("on pcie.0 at 00:02.0"),
+        PossibleValue::new("root-port").help("behind a pcie-root-port at 00:02.0; NIC at 01:00.0"),
+        PossibleValue::new("switch").help(
+            "behind a switch (root port, x3130-upstream, xio3130-downstream); NIC at 03:00.0",
+        ),
+    ])
+    .try_map(|s| NicSlot::parse(&s))
+}
+
+/// `--disk`: emulated in the hypervisor (`none`, `ram:SIZE`) or a host image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DiskArg {
+    /// `none` or `ram:SIZE`.
+    Emulated(qemu::Disk),
+    /// A raw image file.
+    Image(PathBuf),
+}
+
+fn parse_disk(s: &str) -> Result<DiskArg> {
+    if s == "none" || s.starts_with("ram:") {
+        qemu::Disk::parse(s).map(DiskArg::Emulated)
+    } else {
+        Ok(DiskArg::Image(s.into()))
+    }
+}
+
+/// Parses xtask's command line (`args[0]` is the program), with the checks
+/// between options clap's declarations do not express.
+fn parse<I, T>(args: I) -> std::result::Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    if let Cmd::Run(r) = &cli.command {
+        if let Err(msg) = r.check() {
+            let mut cmd = Cli::command();
+            cmd.build();
+            let run = cmd
+                .find_subcommand_mut("run")
+                .ok_or_else(|| clap::Error::new(ErrorKind::InvalidSubcommand))?;
+            return Err(run.error(ErrorKind::ArgumentConflict, msg));
+        }
+    }
+    Ok(cli)
+}
 
 /// Size of the disk image `cargo xtask run` creates when it has none.
 const DEFAULT_DISK_BYTES: u64 = 256 << 20;
 
-/// The guest's disk from `--disk` (`IMG`, `ram:SIZE`, `none`); without it, the
-/// image `disk.img` in the cache directory, created (sparse, zeroed) the first
-/// time and kept between runs.
-fn choose_disk(arg: Option<&str>, cfg: &mut RunConfig) -> Result<()> {
+/// The guest's disk from `--disk`; without it, the image `disk.img` in the
+/// cache directory, created (sparse, zeroed) the first time and kept between
+/// runs.
+fn choose_disk(arg: Option<&DiskArg>, cfg: &mut RunConfig) -> Result<()> {
     let img = match arg {
-        Some("none") => {
-            cfg.disk = qemu::Disk::None;
+        Some(DiskArg::Emulated(disk)) => {
+            cfg.disk = *disk;
             return Ok(());
         }
-        Some(a) if a.starts_with("ram:") => {
-            cfg.disk = qemu::Disk::parse(a)?;
-            return Ok(());
-        }
-        Some(path) => {
-            let p = PathBuf::from(path);
+        Some(DiskArg::Image(p)) => {
             if !p.is_file() {
-                return Err(Error(format!("--disk {path}: no such image file")));
+                return Err(Error(format!("--disk {}: no such image file", p.display())));
             }
-            p
+            p.clone()
         }
         None => {
             let p = paths::cache_dir().join("disk.img");
@@ -128,8 +342,8 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 const TARGET: &str = "aarch64-unknown-none-softfloat";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match dispatch(&args) {
+    let cli = parse(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let code = match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("xtask: error: {e}");
@@ -139,46 +353,18 @@ fn main() {
     exit(code);
 }
 
-fn dispatch(args: &[String]) -> Result<i32> {
-    if args
-        .iter()
-        .skip(1)
-        .any(|a| matches!(a.as_str(), "-h" | "--help"))
-    {
-        println!("{USAGE}");
-        return Ok(0);
-    }
-    if let (Some("build" | "image" | "test"), Some(extra)) =
-        (args.first().map(String::as_str), args.get(1))
-    {
-        return Err(Error(format!(
-            "`cargo xtask {}` takes no options, not {extra:?} (see --help)",
-            args[0]
-        )));
-    }
-    match args.first().map(String::as_str) {
-        Some("build") => build_hypervisor().and_then(|_| build_probe()).map(|_| 0),
-        Some("image") => image::ensure_guest_image().map(|img| {
+fn dispatch(command: Cmd) -> Result<i32> {
+    match command {
+        Cmd::Build => build_hypervisor().and_then(|_| build_probe()).map(|_| 0),
+        Cmd::Image => image::ensure_guest_image().map(|img| {
             println!("kernel: {}", img.kernel.display());
             println!("initrd: {}", img.initrd.display());
             println!("kernel-new: {}", img.new_kernel.display());
             0
         }),
-        Some("run") => run(&args[1..]),
-        Some("test") => test(),
-        Some("bench") => bench(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(0)
-        }
-        Some(other) => {
-            eprintln!("xtask: unknown command {other:?}\n{USAGE}");
-            Ok(2)
-        }
-        None => {
-            eprintln!("{USAGE}");
-            Ok(2)
-        }
+        Cmd::Run(a) => run(a),
+        Cmd::Test => test(),
+        Cmd::Bench(a) => bench(a),
     }
 }
 
@@ -245,30 +431,7 @@ fn build_flat(package: &str) -> Result<PathBuf> {
     Ok(bin)
 }
 
-#[derive(Default)]
-struct RunArgs {
-    exec: Option<String>,
-    direct: bool,
-    uboot: bool,
-    smmu: bool,
-    kernel: Option<PathBuf>,
-    initrd: Option<PathBuf>,
-    no_initrd: bool,
-    append: Vec<String>,
-    cmdline: Option<String>,
-    smp: Option<u32>,
-    mem: Option<u64>,
-    qemu_args: Vec<String>,
-    timeout: Option<Duration>,
-    nic: Option<Nic>,
-    nic_slot: Option<NicSlot>,
-    forwards: Vec<PortForward>,
-    disk: Option<String>,
-    host_disk: Option<PathBuf>,
-    hv_args: Vec<String>,
-}
-
-impl RunArgs {
+impl GuestArgs {
     /// Sets `cfg`'s NIC, its slot and user networking with the forwards;
     /// `default_nic` when `--nic` was not given.
     fn apply_network(&self, cfg: &mut RunConfig, default_nic: Nic) {
@@ -278,105 +441,52 @@ impl RunArgs {
             forwards: self.forwards.clone(),
         };
     }
-}
 
-fn parse_run_args(args: &[String]) -> Result<RunArgs> {
-    let mut r = RunArgs::default();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        if name == "--direct" {
-            r.direct = true;
-            continue;
-        }
-        if name == "--uboot" {
-            r.uboot = true;
-            continue;
-        }
-        if name == "--smmu" {
-            r.smmu = true;
-            continue;
-        }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| Error(format!("{name} needs a value")))
-        };
-        match name {
-            "--exec" => r.exec = Some(value()?),
-            "--kernel" => r.kernel = Some(value()?.into()),
-            "--initrd" => match value()?.as_str() {
-                "none" => (r.initrd, r.no_initrd) = (None, true),
-                path => (r.initrd, r.no_initrd) = (Some(path.into()), false),
-            },
-            "--append" => r.append.push(value()?),
-            "--cmdline" => r.cmdline = Some(value()?),
-            "--smp" => {
-                let v = value()?;
-                r.smp = Some(v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    Error(format!("bad --smp {v:?} (a number of CPUs, 1 or more)"))
-                })?);
-            }
-            "--mem" => r.mem = Some(qemu::parse_mem(&value()?)?),
-            "--qemu-arg" => r.qemu_args.push(value()?),
-            "--hv-arg" => r.hv_args.push(value()?),
-            "--nic" => r.nic = Some(Nic::parse(&value()?)?),
-            "--nic-slot" => r.nic_slot = Some(NicSlot::parse(&value()?)?),
-            "--hostfwd" => r.forwards.push(PortForward::parse(&value()?)?),
-            "--disk" => r.disk = Some(value()?),
-            "--host-disk" => r.host_disk = Some(value()?.into()),
-            "--timeout" => {
-                let v = value()?;
-                let secs: u64 = v.parse().map_err(|_| Error(format!("bad --timeout {v}")))?;
-                r.timeout = Some(Duration::from_secs(secs));
-            }
-            _ => return Err(Error(format!("unknown option {arg}\n{USAGE}"))),
-        }
-    }
-    if r.cmdline.is_some() && !r.append.is_empty() {
-        return Err(Error::msg(
-            "--cmdline replaces the whole guest command line and --append adds to the default one: give one of them",
-        ));
-    }
-    if r.cmdline.is_some() && r.exec.is_some() {
-        return Err(Error::msg(
-            "--exec needs our /init and the default command line; --cmdline replaces that line: give one of them",
-        ));
-    }
-    Ok(r)
-}
-
-impl RunArgs {
     /// The guest kernel and initrd: the options', else the guest image's
     /// (built only when one of them is needed).
     fn guest_files(&self) -> Result<(PathBuf, Option<PathBuf>)> {
-        let initrd_needed = !self.no_initrd && self.initrd.is_none();
-        if self.kernel.is_some() && !initrd_needed {
-            return Ok((self.kernel.clone().unwrap_or_default(), self.initrd.clone()));
-        }
-        let img = image::ensure_guest_image()?;
-        let initrd = if self.no_initrd {
-            None
-        } else {
-            Some(self.initrd.clone().unwrap_or(img.initrd))
+        let (kernel, initrd) = match (&self.kernel, &self.initrd) {
+            (Some(kernel), Some(initrd)) => (kernel.clone(), initrd.clone()),
+            (kernel, initrd) => {
+                let img = image::ensure_guest_image()?;
+                (
+                    kernel.clone().unwrap_or(img.kernel),
+                    initrd.clone().unwrap_or(Initrd::File(img.initrd)),
+                )
+            }
         };
-        Ok((self.kernel.clone().unwrap_or(img.kernel), initrd))
+        Ok(match initrd {
+            Initrd::None => (kernel, None),
+            Initrd::File(path) => (kernel, Some(path)),
+        })
     }
 
-    /// Sets `cfg`'s initrd and command line from the options.
+    /// Sets `cfg`'s initrd, added command line, CPUs, RAM and QEMU arguments
+    /// from the options.
     fn apply_guest(&self, cfg: &mut RunConfig, initrd: Option<PathBuf>) {
         cfg.initrd = initrd;
         cfg.append = self.append.join(" ");
-        cfg.cmdline = self.cmdline.clone();
+        cfg.smp = self.smp.unwrap_or(cfg.smp);
+        cfg.mem_bytes = self.mem.unwrap_or(cfg.mem_bytes);
+        cfg.qemu_args = self.qemu_args.clone();
     }
 }
 
-fn run(args: &[String]) -> Result<i32> {
-    let a = parse_run_args(args)?;
+impl RunArgs {
+    /// The checks between options: `--cmdline` excludes `--append` and
+    /// `--exec`, which need the default command line.
+    fn check(&self) -> std::result::Result<(), &'static str> {
+        if self.cmdline.is_some() && !self.guest.append.is_empty() {
+            return Err("--cmdline replaces the whole guest command line and --append adds to the default one: give one of them");
+        }
+        if self.cmdline.is_some() && self.exec.is_some() {
+            return Err("--exec needs our /init and the default command line; --cmdline replaces that line: give one of them");
+        }
+        Ok(())
+    }
+}
+
+fn run(a: RunArgs) -> Result<i32> {
     let mode = if a.direct {
         Mode::Direct
     } else if a.uboot {
@@ -389,28 +499,23 @@ fn run(args: &[String]) -> Result<i32> {
         Mode::Hypervisor(build_hypervisor()?)
     };
     install::ensure_qemu()?;
-    let (kernel, initrd) = a.guest_files()?;
+    let (kernel, initrd) = a.guest.guest_files()?;
     let mut cfg = RunConfig::new(mode, kernel, PathBuf::new());
-    a.apply_guest(&mut cfg, initrd);
-    cfg.smp = a.smp.unwrap_or(cfg.smp);
-    cfg.mem_bytes = a.mem.unwrap_or(cfg.mem_bytes);
-    a.apply_network(&mut cfg, Nic::E1000e);
-    cfg.qemu_args = a.qemu_args;
+    a.guest.apply_guest(&mut cfg, initrd);
+    cfg.cmdline = a.cmdline.clone();
+    a.guest.apply_network(&mut cfg, Nic::E1000e);
     cfg.iommu = a.smmu;
     if let Some(img) = a.host_disk.clone() {
-        if a.disk.is_some() {
-            return Err(Error::msg("--host-disk and --disk exclude each other"));
-        }
         cfg.hypervisor_args = "host-disk-selftest".into();
         cfg.host_disk = Some(img);
     } else {
-        choose_disk(a.disk.as_deref(), &mut cfg)?;
+        choose_disk(a.disk.as_ref(), &mut cfg)?;
     }
     for h in &a.hv_args {
         cfg.hypervisor_args = format!("{} {h}", cfg.hypervisor_args).trim().to_string();
     }
     cfg.interactive = a.exec.is_none();
-    cfg.timeout = a.timeout.or(if a.exec.is_some() {
+    cfg.timeout = a.timeout.map(Duration::from_secs).or(if a.exec.is_some() {
         Some(EXEC_TIMEOUT)
     } else {
         None
@@ -455,44 +560,38 @@ fn run(args: &[String]) -> Result<i32> {
     Ok(outcome.exit_code())
 }
 
-fn bench(args: &[String]) -> Result<i32> {
-    let mut runs = 3usize;
-    let mut rest = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--icount" {
-            let hv = build_hypervisor()?;
-            let probe = build_probe()?;
-            install::ensure_qemu()?;
-            return Ok(if xtask::icount::bench(&hv, &probe)? {
-                0
-            } else {
-                1
-            });
-        }
-        if let Some(v) = a.strip_prefix("--runs=") {
-            runs = v.parse().map_err(|_| Error(format!("bad --runs {v}")))?;
-        } else if a == "--runs" {
-            let v = it
-                .next()
-                .ok_or_else(|| Error::msg("--runs needs a value"))?;
-            runs = v.parse().map_err(|_| Error(format!("bad --runs {v}")))?;
+fn bench(a: BenchArgs) -> Result<i32> {
+    if a.icount {
+        let hv = build_hypervisor()?;
+        let probe = build_probe()?;
+        install::ensure_qemu()?;
+        return Ok(if xtask::icount::bench(&hv, &probe)? {
+            0
         } else {
-            rest.push(a.clone());
-        }
+            1
+        });
     }
-    let a = parse_run_args(&rest)?;
     let hv = build_hypervisor()?;
+    let probe = build_probe()?;
     install::ensure_qemu()?;
-    let (kernel, initrd) = a.guest_files()?;
+    install::ensure_iperf3()?;
+    let (kernel, initrd) = a.guest.guest_files()?;
     let mut cfg = RunConfig::new(Mode::Direct, kernel, PathBuf::new());
-    a.apply_guest(&mut cfg, initrd);
-    cfg.smp = a.smp.unwrap_or(cfg.smp);
-    cfg.mem_bytes = a.mem.unwrap_or(cfg.mem_bytes);
-    a.apply_network(&mut cfg, Nic::None);
-    cfg.qemu_args = a.qemu_args;
-    xtask::bench::bench(&cfg, hv, runs.max(1))?;
-    Ok(0)
+    a.guest.apply_guest(&mut cfg, initrd);
+    a.guest.apply_network(&mut cfg, Nic::E1000e);
+    cfg.disk = qemu::Disk::Host;
+    cfg.host_disk = Some(xtask::bench::disk_image()?);
+    let b = xtask::bench::Bench {
+        linux: cfg,
+        hypervisor: hv,
+        probe: Some(probe),
+        runs: a.runs.max(1),
+    };
+    if a.scaling {
+        xtask::bench::scaling(&b)?;
+        return Ok(0);
+    }
+    Ok(if xtask::bench::bench(&b)? { 0 } else { 1 })
 }
 
 fn test() -> Result<i32> {
@@ -534,71 +633,146 @@ fn test() -> Result<i32> {
         .status()?;
     Ok(if status.success() { 0 } else { 1 })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
+    fn cli(a: &[&str]) -> std::result::Result<Cli, clap::Error> {
+        parse(std::iter::once("xtask").chain(a.iter().copied()))
+    }
+
+    fn run_args(a: &[&str]) -> std::result::Result<RunArgs, clap::Error> {
+        match cli(&[&["run"], a].concat())?.command {
+            Cmd::Run(r) => Ok(r),
+            other => panic!("run parsed as {other:?}"),
+        }
+    }
+
+    fn bench_args(a: &[&str]) -> std::result::Result<BenchArgs, clap::Error> {
+        match cli(&[&["bench"], a].concat())?.command {
+            Cmd::Bench(b) => Ok(b),
+            other => panic!("bench parsed as {other:?}"),
+        }
+    }
+
+    /// The rendered error (or help) of a command line clap refuses.
+    fn refusal(a: &[&str]) -> clap::Error {
+        cli(a).expect_err("refused")
+    }
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn run_options_accept_inline_values() {
-        let r = parse_run_args(&args(&["--exec=exit 7", "--smp=4"])).expect("valid");
-        assert_eq!((r.exec.as_deref(), r.smp), (Some("exit 7"), Some(4)));
+        let r = run_args(&["--exec=exit 7", "--smp=4"]).expect("valid");
+        assert_eq!((r.exec.as_deref(), r.guest.smp), (Some("exit 7"), Some(4)));
+    }
+
+    #[test]
+    fn a_repeated_option_takes_its_last_value() {
+        let r = run_args(&["--smp", "2", "--smp", "3"]).expect("valid");
+        assert_eq!(r.guest.smp, Some(3));
     }
 
     #[test]
     fn commands_without_options_refuse_one() {
-        let e = dispatch(&args(&["build", "--bogus"])).expect_err("refused");
-        assert!(e.0.contains("takes no options, not \"--bogus\""), "{e}");
-        let e = dispatch(&args(&["image", "x"])).expect_err("refused");
-        assert!(e.0.contains("`cargo xtask image` takes no options"), "{e}");
+        for command in ["build", "image", "test"] {
+            let e = refusal(&[command, "--bogus"]);
+            assert_eq!(e.kind(), ErrorKind::UnknownArgument, "{command}");
+            let msg = e.to_string();
+            assert!(msg.contains("unexpected argument '--bogus'"), "{msg}");
+            assert!(
+                msg.contains(&format!("Usage: cargo xtask {command}\n")),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stray_word_after_image_is_refused() {
+        let e = refusal(&["image", "x"]);
+        assert!(e.to_string().contains("unexpected argument 'x'"), "{e}");
     }
 
     #[test]
     fn a_zero_smp_names_what_is_expected() {
-        let e = parse_run_args(&args(&["--smp", "0"]))
-            .err()
-            .expect("refused");
-        assert!(e.0.contains("1 or more"), "{e}");
+        let e = refusal(&["run", "--smp", "0"]);
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("1 or more"), "{e}");
+    }
+
+    #[test]
+    fn a_zero_ram_disk_names_what_is_expected() {
+        let e = refusal(&["run", "--disk", "ram:0"]);
+        assert!(
+            e.to_string().contains("a size above 0, e.g. ram:64M"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn too_little_memory_names_the_minimum() {
+        let e = refusal(&["run", "--mem", "1M"]);
+        assert!(e.to_string().contains("at least 64M"), "{e}");
+    }
+
+    #[test]
+    fn disk_options_select_ram_none_or_an_image() {
+        let disk = |v: &str| run_args(&["--disk", v]).expect("valid").disk;
+        assert_eq!(
+            disk("ram:64M"),
+            Some(DiskArg::Emulated(qemu::Disk::Ram(64 << 20)))
+        );
+        assert_eq!(disk("none"), Some(DiskArg::Emulated(qemu::Disk::None)));
+        assert_eq!(disk("d.img"), Some(DiskArg::Image("d.img".into())));
+    }
+
+    #[test]
+    fn host_disk_excludes_disk() {
+        let e = refusal(&["run", "--host-disk", "h.img", "--disk", "none"]);
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
     }
 
     #[test]
     fn smmu_flag_asks_for_an_iommu() {
-        assert!(parse_run_args(&args(&["--smmu"])).expect("valid").smmu);
-        assert!(!parse_run_args(&args(&[])).expect("valid").smmu);
+        assert!(run_args(&["--smmu"]).expect("valid").smmu);
+        assert!(!run_args(&[]).expect("valid").smmu);
     }
 
     #[test]
-    fn qemu_arg_is_repeatable() {
-        let r = parse_run_args(&args(&["--qemu-arg", "-s", "--qemu-arg", "-S"])).expect("valid");
-        assert_eq!(r.qemu_args, args(&["-s", "-S"]));
+    fn qemu_arg_is_repeatable_and_takes_dashed_values() {
+        let r = run_args(&["--qemu-arg", "-s", "--qemu-arg", "-S"]).expect("valid");
+        assert_eq!(r.guest.qemu_args, ["-s", "-S"]);
     }
 
     #[test]
     fn run_defaults_to_an_e1000e_behind_a_root_port_on_user_networking() {
-        let r = parse_run_args(&[]).expect("valid");
+        let r = run_args(&[]).expect("valid");
         let mut cfg = RunConfig::new(Mode::Direct, "Image".into(), "initrd".into());
-        r.apply_network(&mut cfg, Nic::E1000e);
+        r.guest.apply_network(&mut cfg, Nic::E1000e);
         assert_eq!((cfg.nic, cfg.nic_slot), (Nic::E1000e, NicSlot::RootPort));
         assert_eq!(cfg.net, NetBackend::User { forwards: vec![] });
     }
 
     #[test]
     fn nic_options_select_model_slot_and_forwards() {
-        let r = parse_run_args(&args(&[
+        let r = run_args(&[
             "--nic=igb",
             "--nic-slot",
             "switch",
             "--hostfwd",
             "5201:5201",
-        ]))
+        ])
         .expect("valid");
-        assert_eq!((r.nic, r.nic_slot), (Some(Nic::Igb), Some(NicSlot::Switch)));
         assert_eq!(
-            r.forwards,
+            (r.guest.nic, r.guest.nic_slot),
+            (Some(Nic::Igb), Some(NicSlot::Switch))
+        );
+        assert_eq!(
+            r.guest.forwards,
             [PortForward {
                 host: 5201,
                 guest: 5201
@@ -607,34 +781,189 @@ mod tests {
     }
 
     #[test]
-    fn unknown_nic_model_is_an_error() {
-        assert!(parse_run_args(&args(&["--nic", "rtl8139"])).is_err());
+    fn every_listed_nic_model_and_slot_parses() {
+        for nic in ["e1000e", "igb", "none"] {
+            run_args(&["--nic", nic]).expect(nic);
+        }
+        for slot in ["bus", "root-port", "switch"] {
+            run_args(&["--nic-slot", slot]).expect(slot);
+        }
+    }
+
+    #[test]
+    fn unknown_nic_model_is_an_error_listing_the_models() {
+        let e = refusal(&["run", "--nic", "rtl8139"]);
+        assert!(
+            e.to_string()
+                .contains("[possible values: e1000e, igb, none]"),
+            "{e}"
+        );
     }
 
     #[test]
     fn initrd_none_means_no_initrd() {
-        let r =
-            parse_run_args(&args(&["--kernel", "bare.bin", "--initrd", "none"])).expect("valid");
-        assert!(r.no_initrd && r.initrd.is_none());
-        let (k, i) = r.guest_files().expect("no guest image needed");
+        let r = run_args(&["--kernel", "bare.bin", "--initrd", "none"]).expect("valid");
+        assert_eq!(r.guest.initrd, Some(Initrd::None));
+        let (k, i) = r.guest.guest_files().expect("no guest image needed");
         assert_eq!((k, i), (PathBuf::from("bare.bin"), None));
     }
 
     #[test]
-    fn cmdline_excludes_append_and_exec() {
-        let r = parse_run_args(&args(&["--cmdline", "probe=1"])).expect("valid");
+    fn kernel_and_initrd_given_need_no_guest_image() {
+        let r = run_args(&["--kernel", "k", "--initrd", "i"]).expect("valid");
+        let files = r.guest.guest_files().expect("no guest image needed");
+        assert_eq!(files, (PathBuf::from("k"), Some(PathBuf::from("i"))));
+    }
+
+    #[test]
+    fn cmdline_alone_is_taken() {
+        let r = run_args(&["--cmdline", "probe=1"]).expect("valid");
         assert_eq!(r.cmdline.as_deref(), Some("probe=1"));
-        assert!(parse_run_args(&args(&["--cmdline", "a", "--append", "b"])).is_err());
-        assert!(parse_run_args(&args(&["--cmdline", "a", "--exec", "true"])).is_err());
+    }
+
+    #[test]
+    fn cmdline_with_append_is_refused_saying_why() {
+        let e = refusal(&["run", "--cmdline", "a", "--append", "b"]);
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        let msg = e.to_string();
+        assert!(msg.contains("--append adds to the default one"), "{msg}");
+        assert!(msg.contains("Usage: cargo xtask run"), "{msg}");
+    }
+
+    #[test]
+    fn cmdline_with_exec_is_refused_saying_why() {
+        let e = refusal(&["run", "--cmdline", "a", "--exec", "true"]);
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        assert!(e.to_string().contains("--exec needs our /init"), "{e}");
     }
 
     #[test]
     fn unknown_run_option_is_an_error() {
-        assert!(parse_run_args(&args(&["--bogus"])).is_err());
+        assert_eq!(
+            refusal(&["run", "--bogus"]).kind(),
+            ErrorKind::UnknownArgument
+        );
     }
 
     #[test]
     fn option_without_value_is_an_error() {
-        assert!(parse_run_args(&args(&["--timeout"])).is_err());
+        let e = refusal(&["run", "--timeout"]);
+        assert_eq!(e.kind(), ErrorKind::InvalidValue);
+        assert!(e.to_string().contains("--timeout <SECS>"), "{e}");
+    }
+
+    #[test]
+    fn bench_defaults_to_three_runs() {
+        let b = bench_args(&[]).expect("valid");
+        assert_eq!((b.runs, b.icount), (3, false));
+    }
+
+    #[test]
+    fn bench_takes_the_guest_options() {
+        let b = bench_args(&["--runs=5", "--smp", "1", "--nic", "igb", "--append", "x"])
+            .expect("valid");
+        assert_eq!(b.runs, 5);
+        assert_eq!(
+            (b.guest.smp, b.guest.nic, b.guest.append),
+            (Some(1), Some(Nic::Igb), vec!["x".to_string()])
+        );
+    }
+
+    #[test]
+    fn bench_refuses_options_only_run_takes() {
+        for opt in ["--exec", "--disk", "--hv-arg", "--cmdline"] {
+            let e = refusal(&["bench", opt, "x"]);
+            assert_eq!(e.kind(), ErrorKind::UnknownArgument, "{opt}");
+        }
+        assert_eq!(
+            refusal(&["bench", "--direct"]).kind(),
+            ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn bench_scaling_is_a_flag_icount_refuses() {
+        assert!(
+            bench_args(&["--scaling", "--runs", "1"])
+                .expect("valid")
+                .scaling
+        );
+        let e = refusal(&["bench", "--icount", "--scaling"]);
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn bench_icount_refuses_the_timing_options() {
+        for extra in [["--runs", "2"], ["--smp", "2"]] {
+            let e = refusal(&[&["bench", "--icount"][..], &extra].concat());
+            assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{extra:?}");
+        }
+    }
+
+    /// The long help of `cargo xtask <command>`.
+    fn help(command: &str) -> String {
+        let e = refusal(&[command, "--help"]);
+        assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{command}");
+        e.to_string()
+    }
+
+    #[test]
+    fn every_command_has_help_saying_what_it_does() {
+        for (command, says) in [
+            ("build", "Build the hypervisor and the probe guest"),
+            ("image", "kernel-new:"),
+            ("run", "Boot the guest under the hypervisor"),
+            ("test", "XTASK_E2E_DIRECT=1"),
+            ("bench", "ratio hypervisor / direct"),
+        ] {
+            let h = help(command);
+            assert!(h.contains(says), "{command}: {h}");
+            assert!(h.contains(&format!("Usage: cargo xtask {command}")), "{h}");
+        }
+    }
+
+    #[test]
+    fn top_level_help_lists_every_command() {
+        let e = refusal(&["--help"]);
+        let h = e.to_string();
+        for command in ["build", "image", "run", "test", "bench"] {
+            assert!(h.contains(&format!("\n  {command} ")), "{command}: {h}");
+        }
+    }
+
+    /// The `--options` named in the first column of the README table under `heading`.
+    fn readme_options(heading: &str) -> Vec<String> {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split(heading)
+            .nth(1)
+            .expect("README section")
+            .split("\n#")
+            .next()
+            .unwrap_or_default();
+        let mut opts: Vec<String> = section
+            .lines()
+            .filter(|l| l.starts_with("| `--"))
+            .filter_map(|l| l.split(" | ").next())
+            .flat_map(|cell| cell.split('`'))
+            .filter_map(|w| w.strip_prefix("--"))
+            .map(|w| w.split([' ', '=']).next().unwrap_or(w).to_string())
+            .collect();
+        opts.sort();
+        opts.dedup();
+        opts
+    }
+
+    #[test]
+    fn run_help_lists_exactly_the_options_of_the_readme_table() {
+        let h = help("run");
+        let mut in_help: Vec<String> = h
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("--"))
+            .map(|w| w.split([' ', '=']).next().unwrap_or(w).to_string())
+            .filter(|w| w != "help")
+            .collect();
+        in_help.sort();
+        assert_eq!(in_help, readme_options("### `cargo xtask run`"));
     }
 }

@@ -841,6 +841,8 @@ struct Capture {
     lines: Vec<String>,
     partial: Vec<u8>,
     init_start: Option<Duration>,
+    /// Each complete line is also sent here (see [`run_tapped`]).
+    tap: Option<std::sync::mpsc::Sender<String>>,
 }
 
 impl Capture {
@@ -853,6 +855,10 @@ impl Capture {
                 }
                 if self.init_start.is_none() && line.contains(INIT_MARKER) {
                     self.init_start = Some(started.elapsed());
+                }
+                if let Some(tap) = &self.tap {
+                    // A receiver gone is a listener done listening.
+                    let _ = tap.send(line.clone());
                 }
                 self.lines.push(line);
                 self.partial.clear();
@@ -899,6 +905,18 @@ pub fn verdict(mode: &Mode, qemu_status: Option<i32>, console: &[String]) -> Ver
 
 /// Boots `cfg` under QEMU and waits for it to end (or for the timeout).
 pub fn run(cfg: &RunConfig) -> Result<RunOutcome> {
+    run_inner(cfg, None)
+}
+
+/// [`run`], sending each console line to `tap` as it arrives, so that
+/// another thread can act on the guest's progress (the bench starts its host
+/// side of a workload when the guest prints that it is ready). The sender is
+/// dropped when QEMU has exited.
+pub fn run_tapped(cfg: &RunConfig, tap: std::sync::mpsc::Sender<String>) -> Result<RunOutcome> {
+    run_inner(cfg, Some(tap))
+}
+
+fn run_inner(cfg: &RunConfig, tap: Option<std::sync::mpsc::Sender<String>>) -> Result<RunOutcome> {
     let args = qemu_args(cfg)?;
     // U-Boot mode types its boot script on U-Boot's console.
     let input = match &cfg.mode {
@@ -927,7 +945,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunOutcome> {
     let mut child = cmd
         .spawn()
         .context(|| "starting qemu-system-aarch64".to_string())?;
-    let capture = Arc::new(Mutex::new(Capture::default()));
+    let capture = Arc::new(Mutex::new(Capture {
+        tap,
+        ..Capture::default()
+    }));
     let mut stdout = child
         .stdout
         .take()
@@ -1302,6 +1323,20 @@ mod tests {
             o.initramfs_failure(),
             Some("[    1.5] Initramfs unpacking failed: write error")
         );
+    }
+
+    #[test]
+    fn capture_sends_each_complete_line_to_its_tap() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut c = Capture {
+            tap: Some(tx),
+            ..Capture::default()
+        };
+        c.feed(b"one\r\ntw", Instant::now());
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("one"));
+        assert!(rx.try_recv().is_err(), "a partial line is not sent");
+        c.feed(b"o\n", Instant::now());
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("two"));
     }
 
     #[test]

@@ -309,3 +309,183 @@ fn ctrl_a_three_times_moves_console_input_to_the_next_guest() {
         out.tail(60)
     );
 }
+
+/// QEMU's `virt` machine as the hypervisor runs on it (two CPUs, 2 GiB, a
+/// GICv3, no NIC), with `extra` arguments; `None` when QEMU could not run.
+fn qemu_virt(extra: &[String], timeout: std::time::Duration) -> (Option<i32>, Vec<String>) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("qemu-system-aarch64")
+        .args([
+            "-M",
+            "virt,gic-version=3,virtualization=on",
+            "-cpu",
+            "max,pauth-impdef=on",
+            "-smp",
+            "2",
+            "-m",
+            "2048M",
+            "-nographic",
+            "-no-reboot",
+            "-semihosting-config",
+            "enable=on,target=native",
+            "-nic",
+            "none",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("qemu-system-aarch64: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .collect::<Vec<String>>()
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    (status, reader.join().unwrap_or_default())
+}
+
+/// Where the probe is loaded for guest-node boots: 2 MiB above the DT QEMU
+/// puts at 0x4800_0000, outside every guest's memory.
+const NODE_MODULE_AT: u64 = 0x4a00_0000;
+
+/// A probe guest node: `name` on the CPU of MPIDR `mpidr`, 64 MiB of host
+/// RAM at `ram`, segment `segment`, running the probe's `boot` group.
+fn probe_node(name: &str, mpidr: u64, ram: u64, segment: u16) -> platform::guests::GuestConfig {
+    use platform::guests::{GuestConfig, GuestMemory, ResetAction};
+    use vbus::{MemRange, Pa};
+    let len = std::fs::metadata(probe_bin())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .len();
+    GuestConfig {
+        name: name.into(),
+        cpus: vec![platform::Cpu { mpidr }],
+        memory: GuestMemory::Static(vec![MemRange::new(Pa(ram), 64 << 20)]),
+        kernel: MemRange::new(Pa(NODE_MODULE_AT), len),
+        ramdisk: None,
+        bootargs: Some("console=ttyAMA0 probe=boot".into()),
+        devices: vec![],
+        disks: vec![],
+        segment,
+        root_ports: None,
+        on_reset: ResetAction::Stop,
+    }
+}
+
+/// Boots the hypervisor with `guests` as guest nodes under `/chosen` of
+/// QEMU's own DT (dumped, nodes added by `platform::guests::with_guests`,
+/// given back with `-dtb`) and the probe loaded at [`NODE_MODULE_AT`]:
+/// QEMU's exit status and the console.
+fn boot_guest_nodes(guests: &[platform::guests::GuestConfig]) -> (Option<i32>, Vec<String>) {
+    let dir = std::env::temp_dir().join(format!(
+        "vms-guest-nodes-{}-{}",
+        std::process::id(),
+        guests.first().map_or("", |g| g.name.as_str())
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let base = dir.join("base.dtb");
+    let (status, _) = qemu_virt(
+        &["-machine".into(), format!("dumpdtb={}", base.display())],
+        boot_timeout(),
+    );
+    assert_eq!(status, Some(0), "QEMU's dumpdtb");
+    let base = std::fs::read(&base).unwrap_or_else(|e| panic!("{e}"));
+    let dtb = platform::guests::with_guests(&base, guests).unwrap_or_else(|e| panic!("{e}"));
+    let dtb_path = dir.join("guests.dtb");
+    std::fs::write(&dtb_path, dtb).unwrap_or_else(|e| panic!("{e}"));
+    let out = qemu_virt(
+        &[
+            "-kernel".into(),
+            hypervisor_bin().display().to_string(),
+            "-append".into(),
+            "semihosting".into(),
+            "-dtb".into(),
+            dtb_path.display().to_string(),
+            "-device".into(),
+            format!(
+                "loader,file={},addr={NODE_MODULE_AT:#x},force-raw=on",
+                probe_bin().display()
+            ),
+        ],
+        boot_timeout(),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn guests_from_guest_nodes_under_chosen_boot_on_their_own_cpus_ram_and_segments() {
+    let (status, console) = boot_guest_nodes(&[
+        probe_node("alpha", 0, 0x5000_0000, 3),
+        probe_node("beta", 1, 0x5800_0000, 7),
+    ]);
+    let tail = console[console.len().saturating_sub(60)..].join("\n");
+    assert_eq!(status, Some(0), "both guests power off:\n{tail}");
+    for (name, segment, ram) in [("alpha", 3, "0x50000000"), ("beta", 7, "0x58000000")] {
+        let prefix = format!("[{name}] ");
+        let lines: Vec<&str> = console
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("PROBE-INFO pci segment {segment} "))),
+            "guest {name} sees segment {segment}:\n{tail}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("PROBE-START cpus=1 ")),
+            "guest {name} has one CPU:\n{tail}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("PROBE-DONE") && l.ends_with("failed=0")),
+            "guest {name} passed its checks:\n{tail}"
+        );
+        assert!(
+            console.iter().any(|l| l.starts_with(&format!(
+                "[hv] guest {name} RAM IPA 0x80000000 size 0x4000000 at PA {ram}"
+            ))),
+            "guest {name}'s RAM is its host-memory:\n{tail}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn guest_nodes_claiming_one_cpu_stop_the_boot_naming_both_guests() {
+    let (status, console) = boot_guest_nodes(&[
+        probe_node("alpha", 0, 0x5000_0000, 3),
+        probe_node("beta", 0, 0x5800_0000, 7),
+    ]);
+    let tail = console.join("\n");
+    assert_eq!(
+        status,
+        Some(2),
+        "a refused configuration is a fault:\n{tail}"
+    );
+    assert!(
+        console
+            .iter()
+            .any(|l| l == "[hv] ERROR fatal: guests alpha and beta both claim CPU 0x0"),
+        "{tail}"
+    );
+}
