@@ -1,5 +1,6 @@
-//! Building the guest from the host platform: RAM, kernel, initrd and DTB
-//! placement, stage-2 and the emulated devices.
+//! Building a guest from its spec and the host platform: RAM (from the free
+//! host RAM, [`FreeRam`]), kernel, initrd and DTB placement ([`Boot`], kept
+//! to boot it again), stage 2 and the emulated devices.
 
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};

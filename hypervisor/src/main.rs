@@ -3,10 +3,11 @@
 //!
 //! Boot: a Linux arm64 Image header makes QEMU `-kernel` and U-Boot `booti`
 //! start it at EL2 with x0 = the host DTB. It turns on its own MMU, reads the
-//! host platform, takes the physical GIC, builds the guest (stage-2 RAM at the
-//! `GuestLayout` IPA, kernel/initrd/DTB loaded as QEMU's `-kernel` would), brings
-//! the other CPUs up through PSCI and enters the guest at EL1 on every CPU the
-//! guest switches on. Its own console lines start with `[hv] `.
+//! host platform, takes the physical GIC, builds each guest the host DT
+//! describes (stage-2 RAM at its `GuestLayout` IPA, kernel/initrd/DTB loaded
+//! as QEMU's `-kernel` would), brings the guests' CPUs up through PSCI and
+//! enters each guest at EL1 on every CPU it switches on. Its own console
+//! lines start with `[hv] `.
 //!
 //! It is position-independent: linked at 0x4020_0000 (where QEMU `-kernel`
 //! places an Image with text_offset 0), it applies its own relative

@@ -1,5 +1,7 @@
-//! The guest: its layout and memory (fixed after boot), and the state exits
-//! change, behind separate locks so that exits on different CPUs rarely wait on
+//! The guests: a table fixed at boot ([`all`]), each physical CPU's guest
+//! and vCPU ([`on_cpu`]); per guest its layout and memory (fixed after
+//! boot), its life (`life.rs`), and the state exits change, behind separate
+//! locks so that exits on different CPUs rarely wait on
 //! each other: the vGIC, the emulated devices (PL011, PCI segment), the vCPU
 //! power states. Lock order: devices, then vGIC; power, then vGIC; the host
 //! console last. Counters are atomics.
