@@ -170,6 +170,33 @@ fn windows(host: &PcieHost) -> Result<HostWindows, String> {
     })
 }
 
+/// Every PCI function on the host segments that hold one of `wanted`
+/// (enumerated as [`prepare`] does, bus numbers given where firmware left
+/// none): what guests may name. A segment without ECAM is left to
+/// [`prepare`] to report.
+pub fn host_functions(plat: &Platform, wanted: &[Sbdf]) -> Result<Vec<Sbdf>, String> {
+    let mut out = Vec::new();
+    for host in &plat.pcie {
+        let seg = host.segment.unwrap_or(0);
+        let Some(cfg) = host
+            .config
+            .filter(|_| wanted.iter().any(|s| s.segment == seg))
+        else {
+            continue;
+        };
+        // SAFETY: as in `prepare`: the host bridge's ECAM window as the DT
+        // names it, identity-mapped as Device memory; the hypervisor owns it.
+        let mut ecam = unsafe { HostEcam::new(cfg.base, host.bus_range.0, host.bus_range.1) };
+        let topology = enumerate(&mut ecam, host.bus_range.0..=host.bus_range.1)
+            .map_err(|e| format!("{}: enumeration: {e:?}", host.node))?;
+        out.extend(topology.functions.iter().map(|f| Sbdf {
+            segment: seg,
+            bdf: f.bdf,
+        }));
+    }
+    Ok(out)
+}
+
 /// Enumerates and assigns, once, every host segment that holds a requested
 /// device (passed through, or the host disk), and prepares each device. The
 /// error names the device or host bridge.
@@ -380,11 +407,11 @@ fn prepare_one(
     })
 }
 
-/// Routes assigned device `index`'s MSI-X and MSI (see `passthrough::msix`
+/// Routes assigned device `index` of guest `owner`'s MSI-X and MSI (see `passthrough::msix`
 /// and `passthrough::msi`): MAPD of its host DeviceID with an ITT for the
 /// EventIDs of `passthrough::EventIds` (MSI-X vector v is EventID v, MSI
 /// vector v EventID `msi_base + v`), one LPI per EventID (MAPTI, owner
-/// `LpiOwner::Assigned`, on CPU 0 until the guest's SPI routing moves it),
+/// `LpiOwner::Assigned`, on physical CPU `cpu` until the guest's SPI routing moves it),
 /// and the function shown with MSI-X and MSI, its device's table and MSI
 /// capability holding the ITS doorbell. Returns the device and the doorbell
 /// to map in its SMMU stage 2 (`None`: the device keeps INTx only, said in
@@ -393,7 +420,9 @@ fn prepare_one(
 /// so it must lie outside it.
 pub fn route_msi(
     a: Assigned,
+    owner: u16,
     index: u16,
+    cpu: usize,
     guest: Option<vbus::MsiTarget>,
     ram: vbus::MemRange<vbus::Ipa>,
 ) -> (Assigned, Option<Pa>) {
@@ -443,11 +472,12 @@ pub fn route_msi(
     let wanted = (0..events.msix).chain(events.msi_base..events.total());
     let mut lpis = Vec::new();
     for e in wanted {
-        let owner = LpiOwner::Assigned {
+        let lpi_owner = LpiOwner::Assigned {
+            guest: owner,
             device: index,
             event: e,
         };
-        match its::map_event(its_index, device_id, e, owner, 0) {
+        match its::map_event(its_index, device_id, e, lpi_owner, cpu) {
             Ok(l) => lpis.push((e, l)),
             Err(err) => {
                 log::warn!("pci-passthrough={sbdf}: MSI-X and MSI hidden: MAPTI event {e}: {err}");
@@ -570,10 +600,13 @@ fn check_lines(plat: &Platform, out: &[Assigned], disk: Option<&DiskSite>) -> Re
 pub static HOST_SEGMENTS: spin::Mutex<Vec<HostSegment>> = spin::Mutex::new(Vec::new());
 
 /// At shutdown: reads back every assigned host segment (a difference is an
-/// error line naming it; none gives one line saying so), then resets the
-/// assigned devices so the next owner gets them clean.
-pub fn shutdown(vm: &crate::vm::Vm) {
-    if !vm.devices.try_lock().is_some_and(|d| d.assigned.is_empty()) {
+/// error line naming it; none gives one line saying so), then resets every
+/// guest's assigned devices so the next owner gets them clean.
+pub fn shutdown(vms: &[crate::vm::Vm]) {
+    if !vms
+        .iter()
+        .all(|vm| vm.devices.try_lock().is_some_and(|d| d.assigned.is_empty()))
+    {
         if canary_intact() {
             log::info!("DMA canary intact");
         } else {
@@ -594,14 +627,16 @@ pub fn shutdown(vm: &crate::vm::Vm) {
         }
     }
     drop(segments);
-    let Some(mut dev) = vm.devices.try_lock() else {
-        return;
-    };
-    let ids = dev.assigned.clone();
-    if let Some(seg) = dev.segment.as_mut() {
-        for id in ids {
-            // The guest is gone: its BARs' stage-2 mappings do not matter any more.
-            let _ = seg.reset_function(id);
+    for vm in vms {
+        let Some(mut dev) = vm.devices.try_lock() else {
+            continue;
+        };
+        let ids = dev.assigned.clone();
+        if let Some(seg) = dev.segment.as_mut() {
+            for id in ids {
+                // The guest is gone: its BARs' stage-2 mappings do not matter any more.
+                let _ = seg.reset_function(id);
+            }
         }
     }
 }

@@ -668,6 +668,28 @@ impl Segment {
         out
     }
 
+    /// Resets every function of the segment, root ports included, as the
+    /// platform's reset does (PCI Express Base 6.0, 6.6.1, Conventional
+    /// Reset): registers back to their defaults (an assigned function also
+    /// resets its host device), bus numbers cleared, so nothing decodes any
+    /// more; the effects unmap every BAR that was decoded and lower every
+    /// INTx line that was raised.
+    pub fn reset_all(&mut self) -> Effects {
+        let mut out = Effects::new();
+        for s in &mut self.slots {
+            s.port.function.reset();
+            if let Some(c) = s.child.as_mut() {
+                c.function.reset();
+            }
+        }
+        self.rebuild_routing();
+        self.redecode(&mut out);
+        for id in self.placed_ids() {
+            self.interrupts_changed(id, &mut out);
+        }
+        out
+    }
+
     /// Lets every function finish asynchronous work ([`PciFunction::poll`]),
     /// then returns the INTx changes that follow.
     pub fn poll(&mut self) -> Effects {
