@@ -617,6 +617,12 @@ fn run(a: RunArgs) -> Result<i32> {
         cfg.interactive = interactive;
         cfg.timeout = timeout;
         cfg.exec = exec;
+        cfg.exec_guests = config
+            .guests
+            .iter()
+            .filter(|g| g.exec.is_some())
+            .map(|g| g.name.clone())
+            .collect();
         let (args, input) = match &mode {
             Mode::UBoot { .. } => {
                 let lines = plan.uboot_lines()?;
@@ -646,7 +652,10 @@ fn run(a: RunArgs) -> Result<i32> {
     match outcome.verdict {
         Verdict::PoweredOff => {}
         Verdict::GuestPanic => {
-            eprintln!("xtask: the guest kernel panicked:");
+            match qemu::panicked_guests(&outcome.console).as_slice() {
+                [] => eprintln!("xtask: the guest kernel panicked:"),
+                names => eprintln!("xtask: guest {} panicked:", names.join(", guest ")),
+            }
             eprint!("{}", outcome.panic_lines().unwrap_or_default());
         }
         Verdict::InitramfsFailed => {

@@ -243,6 +243,11 @@ pub struct RunConfig {
     pub qemu_args: Vec<String>,
     /// Command `/init` runs with `sh -c` before powering off; `None` for a shell.
     pub exec: Option<String>,
+    /// With several guests (guest nodes), the names of those that run a
+    /// command: each reports its status on a `[name] `-prefixed
+    /// [`EXIT_STATUS_MARKER`] line and the run's status combines them
+    /// ([`exec_status_of`]). Empty: one guest, whose line has no prefix.
+    pub exec_guests: Vec<String>,
     /// QEMU is killed after this long.
     pub timeout: Option<Duration>,
     /// Copy the console to our stdout as it arrives.
@@ -294,6 +299,7 @@ impl RunConfig {
             mem_bytes: 2 << 30,
             qemu_args: Vec::new(),
             exec: None,
+            exec_guests: Vec::new(),
             timeout: None,
             echo: true,
             interactive: false,
@@ -1001,6 +1007,52 @@ pub fn parse_exit_status(console: &[String]) -> Option<i32> {
     })
 }
 
+/// The status guest `name`'s command reported: the last
+/// [`EXIT_STATUS_MARKER`] line with its `[name] ` prefix.
+pub fn parse_guest_exit_status(console: &[String], name: &str) -> Option<i32> {
+    let prefix = format!("[{name}] ");
+    let lines: Vec<String> = console
+        .iter()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
+        .collect();
+    parse_exit_status(&lines)
+}
+
+/// The run's command status: with one guest (`guests` empty) its
+/// [`EXIT_STATUS_MARKER`] line's; with several, that of the first guest in
+/// `guests` (the file's order) whose status is missing (`None`) or not 0,
+/// else 0: the run succeeds only when every guest's command did.
+pub fn exec_status_of(console: &[String], guests: &[String]) -> Option<i32> {
+    if guests.is_empty() {
+        return parse_exit_status(console);
+    }
+    for g in guests {
+        match parse_guest_exit_status(console, g) {
+            Some(0) => {}
+            other => return other,
+        }
+    }
+    Some(0)
+}
+
+/// The guests (by their `[name] ` console prefix) whose kernel panicked.
+pub fn panicked_guests(console: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in console.iter().filter(|l| l.contains(PANIC_MARKER)) {
+        let Some(name) = l
+            .strip_prefix('[')
+            .and_then(|r| r.split_once("] "))
+            .map(|(n, _)| n)
+        else {
+            continue;
+        };
+        if name != "hv" && !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
 /// Classifies a finished run.
 /// A panic wins; then an initramfs that did not unpack, whatever the exit.
 pub fn verdict(mode: &Mode, qemu_status: Option<i32>, console: &[String]) -> Verdict {
@@ -1164,7 +1216,7 @@ pub fn launch(
     };
     Ok(RunOutcome {
         verdict,
-        exec_status: parse_exit_status(&cap.lines),
+        exec_status: exec_status_of(&cap.lines, &cfg.exec_guests),
         console: cap.lines,
         qemu_stderr,
         qemu_status,
@@ -1473,6 +1525,50 @@ mod tests {
         assert!(rx.try_recv().is_err(), "a partial line is not sent");
         c.feed(b"o\n", Instant::now());
         assert_eq!(rx.try_recv().ok().as_deref(), Some("two"));
+    }
+
+    #[test]
+    fn each_guests_status_is_read_from_its_prefixed_line() {
+        let c = lines(&["[net] XTASK-EXIT-STATUS=0", "[blk] XTASK-EXIT-STATUS=5"]);
+        assert_eq!(parse_guest_exit_status(&c, "net"), Some(0));
+        assert_eq!(parse_guest_exit_status(&c, "blk"), Some(5));
+    }
+
+    #[test]
+    fn several_guests_status_is_0_only_when_every_command_returned_0() {
+        let both = |net: &str, blk: &str| {
+            exec_status_of(
+                &lines(&[
+                    &format!("[net] XTASK-EXIT-STATUS={net}"),
+                    &format!("[blk] XTASK-EXIT-STATUS={blk}"),
+                ]),
+                &["net".to_string(), "blk".to_string()],
+            )
+        };
+        assert_eq!(both("0", "0"), Some(0));
+        assert_eq!(both("0", "5"), Some(5));
+        assert_eq!(
+            both("2", "5"),
+            Some(2),
+            "the first guest in the file's order wins"
+        );
+    }
+
+    #[test]
+    fn a_guest_that_never_reported_makes_the_status_unknown() {
+        let c = lines(&["[net] XTASK-EXIT-STATUS=0"]);
+        let guests = ["net".to_string(), "blk".to_string()];
+        assert_eq!(exec_status_of(&c, &guests), None);
+    }
+
+    #[test]
+    fn panicked_guests_are_named_by_their_console_prefix() {
+        let c = lines(&[
+            "[blk] fio: done",
+            "[net] Kernel panic - not syncing: sysrq triggered crash",
+            "[net] Kernel panic - not syncing: again",
+        ]);
+        assert_eq!(panicked_guests(&c), ["net"]);
     }
 
     #[test]
