@@ -10,7 +10,7 @@
 //! Until the guest programs the bus numbers, nothing below a bridge is reachable.
 
 use crate::addr::{Bdf, EcamAddress};
-use crate::config::{command, reg};
+use crate::config::{command, reg, type1};
 use crate::decode::{self, Decoded};
 use crate::function::{BarBacking, Effect, Effects, FunctionId, Intx, PciFunction, Request};
 use crate::msix::MsiMessage;
@@ -438,12 +438,19 @@ impl Segment {
             return;
         };
         let id = p.id;
-        let sbr_before = secondary_bus_reset(p.function.as_ref());
-        let buses_before = p.function.bridge_bus_range();
+        // Only a write of their bytes changes a bridge's bus numbers and its
+        // Secondary Bus Reset bit (the contract of `PciFunction`).
+        let (bus_numbers, bridge_control) = (
+            touches(a.register, size, type1::SECONDARY_BUS, 2),
+            touches(a.register, size, type1::BRIDGE_CONTROL, 2),
+        );
+        let sbr_before = bridge_control && secondary_bus_reset(p.function.as_ref());
+        let buses_before = bus_numbers.then(|| p.function.bridge_bus_range());
         p.function
             .config_write(a.register, size, value, &mut requests);
-        let sbr_rose = !sbr_before && secondary_bus_reset(p.function.as_ref());
-        let buses_changed = p.function.bridge_bus_range() != buses_before;
+        let sbr_rose = bridge_control && !sbr_before && secondary_bus_reset(p.function.as_ref());
+        let buses_changed =
+            buses_before.is_some_and(|before| p.function.bridge_bus_range() != before);
         for r in requests {
             match r {
                 Request::FunctionLevelReset => out.push(Effect::Reset { function: id }),
@@ -941,9 +948,13 @@ fn msi_sent_placed(p: &mut Placed, target: Option<MsiTarget>, out: &mut Effects)
 /// decoded here, and the bus numbers only route configuration requests
 /// (their changes rebuild the routing tables instead).
 fn writes_decode_input(offset: u16, size: u8) -> bool {
-    let end = offset.saturating_add(u16::from(size));
-    let touches = |start: u16, len: u16| offset < start + len && end > start;
-    touches(reg::COMMAND, 2) || touches(reg::BAR0, 0x30 - reg::BAR0)
+    touches(offset, size, reg::COMMAND, 2) || touches(offset, size, reg::BAR0, 0x30 - reg::BAR0)
+}
+
+/// Whether an access of `size` bytes at `offset` touches any of the `len`
+/// bytes at `start`.
+fn touches(offset: u16, size: u8, start: u16, len: u16) -> bool {
+    offset < start.saturating_add(len) && offset.saturating_add(u16::from(size)) > start
 }
 
 /// Whether a bridge holds its Secondary Bus Reset bit (Bridge Control bit 6).
