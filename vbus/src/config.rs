@@ -363,9 +363,9 @@ pub enum CapabilityError {
 /// One function's 4 KiB config space.
 #[derive(Clone)]
 pub struct ConfigSpace {
-    value: Box<[u8; CONFIG_SPACE_SIZE]>,
-    writable: Box<[u8; CONFIG_SPACE_SIZE]>,
-    w1c: Box<[u8; CONFIG_SPACE_SIZE]>,
+    value: Box<Block>,
+    writable: Box<Block>,
+    w1c: Box<Block>,
     last_cap: Option<u16>,
     next_cap: u16,
     last_ext_cap: Option<u16>,
@@ -391,47 +391,77 @@ fn in_range(offset: u16, size: u8) -> bool {
     matches!(size, 1 | 2 | 4) && usize::from(offset) + usize::from(size) <= CONFIG_SPACE_SIZE
 }
 
-/// The `size` (1, 2 or 4) bytes at `offset` of `bytes` as a little-endian
-/// value; `None` for another size or a range past the end.
+/// Where an access of `size` (1, 2 or 4) bytes at `offset` lies when it
+/// stays within one dword of config space: (dword index, bit shift, the
+/// bits of the dword it covers). `None` for another size, an access across
+/// a dword boundary or past the end.
 #[inline]
-fn load(bytes: &[u8; CONFIG_SPACE_SIZE], offset: u16, size: u8) -> Option<u32> {
-    let at = usize::from(offset);
-    match size {
-        1 => bytes.get(at).map(|&b| u32::from(b)),
-        2 => bytes
-            .get(at..at + 2)
-            .and_then(|b| b.try_into().ok())
-            .map(|b| u32::from(u16::from_le_bytes(b))),
-        4 => bytes
-            .get(at..at + 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes),
-        _ => None,
-    }
+fn lane(offset: u16, size: u8) -> Option<(usize, u32, u32)> {
+    let shift = 8 * u32::from(offset % 4);
+    let mask = match size {
+        4 if shift == 0 => u32::MAX,
+        2 if shift <= 16 => 0xffff << shift,
+        1 => 0xff << shift,
+        _ => return None,
+    };
+    let i = usize::from(offset / 4);
+    (i < CONFIG_SPACE_SIZE / 4).then_some((i, shift, mask))
 }
 
-/// Stores the low `size` (1, 2 or 4) bytes of `value` at `offset` of
-/// `bytes`, little-endian; nothing for another size or a range past the end.
-#[inline]
-fn store(bytes: &mut [u8; CONFIG_SPACE_SIZE], offset: u16, size: u8, value: u32) {
-    let at = usize::from(offset);
-    match size {
-        1 => {
-            if let Some(b) = bytes.get_mut(at) {
-                *b = value as u8;
+/// One of a config space's three 4 KiB arrays (values, writable mask,
+/// write-1-to-clear mask) as 1024 little-endian dwords, so that an access
+/// within a dword is one word load (and store).
+#[derive(Clone)]
+struct Block([u32; CONFIG_SPACE_SIZE / 4]);
+
+impl Block {
+    fn new() -> Box<Self> {
+        Box::new(Block([0; CONFIG_SPACE_SIZE / 4]))
+    }
+
+    /// Dword `i` (0 past the end).
+    #[inline]
+    fn dword(&self, i: usize) -> u32 {
+        self.0.get(i).copied().unwrap_or(0)
+    }
+
+    /// The `size` (1, 2 or 4) bytes at `offset` as a little-endian value;
+    /// `None` for another size or a range past the end.
+    #[inline]
+    fn load(&self, offset: u16, size: u8) -> Option<u32> {
+        if let Some((i, shift, mask)) = lane(offset, size) {
+            return Some((self.dword(i) & mask) >> shift);
+        }
+        // Across a dword boundary, a byte at a time.
+        in_range(offset, size).then(|| {
+            (0..u16::from(size)).fold(0, |v, i| {
+                v | self.load(offset + i, 1).unwrap_or(0) << (8 * i)
+            })
+        })
+    }
+
+    /// Stores the low `size` (1, 2 or 4) bytes of `value` at `offset`,
+    /// little-endian; nothing for another size or a range past the end.
+    #[inline]
+    fn store(&mut self, offset: u16, size: u8, value: u32) {
+        if let Some((i, shift, mask)) = lane(offset, size) {
+            if let Some(d) = self.0.get_mut(i) {
+                *d = (*d & !mask) | ((value << shift) & mask);
+            }
+        } else if in_range(offset, size) {
+            for i in 0..u16::from(size) {
+                self.store(offset + i, 1, value >> (8 * i));
             }
         }
-        2 => {
-            if let Some(b) = bytes.get_mut(at..at + 2) {
-                b.copy_from_slice(&(value as u16).to_le_bytes());
-            }
+    }
+
+    /// The 4096 bytes, little-endian.
+    fn bytes(&self) -> [u8; CONFIG_SPACE_SIZE] {
+        let mut b = [0; CONFIG_SPACE_SIZE];
+        for (chunk, d) in b.chunks_exact_mut(4).zip(self.0.iter()) {
+            chunk.copy_from_slice(&d.to_le_bytes());
         }
-        4 => {
-            if let Some(b) = bytes.get_mut(at..at + 4) {
-                b.copy_from_slice(&value.to_le_bytes());
-            }
-        }
-        _ => {}
+        b
     }
 }
 
@@ -447,9 +477,9 @@ impl ConfigSpace {
     /// All zeros, nothing writable; standard capabilities are placed from 0x40.
     pub fn new() -> Self {
         ConfigSpace {
-            value: Box::new([0; CONFIG_SPACE_SIZE]),
-            writable: Box::new([0; CONFIG_SPACE_SIZE]),
-            w1c: Box::new([0; CONFIG_SPACE_SIZE]),
+            value: Block::new(),
+            writable: Block::new(),
+            w1c: Block::new(),
             last_cap: None,
             next_cap: 0x40,
             last_ext_cap: None,
@@ -460,7 +490,7 @@ impl ConfigSpace {
     /// A guest read. Sizes other than 1, 2, 4 or a range past 4 KiB read all ones.
     #[inline]
     pub fn read(&self, offset: u16, size: u8) -> u32 {
-        load(&self.value, offset, size).unwrap_or(ones(size))
+        self.value.load(offset, size).unwrap_or(ones(size))
     }
 
     /// A guest write, applied through the masks: of each bit, the writable
@@ -469,30 +499,31 @@ impl ConfigSpace {
     /// are ignored.
     #[inline]
     pub fn write(&mut self, offset: u16, size: u8, value: u32) {
-        let (Some(old), Some(w), Some(c)) = (
-            load(&self.value, offset, size),
-            load(&self.writable, offset, size),
-            load(&self.w1c, offset, size),
-        ) else {
+        let Some((i, shift, mask)) = lane(offset, size) else {
+            // Across a dword boundary: a byte at a time.
+            if in_range(offset, size) {
+                for i in 0..u16::from(size) {
+                    self.write(offset + i, 1, value >> (8 * i));
+                }
+            }
             return;
         };
-        store(
-            &mut self.value,
-            offset,
-            size,
-            ((old & !w) | (value & w)) & !(value & c),
-        );
+        let v = value << shift;
+        let (w, c) = (self.writable.dword(i) & mask, self.w1c.dword(i) & mask);
+        if let Some(d) = self.value.0.get_mut(i) {
+            *d = ((*d & !w) | (v & w)) & !(v & c);
+        }
     }
 
     /// The current value, bypassing nothing (for device models and dumps).
     /// Out of range reads 0.
     #[inline]
     pub fn raw(&self, offset: u16, size: u8) -> u32 {
-        load(&self.value, offset, size).unwrap_or(0)
+        self.value.load(offset, size).unwrap_or(0)
     }
 
     fn set(&mut self, offset: u16, size: u8, value: u32) {
-        store(&mut self.value, offset, size, value);
+        self.value.store(offset, size, value);
     }
 
     /// Sets a byte's value directly (device-side, masks bypassed).
@@ -510,7 +541,7 @@ impl ConfigSpace {
         self.set(offset, 4, value);
     }
 
-    fn set_mask(mask: &mut [u8; CONFIG_SPACE_SIZE], offset: u16, size: u8, bits: u32) {
+    fn set_mask(mask: &mut Block, offset: u16, size: u8, bits: u32) {
         // Device models declare masks at construction, never from guest input: a
         // size other than 1/2/4 or an offset past the end is a model bug, caught
         // by every debug build (tests) and ignored in release.
@@ -518,7 +549,7 @@ impl ConfigSpace {
             in_range(offset, size),
             "mask for {offset:#x}/{size} is not a 1-, 2- or 4-byte register in config space"
         );
-        store(mask, offset, size, bits);
+        mask.store(offset, size, bits);
     }
 
     /// Declares which bits of a register the guest may write.
@@ -541,8 +572,8 @@ impl ConfigSpace {
         self.mask_of(&self.w1c, offset, size)
     }
 
-    fn mask_of(&self, mask: &[u8; CONFIG_SPACE_SIZE], offset: u16, size: u8) -> u32 {
-        load(mask, offset, size).unwrap_or(0)
+    fn mask_of(&self, mask: &Block, offset: u16, size: u8) -> u32 {
+        mask.load(offset, size).unwrap_or(0)
     }
 
     /// Sets RW1C bits directly (device-side: an event happened).
@@ -551,9 +582,9 @@ impl ConfigSpace {
         self.set(offset, size, v);
     }
 
-    /// All 4096 bytes, for dumps.
-    pub fn bytes(&self) -> &[u8; CONFIG_SPACE_SIZE] {
-        &self.value
+    /// All 4096 bytes (a copy), for dumps.
+    pub fn bytes(&self) -> [u8; CONFIG_SPACE_SIZE] {
+        self.value.bytes()
     }
 
     /// Appends a standard capability with `body_len` bytes (header included) to the
