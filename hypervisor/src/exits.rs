@@ -843,6 +843,11 @@ fn refresh_lrs(vm: &Vm, vcpu: usize) {
 /// Kicks the CPUs of `vm`'s vCPUs in `kick` but vCPU `me` (`usize::MAX`:
 /// every one).
 fn send_kicks(vm: &Vm, me: usize, kick: Kick) {
+    // Most exits kick no one: skip the walk over the CPUs.
+    let others = kick.0 & !(1u64.checked_shl(me as u32).unwrap_or(0));
+    if others == 0 {
+        return;
+    }
     for (i, &mpidr) in vm.pcpu_mpidr.iter().enumerate() {
         if i != me && i < 64 && kick.0 & (1 << i) != 0 {
             gic::send_sgi(gic::SGI_KICK, mpidr);
