@@ -923,9 +923,24 @@ fn intx_changed_placed(p: &mut Placed, dev: u8, spis: &[u32; 4], out: &mut Effec
 /// Turns each message `p` sent into an [`Effect::Msi`] if it is a write of
 /// an INTID inside the MBI range to the doorbell; anything else is dropped
 /// and counted.
+#[inline]
 fn msi_sent_placed(p: &mut Placed, target: Option<MsiTarget>, out: &mut Effects) {
     let mut sent: Vec<MsiMessage> = Vec::new();
     p.function.take_msi(&mut sent);
+    // Every config and BAR access asks; a message is rare.
+    if !sent.is_empty() {
+        deliver_msis(p, target, sent, out);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn deliver_msis(
+    p: &mut Placed,
+    target: Option<MsiTarget>,
+    sent: Vec<MsiMessage>,
+    out: &mut Effects,
+) {
     for m in sent {
         let ok = target.is_some_and(|t| m.address == t.doorbell.0 && t.spis.contains(m.data));
         if ok {
