@@ -432,6 +432,13 @@ impl Segment {
             return;
         };
         let t = self.route(&a);
+        // A Secondary Bus Reset resets the function below a port on bus 0
+        // (a bridge: `attach_below` placed it there).
+        let below = match t {
+            Target::Bus0(i) => self.slots.get(i).and_then(|s| s.child.as_ref()),
+            _ => None,
+        }
+        .map(|c| c.id);
         let mut requests = Vec::new();
         let Some(p) = self.placed_mut(t) else {
             self.stats.absent += 1;
@@ -440,15 +447,13 @@ impl Segment {
         let id = p.id;
         // Only a write of their bytes changes a bridge's bus numbers and its
         // Secondary Bus Reset bit (the contract of `PciFunction`).
-        let (bus_numbers, bridge_control) = (
-            touches(a.register, size, type1::SECONDARY_BUS, 2),
-            touches(a.register, size, type1::BRIDGE_CONTROL, 2),
-        );
-        let sbr_before = bridge_control && secondary_bus_reset(p.function.as_ref());
+        let bus_numbers = touches(a.register, size, type1::SECONDARY_BUS, 2);
+        let sbr_watched = below.is_some() && touches(a.register, size, type1::BRIDGE_CONTROL, 2);
+        let sbr_before = sbr_watched && secondary_bus_reset(p.function.config_space());
         let buses_before = bus_numbers.then(|| p.function.bridge_bus_range());
         p.function
             .config_write(a.register, size, value, &mut requests);
-        let sbr_rose = bridge_control && !sbr_before && secondary_bus_reset(p.function.as_ref());
+        let sbr_rose = sbr_watched && !sbr_before && secondary_bus_reset(p.function.config_space());
         let buses_changed =
             buses_before.is_some_and(|before| p.function.bridge_bus_range() != before);
         for r in requests {
@@ -457,12 +462,8 @@ impl Segment {
                 Request::MsiMessageWritten => out.push(Effect::MsiMessageWritten { function: id }),
             }
         }
-        if sbr_rose {
-            if let Target::Bus0(i) = t {
-                if let Some(c) = self.slots.get(i).and_then(|s| s.child.as_ref()) {
-                    out.push(Effect::Reset { function: c.id });
-                }
-            }
+        if let (true, Some(c)) = (sbr_rose, below) {
+            out.push(Effect::Reset { function: c });
         }
         if buses_changed {
             self.rebuild_routing();
@@ -972,13 +973,11 @@ fn touches(offset: u16, size: u8, start: u16, len: u16) -> bool {
     offset < start.saturating_add(len) && offset.saturating_add(u16::from(size)) > start
 }
 
-/// Whether a bridge holds its Secondary Bus Reset bit (Bridge Control bit 6).
-fn secondary_bus_reset(f: &dyn PciFunction) -> bool {
-    f.bridge_bus_range().is_some()
-        && f.config_space()
-            .raw(crate::config::type1::BRIDGE_CONTROL, 2)
-            & u32::from(crate::config::bridge_control::SECONDARY_BUS_RESET)
-            != 0
+/// Whether a bridge's config space holds its Secondary Bus Reset bit
+/// (Bridge Control bit 6).
+fn secondary_bus_reset(cs: &crate::config::ConfigSpace) -> bool {
+    cs.raw(type1::BRIDGE_CONTROL, 2) & u32::from(crate::config::bridge_control::SECONDARY_BUS_RESET)
+        != 0
 }
 
 /// Whether a function's Memory Space Enable is set.
