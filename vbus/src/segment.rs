@@ -586,12 +586,13 @@ impl Segment {
             return Some((all_ones(size), out));
         }
         let mut requests = Vec::new();
-        let v = match self.placed_by_id(d.function) {
+        let t = self.target_of(d.function);
+        let v = match self.placed_mut(t) {
             Some(p) => p.function.bar_read(d.bar, off, size, &mut requests),
             None => all_ones(size),
         };
         self.apply_requests(d.function, requests, &mut out);
-        self.interrupts_changed(d.function, &mut out);
+        self.interrupts_changed_at(t, &mut out);
         Some((v, out))
     }
 
@@ -612,11 +613,12 @@ impl Segment {
             return Some(out);
         }
         let mut requests = Vec::new();
-        if let Some(p) = self.placed_by_id(d.function) {
+        let t = self.target_of(d.function);
+        if let Some(p) = self.placed_mut(t) {
             p.function.bar_write(d.bar, off, size, value, &mut requests);
         }
         self.apply_requests(d.function, requests, &mut out);
-        self.interrupts_changed(d.function, &mut out);
+        self.interrupts_changed_at(t, &mut out);
         Some(out)
     }
 
@@ -750,12 +752,26 @@ impl Segment {
 
     /// Function `id`'s INTx level changes and the MSI messages it sent.
     fn interrupts_changed(&mut self, id: FunctionId, out: &mut Effects) {
-        self.intx_changed(id, out);
-        self.msi_sent(id, out);
+        let t = self.target_of(id);
+        self.interrupts_changed_at(t, out);
+    }
+
+    /// Where function `id` is placed (one search for what would take two).
+    fn target_of(&self, id: FunctionId) -> Target {
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.port.id == id {
+                return Target::Bus0(i);
+            }
+            if s.child.as_ref().is_some_and(|c| c.id == id) {
+                return Target::Below(i);
+            }
+        }
+        Target::None
     }
 
     /// As [`Segment::interrupts_changed`] for the function at `t`, found
     /// without a search.
+    #[inline(always)]
     fn interrupts_changed_at(&mut self, t: Target, out: &mut Effects) {
         let (spis, target) = (self.intx_spis, self.msi_target);
         let (dev, p) = match t {
@@ -786,23 +802,6 @@ impl Segment {
         if let Some(p) = self.placed_by_id(id) {
             msi_sent_placed(p, target, out);
         }
-    }
-
-    fn intx_changed(&mut self, id: FunctionId, out: &mut Effects) {
-        let spis = self.intx_spis;
-        let Some(s) = self
-            .slots
-            .iter_mut()
-            .find(|s| s.port.id == id || s.child.as_ref().is_some_and(|c| c.id == id))
-        else {
-            return;
-        };
-        let dev = s.dev;
-        let p = match s.child.as_mut() {
-            Some(c) if c.id == id => c,
-            _ => &mut s.port,
-        };
-        intx_changed_placed(p, dev, &spis, out);
     }
 
     /// Recomputes what is decoded and appends the differences: every unmap
