@@ -499,19 +499,33 @@ impl ConfigSpace {
     /// are ignored.
     #[inline]
     pub fn write(&mut self, offset: u16, size: u8, value: u32) {
-        let Some((i, shift, mask)) = lane(offset, size) else {
-            // Across a dword boundary: a byte at a time.
-            if in_range(offset, size) {
-                for i in 0..u16::from(size) {
-                    self.write(offset + i, 1, value >> (8 * i));
-                }
-            }
-            return;
-        };
-        let v = value << shift;
+        match lane(offset, size) {
+            Some((i, shift, mask)) => self.write_lane(i, mask, value << shift),
+            None => self.write_bytes(offset, size, value),
+        }
+    }
+
+    /// Applies the write of `v` (shifted to its place) to the bits `mask`
+    /// of dword `i`.
+    #[inline]
+    fn write_lane(&mut self, i: usize, mask: u32, v: u32) {
         let (w, c) = (self.writable.dword(i) & mask, self.w1c.dword(i) & mask);
         if let Some(d) = self.value.0.get_mut(i) {
             *d = ((*d & !w) | (v & w)) & !(v & c);
+        }
+    }
+
+    /// A write across a dword boundary, a byte at a time (nothing for a
+    /// bad size or a range past the end).
+    #[inline(never)]
+    fn write_bytes(&mut self, offset: u16, size: u8, value: u32) {
+        if !in_range(offset, size) {
+            return;
+        }
+        for k in 0..u16::from(size) {
+            if let Some((i, shift, mask)) = lane(offset + k, 1) {
+                self.write_lane(i, mask, ((value >> (8 * k)) & 0xff) << shift);
+            }
         }
     }
 
