@@ -843,6 +843,12 @@ fn refresh_lrs(vm: &Vm, vcpu: usize) {
 /// Kicks the CPUs of `vm`'s vCPUs in `kick` but vCPU `me` (`usize::MAX`:
 /// every one).
 fn send_kicks(vm: &Vm, me: usize, kick: Kick) {
+    // Most exits kick no one: skip the walk over the CPUs.
+    let me_bit = u32::try_from(me).ok().and_then(|m| 1u64.checked_shl(m));
+    let others = kick.0 & !me_bit.unwrap_or(0);
+    if others == 0 {
+        return;
+    }
     for (i, &mpidr) in vm.pcpu_mpidr.iter().enumerate() {
         if i != me && i < 64 && kick.0 & (1 << i) != 0 {
             gic::send_sgi(gic::SGI_KICK, mpidr);
@@ -901,11 +907,14 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
         Next::Resume => {
             // The list registers change only through an interrupt exit (timer,
             // maintenance, kick) or a vGIC change for this vCPU (its Kick bit):
-            // most MMIO exits (the console's) skip the sixteen sysreg accesses.
-            if kind == 1 || kick.0 & (1u64 << vcpu.min(63)) != 0 {
-                refresh_lrs(vm, vcpu);
+            // most MMIO exits (the console's) skip the sixteen sysreg accesses,
+            // and most kick no one either.
+            if kind == 1 || kick.0 != 0 {
+                if kind == 1 || kick.0 & (1u64 << vcpu.min(63)) != 0 {
+                    refresh_lrs(vm, vcpu);
+                }
+                send_kicks(vm, vcpu, kick);
             }
-            send_kicks(vm, vcpu, kick);
             vm.times.record(cause, start);
         }
         Next::Park => {

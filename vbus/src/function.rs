@@ -241,7 +241,8 @@ impl IntoIterator for Effects {
 /// Contract: [`PciFunction::config_space`] holds, at their standard offsets,
 /// the Command register and the BARs (type 0) or bus numbers, windows and
 /// Bridge Control (type 1) exactly as the guest last programmed them; the
-/// segment computes decoding and routing from them.
+/// segment computes decoding and routing from them, and looks again only
+/// after a write of those bytes (or a reset).
 pub trait PciFunction: Send {
     /// A guest read of `size` (1, 2 or 4) bytes at `offset` (0..4096), within one dword.
     fn config_read(&mut self, offset: u16, size: u8) -> u32;
@@ -253,8 +254,9 @@ pub trait PciFunction: Send {
     /// The config space as it stands (see the trait's contract).
     fn config_space(&self) -> &ConfigSpace;
 
-    /// For a bridge: its (secondary, subordinate) bus numbers as programmed.
-    /// `None` for endpoints.
+    /// For a bridge: its (secondary, subordinate) bus numbers as programmed
+    /// (Secondary and Subordinate Bus Number, 0x19 and 0x1a: only a write of
+    /// those bytes changes them). `None` for endpoints.
     fn bridge_bus_range(&self) -> Option<(u8, u8)>;
 
     /// The memory BARs the function implements (empty for root ports).

@@ -822,7 +822,11 @@ fn header_write() -> impl Strategy<Value = (u64, u16, u8, u32)> {
     });
     let buses = (1u32..=4, 0u32..=3)
         .prop_map(|(sec, more)| (0x18, 4, sec << 8 | (sec + more).min(4) << 16));
+    // One bus number alone, by a byte write (the segment watches exactly
+    // the bytes that hold them).
+    let bus_byte = (0x19u16..=0x1a, 0u32..=4).prop_map(|(reg, bus)| (reg, 1, bus));
     let write = prop_oneof![
+        bus_byte,
         Just((0x04, 2, 0x0006)),
         Just((0x04, 4, 0x0000_0002)),
         Just((0x04, 2, 0)),
