@@ -845,9 +845,13 @@ fn passthrough_dma_outside_guest_ram_faults_in_the_smmu_and_host_memory_is_untou
         "no SMMU fault reported:\n{}",
         out.tail(60)
     );
+    // Past FAULT_LIMIT faults the hypervisor says once that the stream
+    // aborts from now on (a summary, naming no IPA); every fault it reports
+    // names the canary's page.
     assert!(
         faults
             .iter()
+            .filter(|l| !l.contains("aborts from now on"))
             .all(|l| l.contains(&format!("IPA {target:#x}"))),
         "every fault names the canary's page {target:#x}: {faults:?}"
     );
