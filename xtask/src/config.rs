@@ -619,7 +619,8 @@ impl Config {
     /// DT node name), CPUs, segment numbers and disk images; `"all"` CPUs
     /// only for the only guest and `"rest"` memory for one guest at most;
     /// `bootargs` without `append` or `exec`; `root-ports` 2 to 31; the
-    /// machine's RAM at least 64M; at most 3 NICs; and what the single-guest
+    /// machine's RAM at least 64M and at least the guests' sizes added up;
+    /// at most 3 NICs; and what the single-guest
     /// style cannot say (more than one disk, a segment other than 1,
     /// `on-reset = "restart"`).
     pub fn check(&self) -> Result<()> {
@@ -722,6 +723,7 @@ impl Config {
                 ));
             }
         }
+        self.check_memory_sum()?;
         let nics = self.guests.iter().filter(|g| g.nic != Nic::None).count();
         if nics > crate::guests::MAX_NICS {
             let i = self.guests.iter().rposition(|g| g.nic != Nic::None);
@@ -757,6 +759,41 @@ impl Config {
                     "on-reset",
                     format!("\"restart\": a reset stops the guest {why}"),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The guests' memory sizes added up, in file order, are at most the
+    /// machine's RAM: else the guest whose size goes past it is named, with
+    /// every size up to it. (Whether they fit beside the hypervisor and the
+    /// modules is [`crate::guests::plan`]'s to say; this is the check a file
+    /// fails before anything is built.)
+    fn check_memory_sum(&self) -> Result<()> {
+        let mut sum = 0u64;
+        let mut sized = Vec::new();
+        for (i, g) in self.guests.iter().enumerate() {
+            let Memory::Size(n) = g.memory else {
+                continue;
+            };
+            sum = sum.saturating_add(n);
+            sized.push(format!("{}: {} MiB", g.name, n >> 20));
+            if sum > self.machine.memory {
+                let msg = if sized.len() == 1 {
+                    format!(
+                        "{} MiB, more than the machine's {} MiB",
+                        n >> 20,
+                        self.machine.memory >> 20
+                    )
+                } else {
+                    format!(
+                        "the guests' memory adds up to {} MiB ({}), more than the machine's {} MiB",
+                        sum >> 20,
+                        sized.join(", "),
+                        self.machine.memory >> 20
+                    )
+                };
+                return Err(self.problem(Some(i), "memory", msg));
             }
         }
         Ok(())

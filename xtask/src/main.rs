@@ -362,27 +362,78 @@ fn main() {
     let cli = parse(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let code = match dispatch(cli.command) {
         Ok(code) => code,
-        Err(e) => {
+        Err(Stop::Failed(e)) => {
             eprintln!("xtask: error: {e}");
             1
+        }
+        Err(Stop::Refused(e)) => {
+            eprintln!("xtask: error: {e}");
+            REFUSED
         }
     };
     exit(code);
 }
 
-fn dispatch(command: Cmd) -> Result<i32> {
-    match command {
-        Cmd::Build => build_hypervisor().and_then(|_| build_probe()).map(|_| 0),
+/// The exit status when xtask refuses a run's file or options (a bad
+/// configuration) before QEMU starts, as for an option value clap refuses.
+const REFUSED: i32 = 2;
+
+/// Why a command stopped without a status of its own.
+#[derive(Debug)]
+enum Stop {
+    /// The file or the options describe something xtask does not boot: the
+    /// exit status is [`REFUSED`].
+    Refused(Error),
+    /// A step failed (a build, a download, QEMU): exit status 1.
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+/// Marks a step's error as a refusal of the configuration.
+trait Refusal<T> {
+    fn refused(self) -> std::result::Result<T, Stop>;
+}
+
+impl<T> Refusal<T> for Result<T> {
+    fn refused(self) -> std::result::Result<T, Stop> {
+        self.map_err(Stop::Refused)
+    }
+}
+
+fn dispatch(command: Cmd) -> std::result::Result<i32, Stop> {
+    Ok(match command {
+        Cmd::Build => build_hypervisor().and_then(|_| build_probe()).map(|_| 0)?,
         Cmd::Image => image::ensure_guest_image().map(|img| {
             println!("kernel: {}", img.kernel.display());
             println!("initrd: {}", img.initrd.display());
             println!("kernel-new: {}", img.new_kernel.display());
             0
-        }),
-        Cmd::Run(a) => run(a),
-        Cmd::Test => test(),
-        Cmd::Bench(a) => bench(a),
-        Cmd::UbootScript { file } => uboot_script(&file),
+        })?,
+        Cmd::Run(a) => run(a)?,
+        Cmd::Test => test()?,
+        Cmd::Bench(a) => bench(a)?,
+        Cmd::UbootScript { file } => uboot_script(&file)?,
+    })
+}
+
+/// Each guest's kernel and initrd ([`Config::files`]): a named file that
+/// does not exist is a refusal, the project's image failing to build is not.
+fn guest_files(config: &Config) -> std::result::Result<Vec<config::GuestFiles>, Stop> {
+    let mut image_error = None;
+    let files = config.files(|| {
+        image::ensure_guest_image()
+            .map(|i| (i.kernel, i.initrd))
+            .inspect_err(|e| image_error = Some(e.clone()))
+    });
+    match (files, image_error) {
+        (Ok(f), _) => Ok(f),
+        (Err(_), Some(e)) => Err(Stop::Failed(e)),
+        (Err(e), None) => Err(Stop::Refused(e)),
     }
 }
 
@@ -570,8 +621,12 @@ fn dtb_path(config: &Config) -> PathBuf {
     target_dir().join("xtask").join(format!("{stem}.dtb"))
 }
 
-fn run(a: RunArgs) -> Result<i32> {
-    let config = a.config()?;
+/// `cargo xtask run`. The file and options are refused ([`Stop::Refused`])
+/// before QEMU starts: as read ([`RunArgs::config`]), then as placed
+/// ([`guests::plan`]) and checked as the hypervisor will
+/// ([`guests::Plan::validate`]).
+fn run(a: RunArgs) -> std::result::Result<i32, Stop> {
+    let config = a.config().refused()?;
     let mode = if a.direct {
         Mode::Direct
     } else if a.uboot {
@@ -584,7 +639,7 @@ fn run(a: RunArgs) -> Result<i32> {
         Mode::Hypervisor(build_hypervisor()?)
     };
     install::ensure_qemu()?;
-    let files = config.files(|| image::ensure_guest_image().map(|i| (i.kernel, i.initrd)))?;
+    let files = guest_files(&config)?;
     let disk = default_disk(config.uses_default_disk() && a.host_disk.is_none())?;
     let exec = config.guests.iter().find_map(|g| g.exec.clone());
     let interactive = exec.is_none();
@@ -594,7 +649,7 @@ fn run(a: RunArgs) -> Result<i32> {
         Some(EXEC_TIMEOUT)
     });
     let outcome = if a.direct || config.single_style() {
-        let mut cfg = config.run_config(0, mode, &files[0], &disk)?;
+        let mut cfg = config.run_config(0, mode, &files[0], &disk).refused()?;
         if let Some(img) = a.host_disk.clone() {
             cfg.disk = qemu::Disk::None;
             cfg.host_disk = Some(img);
@@ -609,8 +664,8 @@ fn run(a: RunArgs) -> Result<i32> {
         }
         qemu::run(&cfg)?
     } else {
-        let plan = guests::plan(&config, &files, &disk, &mode)?;
-        plan.validate()?;
+        let plan = guests::plan(&config, &files, &disk, &mode).refused()?;
+        plan.validate().refused()?;
         // What launching needs: the mode (for the verdict), the timeout,
         // the console, whether a command runs.
         let mut cfg = RunConfig::new(mode.clone(), files[0].kernel.clone(), PathBuf::new());
@@ -681,23 +736,23 @@ fn print_to_type(lines: &[String]) {
     }
 }
 
-/// `cargo xtask uboot-script FILE`.
-fn uboot_script(file: &std::path::Path) -> Result<i32> {
-    let config = Config::load(file)?;
+/// `cargo xtask uboot-script FILE`; a bad file is refused as by `run`.
+fn uboot_script(file: &std::path::Path) -> std::result::Result<i32, Stop> {
+    let config = Config::load(file).refused()?;
     let hypervisor = build_hypervisor()?;
     // U-Boot itself is not read: the script is for whatever firmware runs it.
     let mode = Mode::UBoot {
         bios: PathBuf::from("u-boot.bin"),
         hypervisor,
     };
-    let files = config.files(|| image::ensure_guest_image().map(|i| (i.kernel, i.initrd)))?;
+    let files = guest_files(&config)?;
     let disk = default_disk(config.uses_default_disk())?;
     let (loads, lines) = if config.single_style() {
-        let cfg = config.run_config(0, mode, &files[0], &disk)?;
+        let cfg = config.run_config(0, mode, &files[0], &disk).refused()?;
         (qemu::uboot_loads_for(&cfg)?, qemu::uboot_lines_for(&cfg)?)
     } else {
-        let plan = guests::plan(&config, &files, &disk, &mode)?;
-        plan.validate()?;
+        let plan = guests::plan(&config, &files, &disk, &mode).refused()?;
+        plan.validate().refused()?;
         (plan.uboot_loads()?, plan.uboot_lines()?)
     };
     print!("{}", qemu::uboot_listing(file, &loads, &lines));

@@ -325,7 +325,8 @@ fn ctrl_a_three_times_moves_console_input_to_the_next_guest() {
 }
 
 /// QEMU's `virt` machine as the hypervisor runs on it (two CPUs, 2 GiB, a
-/// GICv3, no NIC), with `extra` arguments; `None` when QEMU could not run.
+/// GICv3, no NIC unless `extra` adds one), with `extra` arguments: its
+/// status (`None` when it did not end within `timeout`) and its console.
 fn qemu_virt(extra: &[String], timeout: std::time::Duration) -> (Option<i32>, Vec<String>) {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
@@ -404,43 +405,53 @@ fn probe_node(name: &str, mpidr: u64, ram: u64, segment: u16) -> platform::guest
 
 /// Boots the hypervisor with `guests` as guest nodes under `/chosen` of
 /// QEMU's own DT (dumped, nodes added by `platform::guests::with_guests`,
-/// given back with `-dtb`) and the probe loaded at [`NODE_MODULE_AT`]:
-/// QEMU's exit status and the console.
-fn boot_guest_nodes(guests: &[platform::guests::GuestConfig]) -> (Option<i32>, Vec<String>) {
+/// given back with `-dtb`) and the probe loaded at [`NODE_MODULE_AT`],
+/// QEMU given `extra` too (host devices): QEMU's exit status (`None` after
+/// `timeout`) and the console.
+fn boot_guest_nodes_with(
+    guests: &[platform::guests::GuestConfig],
+    extra: &[String],
+    timeout: std::time::Duration,
+) -> (Option<i32>, Vec<String>) {
+    static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "vms-guest-nodes-{}-{}",
         std::process::id(),
-        guests.first().map_or("", |g| g.name.as_str())
+        BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let base = dir.join("base.dtb");
-    let (status, _) = qemu_virt(
-        &["-machine".into(), format!("dumpdtb={}", base.display())],
-        boot_timeout(),
-    );
+    let mut dump = extra.to_vec();
+    dump.extend(["-machine".into(), format!("dumpdtb={}", base.display())]);
+    let (status, _) = qemu_virt(&dump, timeout);
     assert_eq!(status, Some(0), "QEMU's dumpdtb");
     let base = std::fs::read(&base).unwrap_or_else(|e| panic!("{e}"));
     let dtb = platform::guests::with_guests(&base, guests).unwrap_or_else(|e| panic!("{e}"));
     let dtb_path = dir.join("guests.dtb");
     std::fs::write(&dtb_path, dtb).unwrap_or_else(|e| panic!("{e}"));
-    let out = qemu_virt(
-        &[
-            "-kernel".into(),
-            hypervisor_bin().display().to_string(),
-            "-append".into(),
-            "semihosting".into(),
-            "-dtb".into(),
-            dtb_path.display().to_string(),
-            "-device".into(),
-            format!(
-                "loader,file={},addr={NODE_MODULE_AT:#x},force-raw=on",
-                probe_bin().display()
-            ),
-        ],
-        boot_timeout(),
-    );
+    let mut args = extra.to_vec();
+    args.extend([
+        "-kernel".into(),
+        hypervisor_bin().display().to_string(),
+        "-append".into(),
+        "semihosting".into(),
+        "-dtb".into(),
+        dtb_path.display().to_string(),
+        "-device".into(),
+        format!(
+            "loader,file={},addr={NODE_MODULE_AT:#x},force-raw=on",
+            probe_bin().display()
+        ),
+    ]);
+    let out = qemu_virt(&args, timeout);
     let _ = std::fs::remove_dir_all(&dir);
     out
+}
+
+/// [`boot_guest_nodes_with`] with no extra QEMU arguments, bounded by
+/// [`boot_timeout`].
+fn boot_guest_nodes(guests: &[platform::guests::GuestConfig]) -> (Option<i32>, Vec<String>) {
+    boot_guest_nodes_with(guests, &[], boot_timeout())
 }
 
 #[test]
@@ -483,24 +494,201 @@ fn guests_from_guest_nodes_under_chosen_boot_on_their_own_cpus_ram_and_segments(
     }
 }
 
-#[test]
-#[ignore = "end-to-end: run with `cargo xtask test`"]
-fn guest_nodes_claiming_one_cpu_stop_the_boot_naming_both_guests() {
-    let (status, console) = boot_guest_nodes(&[
-        probe_node("alpha", 0, 0x5000_0000, 3),
-        probe_node("beta", 0, 0x5800_0000, 7),
-    ]);
-    let tail = console.join("\n");
+// Bad configurations (docs/guests.md, "What stops the boot"): guest nodes
+// the hypervisor refuses at boot, each test one kind. The machine is
+// `qemu_virt`'s: CPUs 0x0 and 0x1, RAM from 0x4000_0000.
+
+/// How long a refused boot may take: the refusal comes before any guest is
+/// built, a few seconds in; so that each test stays under a minute.
+fn refusal_timeout() -> std::time::Duration {
+    boot_timeout().min(std::time::Duration::from_secs(45))
+}
+
+/// The host NIC the device tests give QEMU: an e1000e straight on
+/// `pcie.0`, as xtask places a NIC with `nic-slot = "bus"`; its QEMU
+/// arguments and its host address.
+fn host_e1000e() -> (Vec<String>, vbus::Sbdf) {
+    use xtask::net::{self, NetBackend, NicSlot};
+    let args = net::qemu_args(
+        Nic::E1000e,
+        NicSlot::Bus,
+        &NetBackend::User {
+            forwards: Vec::new(),
+        },
+    );
+    let sbdf = net::host_addresses(&[NicSlot::Bus])[0]
+        .parse()
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    (args, sbdf)
+}
+
+/// Boots `guests` as guest nodes (QEMU given `extra` too), expecting the
+/// hypervisor to refuse them: QEMU's status 2 (a fatal error), not a line
+/// from any guest, and one fatal line. Returns that line without its
+/// `[hv] ERROR fatal: ` prefix, and the console.
+fn refused_boot(
+    guests: &[platform::guests::GuestConfig],
+    extra: &[String],
+) -> (String, Vec<String>) {
+    let (status, console) = boot_guest_nodes_with(guests, extra, refusal_timeout());
+    let tail = console[console.len().saturating_sub(40)..].join("\n");
     assert_eq!(
         status,
         Some(2),
-        "a refused configuration is a fault:\n{tail}"
+        "a refused configuration stops the boot as a fault (None: not within {} s):\n{tail}",
+        refusal_timeout().as_secs()
     );
-    assert!(
-        console
-            .iter()
-            .any(|l| l == "[hv] ERROR fatal: guests alpha and beta both claim CPU 0x0"),
-        "{tail}"
+    for g in guests {
+        let prefix = format!("[{}] ", g.name);
+        assert!(
+            !console.iter().any(|l| l.starts_with(&prefix)),
+            "guest {} started:\n{tail}",
+            g.name
+        );
+    }
+    let fatal: Vec<&str> = console
+        .iter()
+        .filter_map(|l| l.strip_prefix("[hv] ERROR fatal: "))
+        .collect();
+    match fatal[..] {
+        [line] => (line.to_string(), console.clone()),
+        _ => panic!("want one fatal line, got {fatal:?}:\n{tail}"),
+    }
+}
+
+/// Asserts that the hypervisor refuses `guests` (QEMU given `extra` too)
+/// with exactly the fatal message `want`.
+fn assert_boot_refused_with(
+    guests: &[platform::guests::GuestConfig],
+    extra: &[String],
+    want: &str,
+) {
+    let (line, console) = refused_boot(guests, extra);
+    assert_eq!(
+        line,
+        want,
+        "the refusal's message; console:\n{}",
+        console[console.len().saturating_sub(40)..].join("\n")
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn guest_nodes_claiming_one_cpu_stop_the_boot_naming_both_guests() {
+    assert_boot_refused_with(
+        &[
+            probe_node("alpha", 0, 0x5000_0000, 3),
+            probe_node("beta", 0, 0x5800_0000, 7),
+        ],
+        &[],
+        "guests alpha and beta both claim CPU 0x0",
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn guest_nodes_with_overlapping_memory_stop_the_boot_naming_both_guests_and_ranges() {
+    assert_boot_refused_with(
+        &[
+            probe_node("alpha", 0, 0x5000_0000, 3),
+            probe_node("beta", 1, 0x5200_0000, 7),
+        ],
+        &[],
+        "guests alpha and beta both claim host memory: \
+         alpha's PA 0x50000000+0x4000000 overlaps beta's PA 0x52000000+0x4000000",
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn guest_nodes_passing_one_device_through_stop_the_boot_naming_both_guests_and_the_device() {
+    let (nic, sbdf) = host_e1000e();
+    let mut alpha = probe_node("alpha", 0, 0x5000_0000, 3);
+    let mut beta = probe_node("beta", 1, 0x5800_0000, 7);
+    alpha.devices = vec![sbdf];
+    beta.devices = vec![sbdf];
+    assert_boot_refused_with(
+        &[alpha, beta],
+        &nic,
+        &format!("guests alpha and beta both claim host device {sbdf}"),
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn a_guest_node_passing_through_a_device_the_host_lacks_stops_the_boot_naming_it() {
+    // The host has the e1000e at 00:02.0 (so segment 0 is enumerated) and
+    // nothing at 00:03.0.
+    let (nic, _) = host_e1000e();
+    let mut beta = probe_node("beta", 1, 0x5800_0000, 7);
+    beta.devices = vec!["0000:00:03.0".parse().unwrap_or_else(|e| panic!("{e:?}"))];
+    assert_boot_refused_with(
+        &[probe_node("alpha", 0, 0x5000_0000, 3), beta],
+        &nic,
+        "guest beta: host device 0000:00:03.0 does not exist (not found on the host's PCI segments)",
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn guest_nodes_on_one_segment_number_stop_the_boot_naming_both_guests_and_the_segment() {
+    assert_boot_refused_with(
+        &[
+            probe_node("alpha", 0, 0x5000_0000, 3),
+            probe_node("beta", 1, 0x5800_0000, 3),
+        ],
+        &[],
+        "guests alpha and beta both use PCI segment 0003",
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn a_guest_node_on_a_cpu_the_host_lacks_stops_the_boot_naming_the_guest_and_mpidr() {
+    assert_boot_refused_with(
+        &[
+            probe_node("alpha", 0, 0x5000_0000, 3),
+            probe_node("beta", 0x7, 0x5800_0000, 7),
+        ],
+        &[],
+        "guest beta: CPU 0x7 is not a host CPU (no /cpus node has that MPIDR)",
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn a_guest_node_with_memory_over_the_hypervisor_stops_the_boot_naming_both_ranges() {
+    // 0x4000_0000: the start of RAM, where QEMU's boot stub is and, 2 MiB
+    // up, the hypervisor's image (its reservation's first range).
+    let (line, console) = refused_boot(
+        &[
+            probe_node("alpha", 0, 0x4000_0000, 3),
+            probe_node("beta", 1, 0x5800_0000, 7),
+        ],
+        &[],
+    );
+    let loaded = console
+        .iter()
+        .find_map(|l| l.strip_prefix("[hv] loaded at "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no `loaded at` line:\n{}", console.join("\n")));
+    let want = format!(
+        "guest alpha: memory PA 0x40000000+0x4000000 overlaps the hypervisor's reservation PA {loaded}+0x"
+    );
+    assert!(line.starts_with(&want), "want {want}..., got {line}");
+}
+
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn a_guest_node_with_a_virtio_blk_value_that_does_not_parse_stops_the_boot_naming_it() {
+    // `ram:0` is written as it is; the hypervisor's parse refuses a RAM disk
+    // of no size.
+    let mut alpha = probe_node("alpha", 0, 0x5000_0000, 3);
+    alpha.disks = vec![platform::guests::DiskBackend::Ram(0)];
+    assert_boot_refused_with(
+        &[alpha, probe_node("beta", 1, 0x5800_0000, 7)],
+        &[],
+        "guest alpha: property `virtio-blk`: \"ram:0\": want ram:SIZE with SIZE like 64M, not zero",
     );
 }
 

@@ -336,6 +336,41 @@ fn machine_memory_below_64m_is_refused() {
 }
 
 #[test]
+fn guests_whose_memory_adds_up_to_more_than_the_machine_are_refused_naming_each() {
+    let e = refusal(&format!(
+        "[machine]\nmemory = \"1G\"\n{}",
+        two("").replace("\"512M\"\nsegment", "\"768M\"\nsegment")
+    ));
+    assert_eq!(
+        e,
+        "cfg/x.toml:11:10: guest b: memory: the guests' memory adds up to 1280 MiB (a: 512 MiB, b: 768 MiB), more than the machine's 1024 MiB"
+    );
+}
+
+#[test]
+fn a_guest_with_more_memory_than_the_machine_is_refused() {
+    let e = refusal("[[guest]]\nname = \"a\"\nmemory = \"4G\"\n");
+    assert_eq!(
+        e,
+        "cfg/x.toml:3:10: guest a: memory: 4096 MiB, more than the machine's 2048 MiB"
+    );
+}
+
+#[test]
+fn a_mem_option_below_the_guests_memory_is_refused() {
+    let mut c = parse(&two("")).expect("valid");
+    let o = Overrides {
+        mem: Some(768 << 20),
+        ..Overrides::default()
+    };
+    let e = c.apply(&o).expect_err("1024 MiB of guests in 768").0;
+    assert_eq!(
+        e,
+        "cfg/x.toml:9:10: guest b: memory: the guests' memory adds up to 1024 MiB (a: 512 MiB, b: 512 MiB), more than the machine's 768 MiB"
+    );
+}
+
+#[test]
 fn more_nics_than_host_slots_are_refused() {
     let mut text = String::new();
     for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
