@@ -566,6 +566,27 @@ impl Plan {
         Ok(lines)
     }
 
+    /// What `cargo xtask uboot-script FILE` prints for this plan (under
+    /// [`Mode::UBoot`]): where each file goes ([`Plan::uboot_loads`]), then
+    /// the commands ([`Plan::uboot_lines`]); [`qemu::uboot_listing`].
+    pub fn uboot_listing(&self) -> Result<String> {
+        Ok(qemu::uboot_listing(
+            &self.file,
+            &self.uboot_loads()?,
+            &self.uboot_lines()?,
+        ))
+    }
+
+    /// What `cargo xtask run --uboot` types on U-Boot's console once its
+    /// autoboot prompt appears, as [`qemu::launch`]'s input: the commands of
+    /// [`Plan::uboot_listing`], as printed ([`qemu::uboot_keystrokes`]).
+    pub fn uboot_input(&self) -> Result<qemu::ConsoleInput> {
+        Ok((
+            qemu::UBOOT_PROMPT_MARKER.to_string(),
+            qemu::uboot_keystrokes(&self.uboot_listing()?),
+        ))
+    }
+
     /// Where each file goes, one `#` comment line each, the hypervisor
     /// first (under [`Mode::UBoot`]; see [`qemu::uboot_listing`]).
     pub fn uboot_loads(&self) -> Result<Vec<String>> {
@@ -602,6 +623,26 @@ pub fn dump_dtb(args: &[String], out: &Path) -> Result<Vec<u8>> {
         )));
     }
     std::fs::read(out).context(|| out.display().to_string())
+}
+
+/// The QEMU arguments and console input that boot `plan` as `cargo xtask
+/// run --config` does. From QEMU's `-kernel`: the guest nodes in the DTB
+/// written to `dtb` ([`qemu_args_with_dtb`]), no input. Under U-Boot: QEMU's
+/// loader puts each file where [`Plan::uboot_listing`] says, and with
+/// `type_script` the commands `cargo xtask uboot-script` prints are typed
+/// ([`Plan::uboot_input`]); without it the user types them.
+pub fn launch_args(
+    plan: &Plan,
+    dtb: &Path,
+    type_script: bool,
+) -> Result<(Vec<String>, Option<qemu::ConsoleInput>)> {
+    match &plan.mode {
+        Mode::UBoot { .. } => Ok((
+            plan.qemu_args(None),
+            type_script.then(|| plan.uboot_input()).transpose()?,
+        )),
+        _ => Ok((qemu_args_with_dtb(plan, dtb)?, None)),
+    }
 }
 
 /// The root nodes QEMU's `arm_load_dtb` (hw/arm/boot.c) writes itself into

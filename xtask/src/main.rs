@@ -95,7 +95,8 @@ enum Cmd {
     /// (or, for a single guest with every CPU and the rest of RAM, its
     /// modules directly under /chosen), the hypervisor's command line,
     /// `booti`. Builds the hypervisor and, when a guest takes it, the guest
-    /// image, for their sizes.
+    /// image, for their sizes. Written for QEMU's virt: docs/guests.md ("The
+    /// U-Boot script on a board") says what to adapt on a board.
     UbootScript {
         /// The TOML file (docs/guests.md, "The TOML file")
         #[arg(value_name = "FILE")]
@@ -678,22 +679,10 @@ fn run(a: RunArgs) -> std::result::Result<i32, Stop> {
             .filter(|g| g.exec.is_some())
             .map(|g| g.name.clone())
             .collect();
-        let (args, input) = match &mode {
-            Mode::UBoot { .. } => {
-                let lines = plan.uboot_lines()?;
-                let input = if interactive {
-                    print_to_type(&lines);
-                    None
-                } else {
-                    Some((
-                        qemu::UBOOT_PROMPT_MARKER.to_string(),
-                        qemu::uboot_typed(&lines).into_bytes(),
-                    ))
-                };
-                (plan.qemu_args(None), input)
-            }
-            _ => (guests::qemu_args_with_dtb(&plan, &dtb_path(&config))?, None),
-        };
+        if interactive && matches!(mode, Mode::UBoot { .. }) {
+            print_to_type(&plan.uboot_lines()?);
+        }
+        let (args, input) = guests::launch_args(&plan, &dtb_path(&config), !interactive)?;
         qemu::launch(&cfg, &args, input, None)?
     };
     match outcome.init_start {
@@ -747,15 +736,16 @@ fn uboot_script(file: &std::path::Path) -> std::result::Result<i32, Stop> {
     };
     let files = guest_files(&config)?;
     let disk = default_disk(config.uses_default_disk())?;
-    let (loads, lines) = if config.single_style() {
+    let listing = if config.single_style() {
         let cfg = config.run_config(0, mode, &files[0], &disk).refused()?;
-        (qemu::uboot_loads_for(&cfg)?, qemu::uboot_lines_for(&cfg)?)
+        let (loads, lines) = (qemu::uboot_loads_for(&cfg)?, qemu::uboot_lines_for(&cfg)?);
+        qemu::uboot_listing(file, &loads, &lines)
     } else {
         let plan = guests::plan(&config, &files, &disk, &mode).refused()?;
         plan.validate().refused()?;
-        (plan.uboot_loads()?, plan.uboot_lines()?)
+        plan.uboot_listing()?
     };
-    print!("{}", qemu::uboot_listing(file, &loads, &lines));
+    print!("{listing}");
     Ok(0)
 }
 

@@ -132,7 +132,7 @@ pub fn uboot_load_line(at: u64, file: &Path) -> Result<String> {
 /// types (`lines` without the key press that stops autoboot), one a line.
 pub fn uboot_listing(file: &Path, loads: &[String], lines: &[String]) -> String {
     let mut out = format!(
-        "# U-Boot commands that boot {} (cargo xtask uboot-script)\n# Load first (cargo xtask run --uboot has QEMU's loader do it):\n",
+        "# U-Boot commands that boot {} (cargo xtask uboot-script) on QEMU's virt as cargo xtask run --uboot sets it up; on a board, adapt them (docs/guests.md, \"The U-Boot script on a board\")\n# Load each file at its address first (run --uboot has QEMU's loader do it; on a board e.g. load mmc 0:1 ADDR FILE):\n",
         file.display()
     );
     for l in loads {
@@ -202,22 +202,44 @@ pub fn uboot_prologue() -> Vec<String> {
 }
 
 /// The end of every U-Boot script: the hypervisor's command line
-/// (`semihosting` and `hv_args`) and the `booti` of the hypervisor at
-/// [`UBOOT_HYPERVISOR_ADDR`] with the edited DT.
+/// (`semihosting` and `hv_args`) in U-Boot's `bootargs` variable, and the
+/// `booti` of the hypervisor at [`UBOOT_HYPERVISOR_ADDR`] with the edited DT.
+/// `booti` writes `bootargs` into `/chosen` (U-Boot's `fdt_chosen`), over
+/// any `fdt set /chosen bootargs`: a board's environment often holds a
+/// Linux command line there, which would otherwise replace ours.
 pub fn uboot_epilogue(hv_args: &str) -> Vec<String> {
     vec![
         format!(
-            "fdt set /chosen bootargs \"{}\"",
+            "setenv bootargs \"{}\"",
             format!("semihosting {hv_args}").trim_end()
         ),
         format!("booti {UBOOT_HYPERVISOR_ADDR:#x} - {UBOOT_DTB_ADDR:#x}"),
     ]
 }
 
+/// What `cargo xtask run --uboot` types for `listing` (what `cargo xtask
+/// uboot-script` prints, [`uboot_listing`]): a key press that stops
+/// autoboot, then every line but the `#` comments as it is, each ended by a
+/// carriage return.
+pub fn uboot_keystrokes(listing: &str) -> Vec<u8> {
+    let commands: Vec<String> = listing
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    let mut out = vec![b'\r'];
+    out.extend(uboot_typed(&commands).into_bytes());
+    out
+}
+
 /// Script lines as typed on U-Boot's console: each ended by a carriage return.
 pub fn uboot_typed(lines: &[String]) -> String {
     lines.iter().map(|l| format!("{l}\r")).collect()
 }
+
+/// Bytes typed on the console once a console line (or the line in
+/// progress, a prompt) contains the marker: (marker, bytes).
+pub type ConsoleInput = (String, Vec<u8>);
 
 /// Everything one QEMU run needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +278,7 @@ pub struct RunConfig {
     pub interactive: bool,
     /// Type these bytes on the guest console once a console line contains the
     /// marker (tests of console input).
-    pub input: Option<(String, Vec<u8>)>,
+    pub input: Option<ConsoleInput>,
     /// Added to the hypervisor's own command line (after `semihosting`), e.g.
     /// `guest-psci=smc` or `loglevel=debug`. The NIC's `pci-passthrough=`
     /// is added to these (see [`RunConfig::hypervisor_extra_args`]).
@@ -1111,7 +1133,7 @@ fn run_inner(cfg: &RunConfig, tap: Option<std::sync::mpsc::Sender<String>>) -> R
 pub fn launch(
     cfg: &RunConfig,
     args: &[String],
-    input: Option<(String, Vec<u8>)>,
+    input: Option<ConsoleInput>,
     tap: Option<std::sync::mpsc::Sender<String>>,
 ) -> Result<RunOutcome> {
     let mut cmd = Command::new("qemu-system-aarch64");
@@ -1630,10 +1652,19 @@ mod tests {
         assert!(lines.contains(
             &"fdt set /chosen/module@4c200000 compatible \"multiboot,module\" \"multiboot,ramdisk\""
         ));
-        assert!(lines.contains(&"fdt set /chosen bootargs \"semihosting\""));
+        assert!(lines.contains(&"setenv bootargs \"semihosting\""));
         assert!(lines
             .iter()
             .any(|l| l.starts_with("booti 0x40400000 - 0x48000000")));
+    }
+
+    #[test]
+    fn uboot_keystrokes_are_a_key_press_then_each_command_of_the_listing_without_comments() {
+        let listing = "# U-Boot commands\n#   0x40400000  hv.bin (4 bytes)\nfdt addr 0x48000000\nsetenv bootargs \"semihosting\"\nbooti 0x40400000 - 0x48000000\n";
+        assert_eq!(
+            String::from_utf8(uboot_keystrokes(listing)).expect("text"),
+            "\rfdt addr 0x48000000\rsetenv bootargs \"semihosting\"\rbooti 0x40400000 - 0x48000000\r"
+        );
     }
 
     #[test]

@@ -701,6 +701,18 @@ fn a_guest_node_with_a_virtio_blk_value_that_does_not_parse_stops_the_boot_namin
 /// guest `blk` running `blk_exec` over the image `disk` (the file's
 /// `"default"` disk is the cache's image, kept between runs).
 fn two_guests_plan(net_exec: &str, net_append: &str, blk_exec: &str, disk: &Path) -> guests::Plan {
+    let mode = qemu::Mode::Hypervisor(hypervisor_bin());
+    two_guests_plan_in(mode, net_exec, net_append, blk_exec, disk)
+}
+
+/// [`two_guests_plan`] booted in `mode` (from QEMU's `-kernel` or from U-Boot).
+fn two_guests_plan_in(
+    mode: qemu::Mode,
+    net_exec: &str,
+    net_append: &str,
+    blk_exec: &str,
+    disk: &Path,
+) -> guests::Plan {
     let env = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
     let path = xtask::paths::workspace_root().join("configs/two-guests.toml");
     let mut config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -730,7 +742,6 @@ fn two_guests_plan(net_exec: &str, net_append: &str, blk_exec: &str, disk: &Path
     let files = config
         .files(|| Ok((env.kernel.clone(), initrd)))
         .unwrap_or_else(|e| panic!("{e}"));
-    let mode = qemu::Mode::Hypervisor(hypervisor_bin());
     let plan = guests::plan(&config, &files, disk, &mode).unwrap_or_else(|e| panic!("{e}"));
     plan.validate().unwrap_or_else(|e| panic!("{e}"));
     plan
@@ -748,8 +759,9 @@ fn scratch_disk() -> PathBuf {
     disk
 }
 
-/// Boots `plan` as `cargo xtask run --config` does, both guests running a
-/// command (so the run's status combines both).
+/// Boots `plan` as `cargo xtask run --config` does (under U-Boot, typing
+/// the script), both guests running a command (so the run's status combines
+/// both).
 fn launch_two_guests(plan: &guests::Plan, disk: &Path) -> RunOutcome {
     let mut cfg = RunConfig::new(plan.mode.clone(), PathBuf::new(), PathBuf::new());
     cfg.timeout = Some(boot_timeout());
@@ -757,8 +769,8 @@ fn launch_two_guests(plan: &guests::Plan, disk: &Path) -> RunOutcome {
     cfg.exec = Some("(per guest)".into());
     cfg.exec_guests = plan.guests.iter().map(|g| g.name.clone()).collect();
     let dtb = disk.with_file_name("two-guests.dtb");
-    let args = guests::qemu_args_with_dtb(plan, &dtb).unwrap_or_else(|e| panic!("{e}"));
-    let out = qemu::launch(&cfg, &args, None, None).unwrap_or_else(|e| panic!("{e}"));
+    let (args, input) = guests::launch_args(plan, &dtb, true).unwrap_or_else(|e| panic!("{e}"));
+    let out = qemu::launch(&cfg, &args, input, None).unwrap_or_else(|e| panic!("{e}"));
     if let Some(dir) = disk.parent() {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -788,26 +800,85 @@ fn host_ram_of(plan: &guests::Plan, name: &str) -> (u64, u64) {
     }
 }
 
+/// What guest `name` of the two-guest file prints of its PCI view.
+fn own_view_script(name: &str) -> String {
+    format!(
+        "echo WHO={name}\nlspci -tv | sed 's/^/LSPCI:/'\nls /sys/bus/pci/devices | sed 's/^/PCIDEV:/'\nexit 0"
+    )
+}
+
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn two_guests_from_the_config_file_each_run_their_command_see_their_own_segment_and_exit_0() {
-    let script = |name: &str| {
-        format!(
-            "echo WHO={name}\nlspci -tv | sed 's/^/LSPCI:/'\nls /sys/bus/pci/devices | sed 's/^/PCIDEV:/'\nexit 0"
-        )
-    };
-    let out = two_guests_from_config(&script("net"), "", &script("blk"));
+    let out = two_guests_from_config(&own_view_script("net"), "", &own_view_script("blk"));
     if out.verdict != Verdict::PoweredOff || out.exit_code() != 0 {
         fail(
             &out,
             "expected both guests to power off and the run to exit 0",
         );
     }
+    assert_each_guest_saw_its_own_segment(&out);
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn the_uboot_script_of_the_two_guest_file_typed_on_uboot_boots_both_guests_on_their_own_segments() {
+    // As `cargo xtask run --uboot --config configs/two-guests.toml`: QEMU's
+    // firmware is U-Boot, its loader puts each file where the script's
+    // comments say, and xtask types the script's commands.
+    let var =
+        |n: &str| PathBuf::from(std::env::var_os(n).unwrap_or_else(|| panic!("{n} is not set")));
+    let mode = qemu::Mode::UBoot {
+        bios: var(qemu::env::UBOOT),
+        hypervisor: hypervisor_bin(),
+    };
+    let disk = scratch_disk();
+    let plan = two_guests_plan_in(
+        mode,
+        &own_view_script("net"),
+        "",
+        &own_view_script("blk"),
+        &disk,
+    );
+    // What `cargo xtask uboot-script` prints for this file and these commands.
+    let listing = plan.uboot_listing().unwrap_or_else(|e| panic!("{e}"));
+    let out = launch_two_guests(&plan, &disk);
+    if out.verdict != Verdict::PoweredOff || out.exit_code() != 0 {
+        fail(
+            &out,
+            "expected both guests to power off and the run to exit 0",
+        );
+    }
+    // U-Boot echoes each command after its prompt: it ran the script's
+    // commands, all of them, in order, and nothing else.
+    let ran: Vec<&str> = out
+        .console
+        .iter()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("=> "))
+        .filter(|c| !c.is_empty())
+        .collect();
+    let printed: Vec<&str> = listing.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        ran, printed,
+        "U-Boot's commands are not the script's:\n{listing}"
+    );
+    assert!(
+        line_with(&out, "[hv] host DT at 0x48000000, bootargs \"semihosting\"").is_some(),
+        "the hypervisor should boot with the DT U-Boot edited:\n{}",
+        out.tail(80)
+    );
+    assert_each_guest_saw_its_own_segment(&out);
+}
+
+/// Each guest of the two-guest file ran [`own_view_script`], reported
+/// status 0, and saw only its own segment: `net` its e1000e (82574L) on
+/// 0001, `blk` its virtio-blk on 0002.
+fn assert_each_guest_saw_its_own_segment(out: &RunOutcome) {
     for (name, domain, device, other) in [
         ("net", "0001", "82574L", "Virtio"),
         ("blk", "0002", "Virtio", "82574L"),
     ] {
-        let lines = lines_of(&out, name);
+        let lines = lines_of(out, name);
         assert!(
             lines.contains(&format!("WHO={name}").as_str()),
             "guest {name} ran its own command:\n{}",

@@ -340,8 +340,8 @@ fn two_guests_uboot_script_is_the_golden_one() {
         &p.uboot_lines().expect("lines"),
     )
     .replace(&f.dir.0.display().to_string(), "DIR");
-    let golden = r#"# U-Boot commands that boot configs/two-guests.toml (cargo xtask uboot-script)
-# Load first (cargo xtask run --uboot has QEMU's loader do it):
+    let golden = r#"# U-Boot commands that boot configs/two-guests.toml (cargo xtask uboot-script) on QEMU's virt as cargo xtask run --uboot sets it up; on a board, adapt them (docs/guests.md, "The U-Boot script on a board")
+# Load each file at its address first (run --uboot has QEMU's loader do it; on a board e.g. load mmc 0:1 ADDR FILE):
 #   0x40400000  DIR/hypervisor.bin (352912 bytes)
 #   0x48200000  DIR/Image (32956352 bytes)
 #   0x41200000  DIR/initramfs.cpio (92513332 bytes)
@@ -378,10 +378,27 @@ fdt set /chosen/blk/module@48200000 bootargs "console=ttyAMA0 panic=-1"
 fdt mknode /chosen/blk module@41200000
 fdt set /chosen/blk/module@41200000 compatible "multiboot,ramdisk" "multiboot,module"
 fdt set /chosen/blk/module@41200000 reg <0x0 0x41200000 0x0 0x583a434>
-fdt set /chosen bootargs "semihosting"
+setenv bootargs "semihosting"
 booti 0x40400000 - 0x48000000
 "#;
     assert_eq!(listing, golden);
+}
+
+#[test]
+fn run_uboot_types_after_a_key_press_every_command_uboot_script_prints() {
+    let f = Files::new("typed");
+    let p = f
+        .plan(&checked_in("two-guests.toml"), &f.under_uboot())
+        .expect("plan");
+    let (marker, typed) = p.uboot_input().expect("input");
+    assert_eq!(marker, crate::qemu::UBOOT_PROMPT_MARKER);
+    let typed = String::from_utf8(typed).expect("text");
+    let typed: Vec<&str> = typed.split_terminator('\r').collect();
+    let listing = p.uboot_listing().expect("listing");
+    let printed: Vec<&str> = listing.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(typed[0], "", "a key press stops autoboot");
+    assert_eq!(typed[1..], printed[..]);
+    assert_eq!(printed.last(), Some(&"booti 0x40400000 - 0x48000000"));
 }
 
 #[test]
