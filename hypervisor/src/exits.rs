@@ -534,11 +534,15 @@ fn sync_exit(
 fn host_disk_completions(vm: &Vm, kick: &mut Kick) {
     let n = crate::hostdisk::handle_irq();
     log::trace!("host disk: {n} completions");
-    let mut dev = vm.devices.lock();
-    if let Some(seg) = dev.segment.as_mut() {
-        let fx = seg.poll();
-        kick.0 |= vm.apply(seg, fx).0;
+    {
+        let mut dev = vm.devices.lock();
+        if let Some(seg) = dev.segment.as_mut() {
+            let fx = seg.poll();
+            kick.0 |= vm.apply(seg, fx).0;
+        }
     }
+    // Requests the completions let in, outside the lock.
+    crate::hostdisk::notify_if_due();
 }
 
 /// An LPI, acknowledged and its priority dropped (LPIs have no active
@@ -741,6 +745,8 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
             }
         }
     }
+    // The host disk hears of the requests this exit submitted, with no lock held.
+    crate::hostdisk::notify_if_due();
     match next {
         Next::Resume => {
             // The list registers change only through an interrupt exit (timer,
