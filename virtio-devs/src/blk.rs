@@ -672,6 +672,12 @@ impl<B: BlockBackend> VirtioDevice for VirtioBlk<B> {
         Ok(())
     }
 
+    /// Requests of the current queue epoch are in flight: each completion
+    /// ends in [`VirtioDevice::poll`], which takes what is available.
+    fn polls(&self, index: u16) -> bool {
+        index == 0 && self.in_flight.iter().any(|f| f.queue_epoch == self.epoch)
+    }
+
     fn poll(&mut self, queues: &mut [Queue], mem: &dyn GuestMemory) -> Result<(), QueueError> {
         let mut freed = false;
         // At most one completion per in-flight slot per call.

@@ -298,6 +298,29 @@ impl MockQueue {
         self.mem.read_u16(at).unwrap_or(0)
     }
 
+    /// The used ring's `flags` (the device's `VIRTQ_USED_F_NO_NOTIFY`).
+    pub fn used_flags(&self) -> u16 {
+        self.mem.read_u16(self.used_ring).unwrap_or(0)
+    }
+
+    /// Whether a driver that moved `avail_idx` from `old` to the current
+    /// index must notify, as Linux decides (2.7.10): with
+    /// `VIRTIO_F_EVENT_IDX`, `vring_need_event(avail_event, new, old)`;
+    /// without, unless the device set `VIRTQ_USED_F_NO_NOTIFY`.
+    pub fn driver_must_notify(&self, old: u16, event_idx: bool) -> bool {
+        let new = self.avail_idx;
+        if event_idx {
+            new.wrapping_sub(self.avail_event()).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            self.used_flags() & crate::queue::VIRTQ_USED_F_NO_NOTIFY == 0
+        }
+    }
+
+    /// The driver's `avail_idx` (what it last published).
+    pub fn avail_idx(&self) -> u16 {
+        self.avail_idx
+    }
+
     /// A device-side [`Queue`](crate::queue::Queue) programmed with this
     /// layout and enabled, as the transport would hold it after `queue_enable`.
     pub fn device_queue(&self, event_idx: bool, indirect: bool) -> crate::queue::Queue {

@@ -394,3 +394,72 @@ fn config_offers_seg_max_and_blk_size() {
     assert_ne!(f & feature::BLK_SIZE, 0);
     assert_ne!(f & vf::VERSION_1, 0);
 }
+
+/// Pushes a flush request (the deferred RAM disk holds it until polled)
+/// and returns the driver's `avail_idx` before it.
+fn push_flush(mem: &VecMemory, mock: &mut MockQueue) -> u16 {
+    header(mem, req::FLUSH, 0);
+    let old = mock.avail_idx();
+    mock.push(&[(HDR, 16, false), (STATUS, 1, true)]);
+    old
+}
+
+#[test]
+fn requests_in_flight_ask_the_driver_not_to_notify() {
+    let (mut d, mem, mut mock) = ready(RamDisk::new(1 << 20).deferred());
+    push_flush(&mem, &mut mock);
+    push_flush(&mem, &mut mock);
+    notify(&mut d, 0);
+    assert_eq!(d.device().in_flight(), 2);
+    let old = push_flush(&mem, &mut mock);
+    assert!(!mock.driver_must_notify(old, true));
+}
+
+#[test]
+fn requests_made_available_without_a_notification_are_taken_on_a_completion() {
+    let (mut d, mem, mut mock) = ready(RamDisk::new(1 << 20).deferred());
+    push_flush(&mem, &mut mock);
+    notify(&mut d, 0);
+    push_flush(&mem, &mut mock);
+    push_flush(&mem, &mut mock);
+    assert!(d.poll());
+    assert_eq!(mock.used_idx(), 1);
+    assert_eq!(d.device().in_flight(), 2, "taken without a notification");
+    d.poll();
+    assert_eq!(mock.used_idx(), 3);
+}
+
+#[test]
+fn notifications_are_asked_for_again_once_nothing_is_in_flight() {
+    let (mut d, mem, mut mock) = ready(RamDisk::new(1 << 20).deferred());
+    push_flush(&mem, &mut mock);
+    notify(&mut d, 0);
+    d.poll();
+    assert_eq!(d.device().in_flight(), 0);
+    let old = push_flush(&mem, &mut mock);
+    assert!(mock.driver_must_notify(old, true));
+}
+
+#[test]
+fn without_event_idx_requests_in_flight_set_no_notify_until_none_is() {
+    let (mut d, mem, mut mock) = dev_with(RamDisk::new(1 << 20).deferred());
+    driver_init(&mut d, &mock, ALL & !vf::EVENT_IDX);
+    push_flush(&mem, &mut mock);
+    notify(&mut d, 0);
+    let old = push_flush(&mem, &mut mock);
+    assert!(!mock.driver_must_notify(old, false));
+    d.poll();
+    d.poll();
+    assert_eq!((mock.used_idx(), d.device().in_flight()), (2, 0));
+    assert!(mock.driver_must_notify(old, false));
+}
+
+#[test]
+fn a_backend_that_completes_at_once_leaves_notifications_on() {
+    let (mut d, mem, mut mock) = ready(RamDisk::new(1 << 20));
+    push_flush(&mem, &mut mock);
+    notify(&mut d, 0);
+    assert_eq!(mock.used_idx(), 1);
+    let old = push_flush(&mem, &mut mock);
+    assert!(mock.driver_must_notify(old, true));
+}
