@@ -437,6 +437,11 @@ pub fn build(
         .map(|a| Box::new(a.function) as Box<dyn vbus::PciFunction>)
         .collect();
     let mut functions = functions;
+    // A request queue per vCPU (VIRTIO_BLK_F_MQ), as QEMU's own virtio-blk
+    // has by default: Linux then gives each CPU its own queue, lock and
+    // interrupt vector (routed to that CPU), instead of every CPU sharing
+    // one queue whose interrupt lands on CPU 0.
+    let blk_queues = u16::try_from(n).unwrap_or(u16::MAX);
     match disk {
         None => {}
         Some(DiskBackend::Ram(size)) => {
@@ -446,7 +451,10 @@ pub fn build(
                 disk.len(),
                 disk.as_ptr() as usize
             );
-            let blk = virtio_devs::blk::VirtioBlk::new(virtio_devs::blk::RamDisk::over(disk));
+            let blk = virtio_devs::blk::VirtioBlk::with_queues(
+                virtio_devs::blk::RamDisk::over(disk),
+                blk_queues,
+            );
             functions.push(Box::new(virtio_devs::pci::VirtioPci::new(
                 blk,
                 guest_ram.clone(),
@@ -463,7 +471,7 @@ pub fn build(
                 }
             }
             log::info!("virtio-blk: backed by the host disk, zero-copy");
-            let blk = virtio_devs::blk::VirtioBlk::new(backend);
+            let blk = virtio_devs::blk::VirtioBlk::with_queues(backend, blk_queues);
             functions.push(Box::new(virtio_devs::pci::VirtioPci::new(
                 blk,
                 guest_ram.clone(),

@@ -344,6 +344,15 @@ pub fn driver_init<F: vbus::PciFunction + ?Sized>(
     mock: &MockQueue,
     features: u64,
 ) -> u8 {
+    driver_init_queues(f, &[mock], features)
+}
+
+/// [`driver_init`] with queue `i` programmed from `mocks[i]`.
+pub fn driver_init_queues<F: vbus::PciFunction + ?Sized>(
+    f: &mut F,
+    mocks: &[&MockQueue],
+    features: u64,
+) -> u8 {
     use crate::pci::{common, device_status as s};
     let mut rq = Vec::new();
     let mut w = |f: &mut F, off: u64, size: u8, v: u64| f.bar_write(0, off, size, v, &mut rq);
@@ -365,18 +374,20 @@ pub fn driver_init<F: vbus::PciFunction + ?Sized>(
         1,
         u64::from(s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK),
     );
-    w(f, common::QUEUE_SELECT, 2, 0);
-    w(f, common::QUEUE_SIZE, 2, u64::from(mock.size()));
-    w(f, common::QUEUE_DESC, 8, mock.desc_table().0);
-    w(
-        f,
-        common::QUEUE_DRIVER,
-        4,
-        mock.avail_ring().0 & 0xffff_ffff,
-    );
-    w(f, common::QUEUE_DRIVER + 4, 4, mock.avail_ring().0 >> 32);
-    w(f, common::QUEUE_DEVICE, 8, mock.used_ring().0);
-    w(f, common::QUEUE_ENABLE, 2, 1);
+    for (i, mock) in mocks.iter().enumerate() {
+        w(f, common::QUEUE_SELECT, 2, i as u64);
+        w(f, common::QUEUE_SIZE, 2, u64::from(mock.size()));
+        w(f, common::QUEUE_DESC, 8, mock.desc_table().0);
+        w(
+            f,
+            common::QUEUE_DRIVER,
+            4,
+            mock.avail_ring().0 & 0xffff_ffff,
+        );
+        w(f, common::QUEUE_DRIVER + 4, 4, mock.avail_ring().0 >> 32);
+        w(f, common::QUEUE_DEVICE, 8, mock.used_ring().0);
+        w(f, common::QUEUE_ENABLE, 2, 1);
+    }
     w(
         f,
         common::DEVICE_STATUS,

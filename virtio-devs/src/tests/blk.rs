@@ -5,7 +5,7 @@ use super::pci::{dev_with, Dev, FEATURES, RAM};
 use crate::blk::{feature, req, status, RamDisk};
 use crate::device::feature as vf;
 use crate::memory::GuestMemory;
-use crate::testing::{driver_init, notify, MockQueue, VecMemory};
+use crate::testing::{driver_init, driver_init_queues, notify, MockQueue, VecMemory};
 use arch_emu::addr::Ipa;
 use vbus::PciFunction;
 
@@ -462,4 +462,70 @@ fn a_backend_that_completes_at_once_leaves_notifications_on() {
     assert_eq!(mock.used_idx(), 1);
     let old = push_flush(&mem, &mut mock);
     assert!(mock.driver_must_notify(old, true));
+}
+
+/// A device with two request queues over a deferred RAM disk, both queues
+/// set up by the driver: (device, memory, queue 0, queue 1).
+fn two_queues() -> (Dev, VecMemory, MockQueue, MockQueue) {
+    let (_, mem, q0) = dev_with(RamDisk::new(1 << 20));
+    let q1 = MockQueue::new(&mem, Ipa(RAM.0 + 0x8000), 16);
+    let blk = crate::blk::VirtioBlk::with_queues(RamDisk::new(1 << 20).deferred(), 2);
+    let mut d = crate::pci::VirtioPci::new(blk, mem.clone());
+    driver_init_queues(&mut d, &[&q0, &q1], ALL | feature::MQ);
+    (d, mem, q0, q1)
+}
+
+#[test]
+fn a_device_with_two_queues_offers_mq_and_says_how_many() {
+    let (d, _, _, _) = two_queues();
+    assert_ne!(d.offered_features() & feature::MQ, 0);
+    let mut n = [0u8; 2];
+    crate::device::VirtioDevice::read_config(d.device(), crate::blk::cfg::NUM_QUEUES, &mut n);
+    assert_eq!(u16::from_le_bytes(n), 2);
+}
+
+#[test]
+fn a_device_with_one_queue_offers_no_mq() {
+    let (d, _, _) = dev_with(RamDisk::new(1 << 20));
+    assert_eq!(d.offered_features() & feature::MQ, 0);
+}
+
+#[test]
+fn each_queue_answers_its_own_requests() {
+    let (mut d, mem, mut q0, mut q1) = two_queues();
+    push_flush(&mem, &mut q1);
+    notify(&mut d, 1);
+    push_flush(&mem, &mut q0);
+    push_flush(&mem, &mut q0);
+    notify(&mut d, 0);
+    assert_eq!(d.device().in_flight(), 3);
+    d.poll();
+    assert_eq!((q0.used_idx(), q1.used_idx()), (2, 1));
+}
+
+#[test]
+fn a_queue_reset_orphans_only_that_queues_requests() {
+    let (mut d, mem, mut q0, mut q1) = two_queues();
+    push_flush(&mem, &mut q0);
+    notify(&mut d, 0);
+    push_flush(&mem, &mut q1);
+    notify(&mut d, 1);
+    crate::device::VirtioDevice::queue_reset(d.device_mut(), 1);
+    d.poll();
+    assert_eq!((q0.used_idx(), q1.used_idx()), (1, 0));
+    assert_eq!(d.device().stats().stale_completions, 1);
+}
+
+#[test]
+fn each_queue_asks_for_notifications_by_its_own_requests_in_flight() {
+    let (mut d, mem, mut q0, mut q1) = two_queues();
+    push_flush(&mem, &mut q1);
+    notify(&mut d, 1);
+    let old0 = push_flush(&mem, &mut q0);
+    assert!(
+        q0.driver_must_notify(old0, true),
+        "queue 0 has nothing in flight"
+    );
+    let old1 = push_flush(&mem, &mut q1);
+    assert!(!q1.driver_must_notify(old1, true), "queue 1 has");
 }
