@@ -80,9 +80,8 @@ impl LrShadow {
     /// and HW clear is cleared: only that ends its maintenance interrupt.
     pub fn update(&mut self, current: &[u64], new: &[u64], mut write: impl FnMut(usize, u64)) {
         for (n, (&c, &v)) in current.iter().zip(new).enumerate().take(MAX_LRS) {
-            let empty_anyway = v == 0
-                && lr::state(c) == lr::INVALID
-                && (c & lr::HW != 0 || c & lr::EOI == 0);
+            let empty_anyway =
+                v == 0 && lr::state(c) == lr::INVALID && (c & lr::HW != 0 || c & lr::EOI == 0);
             if c != v && !empty_anyway {
                 write(n, v);
             }
