@@ -7,6 +7,7 @@ extern crate alloc;
 
 pub mod addr;
 pub mod console_input;
+pub mod console_mux;
 pub mod cpufeat;
 pub mod esr;
 pub mod insn;

@@ -752,6 +752,27 @@ impl Vgic {
 
     /// A distributor read of `size` bytes at `offset` in its 64 KiB frame.
     pub fn gicd_read(&mut self, offset: u64, size: u8) -> u64 {
+        // The header block first (GICD_CTLR, GICD_TYPER, GICD_IIDR, the
+        // message-based SPI registers): the ranges below do not overlap it.
+        if offset < 0x80 {
+            if mbi::is_mbi_register(offset) {
+                return self.mbi_read(offset, size);
+            }
+            if !size_ok(size) || offset % 4 != 0 {
+                self.stats.bad_size += 1;
+                return 0;
+            }
+            return match offset {
+                0x00 => self.gicd_ctlr(),
+                0x04 => self.gicd_typer(),
+                0x08 => IIDR,
+                0x0c | 0x10 => 0,
+                _ => {
+                    self.stats.bad_offset += 1;
+                    0
+                }
+            };
+        }
         let spi_hi = 32 + self.num_spis;
         if (0x6100..0x8000).contains(&offset) {
             // IROUTER<n>, n >= 32: 64-bit, or 32-bit halves.
@@ -778,25 +799,6 @@ impl Vgic {
                 return 0;
             }
             return v;
-        }
-        if mbi::is_mbi_register(offset) {
-            return self.mbi_read(offset, size);
-        }
-        if offset < 0x80 {
-            if !size_ok(size) || offset % 4 != 0 {
-                self.stats.bad_size += 1;
-                return 0;
-            }
-            return match offset {
-                0x00 => self.gicd_ctlr(),
-                0x04 => self.gicd_typer(),
-                0x08 => IIDR,
-                0x0c | 0x10 => 0,
-                _ => {
-                    self.stats.bad_offset += 1;
-                    0
-                }
-            };
         }
         if (0x800..0xc00).contains(&offset) || (0xf00..0xf30).contains(&offset) {
             // ITARGETSR, SGIR, CPENDSGIR, SPENDSGIR: RAZ/WI with ARE = 1.

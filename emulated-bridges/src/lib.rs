@@ -707,6 +707,11 @@ pub fn reserved_encodings(config: &RootPortConfig) -> [EncodedField; 7] {
 pub struct RootPort {
     cs: ConfigSpace,
     config: RootPortConfig,
+    /// [`reserved_encodings`] of `config`, derived once.
+    reserved: [EncodedField; 7],
+    /// The config-space bytes `[start, end)` that hold them: a write
+    /// outside cannot store a reserved encoding.
+    reserved_span: (u16, u16),
 }
 
 const P: u16 = caps::PCIE;
@@ -786,7 +791,16 @@ impl RootPort {
         cs.set_u16(acs + 4, 0x001f);
         cs.set_writable(acs + 6, 2, 0x001f);
 
-        let mut port = RootPort { cs, config };
+        let reserved = reserved_encodings(&config);
+        let reserved_span = reserved.iter().fold((u16::MAX, 0), |(lo, hi), f| {
+            (lo.min(f.offset), hi.max(f.offset.saturating_add(2)))
+        });
+        let mut port = RootPort {
+            cs,
+            config,
+            reserved,
+            reserved_span,
+        };
         port.set_device_present(false);
         port
     }
@@ -839,7 +853,8 @@ impl RootPort {
 
     /// After a guest write, a field of [`reserved_encodings`] that changed to an
     /// encoding it may not hold gets its previous value back.
-    fn keep_reserved_encodings(&mut self, fields: &[EncodedField], before: &[u16]) {
+    fn keep_reserved_encodings(&mut self, before: &[u16]) {
+        let fields = self.reserved;
         for (f, &old) in fields.iter().zip(before) {
             let now = self.u16_at(f.offset);
             if (now ^ old) & f.mask != 0 && !f.accepts(now) {
@@ -857,10 +872,16 @@ impl PciFunction for RootPort {
     /// Bus numbers, windows, Memory Space Enable and Secondary Bus Reset take
     /// effect through the segment, which reads them from the registers.
     fn config_write(&mut self, offset: u16, size: u8, value: u32, _: &mut Vec<Request>) {
-        let fields = reserved_encodings(&self.config);
-        let before = fields.map(|f| self.u16_at(f.offset));
+        let end = offset.saturating_add(u16::from(size));
+        let (lo, hi) = self.reserved_span;
+        if end <= lo || offset >= hi {
+            // No field with reserved encodings in the bytes written.
+            self.cs.write(offset, size, value);
+            return;
+        }
+        let before = self.reserved.map(|f| self.u16_at(f.offset));
         self.cs.write(offset, size, value);
-        self.keep_reserved_encodings(&fields, &before);
+        self.keep_reserved_encodings(&before);
     }
 
     fn bridge_bus_range(&self) -> Option<(u8, u8)> {

@@ -170,6 +170,33 @@ fn windows(host: &PcieHost) -> Result<HostWindows, String> {
     })
 }
 
+/// Every PCI function on the host segments that hold one of `wanted`
+/// (enumerated as [`prepare`] does, bus numbers given where firmware left
+/// none): what guests may name. A segment without ECAM is left to
+/// [`prepare`] to report.
+pub fn host_functions(plat: &Platform, wanted: &[Sbdf]) -> Result<Vec<Sbdf>, String> {
+    let mut out = Vec::new();
+    for host in &plat.pcie {
+        let seg = host.segment.unwrap_or(0);
+        let Some(cfg) = host
+            .config
+            .filter(|_| wanted.iter().any(|s| s.segment == seg))
+        else {
+            continue;
+        };
+        // SAFETY: as in `prepare`: the host bridge's ECAM window as the DT
+        // names it, identity-mapped as Device memory; the hypervisor owns it.
+        let mut ecam = unsafe { HostEcam::new(cfg.base, host.bus_range.0, host.bus_range.1) };
+        let topology = enumerate(&mut ecam, host.bus_range.0..=host.bus_range.1)
+            .map_err(|e| format!("{}: enumeration: {e:?}", host.node))?;
+        out.extend(topology.functions.iter().map(|f| Sbdf {
+            segment: seg,
+            bdf: f.bdf,
+        }));
+    }
+    Ok(out)
+}
+
 /// Enumerates and assigns, once, every host segment that holds a requested
 /// device (passed through, or the host disk), and prepares each device. The
 /// error names the device or host bridge.
@@ -380,18 +407,22 @@ fn prepare_one(
     })
 }
 
-/// Routes assigned device `index`'s MSI-X (see `passthrough::msix`): MAPD
-/// of its host DeviceID with an ITT for its vectors, one LPI per vector
-/// (MAPTI, EventID = vector, owner `LpiOwner::Assigned`, on CPU 0 until the
-/// guest's SPI routing moves it), and the function shown with MSI-X, its
-/// device table holding the ITS doorbell. Returns the device and the
-/// doorbell to map in its SMMU stage 2 (`None`: the device keeps INTx only,
-/// said in one line: no ITS, no MSI-X, no guest MBI, or the ITS refused).
-/// `ram` is the guest's RAM: the doorbell is mapped at IPA = PA, so it must
-/// lie outside it.
+/// Routes assigned device `index` of guest `owner`'s MSI-X and MSI (see `passthrough::msix`
+/// and `passthrough::msi`): MAPD of its host DeviceID with an ITT for the
+/// EventIDs of `passthrough::EventIds` (MSI-X vector v is EventID v, MSI
+/// vector v EventID `msi_base + v`), one LPI per EventID (MAPTI, owner
+/// `LpiOwner::Assigned`, on physical CPU `cpu` until the guest's SPI routing moves it),
+/// and the function shown with MSI-X and MSI, its device's table and MSI
+/// capability holding the ITS doorbell. Returns the device and the doorbell
+/// to map in its SMMU stage 2 (`None`: the device keeps INTx only, said in
+/// one line: no ITS, neither MSI-X nor MSI, no guest MBI, or the ITS
+/// refused). `ram` is the guest's RAM: the doorbell is mapped at IPA = PA,
+/// so it must lie outside it.
 pub fn route_msi(
     a: Assigned,
+    owner: u16,
     index: u16,
+    cpu: usize,
     guest: Option<vbus::MsiTarget>,
     ram: vbus::MemRange<vbus::Ipa>,
 ) -> (Assigned, Option<Pa>) {
@@ -410,44 +441,47 @@ pub fn route_msi(
         stream,
         msi,
     };
-    let Some(vectors) = function.layout().msix.map(|m| m.vectors) else {
+    let events = passthrough::EventIds::of(function.layout());
+    if events.total() == 0 {
         return (back(function), None);
-    };
+    }
     let (Some((its_index, device_id)), Some(guest)) = (msi, guest) else {
         log::info!(
-            "pci-passthrough={sbdf}: MSI-X hidden (no host ITS for it or no guest MBI): INTx only"
+            "pci-passthrough={sbdf}: MSI-X and MSI hidden (no host ITS for it or no guest MBI): INTx only"
         );
         return (back(function), None);
     };
     let doorbell = match its::doorbell(its_index) {
         Ok(d) => d,
         Err(e) => {
-            log::warn!("pci-passthrough={sbdf}: MSI-X hidden: ITS #{its_index}: {e}");
+            log::warn!("pci-passthrough={sbdf}: MSI-X and MSI hidden: ITS #{its_index}: {e}");
             return (back(function), None);
         }
     };
     let page = vbus::MemRange::new(vbus::Ipa(doorbell & !0xfff), 0x1000);
     if page.overlaps(&ram) {
         log::warn!(
-            "pci-passthrough={sbdf}: MSI-X hidden: the ITS doorbell {doorbell:#x} lies in guest RAM"
+            "pci-passthrough={sbdf}: MSI-X and MSI hidden: the ITS doorbell {doorbell:#x} lies in guest RAM"
         );
         return (back(function), None);
     }
-    if let Err(e) = its::map_device(its_index, device_id, u32::from(vectors)) {
-        log::warn!("pci-passthrough={sbdf}: MSI-X hidden: MAPD {device_id:#x}: {e}");
+    if let Err(e) = its::map_device(its_index, device_id, events.total()) {
+        log::warn!("pci-passthrough={sbdf}: MSI-X and MSI hidden: MAPD {device_id:#x}: {e}");
         return (back(function), None);
     }
+    let wanted = (0..events.msix).chain(events.msi_base..events.total());
     let mut lpis = Vec::new();
-    for v in 0..u32::from(vectors) {
-        let owner = LpiOwner::Assigned {
+    for e in wanted {
+        let lpi_owner = LpiOwner::Assigned {
+            guest: owner,
             device: index,
-            event: v,
+            event: e,
         };
-        match its::map_event(its_index, device_id, v, owner, 0) {
-            Ok(l) => lpis.push(l),
-            Err(e) => {
-                log::warn!("pci-passthrough={sbdf}: MSI-X hidden: MAPTI event {v}: {e}");
-                for done in 0..v {
+        match its::map_event(its_index, device_id, e, lpi_owner, cpu) {
+            Ok(l) => lpis.push((e, l)),
+            Err(err) => {
+                log::warn!("pci-passthrough={sbdf}: MSI-X and MSI hidden: MAPTI event {e}: {err}");
+                for (done, _) in lpis {
                     let _ = its::unmap_event(its_index, device_id, done);
                 }
                 return (back(function), None);
@@ -458,18 +492,66 @@ pub fn route_msi(
         doorbell: Pa(doorbell),
         guest,
     });
-    if function.msix_vectors().is_none() {
-        log::warn!("pci-passthrough={sbdf}: MSI-X hidden: its table or PBA lies outside its BARs");
-        for v in 0..u32::from(vectors) {
-            let _ = its::unmap_event(its_index, device_id, v);
+    // What could not be shown (a table outside the BARs; 32-bit MSI
+    // addresses and a doorbell above 4 GiB) gives its EventIDs back.
+    let shown = |e: u32| {
+        if e < events.msix {
+            function.msix_vectors().is_some()
+        } else {
+            function.msi_vectors().is_some()
         }
+    };
+    let mut kept = Vec::new();
+    for (e, l) in lpis {
+        if shown(e) {
+            kept.push((e, l));
+        } else {
+            let _ = its::unmap_event(its_index, device_id, e);
+        }
+    }
+    let lpi_range = |from: u32, to: u32| {
+        let of: Vec<u32> = kept
+            .iter()
+            .filter(|(e, _)| (from..to).contains(e))
+            .map(|&(_, l)| l)
+            .collect();
+        (of.first().copied(), of.last().copied())
+    };
+    match function.msix_vectors() {
+        Some(n) => {
+            let (first, last) = lpi_range(0, events.msix);
+            log::info!(
+                "host {sbdf}: MSI-X {n} vectors through ITS #{its_index} DeviceID {device_id:#x}, doorbell PA {doorbell:#x}, LPIs {}..={}",
+                first.unwrap_or(0),
+                last.unwrap_or(0)
+            );
+        }
+        None if events.msix > 0 => {
+            log::warn!(
+                "pci-passthrough={sbdf}: MSI-X hidden: its table or PBA lies outside its BARs"
+            )
+        }
+        None => {}
+    }
+    match function.msi_vectors() {
+        Some(n) => {
+            let (first, last) = lpi_range(events.msi_base, events.total());
+            log::info!(
+                "host {sbdf}: MSI {n} vectors through ITS #{its_index} DeviceID {device_id:#x}, EventIDs {}..{}, LPIs {}..={}",
+                events.msi_base,
+                events.total(),
+                first.unwrap_or(0),
+                last.unwrap_or(0)
+            );
+        }
+        None if events.msi > 0 => log::warn!(
+            "pci-passthrough={sbdf}: MSI hidden: 32-bit message addresses cannot reach the doorbell {doorbell:#x}"
+        ),
+        None => {}
+    }
+    if kept.is_empty() {
         return (back(function), None);
     }
-    log::info!(
-        "host {sbdf}: MSI-X {vectors} vectors through ITS #{its_index} DeviceID {device_id:#x}, doorbell PA {doorbell:#x}, LPIs {}..={}",
-        lpis.first().copied().unwrap_or(0),
-        lpis.last().copied().unwrap_or(0)
-    );
     (back(function), Some(Pa(doorbell)))
 }
 
@@ -518,10 +600,13 @@ fn check_lines(plat: &Platform, out: &[Assigned], disk: Option<&DiskSite>) -> Re
 pub static HOST_SEGMENTS: spin::Mutex<Vec<HostSegment>> = spin::Mutex::new(Vec::new());
 
 /// At shutdown: reads back every assigned host segment (a difference is an
-/// error line naming it; none gives one line saying so), then resets the
-/// assigned devices so the next owner gets them clean.
-pub fn shutdown(vm: &crate::vm::Vm) {
-    if !vm.devices.try_lock().is_some_and(|d| d.assigned.is_empty()) {
+/// error line naming it; none gives one line saying so), then resets every
+/// guest's assigned devices so the next owner gets them clean.
+pub fn shutdown(vms: &[crate::vm::Vm]) {
+    if !vms
+        .iter()
+        .all(|vm| vm.devices.try_lock().is_some_and(|d| d.assigned.is_empty()))
+    {
         if canary_intact() {
             log::info!("DMA canary intact");
         } else {
@@ -542,14 +627,16 @@ pub fn shutdown(vm: &crate::vm::Vm) {
         }
     }
     drop(segments);
-    let Some(mut dev) = vm.devices.try_lock() else {
-        return;
-    };
-    let ids = dev.assigned.clone();
-    if let Some(seg) = dev.segment.as_mut() {
-        for id in ids {
-            // The guest is gone: its BARs' stage-2 mappings do not matter any more.
-            let _ = seg.reset_function(id);
+    for vm in vms {
+        let Some(mut dev) = vm.devices.try_lock() else {
+            continue;
+        };
+        let ids = dev.assigned.clone();
+        if let Some(seg) = dev.segment.as_mut() {
+            for id in ids {
+                // The guest is gone: its BARs' stage-2 mappings do not matter any more.
+                let _ = seg.reset_function(id);
+            }
         }
     }
 }

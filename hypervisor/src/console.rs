@@ -3,6 +3,7 @@
 
 use core::fmt::Write;
 
+use arch_emu::console_mux::{OutputMux, SwitchDetector, Switching};
 use spin::Mutex;
 
 /// UARTDR.
@@ -23,12 +24,20 @@ const IMSC: usize = 0x038;
 /// UARTIMSC.RXIM | RTIM.
 const RX_INTERRUPTS: u32 = (1 << 4) | (1 << 6);
 
+/// The host DT's `/chosen`, found by walking every node when the path
+/// lookup fails (the `fdt` crate's stops at FDT_NOP tokens between nodes,
+/// which firmware and QEMU's `-dtb` leave; `platform::dtb::compact` drops
+/// them once the heap is up).
+pub fn chosen<'b, 'a>(fdt: &'b fdt::Fdt<'a>) -> Option<fdt::node::FdtNode<'b, 'a>> {
+    fdt.find_node("/chosen")
+        .or_else(|| fdt.all_nodes().find(|n| n.name == "chosen"))
+}
+
 /// The PL011 base the host DT names: `/chosen/stdout-path`, else the first `arm,pl011`
 /// (the console for reporting even a DT the `platform` crate refuses).
 pub fn find_pl011(fdt: &fdt::Fdt) -> Option<usize> {
     // Not `Fdt::chosen()`: it panics when /chosen is missing.
-    let stdout = fdt
-        .find_node("/chosen")
+    let stdout = chosen(fdt)
         .and_then(|c| c.property("stdout-path"))
         .and_then(|p| p.as_str())
         .map(|s| s.split(':').next().unwrap_or(s))
@@ -42,11 +51,23 @@ pub fn find_pl011(fdt: &fdt::Fdt) -> Option<usize> {
     Some(reg.starting_address as usize)
 }
 
-/// A polled PL011.
-pub struct Pl011 {
+/// The registers of a polled PL011 (its receive side: [`HostRx`]).
+///
+/// [`HostRx`]: arch_emu::console_input::HostRx
+pub struct Regs {
     base: usize,
+}
+
+/// A polled PL011, shared by the hypervisor's lines and the guests'
+/// console output and input.
+pub struct Pl011 {
+    regs: Regs,
     /// Whether the cursor is at the start of a line (for `[hv] ` prefixes).
     at_line_start: bool,
+    /// With several guests: their lines, prefixed with their names.
+    mux: Option<OutputMux>,
+    /// With several guests: Ctrl-a three times moves the input focus.
+    switch: SwitchDetector,
 }
 
 impl Pl011 {
@@ -56,11 +77,77 @@ impl Pl011 {
     /// at this address (MMU off or identity-mapped as device memory).
     pub unsafe fn new(base: usize) -> Self {
         Pl011 {
-            base,
+            regs: Regs { base },
             at_line_start: true,
+            mux: None,
+            switch: SwitchDetector::new(),
         }
     }
 
+    fn reg(&self, off: usize) -> *mut u32 {
+        self.regs.reg(off)
+    }
+
+    fn put(&mut self, b: u8) {
+        self.regs.put(b);
+    }
+
+    /// Shares the console among `guests` guests: their output lines are
+    /// prefixed with their names, Ctrl-a three times switches the input.
+    pub fn share(&mut self, guests: usize) {
+        self.mux = Some(OutputMux::new(guests));
+    }
+
+    /// The receive side through the switch sequence's detector (several
+    /// guests), for the focused guest's console input.
+    pub fn switching_rx(&mut self) -> Option<Switching<'_>> {
+        self.mux.as_ref()?;
+        Some(Switching::new(&mut self.regs, &mut self.switch))
+    }
+
+    /// Guest `guest` (named `name`) wrote `bytes` on a shared console
+    /// (`immediate`: the user types to it); `false` when the console is
+    /// not shared.
+    fn shared_output(&mut self, guest: usize, name: &str, bytes: &[u8], immediate: bool) -> bool {
+        let Some(mux) = self.mux.as_mut() else {
+            return false;
+        };
+        let regs = &mut self.regs;
+        let mut last = None;
+        mux.guest_bytes(guest, name, bytes, immediate, &mut |b| {
+            for &c in b {
+                regs.put(c);
+            }
+            if let Some(&l) = b.last() {
+                last = Some(l);
+            }
+        });
+        if let Some(l) = last {
+            self.at_line_start = l == b'\n';
+        }
+        true
+    }
+
+    /// A shared console: guest `guest`'s partial line goes out now.
+    fn flush_guest(&mut self, guest: usize, name: &str) {
+        let Some(mux) = self.mux.as_mut() else {
+            return;
+        };
+        let regs = &mut self.regs;
+        let mut wrote = false;
+        mux.flush(guest, name, &mut |b| {
+            wrote = true;
+            for &c in b {
+                regs.put(c);
+            }
+        });
+        if wrote {
+            self.at_line_start = true;
+        }
+    }
+}
+
+impl Regs {
     fn reg(&self, off: usize) -> *mut u32 {
         (self.base + off) as *mut u32
     }
@@ -72,7 +159,9 @@ impl Pl011 {
             core::ptr::write_volatile(self.reg(DR), u32::from(b));
         }
     }
+}
 
+impl Pl011 {
     /// Passes one byte of guest output through.
     pub fn guest_byte(&mut self, b: u8) {
         self.put(b);
@@ -94,7 +183,20 @@ impl Pl011 {
     /// leaves their status pending (PL011 TRM 3.3.10), so input that arrived
     /// meanwhile interrupts as soon as they are unmasked.
     pub fn set_rx_interrupts(&mut self, on: bool) {
-        // SAFETY: as for `put`.
+        self.regs.set_rx_interrupts(on);
+    }
+
+    /// Takes one received byte, if any.
+    pub fn getc(&mut self) -> Option<u8> {
+        self.regs.getc()
+    }
+}
+
+impl Regs {
+    /// Unmasks (or masks) the receive and receive-timeout interrupts (see
+    /// [`Pl011::set_rx_interrupts`]).
+    pub fn set_rx_interrupts(&mut self, on: bool) {
+        // SAFETY: `Pl011::new`'s contract makes base + IMSC a valid PL011 register.
         unsafe {
             core::ptr::write_volatile(self.reg(IMSC), if on { RX_INTERRUPTS } else { 0 });
         }
@@ -103,7 +205,7 @@ impl Pl011 {
     /// Takes one received byte, if any. Reading the FIFO empty is what clears
     /// the receive interrupts (never UARTICR: see `arch_emu::console_input`).
     pub fn getc(&mut self) -> Option<u8> {
-        // SAFETY: as for `put`.
+        // SAFETY: `Pl011::new`'s contract makes base + FR / DR valid PL011 registers.
         unsafe {
             if core::ptr::read_volatile(self.reg(FR)) & FR_RXFE != 0 {
                 return None;
@@ -119,6 +221,15 @@ impl arch_emu::console_input::HostRx for Pl011 {
     }
     fn set_rx_interrupts(&mut self, on: bool) {
         Pl011::set_rx_interrupts(self, on);
+    }
+}
+
+impl arch_emu::console_input::HostRx for Regs {
+    fn getc(&mut self) -> Option<u8> {
+        Regs::getc(self)
+    }
+    fn set_rx_interrupts(&mut self, on: bool) {
+        Regs::set_rx_interrupts(self, on);
     }
 }
 
@@ -148,6 +259,9 @@ pub fn hv_line(args: core::fmt::Arguments<'_>) {
         let _ = c.write_fmt(args);
         let _ = c.write_str("\n");
         c.at_line_start = true;
+        if let Some(m) = c.mux.as_mut() {
+            m.other_output(true);
+        }
     }
 }
 
@@ -173,3 +287,96 @@ impl log::Log for Logger {
 
 /// The logger instance.
 pub static LOGGER: Logger = Logger;
+
+/// The guest (index in `vm::all`) host console input goes to.
+static FOCUS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The guest that has the console's input focus.
+pub fn focused() -> Option<&'static crate::vm::Vm> {
+    crate::vm::all()
+        .get(FOCUS.load(core::sync::atomic::Ordering::Relaxed))
+        .filter(|vm| vm.running())
+}
+
+/// Guest `vm` stopped: its partial output line goes out, input it held
+/// back in the host UART is let go, and the input focus moves on to the
+/// next guest that runs.
+pub fn guest_stopped(vm: &crate::vm::Vm) {
+    use core::sync::atomic::Ordering;
+    flush(vm);
+    {
+        let mut dev = vm.devices.lock();
+        if dev.console_input.host_held() {
+            if let Some(c) = CONSOLE.lock().as_mut() {
+                c.set_rx_interrupts(true);
+            }
+        }
+        dev.console_input = arch_emu::console_input::ConsoleInput::new(crate::vm::CONSOLE_BACKLOG);
+    }
+    if FOCUS.load(Ordering::Relaxed) == vm.index {
+        switch_focus();
+    }
+}
+
+/// Moves the input focus to the next guest that runs (in table order,
+/// wrapping) and says which has it.
+pub fn switch_focus() {
+    use core::sync::atomic::Ordering;
+    let vms = crate::vm::all();
+    let now = FOCUS.load(Ordering::Relaxed);
+    for step in 1..=vms.len() {
+        let i = (now + step) % vms.len();
+        if vms.get(i).is_some_and(|vm| vm.running()) {
+            FOCUS.store(i, Ordering::Relaxed);
+            if let Some(vm) = vms.get(i) {
+                hv_line(format_args!(
+                    "console input: guest {} (Ctrl-a three times to switch)",
+                    vm.name
+                ));
+            }
+            return;
+        }
+    }
+}
+
+/// Guest `vm`'s console output of one exit, after every lock of the guest
+/// is released: verbatim with one guest; with several, in whole lines
+/// prefixed with its name, except for the focused guest once the user typed
+/// to it (see `arch_emu::console_mux`).
+pub fn guest_output(vm: &crate::vm::Vm, bytes: &[u8]) {
+    use core::sync::atomic::Ordering;
+    let immediate = FOCUS.load(Ordering::Relaxed) == vm.index
+        && vm.stats.console_input.load(Ordering::Relaxed) > 0;
+    if let Some(c) = CONSOLE.lock().as_mut() {
+        if !c.shared_output(vm.index, &vm.name, bytes, immediate) {
+            for &b in bytes {
+                c.guest_byte(b);
+            }
+        }
+    }
+}
+
+/// Shares the console among the guests when there are several, and says
+/// which has the input focus.
+pub fn share() {
+    let vms = crate::vm::all();
+    if vms.len() < 2 {
+        return;
+    }
+    if let Some(c) = CONSOLE.lock().as_mut() {
+        c.share(vms.len());
+    }
+    if let Some(vm) = vms.first() {
+        hv_line(format_args!(
+            "console input: guest {} (Ctrl-a three times to switch)",
+            vm.name
+        ));
+    }
+}
+
+/// Guest `vm`'s partial output line, on a shared console, goes out now.
+pub fn flush(vm: &crate::vm::Vm) {
+    if let Some(c) = CONSOLE.lock().as_mut() {
+        c.flush_guest(vm.index, &vm.name);
+    }
+}

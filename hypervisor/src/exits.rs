@@ -17,8 +17,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::entry::{cpu_index, run_guest, Frame, MAX_CPUS};
 use crate::exitstats::Cause;
 use crate::gic;
+use crate::life::End;
 use crate::sysreg::{id_aa64pfr1_el1, read_sysreg, sctlr_el1, spsr, wfe};
-use crate::vm::{Counters, IrqOwner, Power, TxBytes, Vm, VM};
+use crate::vm::{Counters, CpuSlot, IrqOwner, Power, TxBytes, Vm};
 
 /// SPSR for a fresh EL1 entry: EL1h, D, A, I, F masked.
 fn spsr_el1h_masked() -> FieldValue<u64, SPSR_EL2::Register> {
@@ -65,7 +66,8 @@ pub const DEFAULT_MAINTENANCE_INTID: u32 = 25;
 enum Next {
     Resume,
     Park,
-    Shutdown(i32),
+    /// The guest ends (`life::stop`).
+    Stop(End),
 }
 
 /// Host-side facts the exit path needs that live outside the VM lock.
@@ -305,7 +307,7 @@ fn emulate_without_syndrome(
 
 fn data_abort(
     vm: &Vm,
-    cpu: usize,
+    vcpu: usize,
     frame: &mut Frame,
     da: esr::DataAbort,
     kick: &mut Kick,
@@ -332,7 +334,7 @@ fn data_abort(
     if vm.layout.gicr().contains(crate::mmu::Ipa(ipa)) {
         // The redistributor's pending and active bits include what sits in the
         // list registers and the timers' outputs: bring the model up to date.
-        refresh_lrs(vm, cpu);
+        refresh_lrs(vm, vcpu);
     }
     let size = da.access_size;
     let mask = if size >= 8 {
@@ -369,25 +371,26 @@ fn data_abort(
 /// An SMCCC call (HVC #0 or a trapped SMC): this hypervisor's own calls in
 /// the Vendor Specific Hypervisor Service range (`exitstats`), else PSCI and
 /// the Arm architecture calls.
-fn smccc_call(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Next {
+fn smccc_call(vm: &Vm, vcpu: usize, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Next {
     if crate::exitstats::is_vendor_hyp(frame.x[0]) {
         let r = vm.times.call(frame.x[0] as u32, frame.x[1]);
         frame.x[..3].copy_from_slice(&r);
         return Next::Resume;
     }
-    psci_call(vm, cpu, frame, kick)
+    psci_call(vm, vcpu, cpu, frame, kick)
 }
 
 /// A PSCI or SMCCC call (HVC #0 or a trapped SMC): `arch_emu::psci` checks it
-/// and decides; this applies the decision.
-fn psci_call(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Next {
+/// and decides; this applies the decision. `vcpu` is the caller, running on
+/// physical CPU `cpu`.
+fn psci_call(vm: &Vm, vcpu: usize, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Next {
     let call = psci::decode(frame.x[0], frame.x[1], frame.x[2], frame.x[3]);
     let env = psci::Env {
         mpidrs: &vm.layout.mpidrs,
         ram: vm.layout.ram,
         firmware: crate::firmware::workarounds(cpu),
     };
-    let action = psci::handle(call, cpu, &env, &mut vm.power.lock());
+    let action = psci::handle(call, vcpu, &env, &mut vm.power.lock());
     let ret = match action {
         Action::Return(v) => {
             if v < 0 {
@@ -395,18 +398,15 @@ fn psci_call(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Next {
             }
             v
         }
-        Action::Start { vcpu } => {
-            if let Some(flag) = ON_REQUEST.get(vcpu) {
-                flag.store(true, Ordering::Release);
-            }
-            if let Some(&mpidr) = vm.pcpu_mpidr.get(vcpu) {
-                gic::send_sgi(gic::SGI_KICK, mpidr);
-            }
+        Action::Start { vcpu: target } => {
+            wake_to_start(vm, target);
             psci::SUCCESS
         }
         Action::Off => return Next::Park,
         Action::Standby => {
-            wait_for_wakeup(vm, cpu, kick);
+            if let Next::Park = wait_for_wakeup(vm, vcpu, cpu, kick) {
+                return Next::Park;
+            }
             psci::SUCCESS
         }
         Action::Powerdown {
@@ -415,13 +415,15 @@ fn psci_call(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Next {
         } => {
             // The interrupt controller keeps its state across a core powerdown;
             // the core restarts at the entry point as CPU_ON would start it.
-            wait_for_wakeup(vm, cpu, kick);
+            if let Next::Park = wait_for_wakeup(vm, vcpu, cpu, kick) {
+                return Next::Park;
+            }
             prepare_el1_entry(entry_point);
             frame.x[0] = context_id;
             return Next::Resume;
         }
-        Action::SystemOff => return Next::Shutdown(0),
-        Action::SystemReset => return Next::Shutdown(3),
+        Action::SystemOff => return Next::Stop(End::PoweredOff),
+        Action::SystemReset => return Next::Stop(End::Reset),
         Action::Firmware { function_id, w1 } => crate::firmware::call(function_id, w1) as i64,
     };
     frame.x[0] = ret as u64;
@@ -432,26 +434,30 @@ fn psci_call(vm: &Vm, cpu: usize, frame: &mut Frame, kick: &mut Kick) -> Next {
 /// at EL1 would (a pending virtual interrupt ends WFI whatever PSTATE masks;
 /// waking early is allowed, never late). Physical interrupts that arrive
 /// meanwhile are handled as on any exit; the list registers are refreshed.
-fn wait_for_wakeup(vm: &Vm, cpu: usize, kick: &mut Kick) {
+fn wait_for_wakeup(vm: &Vm, vcpu: usize, cpu: usize, kick: &mut Kick) -> Next {
     loop {
-        refresh_lrs(vm, cpu);
+        if !vm.running() {
+            return Next::Park;
+        }
+        refresh_lrs(vm, vcpu);
         let n = vm.lr_count.min(16);
         if (0..n)
             .any(|i| arch_emu::vgic::lr::state(gic::read_lr(i)) & arch_emu::vgic::lr::PENDING != 0)
         {
-            return;
+            return Next::Resume;
         }
-        send_kicks(vm, cpu, core::mem::take(kick));
+        send_kicks(vm, vcpu, core::mem::take(kick));
         // WFI wakes on a pending physical interrupt even with PSTATE.I set (as
         // it is at EL2): the vtimer's PPI, a kick from another CPU, a device.
         // SAFETY: WFI only suspends this PE.
         unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
-        irq_exit(vm, cpu, kick);
+        irq_exit(vm, vcpu, cpu, kick);
     }
 }
 
 fn sync_exit(
     vm: &Vm,
+    vcpu: usize,
     cpu: usize,
     frame: &mut Frame,
     kick: &mut Kick,
@@ -461,7 +467,7 @@ fn sync_exit(
     let esr = read_sysreg!("esr_el2");
     match esr::decode(esr) {
         Exit::DataAbort(da) => {
-            data_abort(vm, cpu, frame, da, kick, tx, cause);
+            data_abort(vm, vcpu, frame, da, kick, tx, cause);
             Next::Resume
         }
         Exit::Hvc { imm16 } => {
@@ -471,20 +477,20 @@ fn sync_exit(
                 frame.x[0] = psci::NOT_SUPPORTED as u64;
                 return Next::Resume;
             }
-            smccc_call(vm, cpu, frame, kick)
+            smccc_call(vm, vcpu, cpu, frame, kick)
         }
         Exit::Smc { .. } => {
             Counters::bump(&vm.stats.smc);
             *cause = Cause::Psci;
             advance_pc();
-            smccc_call(vm, cpu, frame, kick)
+            smccc_call(vm, vcpu, cpu, frame, kick)
         }
         Exit::SysReg(s) => {
             *cause = Cause::Sysreg;
             if let Some(reg) = s.icc_sgi_write() {
                 *cause = Cause::Sgi;
                 Counters::bump(&vm.stats.sgi);
-                kick.0 |= vm.vgic.lock().write_sgi(cpu, reg, frame.reg(s.rt)).0;
+                kick.0 |= vm.vgic.lock().write_sgi(vcpu, reg, frame.reg(s.rt)).0;
                 advance_pc();
             } else if let (true, Some(reg), Some(view)) = (
                 s.read,
@@ -517,6 +523,18 @@ fn sync_exit(
         Exit::InstructionAbort(_) => {
             *cause = Cause::Abort;
             Counters::bump(&vm.stats.other);
+            let far = FAR_EL2.get();
+            let vbar = VBAR_EL1.get();
+            if far.wrapping_sub(vbar) < 0x800 {
+                // The fetch of its own exception vector aborted: the abort it
+                // would be given is taken at that vector again, for ever
+                // (Arm ARM D1.3: VBAR_EL1 + offset). The guest faulted.
+                log::info!(
+                    "guest {}: instruction abort at its exception vector {far:#x} (VBAR_EL1 {vbar:#x}) on vCPU {vcpu}",
+                    vm.name
+                );
+                return Next::Stop(End::Faulted);
+            }
             inject_prefetch_abort();
             Next::Resume
         }
@@ -528,69 +546,129 @@ fn sync_exit(
     }
 }
 
+/// Sends `k`'s kicks of guest `to`: joined to this exit's (`kick`) when `to`
+/// is the guest this CPU runs (`here`), else now.
+fn deliver(to: &Vm, here: Option<&Vm>, kick: &mut Kick, k: Kick) {
+    if here.is_some_and(|h| core::ptr::eq(h, to)) {
+        kick.0 |= k.0;
+    } else if k.0 != 0 {
+        send_kicks(to, usize::MAX, k);
+    }
+}
+
 /// The host disk's interrupt (INTx or LPI): its completions popped (the
 /// (token, status) list waits in `hostdisk::take_completed`), and the
-/// guest's virtio-blk finishes the requests that completed.
-fn host_disk_completions(vm: &Vm, kick: &mut Kick) {
+/// virtio-blk of the guest it serves (`to`) finishes the requests that
+/// completed.
+fn host_disk_completions(to: &Vm, here: Option<&Vm>, kick: &mut Kick) {
     let n = crate::hostdisk::handle_irq();
     log::trace!("host disk: {n} completions");
-    {
-        let mut dev = vm.devices.lock();
-        if let Some(seg) = dev.segment.as_mut() {
-            let fx = seg.poll();
-            kick.0 |= vm.apply(seg, fx).0;
-        }
+    let mut dev = to.devices.lock();
+    if let Some(seg) = dev.segment.as_mut() {
+        let fx = seg.poll();
+        let k = to.apply(seg, fx);
+        drop(dev);
+        deliver(to, here, kick, k);
+    } else {
+        drop(dev);
     }
     // Requests the completions let in, outside the lock.
     crate::hostdisk::notify_if_due();
 }
 
 /// An LPI, acknowledged and its priority dropped (LPIs have no active
-/// state: nothing to deactivate), handed to its owner.
-fn lpi(vm: &Vm, cpu: usize, intid: u32, kick: &mut Kick) {
+/// state: nothing to deactivate), handed to its owner, in whichever guest
+/// it is (`here` is the guest this CPU runs, if any).
+fn lpi(here: Option<&Vm>, cpu: usize, intid: u32, kick: &mut Kick) {
     match crate::its::take(intid) {
-        Some(crate::its::LpiOwner::HostDisk) => host_disk_completions(vm, kick),
-        Some(crate::its::LpiOwner::SelfTest) => crate::its::selftest_taken(cpu),
-        Some(crate::its::LpiOwner::Assigned { device, event }) => {
-            assigned_msi(vm, cpu, device, event, kick)
+        Some(crate::its::LpiOwner::HostDisk) => {
+            if let Some(to) = crate::vm::host_disk_guest() {
+                host_disk_completions(to, here, kick);
+            }
         }
-        None => Counters::bump(&vm.stats.irq_unrouted),
+        Some(crate::its::LpiOwner::SelfTest) => crate::its::selftest_taken(cpu),
+        Some(crate::its::LpiOwner::Assigned {
+            guest,
+            device,
+            event,
+        }) => match crate::vm::all().get(usize::from(guest)) {
+            Some(to) if !to.running() => Counters::bump(&to.stats.irq_dropped),
+            Some(to) => assigned_msi(to, here, cpu, device, event, kick),
+            None => {}
+        },
+        None => {
+            if let Some(vm) = here {
+                Counters::bump(&vm.stats.irq_unrouted);
+            }
+        }
     }
 }
 
-/// An assigned device's MSI-X vector `event` arrived as LPI `intid` on
-/// physical CPU `cpu`: the guest's message for the vector becomes its SPI
+/// An assigned device's MSI-X or MSI vector (EventID `event`) of guest `to`
+/// arrived as an LPI on physical CPU `cpu`: the guest's message for the vector becomes its SPI
 /// (checked against its doorbell and MBI range by the segment; forged ones
 /// are dropped and counted). The LPI was steered to the CPU of the vCPU
-/// that SPI is routed to when the guest routed it or wrote the table
-/// (`Vm::steer_lpis`); one that arrives elsewhere is counted
+/// that SPI is routed to when the guest routed it or wrote the table or
+/// MSI capability (`Vm::steer_lpis`); one that arrives elsewhere is counted
 /// (`lpi_elsewhere`: the vCPU is off, or the guest's message changed
 /// without a table write the hypervisor saw).
-fn assigned_msi(vm: &Vm, cpu: usize, device: u16, event: u32, kick: &mut Kick) {
+fn assigned_msi(to: &Vm, here: Option<&Vm>, cpu: usize, device: u16, event: u32, kick: &mut Kick) {
     let mut spis = alloc::vec::Vec::new();
-    {
-        let mut dev = vm.devices.lock();
+    let k = {
+        let mut dev = to.devices.lock();
         let Some(&id) = dev.assigned.get(usize::from(device)) else {
-            Counters::bump(&vm.stats.irq_unrouted);
+            Counters::bump(&to.stats.irq_unrouted);
             return;
         };
-        if let Some(seg) = dev.segment.as_mut() {
-            let fx = seg.host_msi(id, event);
-            for e in fx.iter() {
-                if let vbus::Effect::Msi { spi, .. } = e {
-                    spis.push(*spi);
-                }
+        let Some(seg) = dev.segment.as_mut() else {
+            return;
+        };
+        let fx = seg.host_msi(id, event);
+        for e in fx.iter() {
+            if let vbus::Effect::Msi { spi, .. } = e {
+                spis.push(*spi);
             }
-            kick.0 |= vm.apply(seg, fx).0;
         }
-    }
-    let target = spis.first().and_then(|&spi| vm.vgic.lock().spi_target(spi));
-    if target.is_some_and(|t| t != cpu) {
-        Counters::bump(&vm.stats.lpi_elsewhere);
+        to.apply(seg, fx)
+    };
+    deliver(to, here, kick, k);
+    let target = spis.first().and_then(|&spi| to.vgic.lock().spi_target(spi));
+    if target.is_some_and(|t| to.pcpus.get(t) != Some(&cpu)) {
+        Counters::bump(&to.stats.lpi_elsewhere);
     }
 }
 
-fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
+/// Host console input (the host UART's interrupt): to the guest that has
+/// the console's input focus; after the switch sequence (several guests),
+/// the rest to the next one. With no guest running it is read and dropped.
+fn console_input(here: Option<&Vm>, kick: &mut Kick) {
+    // A switch per pass; more passes than guests would only go round.
+    for _ in 0..=crate::vm::all().len() {
+        let Some(to) = crate::console::focused() else {
+            if let Some(c) = CONSOLE.lock().as_mut() {
+                while c.getc().is_some() {}
+            }
+            return;
+        };
+        let mut dev = to.devices.lock();
+        let switched = to.pump_console_input(&mut dev, true);
+        let k = to.update_uart_line(&mut dev);
+        drop(dev);
+        deliver(to, here, kick, k);
+        if !switched {
+            return;
+        }
+        crate::console::switch_focus();
+    }
+}
+
+/// Handles physical interrupt `intid`, acknowledged and its priority
+/// dropped, on physical CPU `cpu`, which runs vCPU `here.1` of guest
+/// `here.0` (`None`: the CPU is parked). Each interrupt goes to its owner,
+/// in whichever guest it is. Returns whether it stays active (an LPI, or
+/// hardware-linked to a guest's virtual interrupt); otherwise the caller
+/// deactivates it.
+fn dispatch(intid: u32, here: Option<(&Vm, usize)>, cpu: usize, kick: &mut Kick) -> bool {
     let (uart_intid, vtimer, ptimer, maintenance) = HOST_IRQS.get().map_or(
         (
             u32::MAX,
@@ -600,8 +678,113 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
         ),
         |h| (h.uart_intid, h.vtimer, h.ptimer, h.maintenance),
     );
-    let guest_vtimer = vm.layout.timer_ppis[2];
-    let guest_ptimer = vm.layout.timer_ppis[1];
+    let here_vm = here.map(|h| h.0);
+    if intid >= arch_emu::its::FIRST_LPI {
+        lpi(here_vm, cpu, intid, kick);
+        return true;
+    }
+    if intid == vtimer || intid == ptimer {
+        let Some((vm, vcpu)) = here else {
+            // A parked CPU's timer, left armed by its vCPU: masked
+            // (CNTx_CTL_EL0.IMASK) so that it stops asserting; the guest
+            // programs its timer again when the vCPU starts.
+            mask_timer(intid == vtimer);
+            return false;
+        };
+        // Left active: the guest's deactivation of the hardware-linked virtual
+        // interrupt deactivates it (or the list-register refresh does, when
+        // the timer's output has dropped before the guest took it).
+        let guest = if intid == vtimer {
+            vm.layout.timer_ppis[2]
+        } else {
+            vm.layout.timer_ppis[1]
+        };
+        kick.0 |= vm.vgic.lock().set_line(vcpu, guest, true).0;
+        return true;
+    }
+    if intid == uart_intid {
+        console_input(here_vm, kick);
+        return false;
+    }
+    if intid == maintenance {
+        // Level-sensitive: asserted until the list registers that caused it
+        // (completed level entries, underflow) are dealt with.
+        match here {
+            Some((vm, vcpu)) => refresh_lrs(vm, vcpu),
+            None => gic::write_ich_hcr(gic::ich_hcr::EN),
+        }
+        return false;
+    }
+    if crate::smmu::handle_irq(intid) {
+        // An SMMU's event queue or global error: drained and reported.
+        return false;
+    }
+    if intid < 32 {
+        // SGIs (kicks between CPUs) need nothing more: the list registers
+        // are refreshed on the way back to the guest.
+        return false;
+    }
+    match crate::vm::irq_route(intid) {
+        Some((to, _)) if !to.running() => {
+            // Its guest is stopped: dropped, and left active so that a line
+            // that stays asserted does not fire again (cleared when the
+            // guest boots again).
+            Counters::bump(&to.stats.irq_dropped);
+            true
+        }
+        Some((to, IrqOwner::GuestSpi(spi))) => {
+            // Left active: the guest's deactivation of the hardware-linked
+            // virtual SPI deactivates it, so a level line that stays
+            // asserted cannot fire again before the guest has run.
+            let k = to.vgic.lock().set_line(0, spi, true);
+            deliver(to, here_vm, kick, k);
+            true
+        }
+        Some((to, IrqOwner::HostDisk)) => {
+            // Reading the device's ISR deasserts the line before the
+            // deactivation.
+            host_disk_completions(to, here_vm, kick);
+            false
+        }
+        None => {
+            if let Some(vm) = here_vm {
+                Counters::bump(&vm.stats.irq_unrouted);
+            }
+            false
+        }
+    }
+}
+
+/// This CPU's vCPU leaves a guest that stops: its EL1 timers are masked and
+/// their physical interrupts, which a fresh vGIC knows nothing of, no
+/// longer active.
+pub(crate) fn quiesce_timers() {
+    mask_timer(true);
+    mask_timer(false);
+    if let (Some(g), Some(h)) = (crate::GIC.get(), HOST_IRQS.get()) {
+        g.clear_active_ppis(&[h.vtimer, h.ptimer]);
+    }
+}
+
+/// Sets IMASK in this CPU's EL1 virtual (`virtual_timer`) or physical
+/// timer's control register (Arm ARM D12.9.x): its output drops.
+fn mask_timer(virtual_timer: bool) {
+    const IMASK: u64 = 1 << 1;
+    if virtual_timer {
+        let v = read_sysreg!("cntv_ctl_el0");
+        // SAFETY: CNTV_CTL_EL0 only controls the EL1 virtual timer's
+        // interrupt, which belongs to this CPU's (powered-off) vCPU.
+        unsafe { crate::sysreg::write_sysreg!("cntv_ctl_el0", v | IMASK) };
+    } else {
+        let v = read_sysreg!("cntp_ctl_el0");
+        // SAFETY: as above, for the EL1 physical timer.
+        unsafe { crate::sysreg::write_sysreg!("cntp_ctl_el0", v | IMASK) };
+    }
+}
+
+/// Physical interrupts on an exit of vCPU `vcpu` of `vm` (on physical CPU
+/// `cpu`): each acknowledged and handed to its owner ([`dispatch`]).
+fn irq_exit(vm: &Vm, vcpu: usize, cpu: usize, kick: &mut Kick) {
     // Bounded: an interrupt that stays asserted must not keep this CPU at EL2.
     for i in 0..64 {
         // After the first, acknowledge only while one is signalled.
@@ -615,54 +798,9 @@ fn irq_exit(vm: &Vm, cpu: usize, kick: &mut Kick) {
         }
         Counters::bump(&vm.stats.irq);
         gic::eoi(intid);
-        if intid >= arch_emu::its::FIRST_LPI {
-            lpi(vm, cpu, intid, kick);
-            continue;
+        if !dispatch(intid, Some((vm, vcpu)), cpu, kick) {
+            gic::deactivate(intid);
         }
-        if intid == vtimer || intid == ptimer {
-            // Left active: the guest's deactivation of the hardware-linked virtual
-            // interrupt deactivates it (or the list-register refresh does, when
-            // the timer's output has dropped before the guest took it).
-            let guest = if intid == vtimer {
-                guest_vtimer
-            } else {
-                guest_ptimer
-            };
-            kick.0 |= vm.vgic.lock().set_line(cpu, guest, true).0;
-            continue;
-        }
-        if intid == uart_intid {
-            let mut dev = vm.devices.lock();
-            vm.pump_console_input(&mut dev, true);
-            kick.0 |= vm.update_uart_line(&mut dev).0;
-        }
-        if intid == maintenance {
-            // Level-sensitive: asserted until the list registers that caused it
-            // (completed level entries, underflow) are dealt with.
-            refresh_lrs(vm, cpu);
-        } else if crate::smmu::handle_irq(intid) {
-            // An SMMU's event queue or global error: drained and reported.
-        } else if intid >= 32 && intid != uart_intid {
-            // SGIs (kicks between CPUs) need nothing more; SPIs have an owner.
-            match vm.irq_routes.iter().find(|r| r.0 == intid).map(|r| r.1) {
-                Some(IrqOwner::GuestSpi(spi)) => {
-                    // Left active: the guest's deactivation of the hardware-linked
-                    // virtual SPI deactivates it, so a level line that stays
-                    // asserted cannot fire again before the guest has run.
-                    kick.0 |= vm.vgic.lock().set_line(cpu, spi, true).0;
-                    continue;
-                }
-                Some(IrqOwner::HostDisk) => {
-                    // Reading the device's ISR deasserts the line before the
-                    // deactivation below.
-                    host_disk_completions(vm, kick);
-                }
-                None => Counters::bump(&vm.stats.irq_unrouted),
-            }
-        }
-        // Kicks need nothing more: the list registers are refreshed on the way
-        // back to the guest.
-        gic::deactivate(intid);
     }
     Counters::bump(&vm.stats.irq_storms);
 }
@@ -678,12 +816,12 @@ fn timer_outputs() -> [bool; 2] {
     ]
 }
 
-/// Moves interrupts between the vGIC and this CPU's list registers. The
-/// CPU's shadow (`gic::lr_shadow`) keeps the system register accesses to
-/// ICH_ELRSR_EL2, the entries that may hold a pending or active interrupt
-/// and the entries and ICH_HCR_EL2 values that change.
-fn refresh_lrs(vm: &Vm, cpu: usize) {
-    let Some(shadow) = gic::lr_shadow(cpu) else {
+/// Moves interrupts between the vGIC and this CPU's list registers (vCPU
+/// `vcpu` of `vm`). The CPU's shadow (`gic::lr_shadow`) keeps the system
+/// register accesses to ICH_ELRSR_EL2, the entries that may hold a pending
+/// or active interrupt and the entries and ICH_HCR_EL2 values that change.
+fn refresh_lrs(vm: &Vm, vcpu: usize) {
+    let Some(shadow) = gic::lr_shadow(cpu_index()) else {
         return;
     };
     let mut shadow = shadow.lock();
@@ -693,7 +831,7 @@ fn refresh_lrs(vm: &Vm, cpu: usize) {
     let mut lrs = current;
     let outputs = timer_outputs();
     let mut vgic = vm.vgic.lock();
-    vgic.fold(cpu, &mut lrs[..n]);
+    vgic.fold(vcpu, &mut lrs[..n]);
     // The timers' interrupts follow their outputs (sampled now, the guest's
     // timer registers being this CPU's): a delivery not yet acknowledged is
     // withdrawn when the output has dropped.
@@ -702,9 +840,9 @@ fn refresh_lrs(vm: &Vm, cpu: usize) {
         (vm.layout.timer_ppis[2], outputs[0]),
         (vm.layout.timer_ppis[1], outputs[1]),
     ]) {
-        *slot = vgic.sample_hw_output(cpu, ppi, output, &mut lrs[..n]);
+        *slot = vgic.sample_hw_output(vcpu, ppi, output, &mut lrs[..n]);
     }
-    let overflow = vgic.flush(cpu, &mut lrs[..n]);
+    let overflow = vgic.flush(vcpu, &mut lrs[..n]);
     drop(vgic);
     for pintid in give_back.into_iter().flatten() {
         gic::deactivate(pintid);
@@ -716,7 +854,15 @@ fn refresh_lrs(vm: &Vm, cpu: usize) {
     );
 }
 
+/// Kicks the CPUs of `vm`'s vCPUs in `kick` but vCPU `me` (`usize::MAX`:
+/// every one).
 fn send_kicks(vm: &Vm, me: usize, kick: Kick) {
+    // Most exits kick no one: skip the walk over the CPUs.
+    let me_bit = u32::try_from(me).ok().and_then(|m| 1u64.checked_shl(m));
+    let others = kick.0 & !me_bit.unwrap_or(0);
+    if others == 0 {
+        return;
+    }
     for (i, &mpidr) in vm.pcpu_mpidr.iter().enumerate() {
         if i != me && i < 64 && kick.0 & (1 << i) != 0 {
             gic::send_sgi(gic::SGI_KICK, mpidr);
@@ -724,37 +870,52 @@ fn send_kicks(vm: &Vm, me: usize, kick: Kick) {
     }
 }
 
-/// Entered from the vectors on every exception from the guest.
+/// Entered from the vectors on every exception from a guest: handled for
+/// the guest this CPU runs.
 #[no_mangle]
 extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
     let cpu = cpu_index();
-    let Some(vm) = VM.get() else {
-        fatal("guest exit before the VM exists")
+    let Some(CpuSlot { vm, vcpu }) = crate::vm::on_cpu(cpu) else {
+        fatal("guest exit on a CPU no guest has")
     };
     let start = crate::exitstats::now();
     let mut cause = Cause::Other;
     let mut kick = Kick::default();
     let mut tx = TxBytes::default();
     let next = match kind {
-        0 => sync_exit(vm, cpu, frame, &mut kick, &mut tx, &mut cause),
+        0 => sync_exit(vm, vcpu, cpu, frame, &mut kick, &mut tx, &mut cause),
         1 => {
             cause = Cause::Irq;
-            irq_exit(vm, cpu, &mut kick);
-            Next::Resume
+            irq_exit(vm, vcpu, cpu, &mut kick);
+            // A kick from a CPU stopping this guest: park.
+            if vm.running() {
+                Next::Resume
+            } else {
+                Next::Park
+            }
+        }
+        3 => {
+            // SError: an asynchronous external abort, taken to EL2
+            // (HCR_EL2.AMO) from the guest, which caused it (a device it
+            // drives, memory it touched): nothing the hypervisor can hand
+            // back to it. The guest faulted; the others run on.
+            Counters::bump(&vm.stats.other);
+            log::info!(
+                "guest {}: SError (ESR_EL2 {:#x}) on vCPU {vcpu}",
+                vm.name,
+                read_sysreg!("esr_el2")
+            );
+            Next::Stop(End::Faulted)
         }
         _ => {
-            // FIQ (group 0, unused) or SError: nothing the hypervisor can fix.
+            // FIQ (group 0, unused): nothing to do.
             Counters::bump(&vm.stats.other);
             Next::Resume
         }
     };
-    // Guest console output, with no lock of the VM held.
+    // Guest console output, with no lock of the guest held.
     if !tx.as_slice().is_empty() {
-        if let Some(c) = CONSOLE.lock().as_mut() {
-            for &b in tx.as_slice() {
-                c.guest_byte(b);
-            }
-        }
+        crate::console::guest_output(vm, tx.as_slice());
     }
     // The host disk hears of the requests this exit submitted, with no lock held.
     crate::hostdisk::notify_if_due();
@@ -762,9 +923,10 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
         Next::Resume => {
             // The list registers change only through an interrupt exit (timer,
             // maintenance, kick) or a vGIC change for this vCPU (its Kick bit):
-            // most MMIO exits (the console's) skip the sixteen sysreg accesses.
-            if kind == 1 || kick.0 & (1u64 << cpu.min(63)) != 0 {
-                refresh_lrs(vm, cpu);
+            // most MMIO exits (the console's) skip the sixteen sysreg accesses,
+            // and most kick no one either.
+            if kind == 1 || kick.0 & (1u64 << vcpu.min(63)) != 0 {
+                refresh_lrs(vm, vcpu);
             }
             // The kicks last: a kicked CPU starts at once on the interrupt
             // controller (under QEMU TCG, behind the lock every GIC and
@@ -772,19 +934,18 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
             // it before returning to the guest. The time recorded leaves the
             // one register write of each kick out.
             vm.times.record(cause, start);
-            send_kicks(vm, cpu, kick);
+            send_kicks(vm, vcpu, kick);
         }
         Next::Park => {
             vm.times.record(cause, start);
-            send_kicks(vm, cpu, kick);
-            retire_lrs(vm, cpu);
+            send_kicks(vm, vcpu, kick);
+            retire_lrs(vm, vcpu);
             park(cpu)
         }
-        Next::Shutdown(code) => {
+        Next::Stop(why) => {
             vm.times.record(cause, start);
-            let stats = vm.stats.snapshot();
-            let vgic = vm.vgic.lock().stats();
-            shutdown(code, stats, vgic, vm.semihosting)
+            send_kicks(vm, vcpu, kick);
+            crate::life::stop(vm, vcpu, cpu, why)
         }
     }
 }
@@ -792,7 +953,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
 /// A vCPU switched off leaves nothing in flight: hardware-linked entries give back
 /// their physical interrupt, every entry completes in the model (level lines are
 /// resampled), and the list registers and active priorities are cleared.
-fn retire_lrs(vm: &Vm, cpu: usize) {
+pub(crate) fn retire_lrs(vm: &Vm, vcpu: usize) {
     let n = vm.lr_count.min(16);
     let mut lrs = [0u64; 16];
     for (i, lr) in lrs.iter_mut().enumerate().take(n) {
@@ -802,27 +963,58 @@ fn retire_lrs(vm: &Vm, cpu: usize) {
         }
         *lr = v & !(3 << arch_emu::vgic::lr::STATE_SHIFT);
     }
-    vm.vgic.lock().fold(cpu, &mut lrs[..n]);
+    vm.vgic.lock().fold(vcpu, &mut lrs[..n]);
     for i in 0..n {
         gic::write_lr(i, 0);
     }
     gic::clear_active_priorities();
     gic::write_ich_hcr(gic::ich_hcr::EN);
-    if let Some(s) = gic::lr_shadow(cpu) {
+    if let Some(s) = gic::lr_shadow(cpu_index()) {
         s.lock().reset();
     }
 }
 
-/// Waits at EL2 until this CPU's vCPU is switched on, then enters it.
+/// Wakes the CPU of `vm`'s vCPU `vcpu`, whose power state just became
+/// ON_PENDING, to start it (`park` takes the request).
+fn wake_to_start(vm: &Vm, vcpu: usize) {
+    if let Some(flag) = vm.pcpus.get(vcpu).and_then(|&c| ON_REQUEST.get(c)) {
+        flag.store(true, Ordering::Release);
+    }
+    if let Some(&mpidr) = vm.pcpu_mpidr.get(vcpu) {
+        if mpidr != crate::sysreg::mpidr_affinity() {
+            gic::send_sgi(gic::SGI_KICK, mpidr);
+        }
+    }
+}
+
+/// Switches `vm`'s vCPU `vcpu` on at `entry` with x0 = `context_id` (as a
+/// PSCI CPU_ON would): its CPU starts it from `park`.
+pub fn start_vcpu(vm: &Vm, vcpu: usize, entry: u64, context_id: u64) {
+    if let Some(p) = vm.power.lock().get_mut(vcpu) {
+        *p = Power::OnPending { entry, context_id };
+    }
+    wake_to_start(vm, vcpu);
+}
+
+/// Waits at EL2 until this CPU's vCPU is switched on, then enters it. A
+/// CPU no guest has, or whose vCPU is off, still takes the interrupts
+/// routed to it and hands them to their owners.
 pub fn park(cpu: usize) -> ! {
+    let slot = crate::vm::on_cpu(cpu);
+    if slot.is_some_and(|s| !s.vm.running()) {
+        quiesce_timers();
+    }
+    if let Some(p) = PARKED.get(cpu) {
+        p.store(true, Ordering::Release);
+    }
     loop {
         let requested = ON_REQUEST
             .get(cpu)
             .is_some_and(|f| f.swap(false, Ordering::Acquire));
-        if let (true, Some(vm)) = (requested, VM.get()) {
+        if let (true, Some(CpuSlot { vm, vcpu })) = (requested, slot.filter(|s| s.vm.running())) {
             let start = {
                 let mut power = vm.power.lock();
-                match power.get_mut(cpu) {
+                match power.get_mut(vcpu) {
                     Some(p) => match *p {
                         Power::OnPending { entry, context_id } => {
                             *p = Power::On;
@@ -837,75 +1029,92 @@ pub fn park(cpu: usize) -> ! {
                 // The LPIs of SPIs routed to this vCPU while it was off follow now.
                 vm.steer_all_lpis();
                 prepare_el1_entry(entry);
-                refresh_lrs(vm, cpu);
+                refresh_lrs(vm, vcpu);
+                if let Some(p) = PARKED.get(cpu) {
+                    p.store(false, Ordering::Release);
+                }
                 run_guest(context_id)
             }
         }
         // Sleep until an interrupt is pending (WFI wakes even with PSTATE.I set):
         // CPU_ON sends the kick SGI. Spinning here would take host CPU time (and,
-        // under QEMU TCG, the VM's locks) from the vCPUs that run.
+        // under QEMU TCG, the guests' locks) from the vCPUs that run.
         // SAFETY: WFI only suspends this PE.
         unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
         // Bounded as in `irq_exit`. Every acknowledged interrupt gets its
         // priority dropped, or nothing of the same priority (the kick SGI)
-        // would be signalled again. LPIs (taken here when their collection
-        // targets a parked CPU) still reach their owner.
+        // would be signalled again. Interrupts routed to this CPU (LPIs whose
+        // collection targets it, the host UART's, a device's line) still
+        // reach their owner.
         for _ in 0..64 {
             let intid = gic::ack();
             if (1020..=1023).contains(&intid) {
                 break;
             }
             gic::eoi(intid);
-            if intid >= arch_emu::its::FIRST_LPI {
-                if let Some(vm) = VM.get() {
-                    let mut kick = Kick(0);
-                    lpi(vm, cpu, intid, &mut kick);
-                    send_kicks(vm, cpu, kick);
-                }
-                continue;
+            let mut kick = Kick(0);
+            if !dispatch(intid, None, cpu, &mut kick) {
+                gic::deactivate(intid);
             }
-            gic::deactivate(intid);
         }
     }
 }
 
-/// Set by CPU_ON for the vCPU it switches on; its parked CPU takes it.
+/// Set by CPU_ON for the vCPU it switches on, by physical CPU; that CPU
+/// takes it in `park`.
 static ON_REQUEST: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
-fn shutdown(
-    code: i32,
-    s: crate::vm::ExitStats,
-    v: arch_emu::vgic::VgicStats,
-    semihosting: bool,
-) -> ! {
-    log::info!(
-        "guest {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} (psci errors {}) sgi {} id-regs {} sysreg {} irq {} (storms {}) other {}; console input {} bytes (held back {} times)",
-        if code == 0 { "powered off" } else { "reset" },
-        s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.s1ptw_aborts, s.hvc, s.smc, s.psci_errors, s.sgi,
-        s.id_regs, s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held
-    );
-    log::info!("vgic: {v:?}");
-    if let Some(vm) = crate::vm::VM.get() {
-        vm.times.log();
+/// Whether a physical CPU is in `park` (not in a guest, not handling one
+/// of its exits).
+static PARKED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(true) }; MAX_CPUS];
+
+/// Makes every CPU of `vm` but vCPU `me`'s leave the guest and park (the
+/// guest is stopping: each, kicked, sees it at its next exit), cancels any
+/// CPU_ON on its way, and waits for them, at most `timeout` counter ticks.
+pub(crate) fn park_others(vm: &Vm, me: usize, timeout: u64) {
+    for &c in &vm.pcpus {
+        if let Some(f) = ON_REQUEST.get(c) {
+            f.store(false, Ordering::Release);
+        }
     }
-    let segment = crate::vm::VM.get().and_then(|vm| {
-        vm.devices
-            .try_lock()
-            .and_then(|d| d.segment.as_ref().map(|s| s.stats()))
-    });
-    log::info!(
-        "pci: aperture traps {} stage-2 changes {} (failed {}); unrouted physical interrupts {}; segment {segment:?}",
-        s.pci_mmio,
-        s.stage2_changes,
-        s.stage2_errors,
-        s.irq_unrouted
-    );
-    if let Some(vm) = crate::vm::VM.get() {
-        crate::vm::log_msi_stats(vm);
-        crate::assign::shutdown(vm);
-        crate::hostdisk::shutdown();
-        crate::its::shutdown();
+    send_kicks(vm, me, Kick(u64::MAX));
+    let start = crate::exitstats::now();
+    let others = || {
+        vm.pcpus
+            .iter()
+            .enumerate()
+            .filter(|&(v, _)| v != me)
+            .all(|(_, &c)| PARKED.get(c).is_none_or(|p| p.load(Ordering::Acquire)))
+    };
+    while !others() {
+        if crate::exitstats::now().wrapping_sub(start) > timeout {
+            log::error!("guest {}: a CPU did not leave it", vm.name);
+            return;
+        }
+        core::hint::spin_loop();
     }
+}
+
+/// Ends the run with `code`: each guest's statistics, the host devices
+/// read back and reset, then power-off (semihosting under QEMU).
+pub(crate) fn shutdown(code: i32) -> ! {
+    let vms = crate::vm::all();
+    for vm in vms {
+        crate::console::flush(vm);
+    }
+    for vm in vms {
+        crate::vm::log_stats(vm, vms.len() > 1);
+    }
+    if vms.len() > 1 {
+        let ends: alloc::vec::Vec<alloc::string::String> = vms
+            .iter()
+            .map(|vm| alloc::format!("{} {}", vm.name, crate::life::end_of(vm).name()))
+            .collect();
+        log::info!("guests: {}", ends.join(", "));
+    }
+    crate::assign::shutdown(vms);
+    crate::hostdisk::shutdown();
+    crate::its::shutdown();
     let h = crate::HEAP.usage();
     log::info!(
         "heap: {} bytes in use, peak {} bytes, of {}",
@@ -913,7 +1122,7 @@ fn shutdown(
         h.peak,
         h.size
     );
-    power_off(code, semihosting)
+    power_off(code, crate::SEMIHOSTING.load(Ordering::Relaxed))
 }
 
 /// Ends the run: semihosting exit with `code` under QEMU, else PSCI to the firmware.

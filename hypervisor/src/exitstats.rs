@@ -142,12 +142,13 @@ impl ExitTimes {
         }
     }
 
-    /// The table on the console, one `[hv]` line per cause that occurred.
-    pub fn log(&self) {
+    /// The table on the console, one `[hv]` line per cause that occurred,
+    /// each starting with `tag`.
+    pub fn log(&self, tag: &str) {
         let freq = read_sysreg!("cntfrq_el0").max(1);
-        log::info!("exits by cause, EL2 time from CNTPCT_EL0 at {freq} Hz:");
+        log::info!("{tag}exits by cause, EL2 time from CNTPCT_EL0 at {freq} Hz:");
         log::info!(
-            "  {:<11} {:>10} {:>14} {:>11} {:>12}",
+            "{tag}  {:<11} {:>10} {:>14} {:>11} {:>12}",
             "cause",
             "exits",
             "EL2 ticks",
@@ -162,14 +163,14 @@ impl ExitTimes {
             n += exits;
             t = t.wrapping_add(ticks);
             log::info!(
-                "  {:<11} {exits:>10} {ticks:>14} {:>11} {:>12}",
+                "{tag}  {:<11} {exits:>10} {ticks:>14} {:>11} {:>12}",
                 c.name(),
                 ticks / exits,
                 u128::from(ticks) * 1_000_000 / u128::from(freq)
             );
         }
         log::info!(
-            "  {:<11} {n:>10} {t:>14} {:>11} {:>12}",
+            "{tag}  {:<11} {n:>10} {t:>14} {:>11} {:>12}",
             "total",
             t.checked_div(n).unwrap_or(0),
             u128::from(t) * 1_000_000 / u128::from(freq)
@@ -185,7 +186,7 @@ impl ExitTimes {
                 None => [NOT_SUPPORTED, 0, 0],
             },
             EXIT_STATS_LOG => {
-                self.log();
+                self.log("");
                 [0, 0, 0]
             }
             EXIT_STATS_RESET => {

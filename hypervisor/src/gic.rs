@@ -19,6 +19,7 @@ const GICD_TYPER: usize = 0x0004;
 const GICD_IGROUPR: usize = 0x0080;
 const GICD_ISENABLER: usize = 0x0100;
 const GICD_ICENABLER: usize = 0x0180;
+const GICD_ICACTIVER: usize = 0x0380;
 const GICD_IPRIORITYR: usize = 0x0400;
 const GICD_ICFGR: usize = 0x0c00;
 const GICD_IROUTER: usize = 0x6000;
@@ -127,6 +128,18 @@ impl Gic {
         self.wait_rwp();
     }
 
+    /// Clears SPI `intid`'s active state at the distributor (GICD_ICACTIVER,
+    /// GICv3 12.9.6), whichever CPU acknowledged it: a guest that stopped
+    /// will never deactivate the hardware-linked SPIs it had.
+    pub fn clear_active(&self, intid: u32) {
+        if !(32..1020).contains(&intid) {
+            return;
+        }
+        let i = intid as usize;
+        wr32(self.gicd + GICD_ICACTIVER + (i / 32) * 4, 1 << (i % 32));
+        self.wait_rwp();
+    }
+
     /// Makes SPI `intid` edge-triggered (`edge`) or level-sensitive: GICD_ICFGR
     /// Int_config bit 1 of its 2-bit field (GICv3 12.9.10). Call while the SPI
     /// is disabled (before `enable_spi`).
@@ -218,6 +231,22 @@ impl Gic {
             processor: gicr::processor_number(typer),
             shareable,
         })
+    }
+
+    /// Clears the active state of this CPU's PPIs `ppis` (GICR_ICACTIVER0 in
+    /// its redistributor's SGI_base frame, GICv3 12.11.8): a guest that
+    /// stopped will never deactivate the hardware-linked timer interrupts
+    /// it had.
+    pub fn clear_active_ppis(&self, ppis: &[u32]) {
+        let Some(rd) = self.my_redistributor() else {
+            return;
+        };
+        let bits = ppis
+            .iter()
+            .filter(|&&i| (16..32).contains(&i))
+            .fold(0u32, |b, &i| b | 1 << i);
+        wr32(rd + SGI_BASE + GICD_ICACTIVER, bits);
+        dsb_sy();
     }
 
     /// Per-CPU set-up: wake the redistributor, enable the PPIs/SGIs the hypervisor

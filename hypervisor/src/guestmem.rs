@@ -21,6 +21,11 @@ impl GuestRam {
         GuestRam { runs }
     }
 
+    /// The IPA guest RAM starts at (its first run's).
+    pub fn base(&self) -> Ipa {
+        self.runs.first().map_or(Ipa(0), |(r, _)| r.base)
+    }
+
     /// The host physical ranges guest RAM occupies.
     pub fn host_runs(&self) -> impl Iterator<Item = MemRange<Pa>> + '_ {
         self.runs.iter().map(|(r, pa)| MemRange::new(*pa, r.size))

@@ -989,6 +989,11 @@ pub fn take_completed() -> Vec<Completion> {
     core::mem::take(&mut *COMPLETED.lock())
 }
 
+/// Requests the host disk has not completed yet (0 without a host disk).
+pub fn in_flight() -> usize {
+    HOST_DISK.get().map_or(0, |d| d.lock().in_flight())
+}
+
 /// At shutdown: resets the host disk so it stops all DMA; reports its
 /// interrupts; after a self-test, reports its interrupt-driven read.
 pub fn shutdown() {

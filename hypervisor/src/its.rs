@@ -54,13 +54,18 @@ pub enum LpiOwner {
     HostDisk,
     /// The boot self-test's event (`its-selftest`): [`selftest_taken`].
     SelfTest,
-    /// An assigned device's MSI-X vector: `device` indexes the guest's
-    /// assigned functions (`vm::Devices::assigned`), `event` is the vector
-    /// (the EventID its device table entry holds).
+    /// An assigned device's MSI-X or MSI vector: `guest` is the owning
+    /// guest's index in the guest table (`vm::all`), `device` indexes its
+    /// assigned functions (`vm::Devices::assigned`), `event` is the
+    /// EventID its device table entry or MSI data names
+    /// (`passthrough::EventIds`: MSI-X vector v is v, MSI vector v
+    /// `msi_base + v`).
     Assigned {
+        /// The owning guest's index (`vm::Vm::index`).
+        guest: u16,
         /// Index in `vm::Devices::assigned`.
         device: u16,
-        /// The vector = EventID.
+        /// The EventID.
         event: u32,
     },
 }
@@ -772,9 +777,9 @@ pub fn move_lpi(intid: u32, cpu: usize) -> Result<bool, ItsError> {
     Ok(true)
 }
 
-/// The LPIs of assigned devices: (INTID, device index, EventID, physical
-/// CPU it is delivered to now).
-pub fn assigned_lpis() -> Vec<(u32, u16, u32, usize)> {
+/// The LPIs of guest `guest`'s assigned devices: (INTID, device index,
+/// EventID, physical CPU it is delivered to now).
+pub fn assigned_lpis(guest: usize) -> Vec<(u32, u16, u32, usize)> {
     let Some(l) = LPIS.get() else {
         return Vec::new();
     };
@@ -782,7 +787,11 @@ pub fn assigned_lpis() -> Vec<(u32, u16, u32, usize)> {
         .routes
         .iter()
         .filter_map(|(&intid, r)| match r.owner {
-            LpiOwner::Assigned { device, event } => Some((intid, device, event, r.cpu)),
+            LpiOwner::Assigned {
+                guest: g,
+                device,
+                event,
+            } if usize::from(g) == guest => Some((intid, device, event, r.cpu)),
             _ => None,
         })
         .collect()

@@ -3,10 +3,11 @@
 //!
 //! Boot: a Linux arm64 Image header makes QEMU `-kernel` and U-Boot `booti`
 //! start it at EL2 with x0 = the host DTB. It turns on its own MMU, reads the
-//! host platform, takes the physical GIC, builds the guest (stage-2 RAM at the
-//! `GuestLayout` IPA, kernel/initrd/DTB loaded as QEMU's `-kernel` would), brings
-//! the other CPUs up through PSCI and enters the guest at EL1 on every CPU the
-//! guest switches on. Its own console lines start with `[hv] `.
+//! host platform, takes the physical GIC, builds each guest the host DT
+//! describes (stage-2 RAM at its `GuestLayout` IPA, kernel/initrd/DTB loaded
+//! as QEMU's `-kernel` would), brings the guests' CPUs up through PSCI and
+//! enters each guest at EL1 on every CPU it switches on. Its own console
+//! lines start with `[hv] `.
 //!
 //! It is position-independent: linked at 0x4020_0000 (where QEMU `-kernel`
 //! places an Image with text_offset 0), it applies its own relative
@@ -29,10 +30,12 @@ mod guestmem;
 mod heap;
 mod hostdisk;
 mod its;
+mod life;
 mod mmu;
 mod pci;
 mod semihosting;
 mod smmu;
+mod spec;
 mod sysreg;
 mod vm;
 
@@ -86,6 +89,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "its-selftest",
     "virtio-blk",
     "root-ports",
+    "split-guest",
 ];
 
 /// The Rust entry point, on the boot CPU at EL2, with the host DTB address.
@@ -113,8 +117,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     };
     // SAFETY: the base comes from the host DT's PL011 node; nothing else drives it.
     *console::CONSOLE.lock() = Some(unsafe { console::Pl011::new(uart) });
-    let bootargs = fdt
-        .find_node("/chosen")
+    let bootargs = console::chosen(&fdt)
         .and_then(|c| c.property("bootargs"))
         .and_then(|p| p.as_str())
         .unwrap_or("");
@@ -150,6 +153,10 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     if !entry::stacks_fit() {
         exits::fatal("linker.ld reserves fewer stacks than MAX_CPUS");
     }
+    // Without the FDT_NOP tokens firmware (or QEMU's -dtb) may have left,
+    // which the DT parser's path lookups stop at.
+    let compacted = platform::dtb::compact(dtb_bytes);
+    let dtb_bytes: &[u8] = compacted.as_deref().unwrap_or(dtb_bytes);
     let plat = match platform::parse(dtb_bytes) {
         Ok(p) => p,
         Err(e) => exits::fatal(&alloc::format!("host device tree: {e}")),
@@ -164,11 +171,13 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         fw.workarounds.workaround_2,
         fw.workarounds.workaround_3
     );
-    let host = match guest::HostPlatform::new(&plat, dtb, dtb_size) {
+    // Guest nodes under /chosen (a DT that does not read is reported below).
+    let guest_nodes = platform::guests::parse_nodes(dtb_bytes).map_or(true, |g| !g.is_empty());
+    let mut host = match guest::HostPlatform::new(&plat, dtb, dtb_size, guest_nodes) {
         Ok(h) => h,
         Err(e) => exits::fatal(&alloc::format!("host device tree: {e}")),
     };
-    host.report();
+    host.report(&plat);
     for h in &plat.pcie {
         log::info!(
             "host PCIe {} ({}) buses {:#x}-{:#x}: recorded, not shown to the guest",
@@ -229,23 +238,105 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     } else {
         guest_dt::PsciMethod::Hvc
     };
-    // `guest-mem=SIZE`: the guest's RAM (default: all the free RAM, see `guest::build`).
-    let guest_mem = match bootargs
-        .split_whitespace()
-        .find_map(|a| a.strip_prefix("guest-mem="))
-    {
-        None => None,
-        Some(v) => match guest_dt::boot::parse_size(v) {
-            Some(n) => Some(n),
-            None => exits::fatal(&alloc::format!("bootargs: bad guest-mem={v}")),
-        },
-    };
-    // Host devices named by `pci-passthrough=`: their host segments enumerated
-    // and assigned as firmware would, each device reset and its layout cached.
-    let opts = match assign::Options::parse(bootargs) {
+    // The guests: the host DT's (guest nodes, or the single guest of the
+    // boot modules and options), or the debug option's.
+    let mut configs = guest_configs(&host, &plat, dtb_bytes, bootargs);
+    for c in &configs {
+        host.modules.push((c.kernel.base.0, c.kernel.size));
+        if let Some(r) = c.ramdisk {
+            host.modules.push((r.base.0, r.size));
+        }
+        if guest_nodes {
+            log::info!(
+                "guest {}: kernel module at {:#x} size {:#x}{}",
+                c.name,
+                c.kernel.base.0,
+                c.kernel.size,
+                c.ramdisk
+                    .map_or(alloc::string::String::new(), |r| alloc::format!(
+                        ", ramdisk at {:#x} size {:#x}",
+                        r.base.0,
+                        r.size
+                    ))
+            );
+        }
+    }
+    // Host devices the guests name (passthrough, and the host disk of a
+    // `virtio-blk` `host:` backend): their host segments enumerated and
+    // assigned as firmware would, each device reset and its layout cached.
+    let mut opts = match assign::Options::parse(bootargs) {
         Ok(o) => o,
         Err(e) => exits::fatal(&e),
     };
+    opts.devices = configs.iter().flat_map(|c| c.devices.clone()).collect();
+    for c in &configs {
+        for d in c.disks.iter().filter_map(|d| d.host_device()) {
+            match opts.host_disk {
+                Some(h) if h != d => exits::fatal(&alloc::format!(
+                    "guest {}: virtio-blk host:{d}: the hypervisor drives one host disk, {h}",
+                    c.name
+                )),
+                _ => opts.host_disk = Some(d),
+            }
+        }
+    }
+    let mut wanted = opts.devices.clone();
+    wanted.extend(opts.host_disk);
+    let functions = match assign::host_functions(&plat, &wanted) {
+        Ok(f) => f,
+        Err(e) => exits::fatal(&e),
+    };
+    // Memory: the debug option's guests get theirs from free host RAM.
+    let mut free = guest::FreeRam::new(&host);
+    for c in configs.iter_mut() {
+        if let (spec::GuestMemory::Auto { size: Some(size) }, false) = (&c.memory, guest_nodes) {
+            if !bootargs.contains("split-guest=") {
+                continue;
+            }
+            let size = size.div_ceil(2 << 20) * (2 << 20);
+            match free.alloc_low(size) {
+                Ok(base) => {
+                    c.memory = spec::GuestMemory::Static(alloc::vec![vbus::MemRange::new(
+                        vbus::Pa(base),
+                        size
+                    )])
+                }
+                Err(e) => exits::fatal(&alloc::format!("guest {}: mem: {e}", c.name)),
+            }
+        }
+    }
+    let resources = platform::guests::HostResources::new(&plat, host.reservation(), functions);
+    if let Err(e) = platform::guests::validate(&configs, &resources) {
+        exits::fatal(&alloc::format!("{e}"));
+    }
+    if let Some(c) = configs.iter().find(|c| c.name == "hv") {
+        exits::fatal(&alloc::format!(
+            "guest {}: the name is the hypervisor's on the console",
+            c.name
+        ));
+    }
+    // Guest nodes' memory leaves the free RAM.
+    for c in configs.iter().filter(|_| guest_nodes) {
+        if let spec::GuestMemory::Static(ranges) = &c.memory {
+            for r in ranges {
+                if let Err(e) = free.take(r.base.0, r.size) {
+                    exits::fatal(&alloc::format!("guest {}: memory: {e}", c.name));
+                }
+            }
+        }
+    }
+    let specs: alloc::vec::Vec<spec::GuestSpec> = configs
+        .iter()
+        .map(|c| spec::GuestSpec::from_config(c, &host.cpus, entry::MAX_CPUS))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| exits::fatal(&e));
+    if host.cpus.len() > entry::MAX_CPUS && specs.iter().any(spec::GuestSpec::is_single) {
+        log::warn!(
+            "{} CPUs: only the first {} run vCPUs",
+            host.cpus.len(),
+            entry::MAX_CPUS
+        );
+    }
     assign::arm_canary();
     let prepared = match assign::prepare(&plat, &opts) {
         Ok(p) => p,
@@ -253,7 +344,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     };
     *assign::HOST_SEGMENTS.lock() = prepared.segments;
     // `host-disk=`: the host virtio-blk the hypervisor drives (never shown
-    // to the guest); `host-disk-selftest` reads (and, on a scratch image,
+    // to a guest); `host-disk-selftest` reads (and, on a scratch image,
     // writes) it once at boot.
     let mut disk_intid = None;
     let mut disk_irq_selftest = false;
@@ -277,65 +368,56 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         hostdisk::HOST_DISK.call_once(|| spin::Mutex::new(disk));
         disk_irq_selftest = interrupts;
     }
+    // The physical CPUs the guests run on (index in `host.cpus`).
+    let mut used_cpus: alloc::vec::Vec<usize> = specs.iter().flat_map(|s| s.cpus.clone()).collect();
+    used_cpus.sort_unstable();
+    used_cpus.dedup();
     // `its-selftest`: an ITS-made LPI (MAPD, MAPTI, MOVI, INT) must reach
     // the last CPU; reported at shutdown. After the host disk, so that
     // its LPIs are the first ones either way.
     if bootargs.split_whitespace().any(|a| a == "its-selftest") {
-        match its::selftest(host.cpus.len().min(entry::MAX_CPUS)) {
+        match its::selftest(used_cpus.last().map_or(1, |&c| c + 1)) {
             Ok((dev, intid, cpu)) => log::info!(
                 "ITS selftest: DeviceID {dev:#x} EventID 0 mapped to LPI {intid}, moved to CPU {cpu}"
             ),
             Err(e) => exits::fatal(&alloc::format!("ITS selftest: {e}")),
         }
     }
-    // `virtio-blk=ram:SIZE` or `virtio-blk=host`: the guest's emulated
-    // virtio-blk over a RAM disk of SIZE bytes or over the host disk.
-    let disk = match bootargs
-        .split_whitespace()
-        .find_map(|a| a.strip_prefix("virtio-blk="))
-    {
-        None => None,
-        Some("host") => Some(guest::DiskBackend::Host),
-        Some(v) => match v.strip_prefix("ram:").and_then(guest_dt::boot::parse_size) {
-            Some(n) => Some(guest::DiskBackend::Ram(n)),
-            None => exits::fatal(&alloc::format!(
-                "bootargs: bad virtio-blk={v} (want ram:SIZE, e.g. ram:64M, or host)"
-            )),
-        },
-    };
-    // `root-ports=N`: at least N root ports on the segment (the extra ones
-    // empty), for measuring what config routing costs as bus 0 fills.
-    let root_ports = match bootargs
-        .split_whitespace()
-        .find_map(|a| a.strip_prefix("root-ports="))
-    {
-        None => 0,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (2..=31).contains(&n) => n,
-            _ => exits::fatal(&alloc::format!(
-                "bootargs: bad root-ports={v} (want 2 to 31: devices 1 to 31 of bus 0)"
-            )),
-        },
-    };
-    let gopts = guest::GuestOptions {
-        semihosting,
-        psci,
-        guest_mem,
-        disk,
-        root_ports,
-    };
-    let mut vm = match guest::build(&host, &gopts, prepared.assigned) {
-        Ok(vm) => vm,
-        Err(e) => exits::fatal(&alloc::format!("guest: {e}")),
-    };
-    if let (Some(_), Some(intid)) = (hostdisk::HOST_DISK.get(), disk_intid) {
-        vm.0.irq_routes.push((intid, vm::IrqOwner::HostDisk));
+    // The guests: each gets its assigned devices (in the order they were
+    // prepared), its RAM and its emulated devices.
+    let gopts = guest::GuestOptions { psci };
+    let mut assigned = prepared.assigned;
+    let mut vms = alloc::vec::Vec::new();
+    for (index, spec) in specs.iter().enumerate() {
+        let (mine, rest): (alloc::vec::Vec<_>, alloc::vec::Vec<_>) = assigned
+            .into_iter()
+            .partition(|a| spec.devices.contains(&a.sbdf));
+        assigned = rest;
+        let mut vm = match guest::build(&host, index, spec, &mut free, &gopts, mine) {
+            Ok(vm) => vm,
+            Err(e) if specs.len() == 1 => exits::fatal(&alloc::format!("guest: {e}")),
+            Err(e) => exits::fatal(&alloc::format!("guest {}: {e}", spec.name)),
+        };
+        if spec.disks.iter().any(|d| d.host_device().is_some()) {
+            vm::HOST_DISK_GUEST.store(index, Ordering::Relaxed);
+            if let (Some(_), Some(intid)) = (hostdisk::HOST_DISK.get(), disk_intid) {
+                vm.irq_routes.push((intid, vm::IrqOwner::HostDisk));
+            }
+        }
+        if let Err(e) = vm.boot.load() {
+            exits::fatal(&alloc::format!("guest {}: {e}", spec.name));
+        }
+        vms.push(vm);
     }
-    // The assigned devices' INTx lines: level, to the boot CPU, enabled; they
-    // reach the guest hardware-linked. The host disk's too (handled at EL2).
-    for &(intid, _) in &vm.0.irq_routes {
-        pgic.set_spi_edge(intid, false);
-        pgic.enable_spi(intid, sysreg::mpidr_affinity());
+    // The assigned devices' INTx lines: level, to the guest's first CPU,
+    // enabled; they reach the guest hardware-linked. The host disk's too
+    // (handled at EL2).
+    for vm in &vms {
+        let to = vm.pcpu_mpidr.first().copied().unwrap_or(0);
+        for &(intid, _) in &vm.irq_routes {
+            pgic.set_spi_edge(intid, false);
+            pgic.enable_spi(intid, to);
+        }
     }
     if let Some(d) = hostdisk::HOST_DISK.get() {
         if disk_irq_selftest {
@@ -344,19 +426,16 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             }
         }
     }
-    let entry = vm.1;
-    let dtb_ipa = vm.2;
-    let ncpus = vm.0.pcpu_mpidr.len();
-    let pcpus = vm.0.pcpu_mpidr.clone();
-    vm::VM.call_once(|| vm.0);
+    let vms = vm::install(vms);
     GIC.call_once(|| pgic);
 
-    // The guest's CPU features, from the boot CPU's ID registers, before any
+    // The guests' CPU features, from the boot CPU's ID registers, before any
     // secondary configures its EL2 state from them.
     cpufeat::init();
     CPUS_READY.store(1, Ordering::SeqCst);
     entry::set_secondary_mmu(tables.registers());
-    for (i, &mpidr) in pcpus.iter().enumerate().skip(1) {
+    for &i in used_cpus.iter().filter(|&&i| i != 0) {
+        let mpidr = host.cpus.get(i).copied().unwrap_or(0);
         let r = smc(
             u64::from(arch_emu::psci::CPU_ON_64),
             mpidr,
@@ -370,6 +449,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             ));
         }
     }
+    let ncpus = 1 + used_cpus.iter().filter(|&&i| i != 0).count();
     let mut spins = 0u64;
     while CPUS_READY.load(Ordering::SeqCst) < ncpus {
         spins += 1;
@@ -378,23 +458,77 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         }
         core::hint::spin_loop();
     }
-    log::info!("{ncpus} CPUs up; entering the guest at {entry:#x}, DTB at {dtb_ipa:#x}");
+    match vms {
+        [vm] => log::info!(
+            "{ncpus} CPUs up; entering the guest at {:#x}, DTB at {:#x}",
+            vm.boot.entry,
+            vm.boot.dtb_ipa
+        ),
+        _ => log::info!("{ncpus} CPUs up; starting {} guests", vms.len()),
+    }
     // `its-selftest`: raised now that every redistributor is awake.
     if let Err(e) = its::selftest_raise() {
         exits::fatal(&alloc::format!("ITS selftest: INT: {e}"));
     }
-
-    configure_el2_for_guest(0);
-    exits::prepare_el1_entry(entry);
-    if let Some(vm) = vm::VM.get() {
-        if let Some(p) = vm.power.lock().get_mut(0) {
-            *p = vm::Power::On;
-        }
+    if vm::on_cpu(0).is_some() {
+        configure_el2_for_guest(0);
     }
-    entry::run_guest(dtb_ipa)
+    console::share();
+    // Each guest's vCPU 0 starts at its kernel with x0 = its DTB: the CPU
+    // that runs it (this one included) takes it in `park`.
+    for vm in vms {
+        exits::start_vcpu(vm, 0, vm.boot.entry, vm.boot.dtb_ipa);
+    }
+    exits::park(0)
 }
 
-static GIC: spin::Once<gic::Gic> = spin::Once::new();
+/// The guests, not yet validated: those of the `split-guest=` options
+/// (each booting the boot modules directly under `/chosen`, memory still
+/// to be taken from free host RAM), else the host DT's
+/// (`platform::guests::configure`: guest nodes, or the single guest of the
+/// boot modules and the single-guest options). A bad configuration stops
+/// the boot naming it.
+fn guest_configs(
+    host: &guest::HostPlatform,
+    plat: &platform::Platform,
+    dtb: &[u8],
+    bootargs: &str,
+) -> alloc::vec::Vec<platform::guests::GuestConfig> {
+    if bootargs.contains("split-guest=") {
+        if let Some(opt) = bootargs.split_whitespace().find(|a| {
+            let name = a.split_once('=').map_or(*a, |(n, _)| n);
+            platform::guests::LEGACY_GUEST_OPTIONS.contains(&name)
+        }) {
+            exits::fatal(&alloc::format!(
+                "bootargs: {opt} is for a single guest: with split-guest= give it in each guest's option"
+            ));
+        }
+        let Some(k) = plat.kernel() else {
+            exits::fatal("split-guest=: no `multiboot,kernel` module directly under /chosen")
+        };
+        let host_disk = assign::Options::parse(bootargs)
+            .ok()
+            .and_then(|o| o.host_disk);
+        return match spec::split_guests(
+            bootargs,
+            &host.cpus,
+            k.region.range(),
+            plat.ramdisk().map(|r| r.region.range()),
+            k.bootargs.as_deref().unwrap_or(""),
+            host_disk,
+        ) {
+            Ok(g) => g,
+            Err(e) => exits::fatal(&alloc::format!("bootargs: {e}")),
+        };
+    }
+    match platform::guests::configure(dtb, plat, bootargs) {
+        Ok(g) => g,
+        Err(e) => exits::fatal(&alloc::format!("{e}")),
+    }
+}
+
+/// The physical GIC, once set up.
+pub static GIC: spin::Once<gic::Gic> = spin::Once::new();
 
 /// A secondary CPU, started by PSCI CPU_ON with its index.
 #[no_mangle]
@@ -418,10 +552,10 @@ extern "C" fn secondary_main(idx: usize) -> ! {
     exits::park(idx)
 }
 
-/// Per-CPU EL2 state for running vCPU `idx` on this CPU.
-fn configure_el2_for_guest(idx: usize) {
-    let Some(vm) = vm::VM.get() else {
-        exits::fatal("no VM to configure for")
+/// Per-CPU EL2 state for running this CPU's vCPU (physical CPU `cpu`).
+fn configure_el2_for_guest(cpu: usize) {
+    let Some(vm::CpuSlot { vm, vcpu }) = vm::on_cpu(cpu) else {
+        exits::fatal("no guest to configure this CPU for")
     };
     let view = cpufeat::init();
     let c = view.controls;
@@ -485,7 +619,7 @@ fn configure_el2_for_guest(idx: usize) {
     // SAFETY: VPIDR_EL2 is an EL2 register of every Armv8-A PE; the value only
     // changes what the guest reads from MIDR_EL1.
     unsafe { write_sysreg!("vpidr_el2", MIDR_EL1.get()) };
-    let mpidr = vm.layout.mpidrs.get(idx).copied().unwrap_or(0);
+    let mpidr = vm.layout.mpidrs.get(vcpu).copied().unwrap_or(0);
     VMPIDR_EL2.set(VMPIDR_EL2::RES1::SET.modify(mpidr));
     // ICH_VMCR_EL2: the guest programs its virtual CPU interface itself.
     ICH_VMCR_EL2.set(0);
@@ -493,10 +627,10 @@ fn configure_el2_for_guest(idx: usize) {
     for i in 0..vm.lr_count {
         gic::write_lr(i, 0);
     }
-    if let Some(s) = gic::lr_shadow(idx) {
+    if let Some(s) = gic::lr_shadow(cpu) {
         s.lock().reset();
     }
-    vm.stage2.lock().install(1);
+    vm.stage2.lock().install(vm.vmid);
 }
 
 fn current_el() -> u64 {

@@ -1,5 +1,7 @@
-//! The guest: its layout and memory (fixed after boot), and the state exits
-//! change, behind separate locks so that exits on different CPUs rarely wait on
+//! The guests: a table fixed at boot ([`all`]), each physical CPU's guest
+//! and vCPU ([`on_cpu`]); per guest its layout and memory (fixed after
+//! boot), its life (`life.rs`), and the state exits change, behind separate
+//! locks so that exits on different CPUs rarely wait on
 //! each other: the vGIC, the emulated devices (PL011, PCI segment), the vCPU
 //! power states. Lock order: devices, then vGIC; power, then vGIC; the host
 //! console last. Counters are atomics.
@@ -18,6 +20,7 @@ use alloc::string::String;
 use spin::{Mutex, Once};
 use vbus::{BarBacking, Effect, Effects, FunctionId, Ipa, MemRange, Pa, PciFunction, Segment};
 
+use crate::entry::MAX_CPUS;
 use crate::exitstats::Cause;
 use crate::mmu::{S2Attr, Stage2};
 
@@ -79,6 +82,9 @@ pub struct Counters {
     pub irq_storms: AtomicU64,
     /// Physical interrupts no one owns (deactivated and dropped).
     pub irq_unrouted: AtomicU64,
+    /// Physical interrupts for this guest that arrived while it was stopped
+    /// (dropped).
+    pub irq_dropped: AtomicU64,
     /// Bytes of host console input read for the guest (from the host UART).
     pub console_input: AtomicU64,
     /// Times the console backlog filled and host input was held back in the
@@ -131,6 +137,8 @@ pub struct ExitStats {
     pub irq_storms: u64,
     /// Physical interrupts no one owns (deactivated and dropped).
     pub irq_unrouted: u64,
+    /// Physical interrupts for this guest dropped while it was stopped.
+    pub irq_dropped: u64,
     /// Bytes of host console input read for the guest (from the host UART).
     pub console_input: u64,
     /// Times host console input was held back in the host UART.
@@ -168,6 +176,7 @@ impl Counters {
             irq: self.irq.load(Ordering::Relaxed),
             irq_storms: self.irq_storms.load(Ordering::Relaxed),
             irq_unrouted: self.irq_unrouted.load(Ordering::Relaxed),
+            irq_dropped: self.irq_dropped.load(Ordering::Relaxed),
             console_input: self.console_input.load(Ordering::Relaxed),
             console_held: self.console_held.load(Ordering::Relaxed),
             other: self.other.load(Ordering::Relaxed),
@@ -207,23 +216,34 @@ pub struct Devices {
     pub assigned: Vec<FunctionId>,
 }
 
-/// The guest.
+/// A guest (one of the table, [`all`]).
 pub struct Vm {
+    /// Its index in the table.
+    pub index: usize,
+    /// Its name (console prefix, messages).
+    pub name: String,
+    /// Its VMID (the CPU's VTTBR_EL2 and its devices' SMMU STEs): index + 1.
+    pub vmid: u16,
     /// Where everything is.
     pub layout: GuestLayout,
     /// Its stage-2 tables: guest RAM fixed at boot, BARs of assigned devices
     /// mapped and unmapped as the segment decodes them. Lock order: devices,
-    /// then stage 2.
+    /// then stage 2. Changed only on this guest's own CPUs (the TLB
+    /// invalidation is by IPA for the VMID the CPU runs).
     pub stage2: Mutex<Stage2>,
     /// The vGICv3.
     pub vgic: Mutex<Vgic>,
     /// The emulated devices.
     pub devices: Mutex<Devices>,
-    /// vCPU i runs on physical CPU i (whose MPIDR is `pcpu_mpidr[i]`).
+    /// vCPU power states, index = vCPU.
     pub power: Mutex<Vec<Power>>,
-    /// Physical CPU affinities, index = vCPU.
+    /// The physical CPU (index in the hypervisor's CPU list) each vCPU runs
+    /// on, index = vCPU.
+    pub pcpus: Vec<usize>,
+    /// Their MPIDR affinities, index = vCPU.
     pub pcpu_mpidr: Vec<u64>,
-    /// Physical interrupts routed to an owner: (physical INTID, owner), fixed at boot.
+    /// Physical interrupts routed to an owner in this guest: (physical
+    /// INTID, owner), fixed at boot.
     pub irq_routes: Vec<(u32, IrqOwner)>,
     /// Exit counters.
     pub stats: Counters,
@@ -231,8 +251,22 @@ pub struct Vm {
     pub times: crate::exitstats::ExitTimes,
     /// Implemented list registers.
     pub lr_count: usize,
-    /// Leave QEMU through semihosting at shutdown.
-    pub semihosting: bool,
+    /// What it boots from.
+    pub boot: crate::guest::Boot,
+    /// Where it is in its life (`life::RUNNING`, `STOPPING`, `STOPPED`).
+    pub state: core::sync::atomic::AtomicU8,
+    /// How it stopped (`life::End` as u8), once stopped.
+    pub end: core::sync::atomic::AtomicU8,
+    /// Times it was booted again after a SYSTEM_RESET.
+    pub restarts: AtomicU64,
+}
+
+impl Vm {
+    /// Whether it runs (not stopping or stopped).
+    #[inline]
+    pub fn running(&self) -> bool {
+        self.state.load(Ordering::Acquire) == crate::life::RUNNING
+    }
 }
 
 /// Guest console output of one exit: at most a transmit FIFO's worth (a
@@ -267,8 +301,65 @@ impl TxBytes {
     }
 }
 
-/// The one guest.
-pub static VM: Once<Vm> = Once::new();
+/// The guests, fixed at boot.
+static VMS: Once<Vec<Vm>> = Once::new();
+
+/// Which guest and vCPU a physical CPU runs.
+#[derive(Clone, Copy)]
+pub struct CpuSlot {
+    /// The guest.
+    pub vm: &'static Vm,
+    /// Its vCPU on this CPU.
+    pub vcpu: usize,
+}
+
+/// Per physical CPU (index = the CPU's, TPIDR_EL2): its guest and vCPU;
+/// empty for a CPU no guest has. Set once at boot, before any guest runs.
+static CPU_SLOT: [Once<CpuSlot>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
+
+/// Makes `vms` the guest table and gives each physical CPU its guest and
+/// vCPU (each guest's `pcpus`). Once, at boot.
+pub fn install(vms: Vec<Vm>) -> &'static [Vm] {
+    let vms = VMS.call_once(|| vms);
+    for vm in vms {
+        for (vcpu, &cpu) in vm.pcpus.iter().enumerate() {
+            if let Some(slot) = CPU_SLOT.get(cpu) {
+                slot.call_once(|| CpuSlot { vm, vcpu });
+            }
+        }
+    }
+    vms
+}
+
+/// The guest whose virtio-blk the host disk serves (`virtio-blk=host`).
+pub static HOST_DISK_GUEST: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(0);
+
+/// The guest the host disk serves, if there is one.
+pub fn host_disk_guest() -> Option<&'static Vm> {
+    all().get(HOST_DISK_GUEST.load(Ordering::Relaxed))
+}
+
+/// The guest and owner of host SPI `intid` (`Vm::irq_routes`), if routed.
+pub fn irq_route(intid: u32) -> Option<(&'static Vm, IrqOwner)> {
+    all().iter().find_map(|vm| {
+        vm.irq_routes
+            .iter()
+            .find(|r| r.0 == intid)
+            .map(|r| (vm, r.1))
+    })
+}
+
+/// Every guest.
+pub fn all() -> &'static [Vm] {
+    VMS.get().map_or(&[], Vec::as_slice)
+}
+
+/// The guest and vCPU physical CPU `cpu` runs, if it has one.
+#[inline]
+pub fn on_cpu(cpu: usize) -> Option<CpuSlot> {
+    CPU_SLOT.get(cpu)?.get().copied()
+}
 
 /// The synthetic segment: a root port for each assigned host device
 /// (00:01.0, 00:02.0, ...) with the device below it, then empty ports (one at
@@ -329,8 +420,11 @@ pub fn synthetic_segment(
 impl Vm {
     /// Moves console input towards the guest after a guest access to its
     /// UART or the host UART's interrupt (`host_interrupt`); the host console
-    /// is locked only when it is to be read (see `ConsoleInput::pump`).
-    pub fn pump_console_input(&self, dev: &mut Devices, host_interrupt: bool) {
+    /// is locked only when it is to be read (see `ConsoleInput::pump`). With
+    /// several guests the host input goes through the switch sequence's
+    /// detector; returns whether the sequence came (the input after it is
+    /// for the next guest).
+    pub fn pump_console_input(&self, dev: &mut Devices, host_interrupt: bool) -> bool {
         let Devices {
             uart,
             console_input,
@@ -339,11 +433,17 @@ impl Vm {
         let mut console = console_input
             .wants_host(host_interrupt)
             .then(|| crate::console::CONSOLE.lock());
-        let host = console
-            .as_mut()
-            .and_then(|c| c.as_mut())
-            .map(|c| c as &mut dyn HostRx);
-        console_input.pump(uart, host_interrupt, host);
+        let mut switched = false;
+        match console.as_mut().and_then(|c| c.as_mut()) {
+            Some(c) => match c.switching_rx() {
+                Some(mut rx) => {
+                    console_input.pump(uart, host_interrupt, Some(&mut rx));
+                    switched = rx.switched();
+                }
+                None => console_input.pump(uart, host_interrupt, Some(c as &mut dyn HostRx)),
+            },
+            None => console_input.pump(uart, host_interrupt, None),
+        }
         drop(console);
         self.stats
             .console_input
@@ -351,6 +451,7 @@ impl Vm {
         self.stats
             .console_held
             .store(console_input.held, Ordering::Relaxed);
+        switched
     }
 
     /// Re-evaluates the UART's interrupt line after an access or input
@@ -393,7 +494,14 @@ impl Vm {
                 return Some(match write {
                     Some(v) => {
                         let effects = seg.ecam_write(off, size, v);
+                        // An assigned function's MSI message or enable changed.
+                        let steer = effects
+                            .iter()
+                            .any(|e| matches!(e, Effect::MsiMessageWritten { .. }));
                         kick.0 |= self.apply(seg, effects).0;
+                        if steer {
+                            self.steer_lpis(&dev, |_| true);
+                        }
                         0
                     }
                     None => seg.ecam_read(off, size),
@@ -453,7 +561,9 @@ impl Vm {
                 }
                 None => u64::from(dev.uart.read(off, size)),
             };
-            self.pump_console_input(&mut dev, false);
+            if self.pump_console_input(&mut dev, false) {
+                crate::console::switch_focus();
+            }
             kick.0 |= self.update_uart_line(&mut dev).0;
             return Some(r);
         }
@@ -472,7 +582,7 @@ impl Vm {
                         let effects = seg.mmio_write(Ipa(ipa), size, v)?;
                         let table = effects
                             .iter()
-                            .any(|e| matches!(e, Effect::MsiTableWritten { .. }));
+                            .any(|e| matches!(e, Effect::MsiMessageWritten { .. }));
                         kick.0 |= self.apply(seg, effects).0;
                         if table {
                             self.steer_lpis(&dev, |_| true);
@@ -493,18 +603,19 @@ impl Vm {
     /// Steers assigned devices' LPIs: each whose vector's message names a
     /// guest SPI for which `pick(spi)` holds goes (MOVI) to the physical
     /// CPU of the vCPU that SPI is routed to (GICD_IROUTER; vCPU i runs on
-    /// CPU i), so the next message arrives where the guest takes it. A
+    /// the guest's i-th CPU), so the next message arrives where the guest takes it. A
     /// vCPU that is not on (PSCI OFF or ON_PENDING) gets nothing: the LPI
     /// stays where it is (its CPU still takes it, parked or not, and
     /// forwards it) and follows when that vCPU starts
     /// ([`Vm::steer_all_lpis`] from `exits::park`). Called after a GICD_IROUTER write of an SPI
-    /// in the MBI range and after a write of an assigned MSI-X table.
+    /// in the MBI range and after a write of an assigned MSI-X table or MSI
+    /// capability.
     /// Lock order: devices (held by the caller), then vGIC, then power.
     pub fn steer_lpis(&self, dev: &Devices, pick: impl Fn(u32) -> bool) {
         let Some(seg) = dev.segment.as_ref() else {
             return;
         };
-        let lpis = crate::its::assigned_lpis();
+        let lpis = crate::its::assigned_lpis(self.index);
         if lpis.is_empty() {
             return;
         }
@@ -527,7 +638,10 @@ impl Vm {
         };
         let power: Vec<Power> = self.power.lock().clone();
         for (intid, now, target) in targets {
-            let Some(t) = target.filter(|&t| t != now) else {
+            let Some((t, cpu)) = target
+                .and_then(|t| Some((t, *self.pcpus.get(t)?)))
+                .filter(|&(_, cpu)| cpu != now)
+            else {
                 continue;
             };
             if power.get(t) != Some(&Power::On) {
@@ -535,17 +649,17 @@ impl Vm {
                 log::debug!("LPI {intid}: stays on CPU {now}: vCPU {t} is off");
                 continue;
             }
-            match crate::its::move_lpi(intid, t) {
+            match crate::its::move_lpi(intid, cpu) {
                 Ok(true) => Counters::bump(&self.stats.lpi_moves),
                 Ok(false) => {}
-                Err(e) => log::debug!("LPI {intid}: MOVI to CPU {t}: {e}"),
+                Err(e) => log::debug!("LPI {intid}: MOVI to CPU {cpu}: {e}"),
             }
         }
     }
 
     /// [`Vm::steer_lpis`] for every SPI (a vCPU came on).
     pub fn steer_all_lpis(&self) {
-        if crate::its::assigned_lpis().is_empty() {
+        if crate::its::assigned_lpis(self.index).is_empty() {
             return;
         }
         let dev = self.devices.lock();
@@ -609,7 +723,7 @@ impl Vm {
                         }
                     }
                     // The caller, which holds the devices, steers the LPIs.
-                    Effect::MsiTableWritten { .. } => {}
+                    Effect::MsiMessageWritten { .. } => {}
                 }
             }
             if next.is_empty() {
@@ -642,10 +756,55 @@ impl Vm {
     }
 }
 
-/// Logs, per function of the segment with MSI activity or an MSI-X table,
-/// its messages delivered and forged and its table's counters (at shutdown;
-/// skipped if the devices are locked).
-pub fn log_msi_stats(vm: &Vm) {
+/// Logs `vm`'s exit counters (with how it ended), vGIC, exits by cause,
+/// segment and MSI statistics at shutdown. With `several` guests each line
+/// names it.
+pub fn log_stats(vm: &Vm, several: bool) {
+    let s = vm.stats.snapshot();
+    let v = vm.vgic.try_lock().map(|g| g.stats()).unwrap_or_default();
+    let who = if several {
+        alloc::format!("guest {}", vm.name)
+    } else {
+        String::from("guest")
+    };
+    let tag = if several {
+        alloc::format!("guest {}: ", vm.name)
+    } else {
+        String::new()
+    };
+    log::info!(
+        "{who} {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} (psci errors {}) sgi {} id-regs {} sysreg {} irq {} (storms {}) other {}; console input {} bytes (held back {} times)",
+        crate::life::end_of(vm).name(),
+        s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.s1ptw_aborts, s.hvc, s.smc, s.psci_errors, s.sgi,
+        s.id_regs, s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held
+    );
+    log::info!("{tag}vgic: {v:?}");
+    vm.times.log(&tag);
+    let segment = vm
+        .devices
+        .try_lock()
+        .and_then(|d| d.segment.as_ref().map(|s| s.stats()));
+    log::info!(
+        "{tag}pci: aperture traps {} stage-2 changes {} (failed {}); unrouted physical interrupts {}; segment {segment:?}",
+        s.pci_mmio,
+        s.stage2_changes,
+        s.stage2_errors,
+        s.irq_unrouted
+    );
+    if s.irq_dropped > 0 {
+        log::info!(
+            "{tag}interrupts dropped while it was stopped: {}",
+            s.irq_dropped
+        );
+    }
+    log_msi_stats(vm, &tag);
+}
+
+/// Logs, per function of the segment with MSI activity, an MSI-X table or
+/// a routed MSI capability, its messages delivered and forged and its
+/// table's and capability's counters (at shutdown; skipped if the devices
+/// are locked). Each line starts with `tag`.
+pub fn log_msi_stats(vm: &Vm, tag: &str) {
     let Some(dev) = vm.devices.try_lock() else {
         return;
     };
@@ -655,7 +814,7 @@ pub fn log_msi_stats(vm: &Vm) {
     if !dev.assigned.is_empty() {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         log::info!(
-            "lpi steering: moves {}, held for a powered-off vCPU {}, taken away from the target's CPU {}",
+            "{tag}lpi steering: moves {}, held for a powered-off vCPU {}, taken away from the target's CPU {}",
             n(&vm.stats.lpi_moves),
             n(&vm.stats.lpi_held),
             n(&vm.stats.lpi_elsewhere)
@@ -664,18 +823,31 @@ pub fn log_msi_stats(vm: &Vm) {
     for (bdf, id) in seg.enumerate_ids() {
         let msi = seg.msi_stats(id).unwrap_or_default();
         let table = seg.function(id).and_then(|f| f.msix_stats());
-        if msi == vbus::MsiStats::default() && table.is_none() {
+        let capability = seg.function(id).and_then(|f| f.msi_capability_stats());
+        if msi == vbus::MsiStats::default() && table.is_none() && capability.is_none() {
             continue;
         }
         let t = table.unwrap_or_default();
         log::info!(
-            "msi {bdf}: delivered {} forged {}; msi-x sent {} masked-pending {} bad accesses {} forged entries {}",
+            "{tag}msi {bdf}: delivered {} forged {}; msi-x sent {} masked-pending {} spurious {} bad accesses {} forged entries {}",
             msi.delivered,
             msi.forged,
             t.sent,
             t.masked_pending,
+            t.spurious,
             t.bad_access,
             t.forged_entries
         );
+        if let Some(c) = capability {
+            log::info!(
+                "{tag}msi capability {bdf}: sent {} masked-pending {} spurious {} while disabled {} forged messages {} enabled with msi-x {}",
+                c.sent,
+                c.masked_pending,
+                c.spurious,
+                c.disabled,
+                c.forged_messages,
+                c.both_enabled
+            );
+        }
     }
 }

@@ -1,17 +1,26 @@
 //! The assigned function: a host function shown to a guest through the
 //! filter of [`crate::filter`], with shadow BARs, re-chained capabilities,
-//! INTx on the host line, MSI-X through shadows ([`crate::msix`]) once the
-//! hypervisor routes its MSIs ([`AssignedFunction::with_msi`]), and reset
-//! through the host.
+//! INTx on the host line, MSI-X and MSI through shadows ([`crate::msix`],
+//! [`crate::msi`]) once the hypervisor routes its messages
+//! ([`AssignedFunction::with_msi`]), and reset through the host.
+//!
+//! MSI and MSI-X are never enabled together at the device: its MSI-X
+//! Enable follows the guest's only while the guest has MSI disabled, its
+//! MSI Enable only while the guest has MSI-X disabled (system software must
+//! not enable both, PCI Express Base 6.0, 6.1.4). While the guest has MSI
+//! enabled the device's Command.Interrupt Disable is set whatever the guest
+//! wrote there (a function with MSI enabled uses no INTx, 7.7.1.2), so a
+//! message kept from the device delivers nothing at all.
 
 use crate::access::{read16, write16, BarAccess, ConfigAccess, Delay};
 use crate::filter::{self, Rule};
 use crate::layout::HostFunction;
+use crate::msi::{AssignedMsi, EventIds};
 use crate::msix::{AssignedMsix, MsiRoute};
 use crate::regs::{bar, pcie, type1};
 use alloc::vec;
 use alloc::vec::Vec;
-use vbus::config::{reg, status};
+use vbus::config::{command, reg, status};
 use vbus::{BarBacking, BarInfo, ConfigSpace, Intx, PciFunction, Request, CONFIG_SPACE_SIZE};
 
 /// Smallest BAR presented to a guest (a stage-2 page).
@@ -57,6 +66,8 @@ pub struct AssignedFunction<A: ConfigAccess + Delay> {
     bars: Vec<BarInfo>,
     intid: Option<u32>,
     msix: Option<AssignedMsix>,
+    msi: Option<AssignedMsi>,
+    events: EventIds,
     stats: AssignedStats,
 }
 
@@ -80,6 +91,20 @@ fn with_memory_space<A: ConfigAccess + BarAccess>(
     }
 }
 
+/// The low `size` bytes set.
+fn mask_of(size: u8) -> u32 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => !0,
+    }
+}
+
+/// Whether an access of `size` bytes at `offset` touches the `len` bytes at `at`.
+fn overlaps(offset: u16, size: u8, at: u16, len: u16) -> bool {
+    offset < at + len && at < offset + u16::from(size)
+}
+
 fn bytes(v: u32, size: u8) -> impl Iterator<Item = (u16, u8)> {
     (0..u16::from(size)).map(move |i| (i, (v >> (8 * i)) as u8))
 }
@@ -93,10 +118,12 @@ impl<A: ConfigAccess + Delay + BarAccess> AssignedFunction<A> {
         Self::build(host, layout, intid, None)
     }
 
-    /// The same function with its MSI-X shown to the guest, routed by
-    /// `route` (the device's table programmed with the host doorbell, every
-    /// vector masked). A function without MSI-X, or whose table or PBA lies
-    /// outside its BARs, is returned as it was (INTx only).
+    /// The same function with its MSI-X and MSI shown to the guest, routed
+    /// by `route` (the device's table and MSI capability programmed with the
+    /// host doorbell and the EventIDs of [`EventIds::of`] its layout, every
+    /// vector masked, MSI disabled). What the function lacks, or cannot be
+    /// routed (an MSI-X table or PBA outside its BARs; MSI with 32-bit
+    /// addresses and a doorbell above 4 GiB), stays hidden.
     pub fn with_msi(self, route: MsiRoute) -> Self {
         Self::build(self.host, self.layout, self.intid, Some(route))
     }
@@ -106,9 +133,25 @@ impl<A: ConfigAccess + Delay + BarAccess> AssignedFunction<A> {
         self.msix.as_ref().map(AssignedMsix::vectors)
     }
 
+    /// Whether the guest sees MSI, and its vector count (Multiple Message
+    /// Capable as shown).
+    pub fn msi_vectors(&self) -> Option<u32> {
+        self.msi.as_ref().map(AssignedMsi::vectors)
+    }
+
+    /// The EventIDs the device sends (MSI-X vectors, then MSI's).
+    pub fn events(&self) -> EventIds {
+        self.events
+    }
+
     /// The MSI-X model (for tests).
     pub fn msix(&self) -> Option<&AssignedMsix> {
         self.msix.as_ref()
+    }
+
+    /// The MSI model (for tests).
+    pub fn msi(&self) -> Option<&AssignedMsi> {
+        self.msi.as_ref()
     }
 
     fn build(
@@ -117,7 +160,9 @@ impl<A: ConfigAccess + Delay + BarAccess> AssignedFunction<A> {
         intid: Option<u32>,
         route: Option<MsiRoute>,
     ) -> Self {
+        let events = EventIds::of(&layout);
         let mut msix = route.and_then(|r| AssignedMsix::new(&layout, r));
+        let mut msi = route.and_then(|r| AssignedMsi::new(&layout, r, events));
         let mut cs = ConfigSpace::new();
         let mut rules = vec![ByteRule::default(); CONFIG_SPACE_SIZE];
         let bdf = layout.bdf;
@@ -153,10 +198,16 @@ impl<A: ConfigAccess + Delay + BarAccess> AssignedFunction<A> {
         let kept: Vec<(u16, &[Rule])> = layout
             .capabilities
             .iter()
-            .filter_map(|c| filter::capability(c.id, msix.is_some()).map(|t| (c.offset, t)))
+            .filter_map(|c| {
+                filter::capability(c.id, msix.is_some(), msi.as_ref().map(AssignedMsi::rules))
+                    .map(|t| (c.offset, t))
+            })
             .collect();
         for (at, table) in &kept {
             apply(&mut cs, &mut host, *at, table);
+        }
+        if let Some(m) = &msi {
+            m.shape(&mut cs);
         }
         let first = kept.first().map_or(0, |k| k.0);
         cs.set_u8(reg::CAPABILITIES_POINTER, first as u8);
@@ -222,6 +273,9 @@ impl<A: ConfigAccess + Delay + BarAccess> AssignedFunction<A> {
         if let Some(m) = msix.as_mut() {
             with_memory_space(&mut host, layout.bdf, |h| m.program_device(h));
         }
+        if let Some(m) = msi.as_mut() {
+            m.program_device(&mut host, layout.bdf);
+        }
         AssignedFunction {
             host,
             layout,
@@ -231,6 +285,8 @@ impl<A: ConfigAccess + Delay + BarAccess> AssignedFunction<A> {
             bars,
             intid,
             msix,
+            msi,
+            events,
             stats: AssignedStats::default(),
         }
     }
@@ -300,6 +356,105 @@ impl<A: ConfigAccess + Delay + BarAccess> AssignedFunction<A> {
         }
     }
 
+    /// The guest's write reaching the device: the bits of the rules'
+    /// `host_write` and `host_w1c`, with Command.Interrupt Disable set
+    /// while the guest has MSI enabled.
+    fn write_through(&mut self, offset: u16, size: u8, value: u32) {
+        let aligned = offset & !3;
+        let shift = 8 * u32::from(offset & 3);
+        let v = value.checked_shl(shift).unwrap_or(0);
+        let (mut write, mut w1c_all, mut clear) = (0u32, 0u32, 0u32);
+        for i in 0..4u16 {
+            let r = self.rule(aligned + i);
+            let in_access = aligned + i >= offset && aligned + i < offset + u16::from(size);
+            w1c_all |= u32::from(r.host_w1c) << (8 * i);
+            if in_access {
+                write |= u32::from(r.host_write) << (8 * i);
+                clear |= u32::from(r.host_w1c) << (8 * i);
+            }
+        }
+        if write == 0 && clear & v == 0 {
+            return;
+        }
+        let bdf = self.layout.bdf;
+        let cur = self.host.read32(bdf, aligned);
+        let mut new = (cur & !w1c_all & !write) | (v & write) | (v & clear);
+        if aligned == reg::COMMAND && self.msi_on() {
+            new |= u32::from(command::INTERRUPT_DISABLE);
+        }
+        self.host.write32(bdf, aligned, new);
+    }
+
+    /// Whether the guest has MSI enabled (the device then signals no INTx).
+    fn msi_on(&self) -> bool {
+        self.msi.as_ref().is_some_and(|m| m.guest_enabled(&self.cs))
+    }
+
+    /// Whether the guest has MSI-X enabled.
+    fn msix_on(&self) -> bool {
+        self.msix.as_ref().is_some_and(|m| {
+            self.cs.raw(m.cap_offset() + 2, 2) as u16 & vbus::msix::control::ENABLE != 0
+        })
+    }
+
+    /// Brings the device's interrupt enables in line with the guest's,
+    /// after a write to Command, MSI-X's Message Control or the MSI
+    /// capability, never with MSI and MSI-X enabled together at the device:
+    /// Interrupt Disable set first when MSI comes on; MSI-X turned off where
+    /// it must be; MSI synced ([`AssignedMsi::sync`]); MSI-X on where it may
+    /// be (Function Mask mirrored); Interrupt Disable cleared last when MSI
+    /// went off and the guest has it clear.
+    fn sync_interrupts(&mut self) {
+        let bdf = self.layout.bdf;
+        let (msi_on, msix_on) = (self.msi_on(), self.msix_on());
+        let intx_off = self.cs.raw(reg::COMMAND, 2) as u16 & command::INTERRUPT_DISABLE != 0;
+        let status_rw1c = u32::from(status::RW1C_ERRORS) << 16;
+        let set_intx_disable = |host: &mut A, on: bool| {
+            let cmd = read16(host, bdf, reg::COMMAND);
+            let want = if on {
+                cmd | command::INTERRUPT_DISABLE
+            } else {
+                cmd & !command::INTERRUPT_DISABLE
+            };
+            if want != cmd {
+                write16(host, bdf, reg::COMMAND, want, status_rw1c);
+            }
+        };
+        if msi_on {
+            set_intx_disable(&mut self.host, true);
+        }
+        let msix_device = self.msix.as_ref().map(|m| {
+            let at = m.cap_offset() + 2;
+            let guest = self.cs.raw(at, 2) as u16;
+            let mut want = guest & filter::MSIX_CONTROL_RW as u16;
+            if msi_on {
+                want &= !vbus::msix::control::ENABLE;
+            }
+            (at, want)
+        });
+        let set_msix = |host: &mut A, at: u16, v: u16, only_off: bool| {
+            let cur = read16(host, bdf, at);
+            let rw = filter::MSIX_CONTROL_RW as u16;
+            let want = (cur & !rw) | v;
+            let turning_on = want & !cur & vbus::msix::control::ENABLE != 0;
+            if want != cur && !(only_off && turning_on) {
+                write16(host, bdf, at, want, 0);
+            }
+        };
+        if let Some((at, want)) = msix_device {
+            set_msix(&mut self.host, at, want, true);
+        }
+        if let Some(m) = self.msi.as_mut() {
+            m.sync(&mut self.host, bdf, &mut self.cs, msix_on);
+        }
+        if let Some((at, want)) = msix_device {
+            set_msix(&mut self.host, at, want, false);
+        }
+        if !msi_on {
+            set_intx_disable(&mut self.host, intx_off);
+        }
+    }
+
     /// Function Level Reset through the host (PCI Express Base 6.0, 6.6.2).
     fn flr(&mut self, p: u16) {
         let bdf = self.layout.bdf;
@@ -356,6 +511,17 @@ impl<A: ConfigAccess + Delay + BarAccess + Send> PciFunction for AssignedFunctio
                 _ => !0,
             };
         }
+        if let Some(p) = self.msi.as_ref().and_then(AssignedMsi::pending_offset) {
+            if offset & !3 == p {
+                let bdf = self.layout.bdf;
+                let bits = self
+                    .msi
+                    .as_ref()
+                    .and_then(|m| m.pending_bits(&mut self.host, bdf))
+                    .unwrap_or(0);
+                return (bits >> (8 * (offset & 3))) & mask_of(size);
+            }
+        }
         let shadow = self.cs.read(offset, size);
         let mut host_mask = 0u32;
         for (i, _) in bytes(0, size) {
@@ -387,33 +553,25 @@ impl<A: ConfigAccess + Delay + BarAccess + Send> PciFunction for AssignedFunctio
             }
         }
         self.cs.write(offset, size, value);
-        if let Some(m) = self.msix.as_mut() {
-            let at = m.cap_offset() + 2;
-            if offset < at + 2 && at < offset + u16::from(size) {
+        let msix_control = self
+            .msix
+            .as_ref()
+            .is_some_and(|m| overlaps(offset, size, m.cap_offset() + 2, 2));
+        let msi_cap = self.msi.as_ref().is_some_and(|m| m.touches(offset, size));
+        if msix_control {
+            if let Some(m) = self.msix.as_mut() {
                 // Enable or Function Mask may have unmasked a pending vector.
                 m.deliver_unmasked(&self.cs);
             }
         }
-        let aligned = offset & !3;
-        let shift = 8 * u32::from(offset & 3);
-        let v = value.checked_shl(shift).unwrap_or(0);
-        let (mut write, mut w1c_all, mut clear) = (0u32, 0u32, 0u32);
-        for i in 0..4u16 {
-            let r = self.rule(aligned + i);
-            let in_access = aligned + i >= offset && aligned + i < offset + u16::from(size);
-            w1c_all |= u32::from(r.host_w1c) << (8 * i);
-            if in_access {
-                write |= u32::from(r.host_write) << (8 * i);
-                clear |= u32::from(r.host_w1c) << (8 * i);
-            }
+        if msi_cap {
+            // A message, Enable or Multiple Message Enable may feed another SPI now.
+            requests.push(Request::MsiMessageWritten);
         }
-        if write == 0 && clear & v == 0 {
-            return;
+        self.write_through(offset, size, value);
+        if msix_control || msi_cap || overlaps(offset, size, reg::COMMAND, 2) {
+            self.sync_interrupts();
         }
-        let bdf = self.layout.bdf;
-        let cur = self.host.read32(bdf, aligned);
-        let new = (cur & !w1c_all & !write) | (v & write) | (v & clear);
-        self.host.write32(bdf, aligned, new);
     }
 
     fn config_space(&self) -> &ConfigSpace {
@@ -438,7 +596,7 @@ impl<A: ConfigAccess + Delay + BarAccess + Send> PciFunction for AssignedFunctio
     }
 
     /// A write to the MSI-X table asks the owner to steer the host
-    /// vectors again ([`Request::MsiTableWritten`]).
+    /// vectors again ([`Request::MsiMessageWritten`]).
     fn bar_write(
         &mut self,
         bar: u8,
@@ -449,7 +607,7 @@ impl<A: ConfigAccess + Delay + BarAccess + Send> PciFunction for AssignedFunctio
     ) {
         if let Some(m) = self.msix.as_mut() {
             if m.write(&mut self.host, &self.cs, bar, offset, size, value) {
-                requests.push(Request::MsiTableWritten);
+                requests.push(Request::MsiMessageWritten);
             }
         }
     }
@@ -458,24 +616,44 @@ impl<A: ConfigAccess + Delay + BarAccess + Send> PciFunction for AssignedFunctio
         self.msix.as_ref().map_or(&[], |m| m.traps(bar))
     }
 
+    /// EventIDs below [`EventIds::msix`] are MSI-X vectors, those from
+    /// [`EventIds::msi_base`] MSI vectors ([`AssignedFunction::events`]).
     fn host_msi(&mut self, event: u32) {
-        if let Some(m) = self.msix.as_mut() {
-            m.fire(&self.cs, event);
+        if event < self.events.msix {
+            if let Some(m) = self.msix.as_mut() {
+                m.fire(&self.cs, event);
+            }
+        } else if let Some(v) = event.checked_sub(self.events.msi_base) {
+            if let Some(m) = self.msi.as_mut() {
+                m.fire(&self.cs, v);
+            }
         }
     }
 
     fn host_msi_message(&self, event: u32) -> Option<vbus::MsiMessage> {
-        self.msix.as_ref()?.message(usize::try_from(event).ok()?)
+        if event < self.events.msix {
+            self.msix.as_ref()?.message(usize::try_from(event).ok()?)
+        } else {
+            let v = event.checked_sub(self.events.msi_base)?;
+            self.msi.as_ref()?.message(&self.cs, v)
+        }
     }
 
     fn take_msi(&mut self, out: &mut Vec<vbus::MsiMessage>) {
         if let Some(m) = self.msix.as_mut() {
             m.take(out);
         }
+        if let Some(m) = self.msi.as_mut() {
+            m.take(out);
+        }
     }
 
     fn msix_stats(&self) -> Option<vbus::MsixStats> {
         self.msix.as_ref().map(AssignedMsix::stats)
+    }
+
+    fn msi_capability_stats(&self) -> Option<vbus::MsiCapabilityStats> {
+        self.msi.as_ref().map(AssignedMsi::stats)
     }
 
     /// FLR through the host when the function has it (then 100 ms), else
@@ -498,6 +676,10 @@ impl<A: ConfigAccess + Delay + BarAccess + Send> PciFunction for AssignedFunctio
             // The reset cleared the device's table: the doorbell and
             // EventIDs again, every vector masked.
             with_memory_space(&mut self.host, self.layout.bdf, |h| m.reset(h));
+        }
+        if let Some(m) = self.msi.as_mut() {
+            // And its MSI capability: disabled, doorbell and first EventID.
+            m.reset(&mut self.host, self.layout.bdf);
         }
     }
 

@@ -19,8 +19,12 @@
 //! Fixed by code, not by these masks (see `assigned.rs`): BARs (shadowed:
 //! guest-programmed address, sizing reads back the size mask of the
 //! presented size, at least 4 KiB), capability next pointers (re-chained
-//! over the kept capabilities), and Device Control's Initiate Function Level
-//! Reset, which becomes `Request::FunctionLevelReset` and is never written.
+//! over the kept capabilities), Device Control's Initiate Function Level
+//! Reset, which becomes `Request::FunctionLevelReset` and is never written,
+//! and what reaches the device of MSI and MSI-X (`crate::msi`,
+//! `crate::msix`): their enables, MSI's Multiple Message Capable, Mask Bits
+//! and Pending Bits, and Command's Interrupt Disable, which the device gets
+//! set while the guest has MSI enabled.
 
 use crate::regs::{ext_cap_id, pcie, pm};
 use vbus::config::{command, reg, status};
@@ -241,39 +245,123 @@ pub const DSN: &[Rule] = &[
 
 /// The MSI-X capability (PCI Express Base 6.0, 7.7.2), shown when the
 /// hypervisor routes the function's MSIs (`crate::msix`): MSI-X Enable and
-/// Function Mask are emulated and mirrored to the device; Table Size and
-/// the table's and PBA's offsets and BIRs are cached. The table and PBA
-/// themselves are shadows (`crate::msix::AssignedMsix`).
+/// Function Mask are emulated and mirrored to the device by code
+/// (`AssignedFunction`: MSI-X Enable only while the guest has MSI
+/// disabled); Table Size and the table's and PBA's offsets and BIRs are
+/// cached. The table and PBA themselves are shadows
+/// (`crate::msix::AssignedMsix`).
 pub const MSIX: &[Rule] = &[
     Rule::cached(
         0x00,
         2,
         "Capability ID, Next Capability Pointer (re-chained)",
     ),
-    Rule::pass(
-        0x02,
-        2,
-        "Message Control",
-        0,
-        MSIX_CONTROL_RW,
-        0,
-        MSIX_CONTROL_RW,
-    ),
+    Rule::emulated(0x02, 2, "Message Control", MSIX_CONTROL_RW),
     Rule::cached(0x04, 4, "Table Offset/Table BIR"),
     Rule::cached(0x08, 4, "PBA Offset/PBA BIR"),
 ];
 
 /// Message Control's MSI-X Enable (15) and Function Mask (14).
-const MSIX_CONTROL_RW: u32 = 0xc000;
+pub const MSIX_CONTROL_RW: u32 = 0xc000;
+
+/// MSI's Message Control bits the guest writes: MSI Enable (0) and
+/// Multiple Message Enable (6:4) (PCI Express Base 6.0, 7.7.1.2).
+const MSI_CONTROL_RW: u32 = 0x0071;
+/// Message Control bits cleared in the shadow: all but 64 Bit Address
+/// Capable (7) and Per-Vector Masking Capable (8). Enable and Multiple
+/// Message Enable reset to 0; Multiple Message Capable is set by code
+/// (`crate::msi::AssignedMsi::shape`); Extended Message Data Capable and
+/// Enable (9, 10) are not offered.
+const MSI_CONTROL_CLEAR: u32 = 0xfe7f;
+
+const MSI_HEADER: Rule = Rule::cached(
+    0x00,
+    2,
+    "Capability ID, Next Capability Pointer (re-chained)",
+);
+const MSI_CONTROL: Rule =
+    Rule::emulated(0x02, 2, "Message Control", MSI_CONTROL_RW).clearing(MSI_CONTROL_CLEAR);
+// Message Address [1:0] are 0: DWORD-aligned (7.7.1.3).
+const MSI_ADDRESS: Rule = Rule::emulated(0x04, 4, "Message Address", !3).clearing(!0);
+const MSI_UPPER: Rule = Rule::emulated(0x08, 4, "Message Upper Address", !0).clearing(!0);
+const fn msi_data(at: u16) -> Rule {
+    Rule::emulated(at, 2, "Message Data", 0xffff).clearing(!0)
+}
+/// Extended Message Data: not offered (reads 0, writes dropped).
+const fn msi_ext_data(at: u16) -> Rule {
+    Rule::cached(at, 2, "Extended Message Data (not offered)").clearing(!0)
+}
+/// Mask Bits: one writable bit per vector shown, set by code.
+const fn msi_mask(at: u16) -> Rule {
+    Rule::emulated(at, 4, "Mask Bits", 0).clearing(!0)
+}
+/// Pending Bits: read by code (the device's and the shadow's), never written.
+const fn msi_pending(at: u16) -> Rule {
+    Rule::cached(at, 4, "Pending Bits").clearing(!0)
+}
+
+/// The MSI capability with 32-bit addresses (PCI Express Base 6.0, 7.7.1),
+/// shown when the hypervisor routes the function's MSIs (`crate::msi`):
+/// every register emulated in the shadow, none written to the device.
+pub const MSI_32: &[Rule] = &[
+    MSI_HEADER,
+    MSI_CONTROL,
+    MSI_ADDRESS,
+    msi_data(0x08),
+    msi_ext_data(0x0a),
+];
+/// [`MSI_32`] with 64-bit addresses.
+pub const MSI_64: &[Rule] = &[
+    MSI_HEADER,
+    MSI_CONTROL,
+    MSI_ADDRESS,
+    MSI_UPPER,
+    msi_data(0x0c),
+    msi_ext_data(0x0e),
+];
+/// [`MSI_32`] with per-vector masking.
+pub const MSI_32_MASKED: &[Rule] = &[
+    MSI_HEADER,
+    MSI_CONTROL,
+    MSI_ADDRESS,
+    msi_data(0x08),
+    msi_ext_data(0x0a),
+    msi_mask(0x0c),
+    msi_pending(0x10),
+];
+/// [`MSI_32`] with 64-bit addresses and per-vector masking.
+pub const MSI_64_MASKED: &[Rule] = &[
+    MSI_HEADER,
+    MSI_CONTROL,
+    MSI_ADDRESS,
+    MSI_UPPER,
+    msi_data(0x0c),
+    msi_ext_data(0x0e),
+    msi_mask(0x10),
+    msi_pending(0x14),
+];
+
+/// The MSI rules for a capability with 64-bit addresses or not, and
+/// per-vector masking or not.
+pub fn msi(is_64bit: bool, per_vector_masking: bool) -> &'static [Rule] {
+    match (is_64bit, per_vector_masking) {
+        (false, false) => MSI_32,
+        (true, false) => MSI_64,
+        (false, true) => MSI_32_MASKED,
+        (true, true) => MSI_64_MASKED,
+    }
+}
 
 /// The rules of a standard capability shown to the guest; `None`: hidden.
-/// MSI-X is shown only when `msix` (the function's MSIs are routed); MSI,
-/// vendor-specific and unknown capabilities are hidden.
-pub fn capability(id: u8, msix: bool) -> Option<&'static [Rule]> {
+/// MSI-X is shown only when `msix` and MSI only with its rules in `msi`
+/// (the hypervisor routes the function's messages); vendor-specific and
+/// unknown capabilities are hidden.
+pub fn capability(id: u8, msix: bool, msi: Option<&'static [Rule]>) -> Option<&'static [Rule]> {
     match id {
         crate::regs::cap_id::PCIE => Some(PCIE),
         crate::regs::cap_id::PM => Some(PM),
         crate::regs::cap_id::MSIX if msix => Some(MSIX),
+        crate::regs::cap_id::MSI => msi,
         _ => None,
     }
 }

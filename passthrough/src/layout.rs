@@ -5,7 +5,7 @@
 use crate::access::{read16, ConfigAccess};
 use crate::assign::Assignment;
 use crate::enumerate::{Capability, ExtCapability, HostTopology};
-use crate::regs::{cap_id, msix, pcie};
+use crate::regs::{cap_id, msi, msix, pcie};
 use alloc::vec::Vec;
 use arch_emu::addr::Pa;
 use core::fmt;
@@ -51,6 +51,70 @@ pub struct MsixLayout {
     pub table: BarRegion,
     /// The Pending Bit Array (one bit per entry, in qwords).
     pub pba: BarRegion,
+}
+
+/// Where MSI lives and what it can do (PCI Local Bus 3.0, 6.8.1; PCI
+/// Express Base 6.0, 7.7.1): the capability's offset and its Message
+/// Control as the device reports it at assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsiLayout {
+    /// Capability offset.
+    pub capability: u16,
+    /// Message Control as read at assignment (its capability bits).
+    pub control: u16,
+}
+
+impl MsiLayout {
+    /// 64 Bit Address Capable: a Message Upper Address register.
+    pub fn is_64bit(&self) -> bool {
+        self.control & msi::control::ADDRESS_64 != 0
+    }
+
+    /// Per-Vector Masking Capable: Mask Bits and Pending Bits registers.
+    pub fn per_vector_masking(&self) -> bool {
+        self.control & msi::control::PER_VECTOR_MASKING != 0
+    }
+
+    /// Multiple Message Capable: log2 of the vectors the function asks
+    /// for (0..=5; the reserved encodings 110b and 111b read as 5).
+    pub fn multiple_message_capable(&self) -> u8 {
+        (((self.control & msi::control::MULTIPLE_MESSAGE_CAPABLE) >> 1) as u8).min(5)
+    }
+
+    /// Message Data's offset in config space.
+    pub fn data(&self) -> u16 {
+        self.capability
+            + if self.is_64bit() {
+                msi::MESSAGE_DATA_64
+            } else {
+                msi::MESSAGE_DATA_32
+            }
+    }
+
+    /// Mask Bits' offset (with Per-Vector Masking).
+    pub fn mask_bits(&self) -> Option<u16> {
+        self.per_vector_masking().then(|| {
+            self.capability
+                + if self.is_64bit() {
+                    msi::MASK_BITS_64
+                } else {
+                    msi::MASK_BITS_32
+                }
+        })
+    }
+
+    /// Pending Bits' offset (with Per-Vector Masking).
+    pub fn pending_bits(&self) -> Option<u16> {
+        self.mask_bits().map(|m| m + 4)
+    }
+
+    /// The capability's length in bytes: 10, 14, 20 or 24 (6.8.1).
+    pub fn capability_len(&self) -> u16 {
+        match self.pending_bits() {
+            Some(p) => p + 4 - self.capability,
+            None => self.data() + 2 - self.capability,
+        }
+    }
 }
 
 /// The INTx pin as it reaches the root bus: look `(root, pin)` up in the
@@ -104,6 +168,8 @@ pub struct HostFunction {
     pub ext_capabilities: Vec<ExtCapability>,
     /// MSI-X table and PBA, if it has MSI-X.
     pub msix: Option<MsixLayout>,
+    /// Its MSI capability, if it has one.
+    pub msi: Option<MsiLayout>,
     /// Interrupt Pin.
     pub interrupt_pin: u8,
     /// INTx routed to the root bus.
@@ -200,6 +266,10 @@ impl HostFunction {
                 },
             }
         });
+        let msi = f.capability(cap_id::MSI).map(|at| MsiLayout {
+            capability: at,
+            control: read16(a, bdf, at + msi::MESSAGE_CONTROL),
+        });
         Ok(HostFunction {
             bdf,
             vendor_id: f.vendor_id,
@@ -217,6 +287,7 @@ impl HostFunction {
             capabilities: f.capabilities.clone(),
             ext_capabilities: f.ext_capabilities.clone(),
             msix,
+            msi,
             interrupt_pin: f.interrupt_pin,
             intx: swizzle(bdf, f.interrupt_pin, &f.path),
             pcie_capability,

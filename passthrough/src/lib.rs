@@ -6,6 +6,7 @@
 //! * [`layout`]: the cached layout of a function to assign ([`HostFunction`]), INTx swizzle.
 //! * [`filter`]: the config filter, as a table.
 //! * [`msix`]: an assigned function's MSI-X: shadow table and PBA, the device's table.
+//! * [`msi`]: an assigned function's MSI: shadow capability, the device's capability.
 //! * [`assigned`]: [`AssignedFunction`], the `vbus::PciFunction` a guest sees.
 //! * [`regs`]: register offsets, capability IDs and bits.
 //! * `testing` (feature `testing`): a fake host hierarchy, `FakeHost`.
@@ -26,10 +27,12 @@ pub mod assigned;
 pub mod enumerate;
 pub mod filter;
 pub mod layout;
+pub mod msi;
 pub mod msix;
 
 pub use assign::{assign, verify, AssignError, Assignment, HostRange, HostWindows};
 pub use assigned::{AssignedFunction, AssignedStats};
 pub use enumerate::{enumerate, EnumError, HostTopology};
-pub use layout::{HostFunction, IntxRoute, LayoutError};
+pub use layout::{HostFunction, IntxRoute, LayoutError, MsiLayout};
+pub use msi::{AssignedMsi, EventIds};
 pub use msix::{AssignedMsix, MsiRoute};

@@ -12,8 +12,9 @@
 //!   MBI range ([`MsiRoute::guest`]). An entry the guest unmasks naming
 //!   anything else stays masked on the device and is counted
 //!   ([`MsixStats::forged_entries`]). Message Control's MSI-X Enable and
-//!   Function Mask are emulated and mirrored to the device by the config
-//!   filter.
+//!   Function Mask are emulated and mirrored to the device by
+//!   `AssignedFunction` (MSI-X Enable only while the guest has MSI off:
+//!   never both at the device).
 //! * The device's message arrives as an LPI; the hypervisor hands its
 //!   EventID to [`AssignedMsix::fire`], which sends the guest's message for
 //!   that vector, or sets its pending bit while the guest masks it (sent on
@@ -301,11 +302,17 @@ impl AssignedMsix {
     }
 
     /// The device signalled `event` (its vector): the guest's message is
-    /// sent, or its pending bit set while the guest masks the vector. An
-    /// event beyond the table is ignored.
+    /// sent, or its pending bit set while the guest masks the vector (or
+    /// the whole function). An event beyond the table or while MSI-X is
+    /// disabled is spurious: dropped and counted.
     pub fn fire(&mut self, cs: &ConfigSpace, event: u32) {
         let v = event as usize;
-        if v >= self.entries.len() {
+        // No message and no pending bit for a vector past the table, or
+        // while MSI-X is disabled (the function signals INTx then, PCI Local
+        // Bus 3.0, 6.8.2): an LPI still in flight from before the guest
+        // disabled it is dropped and counted.
+        if v >= self.entries.len() || self.control(cs) & control::ENABLE == 0 {
+            self.stats.spurious += 1;
             return;
         }
         if self.masked(cs, v) {

@@ -280,13 +280,38 @@ impl FakeFunction {
             .register(at + pm::PMCSR, 2, 0x0008, 0x8103, 0x8000)
     }
 
-    /// An MSI capability at `at` (64-bit, one vector).
+    /// An MSI capability at `at` (64-bit, one vector, no per-vector masking).
     pub fn msi_capability(self, at: u16) -> Self {
-        self.capability(at, cap_id::MSI)
-            .register(at + 2, 2, 0x0080, 0x0071, 0)
+        self.msi_capability_with(at, 0, true, false)
+    }
+
+    /// An MSI capability at `at` as QEMU's `msi_init` builds it: `2^log2`
+    /// vectors (Multiple Message Capable), 64-bit addresses when `is_64bit`,
+    /// Mask Bits and Pending Bits when `masking` (PCI Express Base 6.0,
+    /// 7.7.1). MSI Enable, Multiple Message Enable, the address, the 16-bit
+    /// data and one Mask Bit per vector are writable.
+    pub fn msi_capability_with(self, at: u16, log2: u8, is_64bit: bool, masking: bool) -> Self {
+        let control = u32::from(log2) << 1
+            | if is_64bit { 0x80 } else { 0 }
+            | if masking { 0x100 } else { 0 };
+        let data = if is_64bit { at + 12 } else { at + 8 };
+        let f = self
+            .capability(at, cap_id::MSI)
+            .register(at + 2, 2, control, 0x0071, 0)
             .register(at + 4, 4, 0, !3, 0)
-            .register(at + 8, 4, 0, !0, 0)
-            .register(at + 12, 2, 0, 0xffff, 0)
+            .register(data, 2, 0, 0xffff, 0);
+        let f = if is_64bit {
+            f.register(at + 8, 4, 0, !0, 0)
+        } else {
+            f
+        };
+        if masking {
+            let vectors = u32::MAX >> (32 - (1u32 << log2));
+            f.register(data + 4, 4, 0, vectors, 0)
+                .register(data + 8, 4, 0, 0, 0)
+        } else {
+            f
+        }
     }
 
     /// An MSI-X capability at `at`: `vectors` entries, table in BAR `bir` at
@@ -427,6 +452,15 @@ impl FakeFunction {
     /// PCI Express (E0h, FLR), MSI-X (A0h, 5 vectors, table at BAR3+0,
     /// PBA at BAR3+2000h); extended AER (100h) and Device Serial Number (140h).
     pub fn e1000e() -> Self {
+        Self::e1000e_with_msi(0xd0, 0, true, false)
+    }
+
+    /// [`FakeFunction::e1000e`] with another MSI capability, at `at`
+    /// (D0h, or in the free space 40h..A0h when it is longer than 10h: it
+    /// must end before the PCI Express capability at E0h): `2^log2`
+    /// vectors, 64-bit addresses when `is_64bit`, per-vector masking when
+    /// `masking` (see [`FakeFunction::msi_capability_with`]).
+    pub fn e1000e_with_msi(at: u16, log2: u8, is_64bit: bool, masking: bool) -> Self {
         Self::endpoint("e1000e", 0x8086, 0x10d3, 0x02_00_00)
             .subsystem(0x8086, 0x0000)
             .interrupt_pin(1)
@@ -436,7 +470,7 @@ impl FakeFunction {
             .mem32_bar(3, 16 << 10, false)
             .rom(256 << 10)
             .pm_capability(0xc8)
-            .msi_capability(0xd0)
+            .msi_capability_with(at, log2, is_64bit, masking)
             .pcie_capability(0xe0, pcie::TYPE_ENDPOINT, true)
             .msix_capability(0xa0, 5, 3, 0, 0x2000)
             .ext_capability(0x100, ext_cap_id::AER)
@@ -448,9 +482,10 @@ impl FakeFunction {
 
     /// QEMU's `igb` (Intel 82576, 8086:10c9, subsystem 8086:0000): BAR0
     /// 128 KiB 64-bit memory, BAR2 32-byte I/O, BAR3 16 KiB 64-bit
-    /// prefetchable MSI-X, INTA; capabilities PM (40h), MSI (50h), MSI-X (70h,
-    /// 10 vectors, table at BAR3+0, PBA at BAR3+2000h), PCI Express (A0h,
-    /// FLR); extended AER (100h), ARI (150h), SR-IOV (160h).
+    /// prefetchable MSI-X, INTA; capabilities PM (40h), MSI (50h, 64-bit,
+    /// one vector, per-vector masking), MSI-X (70h, 10 vectors, table at
+    /// BAR3+0, PBA at BAR3+2000h), PCI Express (A0h, FLR); extended AER
+    /// (100h), ARI (150h), SR-IOV (160h).
     pub fn igb() -> Self {
         Self::endpoint("igb", 0x8086, 0x10c9, 0x02_00_00)
             .subsystem(0x8086, 0x0000)
@@ -460,7 +495,7 @@ impl FakeFunction {
             .io_bar(2, 32)
             .mem64_bar(3, 16 << 10, true)
             .pm_capability(0x40)
-            .msi_capability(0x50)
+            .msi_capability_with(0x50, 0, true, true)
             .msix_capability(0x70, 10, 3, 0, 0x2000)
             .pcie_capability(0xa0, pcie::TYPE_ENDPOINT, true)
             .ext_capability(0x100, ext_cap_id::AER)
@@ -633,6 +668,21 @@ fn decoder(list: &[(u8, u8, FakeFunction)], pa: u64) -> Option<bool> {
         .find_map(|(_, _, f)| f.decodes(pa).or_else(|| decoder(&f.below, pa)))
 }
 
+fn find_by_name_mut<'a>(
+    list: &'a mut [(u8, u8, FakeFunction)],
+    name: &str,
+) -> Option<&'a mut FakeFunction> {
+    for (_, _, f) in list.iter_mut() {
+        if f.name == name {
+            return Some(f);
+        }
+        if let Some(x) = find_by_name_mut(&mut f.below, name) {
+            return Some(x);
+        }
+    }
+    None
+}
+
 fn find_by_name<'a>(list: &'a [(u8, u8, FakeFunction)], name: &str) -> Option<&'a FakeFunction> {
     list.iter().find_map(|(_, _, f)| {
         if f.name == name {
@@ -682,6 +732,17 @@ impl FakeHost {
                     0,
                     FakeFunction::root_port().with_below(0, 0, FakeFunction::e1000e())
                 ),
+            ],
+        )
+    }
+
+    /// QEMU virt: the host bridge and `f` behind a root port at 00:01.0.
+    pub fn one_behind_root_port(f: FakeFunction) -> Self {
+        Self::new(
+            0,
+            alloc::vec![
+                (0, 0, FakeFunction::host_bridge()),
+                (1, 0, FakeFunction::root_port().with_below(0, 0, f)),
             ],
         )
     }
@@ -750,6 +811,23 @@ impl FakeHost {
     /// The function named `name` (first in depth-first order).
     pub fn function(&self, name: &str) -> Option<&FakeFunction> {
         find_by_name(&self.root, name)
+    }
+
+    /// Sets a register of the function named `name` as its hardware would
+    /// (a status or pending bit), bypassing the write masks; false if
+    /// there is no such function.
+    pub fn set_register(&mut self, name: &str, offset: u16, size: u8, value: u32) -> bool {
+        match find_by_name_mut(&mut self.root, name) {
+            Some(f) => {
+                match size {
+                    1 => f.cs.set_u8(offset, value as u8),
+                    2 => f.cs.set_u16(offset, value as u16),
+                    _ => f.cs.set_u32(offset, value),
+                }
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -913,11 +991,26 @@ pub fn test_msi_route() -> crate::MsiRoute {
 }
 
 /// The e1000e behind a root port, assigned with its MSI-X shown (5
-/// vectors, table at BAR3 + 0, PBA at BAR3 + 2000h), BAR log cleared.
+/// vectors, table at BAR3 + 0, PBA at BAR3 + 2000h) and its MSI (D0h,
+/// 64-bit, one vector, EventID 5), BAR log cleared.
 pub fn assigned_e1000e_msi() -> crate::AssignedFunction<FakeHost> {
     let mut f = assigned_e1000e().with_msi(test_msi_route());
     f.host_mut().clear_mmio_writes();
     f
+}
+
+/// `f` (named as its canned function, e.g. "e1000e") behind a root port
+/// (host 01:00.0), assigned with its MSIs routed ([`test_msi_route`]),
+/// host log and BAR log cleared.
+pub fn assigned_msi_of(f: FakeFunction) -> crate::AssignedFunction<FakeHost> {
+    let mut a = assigned(
+        FakeHost::one_behind_root_port(f),
+        Bdf::from_routing_id(0x0100),
+    )
+    .with_msi(test_msi_route());
+    a.host_mut().clear_mmio_writes();
+    a.host_mut().clear_log();
+    a
 }
 
 /// Host config writes that could move or resize something: to a BAR, the

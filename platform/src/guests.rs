@@ -38,7 +38,7 @@ mod validate;
 
 pub use render::uboot_commands;
 #[cfg(any(test, feature = "vm-fdt"))]
-pub use render::{with_guests, write_nodes};
+pub use render::{with_guests, without_root_nodes, write_nodes};
 pub use validate::{validate, HostResources};
 
 /// The `compatible` of a guest node.
@@ -616,8 +616,9 @@ pub fn configure(
 
 /// Why `name` cannot name a guest node, if it cannot: a node name without
 /// unit address (Devicetree Specification v0.4, 2.2.1): 1 to 31 letters,
-/// digits and `, . _ + -`, starting with a letter.
-pub(crate) fn node_name_problem(name: &str) -> Option<String> {
+/// digits and `, . _ + -`, starting with a letter. (xtask checks the names
+/// of a TOML file's guests with it.)
+pub fn node_name_problem(name: &str) -> Option<String> {
     if name.is_empty() || name.len() > 31 {
         return Some(format!("\"{name}\": want 1 to 31 characters"));
     }

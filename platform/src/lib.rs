@@ -23,6 +23,7 @@ use arch_emu::addr::{MemRange, Pa};
 use fdt::node::FdtNode;
 use fdt::Fdt;
 
+pub mod dtb;
 pub mod guests;
 mod pci_maps;
 #[cfg(test)]

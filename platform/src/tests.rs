@@ -664,3 +664,91 @@ fn iommu_map_to_an_unknown_phandle_is_refused() {
         "/pcie@10000000: property `iommu-map`: row 0: no node with phandle 0x77"
     );
 }
+
+/// `dtb` with the node at `path` overwritten by FDT_NOP tokens, as libfdt's
+/// `fdt_nop_node` (and QEMU's `-dtb` for memory nodes) does.
+fn nop_node(dtb: &[u8], path: &str) -> Vec<u8> {
+    let fdt = Fdt::new(dtb).expect("valid");
+    let node = fdt.find_node(path).expect("node");
+    let name = node.name.as_bytes();
+    let be = |at: usize| u32::from_be_bytes(dtb[at..at + 4].try_into().expect("4"));
+    let off = be(8) as usize;
+    let size = be(36) as usize;
+    let mut out = dtb.to_vec();
+    // The node's FDT_BEGIN_NODE: the token followed by its name.
+    let mut at = off;
+    while at < off + size {
+        if be(at) == 1 && dtb[at + 4..].starts_with(name) && dtb[at + 4 + name.len()] == 0 {
+            break;
+        }
+        at += 4;
+    }
+    // To its matching FDT_END_NODE, every word a NOP.
+    let mut depth = 0;
+    let mut i = at;
+    loop {
+        let t = be(i);
+        let len = match t {
+            1 => {
+                depth += 1;
+                let nul = dtb[i + 4..].iter().position(|&b| b == 0).expect("nul");
+                4 + (nul + 1).div_ceil(4) * 4
+            }
+            2 => {
+                depth -= 1;
+                4
+            }
+            3 => 12 + (be(i + 4) as usize).div_ceil(4) * 4,
+            _ => 4,
+        };
+        i += len;
+        if depth == 0 {
+            break;
+        }
+    }
+    for w in (at..i).step_by(4) {
+        out[w..w + 4].copy_from_slice(&4u32.to_be_bytes());
+    }
+    out
+}
+
+/// A node before `/cpus` that the platform does not need.
+const SPARE_NODE: &str = "/fw-cfg@9020000";
+
+#[test]
+fn a_node_left_as_nops_hides_the_cpus_from_a_path_lookup() {
+    let with_nops = nop_node(QEMU_VIRT, SPARE_NODE);
+    assert!(
+        parse(&with_nops).is_err(),
+        "the fdt crate's path lookup stops at the NOPs (why `compact` exists)"
+    );
+}
+
+#[test]
+fn compacting_drops_the_nops_and_the_platform_reads_again() {
+    let with_nops = nop_node(QEMU_VIRT, SPARE_NODE);
+    let compacted = dtb::compact(&with_nops).expect("well-formed");
+    assert!(compacted.len() < with_nops.len());
+    assert_eq!(parse(&compacted), parse(QEMU_VIRT));
+    assert!(Fdt::new(&compacted)
+        .expect("valid")
+        .find_node(SPARE_NODE)
+        .is_none());
+}
+
+#[test]
+fn compacting_a_blob_without_nops_keeps_every_node_and_property() {
+    let c = dtb::compact(QEMU_VIRT).expect("well-formed");
+    assert_eq!(parse(&c).expect("valid"), parse(QEMU_VIRT).expect("valid"));
+}
+
+#[test]
+fn compacting_refuses_what_is_not_a_blob() {
+    assert_eq!(
+        dtb::compact(b"not a device tree at all, forty bytes+"),
+        None
+    );
+    let mut bad = QEMU_VIRT.to_vec();
+    bad[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert_eq!(dtb::compact(&bad), None, "totalsize past the end");
+}

@@ -655,3 +655,152 @@ pub fn run_assigned_msix(data: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The assigned function's MSI harness (`fuzz/fuzz_targets/assigned_msi.rs`):
+/// an e1000e on a fake host whose MSI capability (50h) asks for 4 vectors
+/// with 64-bit addresses and per-vector masking, assigned with MSI-X (5
+/// vectors, EventIDs 0..5) and MSI (EventIDs 8..12) routed, Memory Space on.
+///
+/// Input: 8-byte records `[op, off, size, unused, value(4, LE)]`; `op` low 2
+/// bits: a guest config read (0) or write (1) at `50h + off % 1Ch` (past
+/// the capability too) of a size from `[1, 2, 4, 3, 0, 8, 2, 4]`; a write of
+/// Command (`op` bit 2) or MSI-X's Message Control (2); the device
+/// signalling EventID `value % 16` (3), or with `op` bit 2 its Pending Bits
+/// set to `value` as the device would. Properties: no panic; a read of a
+/// size other than 1, 2, 4 reads all ones; the device's MSI capability
+/// holds only the host doorbell and the first MSI EventID (the guest's
+/// message is never written); MSI and MSI-X are never enabled together at
+/// the device, read after every record and replayed over every config
+/// write the device got; the device's MSI is enabled only while the guest
+/// has MSI on, MSI-X off and every allocated vector's message naming its
+/// doorbell and an MBI SPI, with the guest's Multiple Message Enable and
+/// Mask Bits; while the guest has MSI on the device's Interrupt Disable is
+/// set; the guest never reads a Multiple Message Enable above its Capable
+/// or Extended Message Data; every message sent is one the guest
+/// programmed for that event (`host_msi_message`).
+pub fn run_assigned_msi(data: &[u8]) -> Result<(), String> {
+    use passthrough::testing::{assigned_msi_of, FakeFunction, TEST_DOORBELL, TEST_MBI};
+    use passthrough::ConfigAccess;
+    use vbus::PciFunction;
+    const CAP: u16 = 0x50;
+    const MSIX_CONTROL: u16 = 0xa2;
+    let mut f = assigned_msi_of(FakeFunction::e1000e_with_msi(CAP, 2, true, true));
+    let events = f.events();
+    if (events.msix, events.msi_base, events.msi) != (5, 8, 4) {
+        return Err(format!("unexpected EventIDs {events:?}"));
+    }
+    let mut rq = Vec::new();
+    f.config_write(0x04, 2, 0x6, &mut rq);
+    let bdf = f.layout().bdf;
+    let guest_doorbell = passthrough::testing::TEST_GUEST_DOORBELL;
+    for (n, r) in data.chunks_exact(8).enumerate() {
+        let off = CAP + u16::from(r[1]) % 0x1c;
+        let size = [1u8, 2, 4, 3, 0, 8, 2, 4][usize::from(r[2] & 7)];
+        let value = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+        let mut rq = Vec::new();
+        match r[0] & 3 {
+            0 => {
+                let got = f.config_read(off, size);
+                let ones = match size {
+                    1 => 0xff,
+                    2 => 0xffff,
+                    _ => u32::MAX,
+                };
+                if !matches!(size, 1 | 2 | 4) && got != ones {
+                    return Err(format!("record {n}: read {off:#x}/{size} gave {got:#x}"));
+                }
+            }
+            1 => f.config_write(off, size, value, &mut rq),
+            2 => {
+                let at = if r[0] & 4 != 0 { 0x04 } else { MSIX_CONTROL };
+                f.config_write(at, 2, value & 0xffff, &mut rq);
+            }
+            _ if r[0] & 4 != 0 => {
+                f.host_mut().set_register("e1000e", CAP + 0x14, 4, value);
+            }
+            _ => f.host_msi(value % 16),
+        }
+        // What the guest reads.
+        let control = f.config_read(CAP + 2, 2);
+        let mme = (control >> 4) & 7;
+        if (control >> 1) & 7 != 2 || mme > 2 || control & 0x0600 != 0 {
+            return Err(format!("record {n}: guest Message Control {control:#x}"));
+        }
+        if f.config_read(CAP + 0x0e, 2) != 0 {
+            return Err(format!("record {n}: Extended Message Data shown"));
+        }
+        let guest_on = control & 1 != 0;
+        let guest_msix = f.config_read(MSIX_CONTROL, 2) & 0x8000 != 0;
+        let guest_mask = f.config_read(CAP + 0x10, 4);
+        let messages: Vec<_> = (0..4).map(|v| f.host_msi_message(8 + v)).collect();
+        let valid = (0..1u32 << mme).all(|v| {
+            messages
+                .get(v as usize)
+                .copied()
+                .flatten()
+                .is_some_and(|m| m.address == guest_doorbell && TEST_MBI.contains(m.data))
+        });
+        // What the device holds.
+        let h = f.host_mut();
+        let dev_control = h.read32(bdf, CAP) >> 16;
+        let dev_msix = h.read32(bdf, MSIX_CONTROL & !3) >> 16;
+        let (lo, hi, dev_data) = (
+            h.read32(bdf, CAP + 4),
+            h.read32(bdf, CAP + 8),
+            h.read32(bdf, CAP + 12),
+        );
+        let dev_mask = h.read32(bdf, CAP + 0x10);
+        let dev_cmd = h.read32(bdf, 0x04);
+        if lo != TEST_DOORBELL as u32 || hi != 0 || dev_data != 8 {
+            return Err(format!(
+                "record {n}: device MSI holds {hi:#x}:{lo:#x} data {dev_data:#x}"
+            ));
+        }
+        let dev_on = dev_control & 1 != 0;
+        if dev_on && dev_msix & 0x8000 != 0 {
+            return Err(format!(
+                "record {n}: MSI and MSI-X both enabled at the device"
+            ));
+        }
+        if dev_on && !(guest_on && !guest_msix && valid) {
+            return Err(format!(
+                "record {n}: device MSI on (guest on {guest_on}, MSI-X {guest_msix}, valid {valid})"
+            ));
+        }
+        if dev_on && ((dev_control >> 4) & 7 != mme || dev_mask & 0xf != guest_mask & 0xf) {
+            return Err(format!(
+                "record {n}: device control {dev_control:#x} mask {dev_mask:#x}, guest {control:#x} {guest_mask:#x}"
+            ));
+        }
+        if guest_on && dev_cmd & 0x0400 == 0 {
+            return Err(format!(
+                "record {n}: INTx enabled at the device with MSI on"
+            ));
+        }
+        let mut sent = Vec::new();
+        f.take_msi(&mut sent);
+        let programmed: Vec<_> = (0..16).filter_map(|e| f.host_msi_message(e)).collect();
+        if let Some(m) = sent.iter().find(|m| !programmed.contains(m)) {
+            return Err(format!(
+                "record {n}: sent {m:x?}, no guest message holds it"
+            ));
+        }
+    }
+    // Every state the device went through: never both enables.
+    let (mut msi, mut msix) = (false, false);
+    for (name, off, v) in f.host().writes() {
+        if name != "e1000e" {
+            continue;
+        }
+        if off == CAP {
+            msi = v & 1 << 16 != 0;
+        }
+        if off == MSIX_CONTROL & !3 {
+            msix = v & 1 << 31 != 0;
+        }
+        if msi && msix {
+            return Err(format!("device write {off:#x} <- {v:#x} left both enabled"));
+        }
+    }
+    Ok(())
+}

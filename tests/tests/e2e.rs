@@ -17,6 +17,8 @@ use xtask::qemu::{self, RunOutcome, Verdict};
 mod console;
 #[path = "e2e/cost.rs"]
 mod cost;
+#[path = "e2e/guests.rs"]
+mod guests;
 #[path = "e2e/hostdisk.rs"]
 mod hostdisk;
 #[path = "e2e/net.rs"]

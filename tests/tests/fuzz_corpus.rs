@@ -58,3 +58,8 @@ fn msix_table_corpus_holds_every_property() {
 fn assigned_msix_corpus_holds_every_property() {
     replay("assigned_msix", tests::fuzz::run_assigned_msix);
 }
+
+#[test]
+fn assigned_msi_corpus_holds_every_property() {
+    replay("assigned_msi", tests::fuzz::run_assigned_msi);
+}

@@ -176,7 +176,7 @@ impl MappedSet {
                 crate::Effect::Reset { .. }
                 | crate::Effect::Intx { .. }
                 | crate::Effect::Msi { .. }
-                | crate::Effect::MsiTableWritten { .. } => {}
+                | crate::Effect::MsiMessageWritten { .. } => {}
             }
         }
         Ok(())

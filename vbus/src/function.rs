@@ -11,7 +11,7 @@
 //! stage 2, the vGIC and the host device (crosvm's `mmio_add`/`mmio_remove`).
 
 use crate::config::ConfigSpace;
-use crate::msix::{MsiMessage, MsixLayout, MsixStats};
+use crate::msix::{MsiCapabilityStats, MsiMessage, MsixLayout, MsixStats};
 use alloc::vec::Vec;
 use arch_emu::addr::{Ipa, MemRange, Pa};
 use core::fmt;
@@ -64,9 +64,10 @@ pub enum Request {
     /// 6.6.2): the owner resets the function (and the host device behind it).
     FunctionLevelReset,
     /// The guest wrote an assigned function's MSI-X table (a message or a
-    /// Mask Bit): the owner re-reads which guest SPI each host vector feeds
+    /// Mask Bit) or its MSI capability (Message Control, Address or Data):
+    /// the owner re-reads which guest SPI each host vector feeds
     /// ([`PciFunction::host_msi_message`]) and steers its host interrupt.
-    MsiTableWritten,
+    MsiMessageWritten,
 }
 
 /// A function's legacy interrupt output (PCI Express Base 6.0, 6.1.5).
@@ -137,11 +138,11 @@ pub enum Effect {
         /// The guest's SPI INTID.
         spi: u32,
     },
-    /// The guest wrote `function`'s MSI-X table where its host device's
-    /// interrupts arrive elsewhere (an assigned function: through the host
+    /// The guest wrote `function`'s MSI-X table or MSI capability where its
+    /// host device's interrupts arrive elsewhere (an assigned function: through the host
     /// ITS): the owner steers each host vector to the CPU of the vCPU its
     /// SPI is routed to ([`Segment::host_msi_spi`](crate::Segment::host_msi_spi)).
-    MsiTableWritten {
+    MsiMessageWritten {
         /// The function.
         function: FunctionId,
     },
@@ -179,7 +180,9 @@ impl fmt::Display for Effect {
                 level,
             } => write!(f, "intx {function} spi {spi} level {}", u8::from(*level)),
             Effect::Msi { function, spi } => write!(f, "msi {function} spi {spi}"),
-            Effect::MsiTableWritten { function } => write!(f, "msi-x table of {function} written"),
+            Effect::MsiMessageWritten { function } => {
+                write!(f, "msi message of {function} written")
+            }
         }
     }
 }
@@ -238,7 +241,8 @@ impl IntoIterator for Effects {
 /// Contract: [`PciFunction::config_space`] holds, at their standard offsets,
 /// the Command register and the BARs (type 0) or bus numbers, windows and
 /// Bridge Control (type 1) exactly as the guest last programmed them; the
-/// segment computes decoding and routing from them.
+/// segment computes decoding and routing from them, and looks again only
+/// after a write of those bytes (or a reset).
 pub trait PciFunction: Send {
     /// A guest read of `size` (1, 2 or 4) bytes at `offset` (0..4096), within one dword.
     fn config_read(&mut self, offset: u16, size: u8) -> u32;
@@ -250,8 +254,9 @@ pub trait PciFunction: Send {
     /// The config space as it stands (see the trait's contract).
     fn config_space(&self) -> &ConfigSpace;
 
-    /// For a bridge: its (secondary, subordinate) bus numbers as programmed.
-    /// `None` for endpoints.
+    /// For a bridge: its (secondary, subordinate) bus numbers as programmed
+    /// (Secondary and Subordinate Bus Number, 0x19 and 0x1a: only a write of
+    /// those bytes changes them). `None` for endpoints.
     fn bridge_bus_range(&self) -> Option<(u8, u8)>;
 
     /// The memory BARs the function implements (empty for root ports).
@@ -315,6 +320,12 @@ pub trait PciFunction: Send {
 
     /// Counters of the function's MSI-X table, if it emulates one.
     fn msix_stats(&self) -> Option<MsixStats> {
+        None
+    }
+
+    /// Counters of the function's MSI capability, if it shows one whose
+    /// messages it routes (an assigned function's).
+    fn msi_capability_stats(&self) -> Option<MsiCapabilityStats> {
         None
     }
 

@@ -24,5 +24,5 @@ pub use config::{CapabilityError, ConfigSpace, CONFIG_SPACE_SIZE};
 pub use decode::Decoded;
 pub use endpoint::{BarProfile, Endpoint};
 pub use function::{BarBacking, BarInfo, Effect, Effects, FunctionId, Intx, PciFunction, Request};
-pub use msix::{MsiMessage, Msix, MsixLayout, MsixStats};
+pub use msix::{MsiCapabilityStats, MsiMessage, Msix, MsixLayout, MsixStats};
 pub use segment::{BarRegion, MsiStats, MsiTarget, Segment, SegmentStats, TopologyError};

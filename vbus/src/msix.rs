@@ -79,6 +79,32 @@ pub struct MsixStats {
     /// Entries the guest unmasked while they named no doorbell and MBI SPI
     /// of the guest (an assigned function keeps them masked on the device).
     pub forged_entries: u64,
+    /// Interrupts raised for a vector the function does not have (past its
+    /// table): nothing is sent, nothing pends.
+    pub spurious: u64,
+}
+
+/// Counters of a function's MSI capability (PCI Local Bus 3.0, 6.8.1) whose
+/// messages an owner routes (an assigned function's: `passthrough::msi`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsiCapabilityStats {
+    /// Messages sent (at once, or when the guest unmasked the vector).
+    pub sent: u64,
+    /// Interrupts raised while the guest masked the vector (its pending bit set).
+    pub masked_pending: u64,
+    /// Interrupts raised while the guest had MSI disabled (dropped: a
+    /// disabled function sends no message).
+    pub disabled: u64,
+    /// Times the guest enabled MSI, or changed its message while enabled,
+    /// naming no doorbell and MBI SPI of its own (the device's MSI stays
+    /// disabled until the message is valid again).
+    pub forged_messages: u64,
+    /// Times the guest had MSI and MSI-X enabled together (the device gets
+    /// neither: software must not enable both, PCI Express Base 6.0, 6.1.4).
+    pub both_enabled: u64,
+    /// Interrupts raised for a vector past those the guest allocated
+    /// (Multiple Message Enable): nothing is sent, nothing pends.
+    pub spurious: u64,
 }
 
 /// Where the table and PBA live: BAR index and offset in it (6.8.2.4, 6.8.2.5).
@@ -251,6 +277,7 @@ impl Msix {
     pub fn fire(&mut self, cs: &ConfigSpace, vector: u16, out: &mut Vec<MsiMessage>) -> Fired {
         let v = usize::from(vector);
         if v >= self.table.len() {
+            self.stats.spurious += 1;
             return Fired::NoVector;
         }
         if self.masked(cs, v) {

@@ -10,7 +10,7 @@
 //! Until the guest programs the bus numbers, nothing below a bridge is reachable.
 
 use crate::addr::{Bdf, EcamAddress};
-use crate::config::{command, reg};
+use crate::config::{command, reg, type1};
 use crate::decode::{self, Decoded};
 use crate::function::{BarBacking, Effect, Effects, FunctionId, Intx, PciFunction, Request};
 use crate::msix::MsiMessage;
@@ -432,30 +432,38 @@ impl Segment {
             return;
         };
         let t = self.route(&a);
+        // A Secondary Bus Reset resets the function below a port on bus 0
+        // (a bridge: `attach_below` placed it there).
+        let below = match t {
+            Target::Bus0(i) => self.slots.get(i).and_then(|s| s.child.as_ref()),
+            _ => None,
+        }
+        .map(|c| c.id);
         let mut requests = Vec::new();
         let Some(p) = self.placed_mut(t) else {
             self.stats.absent += 1;
             return;
         };
         let id = p.id;
-        let sbr_before = secondary_bus_reset(p.function.as_ref());
-        let buses_before = p.function.bridge_bus_range();
+        // Only a write of their bytes changes a bridge's bus numbers and its
+        // Secondary Bus Reset bit (the contract of `PciFunction`).
+        let bus_numbers = touches(a.register, size, type1::SECONDARY_BUS, 2);
+        let sbr_watched = below.is_some() && touches(a.register, size, type1::BRIDGE_CONTROL, 2);
+        let sbr_before = sbr_watched && secondary_bus_reset(p.function.config_space());
+        let buses_before = bus_numbers.then(|| p.function.bridge_bus_range());
         p.function
             .config_write(a.register, size, value, &mut requests);
-        let sbr_rose = !sbr_before && secondary_bus_reset(p.function.as_ref());
-        let buses_changed = p.function.bridge_bus_range() != buses_before;
+        let sbr_rose = sbr_watched && !sbr_before && secondary_bus_reset(p.function.config_space());
+        let buses_changed =
+            buses_before.is_some_and(|before| p.function.bridge_bus_range() != before);
         for r in requests {
             match r {
                 Request::FunctionLevelReset => out.push(Effect::Reset { function: id }),
-                Request::MsiTableWritten => out.push(Effect::MsiTableWritten { function: id }),
+                Request::MsiMessageWritten => out.push(Effect::MsiMessageWritten { function: id }),
             }
         }
-        if sbr_rose {
-            if let Target::Bus0(i) = t {
-                if let Some(c) = self.slots.get(i).and_then(|s| s.child.as_ref()) {
-                    out.push(Effect::Reset { function: c.id });
-                }
-            }
+        if let (true, Some(c)) = (sbr_rose, below) {
+            out.push(Effect::Reset { function: c });
         }
         if buses_changed {
             self.rebuild_routing();
@@ -578,12 +586,13 @@ impl Segment {
             return Some((all_ones(size), out));
         }
         let mut requests = Vec::new();
-        let v = match self.placed_by_id(d.function) {
+        let t = self.target_of(d.function);
+        let v = match self.placed_mut(t) {
             Some(p) => p.function.bar_read(d.bar, off, size, &mut requests),
             None => all_ones(size),
         };
         self.apply_requests(d.function, requests, &mut out);
-        self.interrupts_changed(d.function, &mut out);
+        self.interrupts_changed_at(t, &mut out);
         Some((v, out))
     }
 
@@ -604,11 +613,12 @@ impl Segment {
             return Some(out);
         }
         let mut requests = Vec::new();
-        if let Some(p) = self.placed_by_id(d.function) {
+        let t = self.target_of(d.function);
+        if let Some(p) = self.placed_mut(t) {
             p.function.bar_write(d.bar, off, size, value, &mut requests);
         }
         self.apply_requests(d.function, requests, &mut out);
-        self.interrupts_changed(d.function, &mut out);
+        self.interrupts_changed_at(t, &mut out);
         Some(out)
     }
 
@@ -649,7 +659,7 @@ impl Segment {
         for r in requests {
             match r {
                 Request::FunctionLevelReset => out.push(Effect::Reset { function: id }),
-                Request::MsiTableWritten => out.push(Effect::MsiTableWritten { function: id }),
+                Request::MsiMessageWritten => out.push(Effect::MsiMessageWritten { function: id }),
             }
         }
     }
@@ -665,6 +675,28 @@ impl Segment {
         self.rebuild_routing();
         self.redecode(&mut out);
         self.interrupts_changed(id, &mut out);
+        out
+    }
+
+    /// Resets every function of the segment, root ports included, as the
+    /// platform's reset does (PCI Express Base 6.0, 6.6.1, Conventional
+    /// Reset): registers back to their defaults (an assigned function also
+    /// resets its host device), bus numbers cleared, so nothing decodes any
+    /// more; the effects unmap every BAR that was decoded and lower every
+    /// INTx line that was raised.
+    pub fn reset_all(&mut self) -> Effects {
+        let mut out = Effects::new();
+        for s in &mut self.slots {
+            s.port.function.reset();
+            if let Some(c) = s.child.as_mut() {
+                c.function.reset();
+            }
+        }
+        self.rebuild_routing();
+        self.redecode(&mut out);
+        for id in self.placed_ids() {
+            self.interrupts_changed(id, &mut out);
+        }
         out
     }
 
@@ -720,12 +752,26 @@ impl Segment {
 
     /// Function `id`'s INTx level changes and the MSI messages it sent.
     fn interrupts_changed(&mut self, id: FunctionId, out: &mut Effects) {
-        self.intx_changed(id, out);
-        self.msi_sent(id, out);
+        let t = self.target_of(id);
+        self.interrupts_changed_at(t, out);
+    }
+
+    /// Where function `id` is placed (one search for what would take two).
+    fn target_of(&self, id: FunctionId) -> Target {
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.port.id == id {
+                return Target::Bus0(i);
+            }
+            if s.child.as_ref().is_some_and(|c| c.id == id) {
+                return Target::Below(i);
+            }
+        }
+        Target::None
     }
 
     /// As [`Segment::interrupts_changed`] for the function at `t`, found
     /// without a search.
+    #[inline(always)]
     fn interrupts_changed_at(&mut self, t: Target, out: &mut Effects) {
         let (spis, target) = (self.intx_spis, self.msi_target);
         let (dev, p) = match t {
@@ -756,23 +802,6 @@ impl Segment {
         if let Some(p) = self.placed_by_id(id) {
             msi_sent_placed(p, target, out);
         }
-    }
-
-    fn intx_changed(&mut self, id: FunctionId, out: &mut Effects) {
-        let spis = self.intx_spis;
-        let Some(s) = self
-            .slots
-            .iter_mut()
-            .find(|s| s.port.id == id || s.child.as_ref().is_some_and(|c| c.id == id))
-        else {
-            return;
-        };
-        let dev = s.dev;
-        let p = match s.child.as_mut() {
-            Some(c) if c.id == id => c,
-            _ => &mut s.port,
-        };
-        intx_changed_placed(p, dev, &spis, out);
     }
 
     /// Recomputes what is decoded and appends the differences: every unmap
@@ -894,9 +923,24 @@ fn intx_changed_placed(p: &mut Placed, dev: u8, spis: &[u32; 4], out: &mut Effec
 /// Turns each message `p` sent into an [`Effect::Msi`] if it is a write of
 /// an INTID inside the MBI range to the doorbell; anything else is dropped
 /// and counted.
+#[inline]
 fn msi_sent_placed(p: &mut Placed, target: Option<MsiTarget>, out: &mut Effects) {
     let mut sent: Vec<MsiMessage> = Vec::new();
     p.function.take_msi(&mut sent);
+    // Every config and BAR access asks; a message is rare.
+    if !sent.is_empty() {
+        deliver_msis(p, target, sent, out);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn deliver_msis(
+    p: &mut Placed,
+    target: Option<MsiTarget>,
+    sent: Vec<MsiMessage>,
+    out: &mut Effects,
+) {
     for m in sent {
         let ok = target.is_some_and(|t| m.address == t.doorbell.0 && t.spis.contains(m.data));
         if ok {
@@ -919,18 +963,20 @@ fn msi_sent_placed(p: &mut Placed, target: Option<MsiTarget>, out: &mut Effects)
 /// decoded here, and the bus numbers only route configuration requests
 /// (their changes rebuild the routing tables instead).
 fn writes_decode_input(offset: u16, size: u8) -> bool {
-    let end = offset.saturating_add(u16::from(size));
-    let touches = |start: u16, len: u16| offset < start + len && end > start;
-    touches(reg::COMMAND, 2) || touches(reg::BAR0, 0x30 - reg::BAR0)
+    touches(offset, size, reg::COMMAND, 2) || touches(offset, size, reg::BAR0, 0x30 - reg::BAR0)
 }
 
-/// Whether a bridge holds its Secondary Bus Reset bit (Bridge Control bit 6).
-fn secondary_bus_reset(f: &dyn PciFunction) -> bool {
-    f.bridge_bus_range().is_some()
-        && f.config_space()
-            .raw(crate::config::type1::BRIDGE_CONTROL, 2)
-            & u32::from(crate::config::bridge_control::SECONDARY_BUS_RESET)
-            != 0
+/// Whether an access of `size` bytes at `offset` touches any of the `len`
+/// bytes at `start`.
+fn touches(offset: u16, size: u8, start: u16, len: u16) -> bool {
+    offset < start.saturating_add(len) && offset.saturating_add(u16::from(size)) > start
+}
+
+/// Whether a bridge's config space holds its Secondary Bus Reset bit
+/// (Bridge Control bit 6).
+fn secondary_bus_reset(cs: &crate::config::ConfigSpace) -> bool {
+    cs.raw(type1::BRIDGE_CONTROL, 2) & u32::from(crate::config::bridge_control::SECONDARY_BUS_RESET)
+        != 0
 }
 
 /// Whether a function's Memory Space Enable is set.

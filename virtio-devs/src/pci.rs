@@ -504,8 +504,10 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
                 }
             }
         }
-        for i in (0..64).filter(|i| notify & (1 << i) != 0) {
-            self.signal_queue(i);
+        // Lowest queue first; one step per queue to notify, not per bit.
+        while notify != 0 {
+            self.signal_queue(notify.trailing_zeros() as usize);
+            notify &= notify - 1;
         }
     }
 

@@ -128,7 +128,7 @@ pub fn largest_free(ram: Range, used: &[Range]) -> Option<Range> {
 }
 
 /// The lowest 2 MiB-aligned address where `len` bytes fit in `ram` beside `used`.
-fn first_fit(ram: Range, used: &[Range], len: u64) -> Option<u64> {
+pub fn first_fit(ram: Range, used: &[Range], len: u64) -> Option<u64> {
     let mut at = align_up(ram.start, MIB2);
     loop {
         let want = Range::at(at, len.max(1));
@@ -145,6 +145,38 @@ fn first_fit(ram: Range, used: &[Range], len: u64) -> Option<u64> {
             Some(e) => at = align_up(e, MIB2),
         }
     }
+}
+
+/// The highest 2 MiB-aligned address where `len` bytes fit in `ram` beside
+/// `used`: where the hypervisor carves a RAM disk from free host RAM (the top
+/// of the highest free stretch that holds it).
+pub fn last_fit(ram: Range, used: &[Range], len: u64) -> Option<u64> {
+    let mut used = used.to_vec();
+    used.sort_unstable_by_key(|r| r.start);
+    let mut gaps = Vec::new();
+    let mut cur = ram.start;
+    for u in used
+        .iter()
+        .filter(|u| u.end > ram.start && u.start < ram.end)
+    {
+        if u.start > cur {
+            gaps.push(Range {
+                start: cur,
+                end: u.start,
+            });
+        }
+        cur = cur.max(u.end);
+    }
+    if ram.end > cur {
+        gaps.push(Range {
+            start: cur,
+            end: ram.end,
+        });
+    }
+    gaps.iter().rev().find_map(|g| {
+        let at = g.end.checked_sub(len.max(1))? & !(MIB2 - 1);
+        (at >= g.start).then_some(at)
+    })
 }
 
 /// Places a kernel module of `kernel_len` bytes and an initrd of
@@ -267,6 +299,17 @@ mod tests {
     fn modules_larger_than_ram_are_refused() {
         let e = plan(&virt_512m(), 0x100_0000, Some(600 * M)).expect_err("too large");
         assert!(e.0.contains("raise --mem"), "{e}");
+    }
+
+    #[test]
+    fn last_fit_takes_the_top_of_the_highest_stretch_that_holds_it() {
+        let ram = Range::at(0x4000_0000, 64 * M);
+        let used = [Range::at(0x4300_0000, 0x1000)];
+        // 8 MiB: the top of the stretch above the used page.
+        assert_eq!(last_fit(ram, &used, 8 * M), Some(0x4380_0000));
+        // 40 MiB: only the stretch below it holds that.
+        assert_eq!(last_fit(ram, &used, 40 * M), Some(0x4000_0000 + 8 * M));
+        assert_eq!(last_fit(ram, &used, 64 * M), None);
     }
 
     #[test]

@@ -6,9 +6,11 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod config;
 pub mod cpio;
 pub mod error;
 pub mod flat;
+pub mod guests;
 pub mod icount;
 pub mod image;
 pub mod install;
@@ -17,5 +19,7 @@ pub mod net;
 pub mod paths;
 pub mod progress;
 pub mod qemu;
+#[cfg(test)]
+mod testutil;
 
 pub use error::{Error, Result};

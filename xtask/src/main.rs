@@ -3,7 +3,8 @@
 //! ```text
 //! cargo xtask build            the hypervisor, as ELF and flat binary
 //! cargo xtask image            the guest kernel and initramfs (cached)
-//! cargo xtask run [OPTIONS]    boot the guest under the hypervisor (or --direct)
+//! cargo xtask run [OPTIONS]    boot the guests of a TOML file under the hypervisor (or --direct)
+//! cargo xtask uboot-script FILE the U-Boot commands that boot FILE's guests on a board
 //! cargo xtask test             every test, then the end-to-end boots
 //! cargo xtask bench [OPTIONS]  the same guest timed directly and under the hypervisor
 //! cargo xtask <command> --help its options
@@ -16,10 +17,11 @@ use std::time::Duration;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use xtask::config::{self, Config, DiskSpec, Overrides};
 use xtask::error::Context;
 use xtask::net::{NetBackend, Nic, NicSlot, PortForward};
 use xtask::qemu::{self, Mode, RunConfig, Verdict};
-use xtask::{flat, image, install, paths, Error, Result};
+use xtask::{flat, guests, image, install, paths, Error, Result};
 
 /// Build the hypervisor, assemble the guest image, boot it under QEMU, test.
 #[derive(Parser, Debug)]
@@ -49,14 +51,18 @@ enum Cmd {
     /// ${XDG_CACHE_HOME:-~/.cache}/synthetic-pci/, keyed by the package
     /// versions and the /init script.
     Image,
-    /// Boot the guest under the hypervisor under QEMU (or directly, --direct)
+    /// Boot the guests a TOML file describes under the hypervisor under QEMU (or one directly, --direct)
     ///
-    /// Without --exec the guest console is interactive (QEMU -nographic:
-    /// Ctrl-a x quits, `exit` powers the guest off). Prints the time from
-    /// QEMU start to the guest's XTASK-INIT-START line. Exit status: the
-    /// command's after a clean power-off (0 without --exec), 3 after a guest
-    /// panic or reset, 4 when the initramfs did not unpack, 2 after a
-    /// hypervisor fault, 124 on timeout.
+    /// The file (--config, default configs/main.toml: the main job, one
+    /// Linux guest with a passed-through e1000e and a virtio-blk) gives the
+    /// machine and its guests; the options below override its values (see
+    /// docs/guests.md, "The TOML file"). Without --exec (or an `exec` in the
+    /// file) the guest console is interactive (QEMU -nographic: Ctrl-a x
+    /// quits, `exit` powers the guest off). Prints the time from QEMU start
+    /// to the guest's XTASK-INIT-START line. Exit status: the command's
+    /// after a clean power-off (0 without --exec), 3 after a guest panic or
+    /// reset, 4 when the initramfs did not unpack, 2 after a hypervisor
+    /// fault, 124 on timeout.
     Run(RunArgs),
     /// cargo test, build the hypervisor and the probe guest, then the end-to-end boots
     ///
@@ -80,6 +86,21 @@ enum Cmd {
     /// instructions per trapped operation instead; with --scaling, times
     /// boots by CPU count.
     Bench(BenchArgs),
+    /// Print the U-Boot commands that boot the guests of a TOML file on a board
+    ///
+    /// First, as comments, where each file goes (the hypervisor at
+    /// 0x4040_0000, the modules where `run --uboot` has QEMU load them);
+    /// then the commands `cargo xtask run --uboot --config FILE` types on
+    /// U-Boot's console: the DT moved where it can grow, the guest nodes
+    /// (or, for a single guest with every CPU and the rest of RAM, its
+    /// modules directly under /chosen), the hypervisor's command line,
+    /// `booti`. Builds the hypervisor and, when a guest takes it, the guest
+    /// image, for their sizes.
+    UbootScript {
+        /// The TOML file (docs/guests.md, "The TOML file")
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// The guest and the machine: options `run` and `bench` share.
@@ -139,6 +160,21 @@ struct GuestArgs {
 #[derive(Args, Debug, Default)]
 #[command(args_override_self = true)]
 struct RunArgs {
+    /// The machine and its guests [default: configs/main.toml]
+    ///
+    /// A TOML file (docs/guests.md, "The TOML file"). One guest with
+    /// `cpus = "all"` and `memory = "rest"` boots as the single guest always
+    /// did (its modules directly under /chosen, its options on the
+    /// hypervisor's command line); anything else as guest nodes under
+    /// /chosen in a DTB given to QEMU. The guest options (kernel, initrd,
+    /// append, cmdline, exec, smp, nic, nic-slot, hostfwd, disk) change the
+    /// file's guest, and with several guests the one named by the guest
+    /// option; mem, qemu-arg, hv-arg and smmu change the machine.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The guest of --config the guest options apply to (needed with several)
+    #[arg(long = "guest", value_name = "NAME")]
+    guest_name: Option<String>,
     /// Run CMD in the guest (sh -c), print its output, exit with its status (default timeout 600 s)
     #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
     exec: Option<String>,
@@ -166,14 +202,15 @@ struct RunArgs {
     /// Give the machine an SMMUv3 (virt iommu=smmuv3, stages 1 and 2) even without a passed-through NIC
     #[arg(long)]
     smmu: bool,
-    /// The guest's virtio-blk (/dev/vda): IMG, ram:SIZE or none [default: disk.img in the cache directory]
+    /// The guest's virtio-blk (/dev/vda): IMG, ram:SIZE or none [default: the file's; main.toml: disk.img in the cache directory]
     ///
     /// Emulated by the hypervisor behind its own root port (guest
     /// 0001:02:00.0). IMG, a raw image file, becomes a host virtio-blk-pci
     /// the hypervisor drives, and the guest's requests reach it zero-copy;
     /// ram:SIZE is a RAM disk in host memory, lost at power-off; the default
     /// image is 256 MiB, created once and kept between runs. With --direct
-    /// an image is the guest's own virtio-blk-pci, ram: gives none.
+    /// an image is the guest's own virtio-blk-pci, ram: gives none. Replaces
+    /// the guest's `disks`.
     #[arg(long, value_name = "DISK", value_parser = parse_disk)]
     disk: Option<DiskArg>,
     /// (Testing the host-disk driver alone) a raw image as a host virtio-blk at 0000:00:05.0
@@ -257,20 +294,18 @@ fn nic_slot_parser() -> impl TypedValueParser<Value = NicSlot> {
     .try_map(|s| NicSlot::parse(&s))
 }
 
-/// `--disk`: emulated in the hypervisor (`none`, `ram:SIZE`) or a host image.
+/// `--disk`: none (`none`), or the guest's one disk (`ram:SIZE`, an image).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum DiskArg {
-    /// `none` or `ram:SIZE`.
-    Emulated(qemu::Disk),
-    /// A raw image file.
-    Image(PathBuf),
-}
+struct DiskArg(Option<DiskSpec>);
 
 fn parse_disk(s: &str) -> Result<DiskArg> {
     if s == "none" || s.starts_with("ram:") {
-        qemu::Disk::parse(s).map(DiskArg::Emulated)
+        match qemu::Disk::parse(s)? {
+            qemu::Disk::Ram(n) => Ok(DiskArg(Some(DiskSpec::Ram(n)))),
+            _ => Ok(DiskArg(None)),
+        }
     } else {
-        Ok(DiskArg::Image(s.into()))
+        Ok(DiskArg(Some(DiskSpec::Image(s.into()))))
     }
 }
 
@@ -298,40 +333,22 @@ where
 /// Size of the disk image `cargo xtask run` creates when it has none.
 const DEFAULT_DISK_BYTES: u64 = 256 << 20;
 
-/// The guest's disk from `--disk`; without it, the image `disk.img` in the
-/// cache directory, created (sparse, zeroed) the first time and kept between
-/// runs.
-fn choose_disk(arg: Option<&DiskArg>, cfg: &mut RunConfig) -> Result<()> {
-    let img = match arg {
-        Some(DiskArg::Emulated(disk)) => {
-            cfg.disk = *disk;
-            return Ok(());
-        }
-        Some(DiskArg::Image(p)) => {
-            if !p.is_file() {
-                return Err(Error(format!("--disk {}: no such image file", p.display())));
-            }
-            p.clone()
-        }
-        None => {
-            let p = paths::cache_dir().join("disk.img");
-            if !p.exists() {
-                std::fs::create_dir_all(paths::cache_dir())
-                    .and_then(|()| std::fs::File::create(&p))
-                    .and_then(|f| f.set_len(DEFAULT_DISK_BYTES))
-                    .map_err(|e| Error(format!("creating {}: {e}", p.display())))?;
-                eprintln!(
-                    "xtask: created the guest's disk image {} ({} MiB)",
-                    p.display(),
-                    DEFAULT_DISK_BYTES >> 20
-                );
-            }
-            p
-        }
-    };
-    cfg.host_disk = Some(img);
-    cfg.disk = qemu::Disk::Host;
-    Ok(())
+/// The default disk (`disks = ["default"]`): `disk.img` in the cache
+/// directory, created (sparse, zeroed) the first time and kept between runs.
+fn default_disk(create: bool) -> Result<PathBuf> {
+    let p = paths::cache_dir().join("disk.img");
+    if create && !p.exists() {
+        std::fs::create_dir_all(paths::cache_dir())
+            .and_then(|()| std::fs::File::create(&p))
+            .and_then(|f| f.set_len(DEFAULT_DISK_BYTES))
+            .map_err(|e| Error(format!("creating {}: {e}", p.display())))?;
+        eprintln!(
+            "xtask: created the guest's disk image {} ({} MiB)",
+            p.display(),
+            DEFAULT_DISK_BYTES >> 20
+        );
+    }
+    Ok(p)
 }
 
 /// Default timeout of a `--exec` run.
@@ -365,6 +382,7 @@ fn dispatch(command: Cmd) -> Result<i32> {
         Cmd::Run(a) => run(a),
         Cmd::Test => test(),
         Cmd::Bench(a) => bench(a),
+        Cmd::UbootScript { file } => uboot_script(&file),
     }
 }
 
@@ -486,7 +504,74 @@ impl RunArgs {
     }
 }
 
+impl RunArgs {
+    /// The options that change the file's values ([`Config::apply`]).
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            guest: self.guest_name.clone(),
+            kernel: self.guest.kernel.clone(),
+            initrd: self.guest.initrd.clone().map(|i| match i {
+                Initrd::None => None,
+                Initrd::File(p) => Some(p),
+            }),
+            append: self.guest.append.clone(),
+            cmdline: self.cmdline.clone(),
+            exec: self.exec.clone(),
+            smp: self.guest.smp,
+            nic: self.guest.nic,
+            nic_slot: self.guest.nic_slot,
+            hostfwd: self.guest.forwards.clone(),
+            disk: self.disk.clone().map(|d| d.0),
+            mem: self.guest.mem,
+            qemu_args: self.guest.qemu_args.clone(),
+            hv_args: self.hv_args.clone(),
+            smmu: self.smmu,
+        }
+    }
+
+    /// The file, with the options applied, and the checks between options
+    /// and file: `--direct` boots one guest, `--host-disk` tests the single
+    /// guest's host disk, a `--disk` image exists.
+    fn config(&self) -> Result<Config> {
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| paths::workspace_root().join(config::MAIN_CONFIG));
+        let mut c = Config::load(&path)?;
+        c.apply(&self.overrides())?;
+        let file = path.display();
+        if self.direct && c.guests.len() > 1 {
+            return Err(Error(format!(
+                "{file}: --direct boots one guest without the hypervisor, and the file has {}",
+                c.guests.len()
+            )));
+        }
+        if self.host_disk.is_some() && !c.single_style() {
+            return Err(Error(format!(
+                "{file}: --host-disk tests the host-disk driver beside a single guest (cpus = \"all\", memory = \"rest\")"
+            )));
+        }
+        if let Some(DiskArg(Some(DiskSpec::Image(p)))) = &self.disk {
+            if !p.is_file() {
+                return Err(Error(format!("--disk {}: no such image file", p.display())));
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Where a run of `config` writes the DTB it gives QEMU:
+/// `target/xtask/<file stem>.dtb`.
+fn dtb_path(config: &Config) -> PathBuf {
+    let stem = config
+        .path
+        .file_stem()
+        .map_or_else(|| "guests".into(), |s| s.to_string_lossy().into_owned());
+    target_dir().join("xtask").join(format!("{stem}.dtb"))
+}
+
 fn run(a: RunArgs) -> Result<i32> {
+    let config = a.config()?;
     let mode = if a.direct {
         Mode::Direct
     } else if a.uboot {
@@ -499,38 +584,63 @@ fn run(a: RunArgs) -> Result<i32> {
         Mode::Hypervisor(build_hypervisor()?)
     };
     install::ensure_qemu()?;
-    let (kernel, initrd) = a.guest.guest_files()?;
-    let mut cfg = RunConfig::new(mode, kernel, PathBuf::new());
-    a.guest.apply_guest(&mut cfg, initrd);
-    cfg.cmdline = a.cmdline.clone();
-    a.guest.apply_network(&mut cfg, Nic::E1000e);
-    cfg.iommu = a.smmu;
-    if let Some(img) = a.host_disk.clone() {
-        cfg.hypervisor_args = "host-disk-selftest".into();
-        cfg.host_disk = Some(img);
-    } else {
-        choose_disk(a.disk.as_ref(), &mut cfg)?;
-    }
-    for h in &a.hv_args {
-        cfg.hypervisor_args = format!("{} {h}", cfg.hypervisor_args).trim().to_string();
-    }
-    cfg.interactive = a.exec.is_none();
-    cfg.timeout = a.timeout.map(Duration::from_secs).or(if a.exec.is_some() {
-        Some(EXEC_TIMEOUT)
-    } else {
+    let files = config.files(|| image::ensure_guest_image().map(|i| (i.kernel, i.initrd)))?;
+    let disk = default_disk(config.uses_default_disk() && a.host_disk.is_none())?;
+    let exec = config.guests.iter().find_map(|g| g.exec.clone());
+    let interactive = exec.is_none();
+    let timeout = a.timeout.map(Duration::from_secs).or(if interactive {
         None
+    } else {
+        Some(EXEC_TIMEOUT)
     });
-    cfg.exec = a.exec;
-    if cfg.interactive && matches!(cfg.mode, Mode::UBoot { .. }) {
-        // The console is the user's: print the boot script to paste at U-Boot's prompt.
-        eprintln!("xtask: at U-Boot's prompt, type:");
-        for l in qemu::uboot_script_for(&cfg)?.split('\r') {
-            if !l.is_empty() {
-                eprintln!("  {l}");
-            }
+    let outcome = if a.direct || config.single_style() {
+        let mut cfg = config.run_config(0, mode, &files[0], &disk)?;
+        if let Some(img) = a.host_disk.clone() {
+            cfg.disk = qemu::Disk::None;
+            cfg.host_disk = Some(img);
+            cfg.hypervisor_args = format!("host-disk-selftest {}", cfg.hypervisor_args)
+                .trim()
+                .to_string();
         }
-    }
-    let outcome = qemu::run(&cfg)?;
+        cfg.interactive = interactive;
+        cfg.timeout = timeout;
+        if cfg.interactive && matches!(cfg.mode, Mode::UBoot { .. }) {
+            print_to_type(&qemu::uboot_lines_for(&cfg)?);
+        }
+        qemu::run(&cfg)?
+    } else {
+        let plan = guests::plan(&config, &files, &disk, &mode)?;
+        plan.validate()?;
+        // What launching needs: the mode (for the verdict), the timeout,
+        // the console, whether a command runs.
+        let mut cfg = RunConfig::new(mode.clone(), files[0].kernel.clone(), PathBuf::new());
+        cfg.interactive = interactive;
+        cfg.timeout = timeout;
+        cfg.exec = exec;
+        cfg.exec_guests = config
+            .guests
+            .iter()
+            .filter(|g| g.exec.is_some())
+            .map(|g| g.name.clone())
+            .collect();
+        let (args, input) = match &mode {
+            Mode::UBoot { .. } => {
+                let lines = plan.uboot_lines()?;
+                let input = if interactive {
+                    print_to_type(&lines);
+                    None
+                } else {
+                    Some((
+                        qemu::UBOOT_PROMPT_MARKER.to_string(),
+                        qemu::uboot_typed(&lines).into_bytes(),
+                    ))
+                };
+                (plan.qemu_args(None), input)
+            }
+            _ => (guests::qemu_args_with_dtb(&plan, &dtb_path(&config))?, None),
+        };
+        qemu::launch(&cfg, &args, input, None)?
+    };
     match outcome.init_start {
         Some(t) => eprintln!(
             "xtask: {} after {:.2} s",
@@ -542,7 +652,10 @@ fn run(a: RunArgs) -> Result<i32> {
     match outcome.verdict {
         Verdict::PoweredOff => {}
         Verdict::GuestPanic => {
-            eprintln!("xtask: the guest kernel panicked:");
+            match qemu::panicked_guests(&outcome.console).as_slice() {
+                [] => eprintln!("xtask: the guest kernel panicked:"),
+                names => eprintln!("xtask: guest {} panicked:", names.join(", guest ")),
+            }
             eprint!("{}", outcome.panic_lines().unwrap_or_default());
         }
         Verdict::InitramfsFailed => {
@@ -558,6 +671,37 @@ fn run(a: RunArgs) -> Result<i32> {
     }
     eprintln!("xtask: {}", outcome.summary());
     Ok(outcome.exit_code())
+}
+
+/// The console is the user's: the boot script to paste at U-Boot's prompt.
+fn print_to_type(lines: &[String]) {
+    eprintln!("xtask: at U-Boot's prompt, type:");
+    for l in lines.iter().filter(|l| !l.is_empty()) {
+        eprintln!("  {l}");
+    }
+}
+
+/// `cargo xtask uboot-script FILE`.
+fn uboot_script(file: &std::path::Path) -> Result<i32> {
+    let config = Config::load(file)?;
+    let hypervisor = build_hypervisor()?;
+    // U-Boot itself is not read: the script is for whatever firmware runs it.
+    let mode = Mode::UBoot {
+        bios: PathBuf::from("u-boot.bin"),
+        hypervisor,
+    };
+    let files = config.files(|| image::ensure_guest_image().map(|i| (i.kernel, i.initrd)))?;
+    let disk = default_disk(config.uses_default_disk())?;
+    let (loads, lines) = if config.single_style() {
+        let cfg = config.run_config(0, mode, &files[0], &disk)?;
+        (qemu::uboot_loads_for(&cfg)?, qemu::uboot_lines_for(&cfg)?)
+    } else {
+        let plan = guests::plan(&config, &files, &disk, &mode)?;
+        plan.validate()?;
+        (plan.uboot_loads()?, plan.uboot_lines()?)
+    };
+    print!("{}", qemu::uboot_listing(file, &loads, &lines));
+    Ok(0)
 }
 
 fn bench(a: BenchArgs) -> Result<i32> {
@@ -724,10 +868,13 @@ mod tests {
         let disk = |v: &str| run_args(&["--disk", v]).expect("valid").disk;
         assert_eq!(
             disk("ram:64M"),
-            Some(DiskArg::Emulated(qemu::Disk::Ram(64 << 20)))
+            Some(DiskArg(Some(DiskSpec::Ram(64 << 20))))
         );
-        assert_eq!(disk("none"), Some(DiskArg::Emulated(qemu::Disk::None)));
-        assert_eq!(disk("d.img"), Some(DiskArg::Image("d.img".into())));
+        assert_eq!(disk("none"), Some(DiskArg(None)));
+        assert_eq!(
+            disk("d.img"),
+            Some(DiskArg(Some(DiskSpec::Image("d.img".into()))))
+        );
     }
 
     #[test]
@@ -912,9 +1059,16 @@ mod tests {
         for (command, says) in [
             ("build", "Build the hypervisor and the probe guest"),
             ("image", "kernel-new:"),
-            ("run", "Boot the guest under the hypervisor"),
+            (
+                "run",
+                "Boot the guests a TOML file describes under the hypervisor",
+            ),
             ("test", "XTASK_E2E_DIRECT=1"),
             ("bench", "ratio hypervisor / direct"),
+            (
+                "uboot-script",
+                "the commands `cargo xtask run --uboot --config FILE` types",
+            ),
         ] {
             let h = help(command);
             assert!(h.contains(says), "{command}: {h}");
@@ -926,9 +1080,96 @@ mod tests {
     fn top_level_help_lists_every_command() {
         let e = refusal(&["--help"]);
         let h = e.to_string();
-        for command in ["build", "image", "run", "test", "bench"] {
+        for command in ["build", "image", "run", "test", "bench", "uboot-script"] {
             assert!(h.contains(&format!("\n  {command} ")), "{command}: {h}");
         }
+    }
+
+    /// A checked-in file's path.
+    fn checked_in(name: &str) -> String {
+        paths::workspace_root()
+            .join("configs")
+            .join(name)
+            .display()
+            .to_string()
+    }
+
+    #[test]
+    fn run_reads_the_main_job_without_config() {
+        let c = run_args(&[]).expect("valid").config().expect("main.toml");
+        assert!(
+            c.path.ends_with(config::MAIN_CONFIG),
+            "{}",
+            c.path.display()
+        );
+        assert!(c.single_style());
+    }
+
+    #[test]
+    fn run_options_change_the_files_one_guest() {
+        let r = run_args(&["--nic", "igb", "--disk", "ram:64M", "--mem", "1G"]).expect("valid");
+        let c = r.config().expect("valid");
+        assert_eq!(c.guests[0].nic, Nic::Igb);
+        assert_eq!(c.guests[0].disks, [DiskSpec::Ram(64 << 20)]);
+        assert_eq!(c.machine.memory, 1 << 30);
+    }
+
+    #[test]
+    fn a_guest_option_for_two_guests_without_guest_is_refused() {
+        let two = checked_in("two-guests.toml");
+        let r = run_args(&["--config", &two, "--nic", "igb"]).expect("valid");
+        let e = r.config().expect_err("which guest?");
+        assert!(e.0.ends_with("--nic apply to one guest and the file has 2 (net, blk): say which with --guest NAME"), "{e}");
+    }
+
+    #[test]
+    fn guest_names_the_guest_run_options_change() {
+        let two = checked_in("two-guests.toml");
+        let r = run_args(&["--config", &two, "--guest", "blk", "--exec", "lspci"]).expect("valid");
+        let c = r.config().expect("valid");
+        assert_eq!(c.guests[1].exec.as_deref(), Some("lspci"));
+        assert_eq!(c.guests[0].exec, None);
+    }
+
+    #[test]
+    fn direct_with_two_guests_is_refused() {
+        let two = checked_in("two-guests.toml");
+        let e = run_args(&["--config", &two, "--direct"])
+            .expect("valid")
+            .config()
+            .expect_err("two guests");
+        assert!(
+            e.0.contains("--direct boots one guest without the hypervisor, and the file has 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn host_disk_with_guest_nodes_is_refused() {
+        let two = checked_in("two-guests.toml");
+        let e = run_args(&["--config", &two, "--host-disk", "h.img"])
+            .expect("valid")
+            .config()
+            .expect_err("guest nodes");
+        assert!(
+            e.0.contains("--host-disk tests the host-disk driver beside a single guest"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn uboot_script_takes_a_file() {
+        match cli(&["uboot-script", "configs/two-guests.toml"])
+            .expect("valid")
+            .command
+        {
+            Cmd::UbootScript { file } => assert_eq!(file, PathBuf::from("configs/two-guests.toml")),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert_eq!(
+            refusal(&["uboot-script"]).kind(),
+            ErrorKind::MissingRequiredArgument
+        );
     }
 
     /// The `--options` named in the first column of the README table under `heading`.

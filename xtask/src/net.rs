@@ -163,63 +163,134 @@ impl Default for NetBackend {
     }
 }
 
-/// QEMU ids of the devices added here.
+/// QEMU ids of the devices added here for the first NIC; the `i`-th
+/// (from 0) adds `i` to each when `i > 0` ([`nic_id`]).
 const NETDEV_ID: &str = "net0";
 const ROOT_PORT_ID: &str = "nic_rp";
 const UPSTREAM_ID: &str = "nic_up";
 const DOWNSTREAM_ID: &str = "nic_dp";
 
+/// The QEMU id `base` of the `index`-th NIC's devices.
+fn nic_id(base: &str, index: usize) -> String {
+    match (index, base) {
+        (0, _) => base.to_string(),
+        (_, NETDEV_ID) => format!("net{index}"),
+        _ => format!("{base}{index}"),
+    }
+}
+
 /// The `-netdev` value for `backend`.
 pub fn netdev_arg(backend: &NetBackend) -> String {
+    netdev_arg_at(0, backend)
+}
+
+/// The `-netdev` value for the `index`-th NIC's `backend`.
+fn netdev_arg_at(index: usize, backend: &NetBackend) -> String {
+    let id = nic_id(NETDEV_ID, index);
     match backend {
         NetBackend::User { forwards } => {
-            let mut s = format!("user,id={NETDEV_ID},restrict=on");
+            let mut s = format!("user,id={id},restrict=on");
             for f in forwards {
                 s.push_str(&format!(",hostfwd=tcp:{LOOPBACK}:{}-:{}", f.host, f.guest));
             }
             s
         }
         NetBackend::Stream { port } => format!(
-            "stream,id={NETDEV_ID},server=off,addr.type=inet,addr.host={LOOPBACK},addr.port={port}"
+            "stream,id={id},server=off,addr.type=inet,addr.host={LOOPBACK},addr.port={port}"
         ),
     }
+}
+
+/// The `index`-th NIC's MAC address: [`GUEST_MAC`] with `index` added to
+/// its last byte.
+pub fn mac(index: usize) -> String {
+    let last = 0x56 + index;
+    format!("52:54:00:12:34:{:02x}", last & 0xff)
 }
 
 /// The QEMU arguments that give the host `nic` at `slot`, cabled to `backend`
 /// (`-nic none` without a NIC, so QEMU adds no default one either).
 pub fn qemu_args(nic: Nic, slot: NicSlot, backend: &NetBackend) -> Vec<String> {
-    let Some(model) = nic.qemu_device() else {
+    if nic == Nic::None {
         return vec!["-nic".into(), "none".into()];
+    }
+    nic_args(0, nic, slot, NIC_BUS_DEVICE, backend)
+}
+
+/// The QEMU arguments of the host's `index`-th NIC (from 0), `nic` (not
+/// [`Nic::None`]) at `slot` whose top sits at `pcie.0` device `device`,
+/// cabled to `backend`. Its devices' ids, MAC address and chassis numbers
+/// are its own, so several NICs can be given.
+pub fn nic_args(
+    index: usize,
+    nic: Nic,
+    slot: NicSlot,
+    device: u8,
+    backend: &NetBackend,
+) -> Vec<String> {
+    let Some(model) = nic.qemu_device() else {
+        return Vec::new();
     };
+    let (rp, up, dp) = (
+        nic_id(ROOT_PORT_ID, index),
+        nic_id(UPSTREAM_ID, index),
+        nic_id(DOWNSTREAM_ID, index),
+    );
+    // Chassis numbers: unique per machine (pcie-root-port and downstream ports).
+    let chassis = 1 + 2 * index;
     let mut devices = Vec::new();
     let nic_bus = match slot {
-        NicSlot::Bus => format!("bus=pcie.0,addr={NIC_BUS_DEVICE:#x}"),
+        NicSlot::Bus => format!("bus=pcie.0,addr={device:#x}"),
         NicSlot::RootPort | NicSlot::Switch => {
             devices.push(format!(
-                "pcie-root-port,id={ROOT_PORT_ID},bus=pcie.0,addr={NIC_BUS_DEVICE:#x},chassis=1,slot=1"
+                "pcie-root-port,id={rp},bus=pcie.0,addr={device:#x},chassis={chassis},slot=1"
             ));
             if slot == NicSlot::Switch {
+                devices.push(format!("x3130-upstream,id={up},bus={rp}"));
                 devices.push(format!(
-                    "x3130-upstream,id={UPSTREAM_ID},bus={ROOT_PORT_ID}"
+                    "xio3130-downstream,id={dp},bus={up},chassis={},slot=1",
+                    chassis + 1
                 ));
-                devices.push(format!(
-                    "xio3130-downstream,id={DOWNSTREAM_ID},bus={UPSTREAM_ID},chassis=2,slot=1"
-                ));
-                format!("bus={DOWNSTREAM_ID}")
+                format!("bus={dp}")
             } else {
-                format!("bus={ROOT_PORT_ID}")
+                format!("bus={rp}")
             }
         }
     };
     devices.push(format!(
-        "{model},netdev={NETDEV_ID},mac={GUEST_MAC},{nic_bus}"
+        "{model},netdev={},mac={},{nic_bus}",
+        nic_id(NETDEV_ID, index),
+        mac(index)
     ));
-    let mut a = vec!["-netdev".to_string(), netdev_arg(backend)];
+    let mut a = vec!["-netdev".to_string(), netdev_arg_at(index, backend)];
     for d in devices {
         a.push("-device".into());
         a.push(d);
     }
     a
+}
+
+/// The host PCI addresses of NICs at `slots` whose tops sit at `pcie.0`
+/// devices in increasing order (the `i`-th at device `NIC_BUS_DEVICE + i`),
+/// once the host's buses are numbered depth-first from 0 in device order (see
+/// [`NicSlot::host_address`]): a root port takes the next bus, a switch three.
+pub fn host_addresses(slots: &[NicSlot]) -> Vec<String> {
+    let mut next_bus = 1u32;
+    slots
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| match slot {
+            NicSlot::Bus => format!("0000:00:{:02x}.0", usize::from(NIC_BUS_DEVICE) + i),
+            NicSlot::RootPort => {
+                next_bus += 1;
+                format!("0000:{:02x}:00.0", next_bus - 1)
+            }
+            NicSlot::Switch => {
+                next_bus += 3;
+                format!("0000:{:02x}:00.0", next_bus - 1)
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -286,6 +357,39 @@ mod tests {
         assert_eq!(
             netdev_arg(&NetBackend::Stream { port: 40000 }),
             "stream,id=net0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=40000"
+        );
+    }
+
+    #[test]
+    fn a_second_nic_gets_ids_mac_and_chassis_of_its_own() {
+        let a = nic_args(1, Nic::Igb, NicSlot::Switch, 3, &NetBackend::default());
+        assert_eq!(a[1], "user,id=net1,restrict=on");
+        assert_eq!(
+            devices(&a),
+            [
+                "pcie-root-port,id=nic_rp1,bus=pcie.0,addr=0x3,chassis=3,slot=1",
+                "x3130-upstream,id=nic_up1,bus=nic_rp1",
+                "xio3130-downstream,id=nic_dp1,bus=nic_up1,chassis=4,slot=1",
+                "igb,netdev=net1,mac=52:54:00:12:34:57,bus=nic_dp1",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_first_nics_address_is_its_slots_host_address() {
+        for slot in [NicSlot::Bus, NicSlot::RootPort, NicSlot::Switch] {
+            assert_eq!(host_addresses(&[slot]), [slot.host_address()]);
+        }
+    }
+
+    #[test]
+    fn later_nics_take_the_buses_after_the_earlier_ones() {
+        // Root port 00:02.0 -> bus 1; switch under 00:03.0 -> buses 2, 3, 4;
+        // the NIC itself at 00:04.0 on bus 0.
+        let slots = [NicSlot::RootPort, NicSlot::Switch, NicSlot::Bus];
+        assert_eq!(
+            host_addresses(&slots),
+            ["0000:01:00.0", "0000:04:00.0", "0000:00:04.0"]
         );
     }
 

@@ -81,6 +81,11 @@ pub const UBOOT_PROMPT_MARKER: &str = "Hit any key to stop autoboot";
 
 /// [`uboot_script`] for `cfg`'s kernel, initrd and command line.
 pub fn uboot_script_for(cfg: &RunConfig) -> Result<String> {
+    Ok(uboot_typed(&uboot_lines_for(cfg)?))
+}
+
+/// The lines of [`uboot_script_for`].
+pub fn uboot_lines_for(cfg: &RunConfig) -> Result<Vec<String>> {
     let klen = file_len(&cfg.kernel)?;
     let plan = module_plan(cfg)?;
     let initrd = match (plan.initrd, &cfg.initrd) {
@@ -88,12 +93,57 @@ pub fn uboot_script_for(cfg: &RunConfig) -> Result<String> {
         _ => None,
     };
     let cmdline = cfg.guest_cmdline()?;
-    Ok(uboot_script(
+    Ok(uboot_lines(
         (plan.kernel, klen),
         initrd,
         &cmdline,
         &cfg.hypervisor_extra_args(),
     ))
+}
+
+/// Where the U-Boot flow of `cfg` (under [`Mode::UBoot`]) has each file
+/// loaded, one `#` comment line each, the hypervisor first: what
+/// [`uboot_listing`] shows.
+pub fn uboot_loads_for(cfg: &RunConfig) -> Result<Vec<String>> {
+    let Mode::UBoot { hypervisor, .. } = &cfg.mode else {
+        return Err(Error::msg("the U-Boot flow needs Mode::UBoot"));
+    };
+    let plan = module_plan(cfg)?;
+    let mut out = vec![uboot_load_line(UBOOT_HYPERVISOR_ADDR, hypervisor)?];
+    out.push(uboot_load_line(plan.kernel, &cfg.kernel)?);
+    if let (Some(i), Some(path)) = (plan.initrd, &cfg.initrd) {
+        out.push(uboot_load_line(i, path)?);
+    }
+    Ok(out)
+}
+
+/// `#   ADDR  FILE (N bytes)`: where a file goes, for [`uboot_listing`].
+pub fn uboot_load_line(at: u64, file: &Path) -> Result<String> {
+    Ok(format!(
+        "#   {at:#010x}  {} ({} bytes)",
+        file.display(),
+        file_len(file)?
+    ))
+}
+
+/// What `cargo xtask uboot-script FILE` prints: comment lines naming the
+/// file and where each of `loads` goes (QEMU's loader does it for `run
+/// --uboot`; on a board, `load` them there), then the commands `run --uboot`
+/// types (`lines` without the key press that stops autoboot), one a line.
+pub fn uboot_listing(file: &Path, loads: &[String], lines: &[String]) -> String {
+    let mut out = format!(
+        "# U-Boot commands that boot {} (cargo xtask uboot-script)\n# Load first (cargo xtask run --uboot has QEMU's loader do it):\n",
+        file.display()
+    );
+    for l in loads {
+        out.push_str(l);
+        out.push('\n');
+    }
+    for l in lines.iter().filter(|l| !l.is_empty()) {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 /// The U-Boot console input that boots the hypervisor: stop autoboot, copy the
@@ -105,20 +155,26 @@ pub fn uboot_script(
     cmdline: &str,
     hv_args: &str,
 ) -> String {
+    uboot_typed(&uboot_lines(kernel, initrd, cmdline, hv_args))
+}
+
+/// The lines of [`uboot_script`].
+pub fn uboot_lines(
+    kernel: (u64, u64),
+    initrd: Option<(u64, u64)>,
+    cmdline: &str,
+    hv_args: &str,
+) -> Vec<String> {
     let (k, klen) = kernel;
-    let mut lines = vec![
-        String::new(),
-        "fdt addr ${fdtcontroladdr}".to_string(),
-        format!("fdt move ${{fdtcontroladdr}} {UBOOT_DTB_ADDR:#x} 0x100000"),
-        format!("fdt addr {UBOOT_DTB_ADDR:#x}"),
-        "fdt resize 4096".to_string(),
+    let mut lines = uboot_prologue();
+    lines.extend([
         format!("fdt mknode /chosen module@{k:x}"),
         format!(
             "fdt set /chosen/module@{k:x} compatible \"multiboot,module\" \"multiboot,kernel\""
         ),
         format!("fdt set /chosen/module@{k:x} reg <0x0 {k:#x} 0x0 {klen:#x}>"),
         format!("fdt set /chosen/module@{k:x} bootargs \"{cmdline}\""),
-    ];
+    ]);
     if let Some((i, ilen)) = initrd {
         lines.extend([
             format!("fdt mknode /chosen module@{i:x}"),
@@ -128,13 +184,38 @@ pub fn uboot_script(
             format!("fdt set /chosen/module@{i:x} reg <0x0 {i:#x} 0x0 {ilen:#x}>"),
         ]);
     }
-    lines.extend([
+    lines.extend(uboot_epilogue(hv_args));
+    lines
+}
+
+/// The start of every U-Boot script: an empty line (the key press that
+/// stops autoboot), then the DT QEMU gave U-Boot moved to
+/// [`UBOOT_DTB_ADDR`] with room to grow.
+pub fn uboot_prologue() -> Vec<String> {
+    vec![
+        String::new(),
+        "fdt addr ${fdtcontroladdr}".to_string(),
+        format!("fdt move ${{fdtcontroladdr}} {UBOOT_DTB_ADDR:#x} 0x100000"),
+        format!("fdt addr {UBOOT_DTB_ADDR:#x}"),
+        "fdt resize 4096".to_string(),
+    ]
+}
+
+/// The end of every U-Boot script: the hypervisor's command line
+/// (`semihosting` and `hv_args`) and the `booti` of the hypervisor at
+/// [`UBOOT_HYPERVISOR_ADDR`] with the edited DT.
+pub fn uboot_epilogue(hv_args: &str) -> Vec<String> {
+    vec![
         format!(
             "fdt set /chosen bootargs \"{}\"",
             format!("semihosting {hv_args}").trim_end()
         ),
         format!("booti {UBOOT_HYPERVISOR_ADDR:#x} - {UBOOT_DTB_ADDR:#x}"),
-    ]);
+    ]
+}
+
+/// Script lines as typed on U-Boot's console: each ended by a carriage return.
+pub fn uboot_typed(lines: &[String]) -> String {
     lines.iter().map(|l| format!("{l}\r")).collect()
 }
 
@@ -162,6 +243,11 @@ pub struct RunConfig {
     pub qemu_args: Vec<String>,
     /// Command `/init` runs with `sh -c` before powering off; `None` for a shell.
     pub exec: Option<String>,
+    /// With several guests (guest nodes), the names of those that run a
+    /// command: each reports its status on a `[name] `-prefixed
+    /// [`EXIT_STATUS_MARKER`] line and the run's status combines them
+    /// ([`exec_status_of`]). Empty: one guest, whose line has no prefix.
+    pub exec_guests: Vec<String>,
     /// QEMU is killed after this long.
     pub timeout: Option<Duration>,
     /// Copy the console to our stdout as it arrives.
@@ -213,6 +299,7 @@ impl RunConfig {
             mem_bytes: 2 << 30,
             qemu_args: Vec::new(),
             exec: None,
+            exec_guests: Vec::new(),
             timeout: None,
             echo: true,
             interactive: false,
@@ -228,39 +315,10 @@ impl RunConfig {
         }
     }
 
-    /// The guest kernel command line: [`RunConfig::cmdline`] as it is, else
-    /// [`guest_cmdline`] of `append` and `exec`. `cmdline` with `append` or
-    /// `exec` is refused (the first replaces what the others add to), and so
-    /// is a line the guest could not be given intact (a `"`, which ends the
-    /// U-Boot script's quoted `bootargs`, or a control character) or one longer
-    /// than [`MAX_CMDLINE`].
+    /// The guest kernel command line: [`cmdline_for`] of
+    /// [`RunConfig::cmdline`], `append` and `exec`.
     pub fn guest_cmdline(&self) -> Result<String> {
-        let Some(line) = &self.cmdline else {
-            return guest_cmdline(&self.append, self.exec.as_deref());
-        };
-        if !self.append.trim().is_empty() {
-            return Err(Error::msg(
-                "--cmdline replaces the whole guest command line and --append adds to the default one: give one of them",
-            ));
-        }
-        if self.exec.is_some() {
-            return Err(Error::msg(
-                "--exec hands the command to our /init on the default command line (console=ttyAMA0 ... xtask.exec=); --cmdline replaces that line: give one of them",
-            ));
-        }
-        if let Some(c) = line.chars().find(|c| *c == '"' || c.is_control()) {
-            return Err(Error(format!(
-                "--cmdline {line:?}: {c:?} cannot be passed to the guest intact"
-            )));
-        }
-        let line = line.trim().to_string();
-        if line.len() >= MAX_CMDLINE {
-            return Err(Error(format!(
-                "--cmdline is {} bytes, the limit is {MAX_CMDLINE}",
-                line.len()
-            )));
-        }
-        Ok(line)
+        cmdline_for(self.cmdline.as_deref(), &self.append, self.exec.as_deref())
     }
 
     /// Whether the hypervisor boots (and is given the NIC to pass through).
@@ -282,11 +340,17 @@ impl RunConfig {
     }
 
     /// The hypervisor's command line after `semihosting`:
-    /// [`RunConfig::hypervisor_args`], then `pci-passthrough=SEG:BUS:DEV.FN`
-    /// for the NIC, then `host-disk=`[`HOST_DISK_ADDRESS`] with a host disk.
+    /// [`RunConfig::hypervisor_args`], then `virtio-blk=` for the disk and
+    /// `pci-passthrough=SEG:BUS:DEV.FN` for the NIC (unless those give
+    /// `split-guest=` options, which name each guest's devices themselves),
+    /// then `host-disk=`[`HOST_DISK_ADDRESS`] with a host disk.
     pub fn hypervisor_extra_args(&self) -> String {
         let mut args = self.hypervisor_args.trim().to_string();
+        let split = args
+            .split_whitespace()
+            .any(|a| a.starts_with("split-guest="));
         let disk = match self.disk {
+            _ if split => None,
             Disk::None => None,
             Disk::Ram(n) => Some(format!("virtio-blk=ram:{n}")),
             Disk::Host => Some("virtio-blk=host".to_string()),
@@ -297,7 +361,7 @@ impl RunConfig {
             }
             args.push_str(&d);
         }
-        if let Some(bdf) = self.passthrough_address() {
+        if let Some(bdf) = self.passthrough_address().filter(|_| !split) {
             if !args.is_empty() {
                 args.push(' ');
             }
@@ -313,6 +377,40 @@ impl RunConfig {
         }
         args
     }
+}
+
+/// A guest kernel command line: `cmdline` as it is, else [`guest_cmdline`]
+/// of `append` and `exec`. `cmdline` with `append` or `exec` is refused (the
+/// first replaces what the others add to), and so is a line the guest could
+/// not be given intact (a `"`, which ends the U-Boot script's quoted
+/// `bootargs`, or a control character) or one longer than [`MAX_CMDLINE`].
+pub fn cmdline_for(cmdline: Option<&str>, append: &str, exec: Option<&str>) -> Result<String> {
+    let Some(line) = cmdline else {
+        return guest_cmdline(append, exec);
+    };
+    if !append.trim().is_empty() {
+        return Err(Error::msg(
+            "--cmdline replaces the whole guest command line and --append adds to the default one: give one of them",
+        ));
+    }
+    if exec.is_some() {
+        return Err(Error::msg(
+            "--exec hands the command to our /init on the default command line (console=ttyAMA0 ... xtask.exec=); --cmdline replaces that line: give one of them",
+        ));
+    }
+    if let Some(c) = line.chars().find(|c| *c == '"' || c.is_control()) {
+        return Err(Error(format!(
+            "--cmdline {line:?}: {c:?} cannot be passed to the guest intact"
+        )));
+    }
+    let line = line.trim().to_string();
+    if line.len() >= MAX_CMDLINE {
+        return Err(Error(format!(
+            "--cmdline is {} bytes, the limit is {MAX_CMDLINE}",
+            line.len()
+        )));
+    }
+    Ok(line)
 }
 
 /// The guest's emulated virtio-blk.
@@ -605,12 +703,17 @@ pub fn qemu_dtb_addr(mem_bytes: u64) -> u64 {
 /// U-Boot's `booti` put it, and 2 MiB for the DTB. `None` for
 /// [`Mode::Direct`].
 pub fn host_ram(cfg: &RunConfig) -> Result<Option<crate::layout::HostRam>> {
+    host_ram_for(&cfg.mode, cfg.mem_bytes)
+}
+
+/// [`host_ram`] of a machine booted in `mode` with `mem_bytes` of RAM.
+pub fn host_ram_for(mode: &Mode, mem_bytes: u64) -> Result<Option<crate::layout::HostRam>> {
     use crate::layout::{HostRam, Range};
-    let (hv_at, bin, dtb) = match &cfg.mode {
+    let (hv_at, bin, dtb) = match mode {
         Mode::Direct => return Ok(None),
         Mode::Hypervisor(bin) => {
             let (off, _) = qemu_kernel_load(&read_head(bin, 64)?, file_len(bin)?);
-            (VIRT_RAM_BASE + off, bin, qemu_dtb_addr(cfg.mem_bytes))
+            (VIRT_RAM_BASE + off, bin, qemu_dtb_addr(mem_bytes))
         }
         Mode::UBoot { hypervisor, .. } => (UBOOT_HYPERVISOR_ADDR, hypervisor, UBOOT_DTB_ADDR),
     };
@@ -626,7 +729,7 @@ pub fn host_ram(cfg: &RunConfig) -> Result<Option<crate::layout::HostRam>> {
     // QEMU's boot stub (`-kernel`) or its DTB for the firmware (`-bios`).
     let stub = Range::at(VIRT_RAM_BASE, MODULE_ALIGN);
     Ok(Some(HostRam {
-        ram: Range::at(VIRT_RAM_BASE, cfg.mem_bytes),
+        ram: Range::at(VIRT_RAM_BASE, mem_bytes),
         used: vec![stub, hv, dtb],
     }))
 }
@@ -703,6 +806,95 @@ fn qemu_escape(v: &str) -> String {
     v.replace(',', ",,")
 }
 
+/// The machine's arguments, what every boot starts with: `virt` with GICv3
+/// (and EL2 unless `mode` is [`Mode::Direct`]), an SMMUv3 with stage 2 when
+/// `smmu`, `smp` CPUs, `mem_bytes` of RAM, the console on stdio, no reboot.
+pub fn machine_args(mode: &Mode, smmu: bool, smp: u32, mem_bytes: u64) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut machine = match mode {
+        Mode::Hypervisor(_) | Mode::UBoot { .. } => "virt,gic-version=3,virtualization=on",
+        // Without highmem-mmio=off, Linux 6.1 warns about the 512 GiB
+        // 64-bit PCI window of the virt machine ("Memory resource size
+        // exceeds max for 32 bits"); the 32-bit window is enough for our devices.
+        Mode::Direct => "virt,gic-version=3,highmem-mmio=off",
+    }
+    .to_string();
+    if smmu {
+        machine.push_str(",iommu=smmuv3");
+    }
+    a.extend(["-M".to_string(), machine]);
+    if smmu {
+        // QEMU's SMMUv3 offers stage 1 only by default; passthrough needs stage 2.
+        a.extend(["-global", "arm-smmuv3.stage=nested"].map(String::from));
+    }
+    // pauth-impdef: TCG's architected QARMA pointer authentication is slow.
+    a.extend(["-cpu", "max,pauth-impdef=on"].map(String::from));
+    a.extend([
+        "-smp".to_string(),
+        smp.to_string(),
+        "-m".to_string(),
+        format!("{}M", mem_bytes >> 20),
+        "-nographic".to_string(),
+        "-no-reboot".to_string(),
+    ]);
+    a
+}
+
+/// The hypervisor as QEMU's `-kernel` with its command line (`semihosting`
+/// and `hv_args`), semihosting on for its exit status.
+pub fn hypervisor_args(bin: &Path, hv_args: &str) -> Vec<String> {
+    vec![
+        "-semihosting-config".to_string(),
+        "enable=on,target=native".to_string(),
+        "-kernel".to_string(),
+        bin.display().to_string(),
+        "-append".to_string(),
+        format!("semihosting {hv_args}").trim_end().to_string(),
+    ]
+}
+
+/// U-Boot (`bios`) as the firmware, with the hypervisor preloaded at
+/// [`UBOOT_HYPERVISOR_ADDR`], semihosting on for its exit status.
+pub fn uboot_args(bios: &Path, hypervisor: &Path) -> Vec<String> {
+    vec![
+        "-semihosting-config".to_string(),
+        "enable=on,target=native".to_string(),
+        "-bios".to_string(),
+        bios.display().to_string(),
+        "-device".to_string(),
+        loader_arg(hypervisor, UBOOT_HYPERVISOR_ADDR),
+    ]
+}
+
+/// QEMU's generic loader putting `file`'s bytes, as they are, at host
+/// physical address `at` (`-device` value).
+pub fn loader_arg(file: &Path, at: u64) -> String {
+    format!(
+        "loader,file={},addr={at:#x},force-raw=on",
+        qemu_escape(&file.display().to_string())
+    )
+}
+
+/// The host's `index`-th disk: a `virtio-blk-pci` over the raw `image` on
+/// `pcie.0` at `device` (QEMU drive `hostdisk<index>`), throttled to `iops`
+/// requests a second if said.
+pub fn host_disk_args(index: usize, image: &Path, device: u8, iops: Option<u32>) -> Vec<String> {
+    vec![
+        "-drive".to_string(),
+        format!(
+            "file={},if=none,id=hostdisk{index},format=raw{}",
+            qemu_escape(&image.display().to_string()),
+            iops.map(|n| format!(",throttling.iops-total={n}"))
+                .unwrap_or_default()
+        ),
+        "-device".to_string(),
+        format!("virtio-blk-pci,drive=hostdisk{index},bus=pcie.0,addr={device:#x}"),
+    ]
+}
+
+/// The `pcie.0` device number of [`HOST_DISK_ADDRESS`].
+pub const HOST_DISK_DEVICE: u8 = 5;
+
 /// The `qemu-system-aarch64` arguments for `cfg`.
 pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
     let cmdline = cfg.guest_cmdline()?;
@@ -711,46 +903,12 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
     }
     let plan = module_plan(cfg)?;
     check_guest_fits(cfg, &plan)?;
-    let mem_mib = cfg.mem_bytes >> 20;
-    let mut a: Vec<String> = Vec::new();
-    let mut machine = match cfg.mode {
-        Mode::Hypervisor(_) | Mode::UBoot { .. } => "virt,gic-version=3,virtualization=on",
-        // Without highmem-mmio=off, Linux 6.1 warns about the 512 GiB
-        // 64-bit PCI window of the virt machine ("Memory resource size
-        // exceeds max for 32 bits"); the 32-bit window is enough for our devices.
-        Mode::Direct => "virt,gic-version=3,highmem-mmio=off",
-    }
-    .to_string();
-    if cfg.smmu() {
-        machine.push_str(",iommu=smmuv3");
-    }
-    a.extend(["-M".to_string(), machine]);
-    if cfg.smmu() {
-        // QEMU's SMMUv3 offers stage 1 only by default; passthrough needs stage 2.
-        a.extend(["-global", "arm-smmuv3.stage=nested"].map(String::from));
-    }
-    // pauth-impdef: TCG's architected QARMA pointer authentication is slow.
-    a.extend(["-cpu", "max,pauth-impdef=on"].map(String::from));
-    a.extend([
-        "-smp".to_string(),
-        cfg.smp.to_string(),
-        "-m".to_string(),
-        format!("{mem_mib}M"),
-        "-nographic".to_string(),
-        "-no-reboot".to_string(),
-    ]);
+    let mut a = machine_args(&cfg.mode, cfg.smmu(), cfg.smp, cfg.mem_bytes);
     match &cfg.mode {
         Mode::Hypervisor(bin) => {
             let k = plan.kernel;
+            a.extend(hypervisor_args(bin, &cfg.hypervisor_extra_args()));
             a.extend([
-                "-semihosting-config".to_string(),
-                "enable=on,target=native".to_string(),
-                "-kernel".to_string(),
-                bin.display().to_string(),
-                "-append".to_string(),
-                format!("semihosting {}", cfg.hypervisor_extra_args())
-                    .trim_end()
-                    .to_string(),
                 "-device".to_string(),
                 format!(
                     "guest-loader,addr={k:#x},kernel={},bootargs={}",
@@ -769,24 +927,10 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
             }
         }
         Mode::UBoot { bios, hypervisor } => {
-            let loader = |f: &Path, at: u64| {
-                format!(
-                    "loader,file={},addr={at:#x},force-raw=on",
-                    qemu_escape(&f.display().to_string())
-                )
-            };
-            a.extend([
-                "-semihosting-config".to_string(),
-                "enable=on,target=native".to_string(),
-                "-bios".to_string(),
-                bios.display().to_string(),
-                "-device".to_string(),
-                loader(hypervisor, UBOOT_HYPERVISOR_ADDR),
-                "-device".to_string(),
-                loader(&cfg.kernel, plan.kernel),
-            ]);
+            a.extend(uboot_args(bios, hypervisor));
+            a.extend(["-device".to_string(), loader_arg(&cfg.kernel, plan.kernel)]);
             if let (Some(i), Some(initrd)) = (plan.initrd, &cfg.initrd) {
-                a.extend(["-device".to_string(), loader(initrd, i)]);
+                a.extend(["-device".to_string(), loader_arg(initrd, i)]);
             }
         }
         Mode::Direct => {
@@ -799,30 +943,21 @@ pub fn qemu_args(cfg: &RunConfig) -> Result<Vec<String>> {
     }
     a.extend(net::qemu_args(cfg.nic, cfg.nic_slot, &cfg.net));
     if let Some(img) = &cfg.host_disk {
-        a.extend([
-            "-drive".to_string(),
-            format!(
-                "file={},if=none,id=hostdisk0,format=raw{}",
-                qemu_escape(&img.display().to_string()),
-                cfg.host_disk_iops
-                    .map(|n| format!(",throttling.iops-total={n}"))
-                    .unwrap_or_default()
-            ),
-            "-device".to_string(),
-            "virtio-blk-pci,drive=hostdisk0,bus=pcie.0,addr=0x5".to_string(),
-        ]);
+        a.extend(host_disk_args(0, img, HOST_DISK_DEVICE, cfg.host_disk_iops));
     }
     a.extend(cfg.qemu_args.iter().cloned());
     Ok(a)
 }
 
-fn file_len(p: &Path) -> Result<u64> {
+/// The length of file `p`.
+pub fn file_len(p: &Path) -> Result<u64> {
     Ok(std::fs::metadata(p)
         .context(|| p.display().to_string())?
         .len())
 }
 
-fn read_head(p: &Path, n: usize) -> Result<Vec<u8>> {
+/// The first `n` bytes of file `p` (fewer if it is shorter).
+pub fn read_head(p: &Path, n: usize) -> Result<Vec<u8>> {
     let mut f = std::fs::File::open(p).context(|| p.display().to_string())?;
     let mut buf = vec![0u8; n];
     let got = f.read(&mut buf)?;
@@ -870,6 +1005,52 @@ pub fn parse_exit_status(console: &[String]) -> Option<i32> {
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
     })
+}
+
+/// The status guest `name`'s command reported: the last
+/// [`EXIT_STATUS_MARKER`] line with its `[name] ` prefix.
+pub fn parse_guest_exit_status(console: &[String], name: &str) -> Option<i32> {
+    let prefix = format!("[{name}] ");
+    let lines: Vec<String> = console
+        .iter()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
+        .collect();
+    parse_exit_status(&lines)
+}
+
+/// The run's command status: with one guest (`guests` empty) its
+/// [`EXIT_STATUS_MARKER`] line's; with several, that of the first guest in
+/// `guests` (the file's order) whose status is missing (`None`) or not 0,
+/// else 0: the run succeeds only when every guest's command did.
+pub fn exec_status_of(console: &[String], guests: &[String]) -> Option<i32> {
+    if guests.is_empty() {
+        return parse_exit_status(console);
+    }
+    for g in guests {
+        match parse_guest_exit_status(console, g) {
+            Some(0) => {}
+            other => return other,
+        }
+    }
+    Some(0)
+}
+
+/// The guests (by their `[name] ` console prefix) whose kernel panicked.
+pub fn panicked_guests(console: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in console.iter().filter(|l| l.contains(PANIC_MARKER)) {
+        let Some(name) = l
+            .strip_prefix('[')
+            .and_then(|r| r.split_once("] "))
+            .map(|(n, _)| n)
+        else {
+            continue;
+        };
+        if name != "hv" && !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
 }
 
 /// Classifies a finished run.
@@ -920,13 +1101,26 @@ fn run_inner(cfg: &RunConfig, tap: Option<std::sync::mpsc::Sender<String>>) -> R
         )),
         _ => cfg.input.clone(),
     };
+    launch(cfg, &args, input, tap)
+}
+
+/// Runs QEMU with `args` and waits for it to end (or for `cfg`'s timeout),
+/// typing `input`'s bytes once its marker appears on the console; `cfg`
+/// gives the mode (for the verdict), the timeout, echo, interactivity and
+/// whether a command runs; each console line also goes to `tap`, if any.
+pub fn launch(
+    cfg: &RunConfig,
+    args: &[String],
+    input: Option<(String, Vec<u8>)>,
+    tap: Option<std::sync::mpsc::Sender<String>>,
+) -> Result<RunOutcome> {
     let mut cmd = Command::new("qemu-system-aarch64");
-    cmd.args(&args)
+    cmd.args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(if cfg.interactive {
             Stdio::inherit()
-        } else if cfg.input.is_some() || matches!(cfg.mode, Mode::UBoot { .. }) {
+        } else if input.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -1022,7 +1216,7 @@ fn run_inner(cfg: &RunConfig, tap: Option<std::sync::mpsc::Sender<String>>) -> R
     };
     Ok(RunOutcome {
         verdict,
-        exec_status: parse_exit_status(&cap.lines),
+        exec_status: exec_status_of(&cap.lines, &cfg.exec_guests),
         console: cap.lines,
         qemu_stderr,
         qemu_status,
@@ -1334,6 +1528,50 @@ mod tests {
     }
 
     #[test]
+    fn each_guests_status_is_read_from_its_prefixed_line() {
+        let c = lines(&["[net] XTASK-EXIT-STATUS=0", "[blk] XTASK-EXIT-STATUS=5"]);
+        assert_eq!(parse_guest_exit_status(&c, "net"), Some(0));
+        assert_eq!(parse_guest_exit_status(&c, "blk"), Some(5));
+    }
+
+    #[test]
+    fn several_guests_status_is_0_only_when_every_command_returned_0() {
+        let both = |net: &str, blk: &str| {
+            exec_status_of(
+                &lines(&[
+                    &format!("[net] XTASK-EXIT-STATUS={net}"),
+                    &format!("[blk] XTASK-EXIT-STATUS={blk}"),
+                ]),
+                &["net".to_string(), "blk".to_string()],
+            )
+        };
+        assert_eq!(both("0", "0"), Some(0));
+        assert_eq!(both("0", "5"), Some(5));
+        assert_eq!(
+            both("2", "5"),
+            Some(2),
+            "the first guest in the file's order wins"
+        );
+    }
+
+    #[test]
+    fn a_guest_that_never_reported_makes_the_status_unknown() {
+        let c = lines(&["[net] XTASK-EXIT-STATUS=0"]);
+        let guests = ["net".to_string(), "blk".to_string()];
+        assert_eq!(exec_status_of(&c, &guests), None);
+    }
+
+    #[test]
+    fn panicked_guests_are_named_by_their_console_prefix() {
+        let c = lines(&[
+            "[blk] fio: done",
+            "[net] Kernel panic - not syncing: sysrq triggered crash",
+            "[net] Kernel panic - not syncing: again",
+        ]);
+        assert_eq!(panicked_guests(&c), ["net"]);
+    }
+
+    #[test]
     fn exit_status_is_read_from_marker_line() {
         let c = lines(&["hello", "XTASK-EXIT-STATUS=7", "reboot: Power down"]);
         assert_eq!(parse_exit_status(&c), Some(7));
@@ -1476,6 +1714,18 @@ mod tests {
             cfg.hypervisor_extra_args(),
             "loglevel=debug pci-passthrough=0000:03:00.0"
         );
+    }
+
+    #[test]
+    fn split_guests_name_their_own_devices_and_the_nic_keeps_its_smmu() {
+        let mut cfg = hv_config_with_nic(NicSlot::RootPort);
+        cfg.disk = Disk::Ram(8 << 20);
+        cfg.hypervisor_args = "split-guest=a,mem=64M split-guest=b,mem=64M".into();
+        assert_eq!(
+            cfg.hypervisor_extra_args(),
+            "split-guest=a,mem=64M split-guest=b,mem=64M"
+        );
+        assert!(cfg.smmu());
     }
 
     #[test]

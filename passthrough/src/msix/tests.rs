@@ -77,13 +77,14 @@ fn caps(f: &mut F) -> Vec<u8> {
 }
 
 #[test]
-fn msix_is_in_the_chain_only_with_a_route_and_msi_stays_hidden() {
+fn msix_and_msi_are_in_the_chain_only_with_a_route() {
     let mut plain = assigned_e1000e();
-    assert!(!caps(&mut plain).contains(&0x11));
+    let c = caps(&mut plain);
+    assert!(!c.contains(&0x11) && !c.contains(&0x05), "{c:x?}");
     let mut f = assigned_e1000e_msi();
     let c = caps(&mut f);
     assert!(c.contains(&0x11), "{c:x?}");
-    assert!(!c.contains(&0x05), "{c:x?}");
+    assert!(c.contains(&0x05), "{c:x?}");
     // Table Size 5 - 1, table BIR 3 offset 0, PBA BIR 3 offset 2000h, cached.
     assert_eq!(f.config_read(CAP + 2, 2), 4);
     assert_eq!(f.config_read(CAP + 4, 4), 3);
@@ -309,14 +310,20 @@ fn table_writes_ask_the_owner_to_steer_and_the_message_of_each_event_is_the_gues
     let mut f = assigned_e1000e_msi();
     let mut r = Vec::new();
     f.bar_write(BIR, 16 + 8, 4, 70, &mut r);
-    assert_eq!(r, [vbus::Request::MsiTableWritten]);
+    assert_eq!(r, [vbus::Request::MsiMessageWritten]);
     assert_eq!(f.host_msi_message(1).map(|m| m.data), Some(70));
     // The PBA and the device's part of the page are not the table: no request.
     let mut r = Vec::new();
     f.bar_write(BIR, PBA, 8, 0, &mut r);
     f.bar_write(BIR, 0x1000, 4, 0, &mut r);
     assert!(r.is_empty(), "{r:?}");
-    assert_eq!(f.host_msi_message(5), None, "past the table");
+    // Event 5 is MSI's (its first EventID follows the table's).
+    assert_eq!(f.events().msi_base, 5);
+    assert_eq!(
+        f.host_msi_message(6),
+        None,
+        "past the table and MSI's vector"
+    );
     assert_eq!(f.host_msi_message(u32::MAX), None);
 }
 
@@ -355,4 +362,22 @@ fn the_fake_device_drops_bar_writes_while_memory_space_is_off() {
     crate::access::BarAccess::bar_write(f.host_mut(), vbus::Pa(b + 0x1000), 4, 7);
     assert_eq!(f.host().mmio32(b + 0x1000), 0);
     assert_eq!(f.host().dropped_mmio_writes(), before + 1);
+}
+
+#[test]
+fn an_interrupt_while_msix_is_disabled_is_spurious_and_not_sent_when_enabled_later() {
+    let mut f = assigned_e1000e_msi();
+    enable(&mut f);
+    program(&mut f, 4, TEST_GUEST_DOORBELL, 80);
+    cfg(&mut f, CAP + 3, 1, 0x00); // MSI-X Enable off
+    f.host_msi(4);
+    assert!(taken(&mut f).is_empty());
+    assert_eq!(rd(&mut f, PBA, 8), 0);
+    assert_eq!(f.msix_stats().unwrap().spurious, 1);
+    assert_eq!(f.msix_stats().unwrap().masked_pending, 0);
+    cfg(&mut f, CAP + 3, 1, 0x80);
+    assert!(
+        taken(&mut f).is_empty(),
+        "a stale vector was sent on enable"
+    );
 }

@@ -294,8 +294,33 @@ mod dtb {
         copy_with(base, &nodes(guests, cpu_cells)?)
     }
 
+    /// `dtb` without the root's children named in `drop` (by node name, or
+    /// by name without its unit address: `"memory"` drops `memory@40000000`),
+    /// everything else copied unchanged. For a DTB QEMU is given with `-dtb`:
+    /// it replaces some nodes (hw/arm/boot.c, `arm_load_dtb`: the memory
+    /// nodes, `/psci`) by turning the old ones into FDT_NOP tokens in place,
+    /// and the `fdt` crate's path lookup (`Fdt::find_node`, 0.1.5) stops at
+    /// NOP tokens between sibling nodes, so the nodes after them (`/cpus`,
+    /// `/chosen`) would not be found.
+    pub fn without_root_nodes(dtb: &[u8], drop: &[&str]) -> Result<Vec<u8>, GuestError> {
+        copy_filtered(dtb, &[], &|name| {
+            drop.iter()
+                .any(|d| name == *d || name.split('@').next() == Some(*d))
+        })
+    }
+
     /// `base` with `extra` added at the end of `/chosen`.
     pub(in crate::guests) fn copy_with(base: &[u8], extra: &[Node]) -> Result<Vec<u8>, GuestError> {
+        copy_filtered(base, extra, &|_| false)
+    }
+
+    /// `base` with `extra` added at the end of `/chosen`, less the root's
+    /// children whose names `drop` picks.
+    fn copy_filtered(
+        base: &[u8],
+        extra: &[Node],
+        drop: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<u8>, GuestError> {
         let fdt = Fdt::new(base).map_err(|e| {
             GuestError::DeviceTree(format!("not a valid flattened device tree: {e:?}"))
         })?;
@@ -318,7 +343,7 @@ mod dtb {
             w.property(name, v).map_err(dt_error)?;
         }
         let mut chosen = false;
-        for c in root.children() {
+        for c in root.children().filter(|c| !drop(c.name)) {
             let is_chosen = c.name == "chosen";
             chosen |= is_chosen;
             copy(&mut w, c, if is_chosen { extra } else { &[] }, 1)?;
@@ -363,4 +388,4 @@ mod dtb {
 #[cfg(test)]
 pub(super) use dtb::copy_with;
 #[cfg(any(test, feature = "vm-fdt"))]
-pub use dtb::{with_guests, write_nodes};
+pub use dtb::{with_guests, without_root_nodes, write_nodes};

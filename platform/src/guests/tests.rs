@@ -946,6 +946,23 @@ fn with_guests_keeps_the_rest_of_a_qemu_dt() {
 }
 
 #[test]
+fn without_root_nodes_drops_those_named_and_keeps_the_rest() {
+    let dt = without_root_nodes(QEMU_SMMU, &["memory", "psci"]).expect("writes");
+    let (a, b) = (
+        Fdt::new(&dt).expect("valid"),
+        Fdt::new(QEMU_SMMU).expect("valid"),
+    );
+    let named = |f: &Fdt<'_>, n: &str| f.all_nodes().filter(|x| x.name.starts_with(n)).count();
+    assert_eq!((named(&a, "memory@"), named(&b, "memory@")), (0, 1));
+    assert_eq!((named(&a, "psci"), named(&b, "psci")), (0, 1));
+    assert_eq!(a.all_nodes().count(), b.all_nodes().count() - 2);
+    assert_eq!(
+        a.find_node("/chosen").map(|c| c.properties().count()),
+        b.find_node("/chosen").map(|c| c.properties().count())
+    );
+}
+
+#[test]
 fn with_guests_refuses_a_dt_that_has_guest_nodes() {
     let dt = host_dt(&[("guest-net", net_props(), net_modules())]);
     assert!(matches!(

@@ -27,6 +27,7 @@ mod dt;
 mod ecam;
 mod entry;
 mod exc;
+mod fault;
 mod gic;
 mod gic_regs;
 mod icc;
@@ -64,6 +65,8 @@ const GROUPS: &[Group] = &[
     ("pl011", pl011::run),
     ("msi", msi::run),
     ("aborts", aborts::run),
+    // Ends the guest: only when asked for (`probe=fault`).
+    ("fault", fault::run),
     // Timing, not conformance: only when asked for (`probe=cost`).
     ("cost", cost::run),
 ];
@@ -71,8 +74,9 @@ const GROUPS: &[Group] = &[
 /// Groups that run only when `probe=` names them: timing (`cost`), and the
 /// groups that need their harness: `pl011` waits for typed input after
 /// `PROBE-INPUT-READY`, `virtio-blk-flood` for a host disk slow enough to
-/// hold requests in flight (the e2e tests provide both).
-const OPT_IN: &[&str] = &["cost", "pl011", "virtio-blk-flood"];
+/// hold requests in flight (the e2e tests provide both); and `fault`, after
+/// which the guest is stopped.
+const OPT_IN: &[&str] = &["cost", "pl011", "virtio-blk-flood", "fault"];
 
 /// Set once the boot CPU has the platform; secondaries wait for it.
 static READY: AtomicBool = AtomicBool::new(false);

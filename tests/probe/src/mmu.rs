@@ -23,6 +23,12 @@ const SH_INNER: u64 = 3 << 8;
 const ATTR_NORMAL: u64 = 1 << 2;
 const XN: u64 = 3 << 53;
 
+/// A level-1 block descriptor for the 1 GiB at `pa`: Normal write-back,
+/// inner shareable, executable (as RAM is mapped).
+pub fn normal_block(pa: u64) -> u64 {
+    pa | VALID_BLOCK | AF | ATTR_NORMAL | SH_INNER
+}
+
 /// Replaces level-1 entry `index` (the 1 GiB at `index << 30`) with `desc`
 /// and invalidates the TLBs; returns the old entry.
 pub fn set_l1(index: usize, desc: u64) -> u64 {

@@ -1,6 +1,7 @@
 //! End-to-end passthrough tests: a host e1000e (and the igb, on MSI-X) behind our root port,
 //! relocated, its DMA confined by the SMMU; what the guest sees of it, a BAR
-//! the guest moves, DMA aimed outside guest RAM, and hostile config writes.
+//! the guest moves, DMA aimed outside guest RAM, hostile config writes, and
+//! MSI (non-X): the e1000e's driver forced to it, the igb's programmed by hand.
 //! Every boot runs under the hypervisor with QEMU user networking (QEMU
 //! answers 10.0.2.2).
 
@@ -462,6 +463,262 @@ fn passthrough_forged_msix_entries_deliver_nothing_and_are_counted() {
     );
 }
 
+/// The e1000e driver forced to MSI (`IntMode=1`, its module parameter), the
+/// interface brought up, traffic; then the vector moved to CPU 1; then a
+/// forged Message Data (the UART's SPI, 33) written with setpci while MSI
+/// is on, traffic, and the data put back.
+///
+/// QEMU's e1000e model leaves ICR.RXSEQ out of the causes IMS can enable,
+/// so the driver's MSI self-test (`e1000_test_msi`: an ICS write of RXSEQ
+/// must interrupt within 100 ms of `ip link set up`) never sees its
+/// interrupt, and the driver falls back to INTx with `pci_disable_msi` (MSI:
+/// Enable-), directly on QEMU as under the hypervisor. While the interface
+/// comes up, another task therefore writes ICS.TXDW (a cause QEMU enables)
+/// every 10 ms through /dev/mem: the test's handler then runs on a real MSI
+/// from the device and finds RXSEQ in ICR. The forged window is kept short
+/// (two pings, 1 s each) so that the driver's 5 s transmit watchdog does
+/// not reset the adapter; the guest's dmesg is read before it.
+const MSI_SCRIPT: &str = r#"a=0001:01:00.0
+rmmod e1000e; modprobe e1000e IntMode=1
+bar=0x$(lspci -s $a -vv | awk '/Region 0:/ {print $5}')
+ics=$(printf 0x%x $((bar + 0xc8)))
+( i=0; while [ $i -lt 300 ]; do devmem $ics 32 1; usleep 10000; i=$((i + 1)); done ) &
+poker=$!
+ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0
+kill $poker; wait $poker 2>/dev/null
+for i in $(seq 50); do [ "$(cat /sys/class/net/eth0/carrier)" = 1 ] && break; sleep 0.1; done
+ip route add default via 10.0.2.2 dev eth0
+lspci -vvv -s $a 2>/dev/null | sed 's/^/NIC:/'
+n() { awk '/eth0/ {print $2 + $3}' /proc/interrupts; }
+echo IRQ-BEFORE=$(n)
+ping -c 3 -W 5 10.0.2.2 >/dev/null 2>&1; echo PING-STATUS=$?
+echo IRQ-AFTER=$(n)
+grep eth0 /proc/interrupts | sed 's/^/IRQ:/'
+irq=$(awk -F: '/eth0/ {gsub(/ /, "", $1); print $1}' /proc/interrupts)
+echo CPU1-BEFORE=$(awk '/eth0/ {print $3}' /proc/interrupts)
+echo 2 > /proc/irq/$irq/smp_affinity; echo AFFINITY=$(cat /proc/irq/$irq/smp_affinity)
+ping -c 3 -W 5 10.0.2.2 >/dev/null 2>&1; echo PING2-STATUS=$?
+echo CPU1-AFTER=$(awk '/eth0/ {print $3}' /proc/interrupts)
+dmesg -r | sed 's/^/DMESG:/'
+data=$(setpci -s $a CAP_MSI+0xc.w)
+setpci -s $a CAP_MSI+0xc.w=0021
+echo FORGED-DATA=$(setpci -s $a CAP_MSI+0xc.w)
+echo FORGED-BEFORE=$(n)
+ping -c 2 -W 1 10.0.2.2 >/dev/null 2>&1; echo FORGED-PING=$?
+echo FORGED-AFTER=$(n)
+setpci -s $a CAP_MSI+0xc.w=$data
+s=1; for i in 1 2 3 4 5 6 7 8 9 10; do ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1 && { s=0; break; }; done
+echo PING3-STATUS=$s
+echo IRQ-END=$(n)
+"#;
+
+fn msi_boot() -> &'static RunOutcome {
+    static BOOT: OnceLock<Result<RunOutcome, String>> = OnceLock::new();
+    shared(&BOOT, MSI_SCRIPT, "iomem=relaxed")
+}
+
+fn count(out: &RunOutcome, tag: &str) -> u64 {
+    tagged(out, tag)
+        .first()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| fail(out, &format!("no {tag}")))
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_e1000e_forced_to_msi_runs_on_it_and_its_vector_counts_under_ping() {
+    let out = msi_boot();
+    let nic = prefixed(out, "NIC").join("\n");
+    assert!(
+        nic.contains("MSI: Enable+ Count=1/1 Maskable- 64bit+"),
+        "{nic}"
+    );
+    assert!(nic.contains("MSI-X: Enable-"), "{nic}");
+    assert!(
+        nic.contains("Address: 0000000008000040"),
+        "the MBI doorbell: {nic}"
+    );
+    assert_eq!(tagged(out, "PING-STATUS"), ["0"], "{}", out.tail(40));
+    let irq = prefixed(out, "IRQ");
+    assert!(
+        irq.len() == 1 && irq[0].contains("MSI") && irq[0].contains("Edge"),
+        "one MSI vector: {irq:?}"
+    );
+    assert!(
+        count(out, "IRQ-AFTER") > count(out, "IRQ-BEFORE"),
+        "the MSI vector did not count during 3 pings: {irq:?}"
+    );
+    let dmesg = prefixed(out, "DMESG");
+    assert!(
+        dmesg.iter().any(|l| l.ends_with("Interrupt Mode set to 1")),
+        "{}",
+        out.tail(40)
+    );
+    let warnings = all_warnings(&dmesg);
+    assert!(warnings.is_empty(), "warnings:\n{}", warnings.join("\n"));
+    let cap = hv_lines(out, "msi capability 01:00.0:");
+    assert!(
+        cap.len() == 1 && !cap[0].contains(" sent 0 ") && cap[0].contains(" enabled with msi-x 0"),
+        "{cap:?}"
+    );
+    let routed = hv_lines(out, "host 0000:01:00.0: MSI 1 vectors through ITS #0");
+    assert!(
+        routed.len() == 1 && routed[0].contains("EventIDs 5..6"),
+        "{routed:?}"
+    );
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_msi_follows_smp_affinity_to_the_other_cpu_and_counts_there() {
+    let out = msi_boot();
+    assert_eq!(tagged(out, "AFFINITY"), ["2"], "{}", out.tail(40));
+    assert_eq!(tagged(out, "PING2-STATUS"), ["0"], "{}", out.tail(40));
+    assert!(
+        count(out, "CPU1-AFTER") > count(out, "CPU1-BEFORE"),
+        "eth0 did not count on CPU 1 after the move"
+    );
+    // MSI's EventID (5, after MSI-X's five) moved with its SPI (MOVI) at
+    // the GICD_IROUTER write, before the next message.
+    let lpi = hv_lines(out, "LPI ");
+    assert!(
+        lpi.iter()
+            .any(|l| l.contains("Assigned") && l.contains("EventID 5 on CPU 1")),
+        "{lpi:?}"
+    );
+    let steer = hv_lines(out, "lpi steering:");
+    assert!(
+        steer.len() == 1
+            && !steer[0].contains("moves 0,")
+            && steer[0].ends_with("taken away from the target's CPU 0"),
+        "{steer:?}"
+    );
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_a_forged_msi_message_delivers_nothing_is_counted_and_traffic_resumes_once_fixed() {
+    let out = msi_boot();
+    assert_eq!(
+        tagged(out, "FORGED-DATA"),
+        ["0021"],
+        "the guest reads its shadow: {}",
+        out.tail(40)
+    );
+    assert_ne!(tagged(out, "FORGED-PING"), ["0"], "{}", out.tail(40));
+    assert_eq!(
+        count(out, "FORGED-AFTER"),
+        count(out, "FORGED-BEFORE"),
+        "an interrupt arrived while the message was forged"
+    );
+    assert_eq!(tagged(out, "PING3-STATUS"), ["0"], "{}", out.tail(40));
+    assert!(count(out, "IRQ-END") > count(out, "FORGED-AFTER"));
+    let cap = hv_lines(out, "msi capability 01:00.0:");
+    assert!(
+        cap.len() == 1 && cap[0].contains(" forged messages 1 "),
+        "{cap:?}"
+    );
+    // Nothing was sent for it: the segment saw no forged message, the vGIC
+    // refused none.
+    let msi = hv_lines(out, "msi 01:00.0:");
+    assert!(msi.len() == 1 && msi[0].contains(" forged 0;"), "{msi:?}");
+    assert!(hv_lines(out, "vgic:")
+        .iter()
+        .all(|l| l.contains("mbi_rejected: 0")));
+    assert!(
+        hv_lines(out, "ERROR").is_empty(),
+        "{:?}",
+        hv_lines(out, "ERROR")
+    );
+}
+
+/// The igb's driver cannot be forced to MSI (its only parameters are
+/// `debug` and `max_vfs`; it tries MSI only when MSI-X fails), so its MSI
+/// (64-bit, per-vector masking) is programmed with setpci, the driver
+/// unbound: the MBI doorbell and SPI 127 (the last of the range, which
+/// Linux has not allocated) with the vector masked, MSI on, then the
+/// device made to interrupt (IMS and ICS.LSC through /dev/mem). Masked,
+/// the device holds it (Pending Bits), nothing pends in the vGIC
+/// (GICD_ISPENDR3 bit 31, through /dev/mem: no handler, it stays pending);
+/// unmasked, SPI 127 pends. Then a forged address (0x09000000, the UART)
+/// with SPI 126: the next interrupt pends nothing.
+const IGB_MSI_SCRIPT: &str = r#"a=0001:01:00.0
+echo $a > /sys/bus/pci/drivers/igb/unbind
+bar=0x$(lspci -s $a -vv | awk '/Region 0:/ {print $5}')
+r() { devmem $(printf 0x%x $((bar + $1))) 32 $2; }
+spi() { echo $(( ($(devmem 0x0800020c 32) >> ($1 - 96)) & 1 )); }
+setpci -s $a COMMAND=0006
+setpci -s $a CAP_MSI+0x4.l=08000040 CAP_MSI+0x8.l=0 CAP_MSI+0xc.w=007f CAP_MSI+0x10.l=1
+setpci -s $a CAP_MSI+0x2.w=0081
+echo COMMAND=$(setpci -s $a COMMAND)
+lspci -vvv -s $a 2>/dev/null | sed 's/^/NIC:/'
+r 0xd0 4
+echo SPI127-BEFORE=$(spi 127)
+r 0xc8 4; sleep 0.2
+echo PENDING-MASKED=$(setpci -s $a CAP_MSI+0x14.l)
+echo SPI127-MASKED=$(spi 127)
+setpci -s $a CAP_MSI+0x10.l=0; sleep 0.2
+echo SPI127-UNMASKED=$(spi 127)
+echo PENDING-UNMASKED=$(setpci -s $a CAP_MSI+0x14.l)
+setpci -s $a CAP_MSI+0x4.l=09000000 CAP_MSI+0xc.w=007e
+r 0xc8 4; sleep 0.2
+echo SPI126-FORGED=$(spi 126)
+echo GUEST-ALIVE
+"#;
+
+fn igb_msi_boot() -> &'static RunOutcome {
+    static BOOT: OnceLock<Result<RunOutcome, String>> = OnceLock::new();
+    BOOT.get_or_init(|| pt_run_nic(Nic::Igb, IGB_MSI_SCRIPT, "iomem=relaxed"))
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_igb_msi_set_up_by_hand_pends_its_spi_only_once_unmasked() {
+    let out = igb_msi_boot();
+    assert!(
+        out.console.iter().any(|l| l == "GUEST-ALIVE"),
+        "{}",
+        out.tail(40)
+    );
+    let nic = prefixed(out, "NIC").join("\n");
+    assert!(
+        nic.contains("MSI: Enable+ Count=1/1 Maskable+ 64bit+"),
+        "{nic}"
+    );
+    // The guest reads its own Command; the device got Interrupt Disable.
+    assert_eq!(tagged(out, "COMMAND"), ["0006"]);
+    assert_eq!(tagged(out, "SPI127-BEFORE"), ["0"], "{}", out.tail(40));
+    assert_eq!(
+        tagged(out, "PENDING-MASKED"),
+        ["00000001"],
+        "the device holds it"
+    );
+    assert_eq!(tagged(out, "SPI127-MASKED"), ["0"]);
+    assert_eq!(tagged(out, "SPI127-UNMASKED"), ["1"], "{}", out.tail(40));
+    assert_eq!(tagged(out, "PENDING-UNMASKED"), ["00000000"]);
+    let cap = hv_lines(out, "msi capability 01:00.0:");
+    assert!(cap.len() == 1 && cap[0].contains(" sent 1 "), "{cap:?}");
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn passthrough_igb_forged_msi_address_pends_nothing_and_is_counted() {
+    let out = igb_msi_boot();
+    assert_eq!(tagged(out, "SPI126-FORGED"), ["0"], "{}", out.tail(40));
+    let cap = hv_lines(out, "msi capability 01:00.0:");
+    assert!(
+        cap.len() == 1 && cap[0].contains(" forged messages 1 "),
+        "{cap:?}"
+    );
+    let msi = hv_lines(out, "msi 01:00.0:");
+    assert!(msi.len() == 1 && msi[0].contains(" forged 0;"), "{msi:?}");
+    assert!(hv_lines(out, "vgic:")
+        .iter()
+        .all(|l| l.contains("mbi_rejected: 0")));
+}
+
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn passthrough_host_resources_read_back_unchanged_and_the_device_is_confined() {
@@ -588,9 +845,13 @@ fn passthrough_dma_outside_guest_ram_faults_in_the_smmu_and_host_memory_is_untou
         "no SMMU fault reported:\n{}",
         out.tail(60)
     );
+    // Past FAULT_LIMIT faults the hypervisor says once that the stream
+    // aborts from now on (a summary, naming no IPA); every fault it reports
+    // names the canary's page.
     assert!(
         faults
             .iter()
+            .filter(|l| !l.contains("aborts from now on"))
             .all(|l| l.contains(&format!("IPA {target:#x}"))),
         "every fault names the canary's page {target:#x}: {faults:?}"
     );

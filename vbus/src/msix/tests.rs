@@ -228,3 +228,15 @@ fn reset_masks_every_entry_and_clears_the_pba() {
     assert_eq!(m.table_read(12, 4), 1);
     assert_eq!(m.pba_read(0, 8), 0);
 }
+
+#[test]
+fn a_vector_past_the_table_is_spurious_sends_nothing_and_sets_no_pending_bit() {
+    let (mut cs, mut m) = msix();
+    set_control(&mut cs, &m, control::ENABLE);
+    let mut out = Vec::new();
+    let past = m.stats();
+    assert_eq!(m.fire(&cs, 4096, &mut out), Fired::NoVector);
+    assert!(out.is_empty());
+    assert_eq!(m.pba_read(0, 8), 0);
+    assert_eq!(m.stats().spurious, past.spurious + 1);
+}

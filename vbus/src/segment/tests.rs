@@ -404,6 +404,26 @@ fn applying_a_reset_clears_the_function_and_unmaps_its_bars() {
 }
 
 #[test]
+fn resetting_the_whole_segment_unmaps_every_bar_and_clears_the_ports_bus_numbers() {
+    let mut s = segment();
+    let _ = programmed(&mut s, 0x1000_0000);
+    let _ = s.ecam_write(ecam(1, 0, 0, 0x04), 2, 0x0002);
+    let fx = s.reset_all();
+    assert_eq!(fx.len(), 2);
+    assert!(fx.iter().all(|e| matches!(e, Effect::Unmap { .. })));
+    assert_eq!(
+        s.ecam_read(ecam(0, 1, 0, 0x18), 4),
+        0,
+        "the port's bus numbers are back to zero"
+    );
+    assert_eq!(
+        s.ecam_read(ecam(1, 0, 0, 0x00), 4),
+        0xffff_ffff,
+        "bus 1 is no longer routed"
+    );
+}
+
+#[test]
 fn function_level_reset_request_becomes_a_reset_effect() {
     let mut s = Segment::new(1, 16);
     s.add_bus0(1, 0, Box::new(TestBridge::new())).unwrap();
@@ -802,7 +822,11 @@ fn header_write() -> impl Strategy<Value = (u64, u16, u8, u32)> {
     });
     let buses = (1u32..=4, 0u32..=3)
         .prop_map(|(sec, more)| (0x18, 4, sec << 8 | (sec + more).min(4) << 16));
+    // One bus number alone, by a byte write (the segment watches exactly
+    // the bytes that hold them).
+    let bus_byte = (0x19u16..=0x1a, 0u32..=4).prop_map(|(reg, bus)| (reg, 1, bus));
     let write = prop_oneof![
+        bus_byte,
         Just((0x04, 2, 0x0006)),
         Just((0x04, 4, 0x0000_0002)),
         Just((0x04, 2, 0)),
