@@ -85,8 +85,24 @@ pub struct HostIrqs {
 /// Set once at boot.
 pub static HOST_IRQS: spin::Once<HostIrqs> = spin::Once::new();
 
+/// Skips the trapped instruction: 4 bytes of A64, or, when the guest's EL0
+/// runs AArch32 code, the A32/T32 instruction's length (ESR_EL2.IL) with the
+/// IT block advanced (`arch_emu::aarch32`).
 fn advance_pc() {
-    ELR_EL2.set(ELR_EL2.get().wrapping_add(4));
+    let spsr = SPSR_EL2.get();
+    if arch_emu::aarch32::from_aarch32(spsr) {
+        let long = esr::instruction_length_32(read_sysreg!("esr_el2"));
+        let (pc, spsr) = arch_emu::aarch32::skip_instruction(ELR_EL2.get(), spsr, long);
+        ELR_EL2.set(pc);
+        SPSR_EL2.set(spsr);
+    } else {
+        ELR_EL2.set(ELR_EL2.get().wrapping_add(4));
+    }
+}
+
+/// The exception came from AArch32 code at the guest's EL0.
+fn from_aarch32() -> bool {
+    arch_emu::aarch32::from_aarch32(SPSR_EL2.get())
 }
 
 /// Injects a synchronous exception into the guest at EL1 with `esr_el1` and
@@ -98,6 +114,7 @@ fn inject_sync(esr_el1: FieldValue<u64, ESR_EL1::Register>, far: Option<u64>) {
     let offset = match spsr.read_as_enum(SPSR_EL2::M) {
         Some(SPSR_EL2::M::Value::EL1h) => 0x200, // current EL with SP_EL1
         Some(SPSR_EL2::M::Value::EL1t) => 0x000, // current EL with SP_EL0
+        _ if arch_emu::aarch32::from_aarch32(spsr.get()) => 0x600, // lower EL, AArch32
         _ => 0x400,                              // lower EL (AArch64)
     };
     ELR_EL1.set(elr);
@@ -114,9 +131,15 @@ fn inject_sync(esr_el1: FieldValue<u64, ESR_EL1::Register>, far: Option<u64>) {
 /// (Arm ARM D1.3.2): D, A, I, F masked; PAN set when SCTLR_EL1.SPAN is 0 (and
 /// kept otherwise); SSBS from SCTLR_EL1.DSSBS; DIT kept; UAO and BTYPE cleared.
 fn exception_entry_pstate(old: u64) -> u64 {
+    // DIT is SPSR bit 21 in the AArch32 layout, 24 in AArch64's.
+    let dit = if arch_emu::aarch32::from_aarch32(old) {
+        (old >> 21) & 1
+    } else {
+        tock_registers::LocalRegisterCopy::<u64, SPSR_EL2::Register>::new(old).read(spsr::DIT)
+    };
     let old = tock_registers::LocalRegisterCopy::<u64, SPSR_EL2::Register>::new(old);
     let sctlr = SCTLR_EL1.extract();
-    let mut p = spsr_el1h_masked() + spsr::DIT.val(old.read(spsr::DIT));
+    let mut p = spsr_el1h_masked() + spsr::DIT.val(dit);
     if ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::PAN) != 0 {
         if sctlr.is_set(sctlr_el1::SPAN) {
             p += spsr::PAN.val(old.read(spsr::PAN));
@@ -130,8 +153,10 @@ fn exception_entry_pstate(old: u64) -> u64 {
     p.value
 }
 
+/// Whether the exception came from EL0: SPSR_EL2.M\[3:2\] = 0b00, in
+/// AArch64 (EL0t) and AArch32 (User mode, M = 0b10000) alike.
 fn from_el0() -> bool {
-    SPSR_EL2.matches_all(SPSR_EL2::M::EL0t)
+    SPSR_EL2.get() & 0b1100 == 0
 }
 
 /// Injects an abort of `kind` with fault status `fsc` (`esr::fsc`) and FAR =
@@ -242,7 +267,8 @@ fn emulate_without_syndrome(
     cause: &mut Cause,
 ) -> bool {
     use arch_emu::insn::{self, Decoded, Offset};
-    if da.far_not_valid {
+    // The decoder knows A64 only; AArch32 code gets the abort.
+    if da.far_not_valid || from_aarch32() {
         return false;
     }
     let Some(word) = fetch_guest_insn(vm, read_sysreg!("elr_el2")) else {
@@ -328,6 +354,14 @@ fn data_abort(
             Counters::bump(&vm.stats.injected_aborts);
             inject_data_abort(da.write);
         }
+        return;
+    }
+    // AArch32 User mode's R0-R14 are X0-X14 (Arm ARM D1.10.1, "Mapping of
+    // the general-purpose registers"); a transfer to or from its PC (R15)
+    // is not emulated.
+    if da.srt >= 15 && from_aarch32() {
+        Counters::bump(&vm.stats.injected_aborts);
+        inject_data_abort(da.write);
         return;
     }
     let ipa = fault_ipa();
