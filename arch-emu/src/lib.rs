@@ -5,6 +5,7 @@
 
 extern crate alloc;
 
+pub mod aarch32;
 pub mod addr;
 pub mod console_input;
 pub mod console_mux;

@@ -15,6 +15,7 @@
 //! the register owns its pending/active state and [`Vgic::fold`] copies it back.
 
 pub mod sgi;
+pub mod shadow;
 
 pub use sgi::{SgiRegister, SgiRequest};
 

@@ -85,8 +85,24 @@ pub struct HostIrqs {
 /// Set once at boot.
 pub static HOST_IRQS: spin::Once<HostIrqs> = spin::Once::new();
 
+/// Skips the trapped instruction: 4 bytes of A64, or, when the guest's EL0
+/// runs AArch32 code, the A32/T32 instruction's length (ESR_EL2.IL) with the
+/// IT block advanced (`arch_emu::aarch32`).
 fn advance_pc() {
-    ELR_EL2.set(ELR_EL2.get().wrapping_add(4));
+    let spsr = SPSR_EL2.get();
+    if arch_emu::aarch32::from_aarch32(spsr) {
+        let long = esr::instruction_length_32(read_sysreg!("esr_el2"));
+        let (pc, spsr) = arch_emu::aarch32::skip_instruction(ELR_EL2.get(), spsr, long);
+        ELR_EL2.set(pc);
+        SPSR_EL2.set(spsr);
+    } else {
+        ELR_EL2.set(ELR_EL2.get().wrapping_add(4));
+    }
+}
+
+/// The exception came from AArch32 code at the guest's EL0.
+fn from_aarch32() -> bool {
+    arch_emu::aarch32::from_aarch32(SPSR_EL2.get())
 }
 
 /// Injects a synchronous exception into the guest at EL1 with `esr_el1` and
@@ -98,6 +114,7 @@ fn inject_sync(esr_el1: FieldValue<u64, ESR_EL1::Register>, far: Option<u64>) {
     let offset = match spsr.read_as_enum(SPSR_EL2::M) {
         Some(SPSR_EL2::M::Value::EL1h) => 0x200, // current EL with SP_EL1
         Some(SPSR_EL2::M::Value::EL1t) => 0x000, // current EL with SP_EL0
+        _ if arch_emu::aarch32::from_aarch32(spsr.get()) => 0x600, // lower EL, AArch32
         _ => 0x400,                              // lower EL (AArch64)
     };
     ELR_EL1.set(elr);
@@ -114,9 +131,15 @@ fn inject_sync(esr_el1: FieldValue<u64, ESR_EL1::Register>, far: Option<u64>) {
 /// (Arm ARM D1.3.2): D, A, I, F masked; PAN set when SCTLR_EL1.SPAN is 0 (and
 /// kept otherwise); SSBS from SCTLR_EL1.DSSBS; DIT kept; UAO and BTYPE cleared.
 fn exception_entry_pstate(old: u64) -> u64 {
+    // DIT is SPSR bit 21 in the AArch32 layout, 24 in AArch64's.
+    let dit = if arch_emu::aarch32::from_aarch32(old) {
+        (old >> 21) & 1
+    } else {
+        tock_registers::LocalRegisterCopy::<u64, SPSR_EL2::Register>::new(old).read(spsr::DIT)
+    };
     let old = tock_registers::LocalRegisterCopy::<u64, SPSR_EL2::Register>::new(old);
     let sctlr = SCTLR_EL1.extract();
-    let mut p = spsr_el1h_masked() + spsr::DIT.val(old.read(spsr::DIT));
+    let mut p = spsr_el1h_masked() + spsr::DIT.val(dit);
     if ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::PAN) != 0 {
         if sctlr.is_set(sctlr_el1::SPAN) {
             p += spsr::PAN.val(old.read(spsr::PAN));
@@ -130,8 +153,10 @@ fn exception_entry_pstate(old: u64) -> u64 {
     p.value
 }
 
+/// Whether the exception came from EL0: SPSR_EL2.M\[3:2\] = 0b00, in
+/// AArch64 (EL0t) and AArch32 (User mode, M = 0b10000) alike.
 fn from_el0() -> bool {
-    SPSR_EL2.matches_all(SPSR_EL2::M::EL0t)
+    SPSR_EL2.get() & 0b1100 == 0
 }
 
 /// Injects an abort of `kind` with fault status `fsc` (`esr::fsc`) and FAR =
@@ -242,7 +267,8 @@ fn emulate_without_syndrome(
     cause: &mut Cause,
 ) -> bool {
     use arch_emu::insn::{self, Decoded, Offset};
-    if da.far_not_valid {
+    // The decoder knows A64 only; AArch32 code gets the abort.
+    if da.far_not_valid || from_aarch32() {
         return false;
     }
     let Some(word) = fetch_guest_insn(vm, read_sysreg!("elr_el2")) else {
@@ -328,6 +354,14 @@ fn data_abort(
             Counters::bump(&vm.stats.injected_aborts);
             inject_data_abort(da.write);
         }
+        return;
+    }
+    // AArch32 User mode's R0-R14 are X0-X14 (Arm ARM D1.10.1, "Mapping of
+    // the general-purpose registers"); a transfer to or from its PC (R15)
+    // is not emulated.
+    if da.srt >= 15 && from_aarch32() {
+        Counters::bump(&vm.stats.injected_aborts);
+        inject_data_abort(da.write);
         return;
     }
     let ipa = fault_ipa();
@@ -569,7 +603,11 @@ fn host_disk_completions(to: &Vm, here: Option<&Vm>, kick: &mut Kick) {
         let k = to.apply(seg, fx);
         drop(dev);
         deliver(to, here, kick, k);
+    } else {
+        drop(dev);
     }
+    // Requests the completions let in, outside the lock.
+    crate::hostdisk::notify_if_due();
 }
 
 /// An LPI, acknowledged and its priority dropped (LPIs have no active
@@ -782,7 +820,11 @@ fn mask_timer(virtual_timer: bool) {
 /// `cpu`): each acknowledged and handed to its owner ([`dispatch`]).
 fn irq_exit(vm: &Vm, vcpu: usize, cpu: usize, kick: &mut Kick) {
     // Bounded: an interrupt that stays asserted must not keep this CPU at EL2.
-    for _ in 0..64 {
+    for i in 0..64 {
+        // After the first, acknowledge only while one is signalled.
+        if i > 0 && !gic::irq_pending() {
+            return;
+        }
         let intid = gic::ack();
         // 1020..=1023: special INTIDs (none pending, IHI 0069 2.2.1).
         if (1020..=1023).contains(&intid) {
@@ -809,13 +851,18 @@ fn timer_outputs() -> [bool; 2] {
 }
 
 /// Moves interrupts between the vGIC and this CPU's list registers (vCPU
-/// `vcpu` of `vm`).
+/// `vcpu` of `vm`). The CPU's shadow (`gic::lr_shadow`) keeps the system
+/// register accesses to ICH_ELRSR_EL2, the entries that may hold a pending
+/// or active interrupt and the entries and ICH_HCR_EL2 values that change.
 fn refresh_lrs(vm: &Vm, vcpu: usize) {
+    let Some(shadow) = gic::lr_shadow(cpu_index()) else {
+        return;
+    };
+    let mut shadow = shadow.lock();
     let n = vm.lr_count.min(16);
-    let mut lrs = [0u64; 16];
-    for (i, lr) in lrs.iter_mut().enumerate().take(n) {
-        *lr = gic::read_lr(i);
-    }
+    let mut current = [0u64; 16];
+    shadow.current(gic::read_elrsr(), gic::read_lr, &mut current[..n]);
+    let mut lrs = current;
     let outputs = timer_outputs();
     let mut vgic = vm.vgic.lock();
     vgic.fold(vcpu, &mut lrs[..n]);
@@ -834,10 +881,11 @@ fn refresh_lrs(vm: &Vm, vcpu: usize) {
     for pintid in give_back.into_iter().flatten() {
         gic::deactivate(pintid);
     }
-    for (i, lr) in lrs.iter().enumerate().take(n) {
-        gic::write_lr(i, *lr);
-    }
-    gic::write_ich_hcr(gic::ich_hcr::EN | if overflow { gic::ich_hcr::UIE } else { 0 });
+    shadow.update(&current[..n], &lrs[..n], gic::write_lr);
+    shadow.set_hcr(
+        gic::ich_hcr::EN | if overflow { gic::ich_hcr::UIE } else { 0 },
+        gic::write_ich_hcr,
+    );
 }
 
 /// Kicks the CPUs of `vm`'s vCPUs in `kick` but vCPU `me` (`usize::MAX`:
@@ -903,19 +951,24 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
     if !tx.as_slice().is_empty() {
         crate::console::guest_output(vm, tx.as_slice());
     }
+    // The host disk hears of the requests this exit submitted, with no lock held.
+    crate::hostdisk::notify_if_due();
     match next {
         Next::Resume => {
             // The list registers change only through an interrupt exit (timer,
             // maintenance, kick) or a vGIC change for this vCPU (its Kick bit):
             // most MMIO exits (the console's) skip the sixteen sysreg accesses,
             // and most kick no one either.
-            if kind == 1 || kick.0 != 0 {
-                if kind == 1 || kick.0 & (1u64 << vcpu.min(63)) != 0 {
-                    refresh_lrs(vm, vcpu);
-                }
-                send_kicks(vm, vcpu, kick);
+            if kind == 1 || kick.0 & (1u64 << vcpu.min(63)) != 0 {
+                refresh_lrs(vm, vcpu);
             }
+            // The kicks last: a kicked CPU starts at once on the interrupt
+            // controller (under QEMU TCG, behind the lock every GIC and
+            // counter access takes), and this one has nothing more to ask of
+            // it before returning to the guest. The time recorded leaves the
+            // one register write of each kick out.
             vm.times.record(cause, start);
+            send_kicks(vm, vcpu, kick);
         }
         Next::Park => {
             vm.times.record(cause, start);
@@ -950,6 +1003,9 @@ pub(crate) fn retire_lrs(vm: &Vm, vcpu: usize) {
     }
     gic::clear_active_priorities();
     gic::write_ich_hcr(gic::ich_hcr::EN);
+    if let Some(s) = gic::lr_shadow(cpu_index()) {
+        s.lock().reset();
+    }
 }
 
 /// Wakes the CPU of `vm`'s vCPU `vcpu`, whose power state just became

@@ -9,6 +9,9 @@ use aarch64_cpu::registers::{
     ICH_LR8_EL2, ICH_LR9_EL2, ICH_VTR_EL2,
 };
 
+use arch_emu::vgic::shadow::LrShadow;
+
+use crate::entry::MAX_CPUS;
 use crate::sysreg::{dsb_sy, isb, read_sysreg, write_sysreg};
 
 const GICD_CTLR: usize = 0x0000;
@@ -354,6 +357,14 @@ pub fn ack() -> u32 {
     (read_sysreg!("icc_iar1_el1") & icc_iar1_el1::INTID) as u32
 }
 
+/// Whether a physical IRQ is pending for this PE (ISR_EL1.I, bit 7; Arm ARM
+/// D24.2.85: at EL2 it shows the physical interrupt). A plain PE register,
+/// not the CPU interface: under emulation it is much cheaper than an
+/// acknowledge that finds nothing (ICC_IAR1_EL1 reading 1023).
+pub fn irq_pending() -> bool {
+    read_sysreg!("isr_el1") & (1 << 7) != 0
+}
+
 /// Priority drop (ICC_EOIR1_EL1); with EOImode = 1 the interrupt stays active.
 pub fn eoi(intid: u32) {
     // SAFETY: ICC_EOIR1_EL1 exists (GICv3, SRE set in `init_cpu`); writing an INTID
@@ -436,6 +447,23 @@ pub fn write_lr(n: usize, v: u64) {
         15 => ICH_LR15_EL2.set(v),
         _ => {}
     }
+}
+
+/// Reads ICH_ELRSR_EL2 (GICv3, 12.4.8): bit `n` set when ICH_LR<n>_EL2 holds
+/// no interrupt (State 0b00 and no EOI maintenance interrupt pending for it).
+pub fn read_elrsr() -> u64 {
+    // ICH_ELRSR_EL2 is S3_4_C12_C11_5 (not in `aarch64-cpu`).
+    read_sysreg!("S3_4_C12_C11_5")
+}
+
+/// Per physical CPU, what it last wrote to its list registers and
+/// ICH_HCR_EL2 (`arch_emu::vgic::shadow`); each CPU locks only its own.
+static LR_SHADOWS: [spin::Mutex<LrShadow>; MAX_CPUS] =
+    [const { spin::Mutex::new(LrShadow::new()) }; MAX_CPUS];
+
+/// The list-register shadow of physical CPU `cpu`.
+pub fn lr_shadow(cpu: usize) -> Option<&'static spin::Mutex<LrShadow>> {
+    LR_SHADOWS.get(cpu)
 }
 
 /// ICH_HCR_EL2 bits (`aarch64-cpu`'s fields, as `u64` for [`write_ich_hcr`]).

@@ -39,6 +39,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use passthrough::ConfigAccess;
 use vbus::{Bdf, Ipa, MemRange, Pa, Sbdf};
@@ -53,7 +54,7 @@ use crate::pci::HostEcam;
 
 /// Descriptors in the one request queue: the bound on requests in flight
 /// (with indirect descriptors, one each; without, header + data + status).
-pub const QUEUE_SIZE: usize = 64;
+pub const QUEUE_SIZE: usize = 256;
 /// A sector (virtio 1.2, 5.2.6: requests count 512-byte sectors).
 pub const SECTOR: u64 = 512;
 /// Longest the boot self-test waits for one request, in microseconds.
@@ -254,10 +255,13 @@ impl core::fmt::Display for Signal {
 /// ID, and its cfg_type for the common configuration.
 const CAP_VENDOR: u8 = 0x09;
 const VIRTIO_PCI_CAP_COMMON_CFG: u8 = 1;
+/// cfg_type of the notification capability (4.1.4.4).
+const VIRTIO_PCI_CAP_NOTIFY_CFG: u8 = 2;
 // virtio_pci_common_cfg offsets (4.1.4.3).
 const COMMON_MSIX_CONFIG: usize = 0x10;
 const COMMON_QUEUE_SELECT: usize = 0x16;
 const COMMON_QUEUE_MSIX_VECTOR: usize = 0x1a;
+const COMMON_QUEUE_NOTIFY_OFF: usize = 0x1e;
 /// VIRTIO_MSI_NO_VECTOR (4.1.4.3).
 const NO_VECTOR: u16 = 0xffff;
 /// MSI-X Message Control (the high half of the capability's first dword):
@@ -267,7 +271,8 @@ const MSIX_FUNCTION_MASK: u32 = 1 << 30;
 
 fn mmio_w16(a: usize, v: u16) {
     // SAFETY: `a` is inside one of the host disk's memory BARs (its virtio
-    // common configuration), checked inside the EL2 identity map (Device
+    // common configuration or queue 0's notification register, both found
+    // through `bar_address`), checked inside the EL2 identity map (Device
     // memory) at probe; the hypervisor alone drives the device.
     unsafe { core::ptr::write_volatile(a as *mut u16, v) }
 }
@@ -303,6 +308,28 @@ fn common_cfg(site: &DiskSite) -> Option<usize> {
             let offset = ecam.read32(bdf, c.offset + 8);
             bar_address(site, bar, u64::from(offset), 0x38)
         })
+}
+
+/// Queue 0's notification address (virtio 1.2, 4.1.4.4): `cap.offset +
+/// queue_notify_off * notify_off_multiplier` in the notification
+/// capability's BAR, `queue_notify_off` read from the common configuration
+/// with queue 0 selected. `None` without a notification capability in a
+/// memory BAR.
+fn queue0_notify_address(site: &DiskSite, common: usize) -> Option<usize> {
+    let mut ecam = site.ecam;
+    let bdf = site.sbdf.bdf;
+    let cap = site
+        .layout
+        .capabilities
+        .iter()
+        .filter(|c| c.id == CAP_VENDOR)
+        .find(|c| (ecam.read32(bdf, c.offset) >> 24) as u8 == VIRTIO_PCI_CAP_NOTIFY_CFG)?;
+    let bar = ecam.read32(bdf, cap.offset + 4) as u8;
+    let offset = u64::from(ecam.read32(bdf, cap.offset + 8));
+    let multiplier = u64::from(ecam.read32(bdf, cap.offset + 16));
+    mmio_w16(common + COMMON_QUEUE_SELECT, 0);
+    let queue_off = u64::from(mmio_r16(common + COMMON_QUEUE_NOTIFY_OFF));
+    bar_address(site, bar, offset + queue_off * multiplier, 2)
 }
 
 /// Sets up MSI-X through the ITS (before the queue is set up, 4.1.5.1.3):
@@ -382,7 +409,9 @@ fn setup_msix(site: &DiskSite, its: usize, device_id: u32) -> Result<Signal, Str
 pub struct HostDisk {
     sbdf: Sbdf,
     transport: PciTransport,
-    queue: VirtQueue<DiskHal, QUEUE_SIZE>,
+    /// On the heap: with its shadow descriptor table it is several KiB,
+    /// too much to move around on a 64 KiB EL2 stack.
+    queue: Box<VirtQueue<DiskHal, QUEUE_SIZE>>,
     capacity: u64,
     readonly: bool,
     flush: bool,
@@ -538,11 +567,16 @@ impl HostDisk {
             _ => intx,
         };
         let queue = VirtQueue::<DiskHal, QUEUE_SIZE>::new(&mut transport, 0, indirect, false)
+            .map(Box::new)
             .map_err(|e| {
                 transport.set_status(DeviceStatus::FAILED);
                 err(format!("queue 0 of {QUEUE_SIZE} entries: {e}"))
             })?;
         transport.finish_init();
+        // Notifications are written by `notify_if_due` once the exit that
+        // added requests has released its locks (one write, no lock).
+        let notify_at = common_cfg(site).and_then(|c| queue0_notify_address(site, c));
+        NOTIFY_AT.store(notify_at.unwrap_or(0), Ordering::Release);
         // One descriptor table (direct or indirect) holds header + data +
         // status: at most QUEUE_SIZE descriptors (2.7.5.3.1).
         let max_segments = (seg_max.max(1) as usize).min(QUEUE_SIZE - 2);
@@ -724,7 +758,11 @@ impl HostDisk {
             },
         );
         if self.queue.should_notify() {
-            self.transport.notify(0);
+            if NOTIFY_AT.load(Ordering::Acquire) != 0 {
+                NOTIFY_DUE.store(true, Ordering::Release);
+            } else {
+                self.transport.notify(0);
+            }
         }
         Ok(())
     }
@@ -732,7 +770,12 @@ impl HostDisk {
     /// Acknowledges the device's interrupt (reading ISR deasserts its INTx)
     /// and pops every completed request: (token, status) in completion order.
     pub fn complete(&mut self) -> Vec<Completion> {
-        let _ = self.transport.ack_interrupt();
+        // With MSI-X the ISR is not used for queue interrupts, and the
+        // driver should not read it (virtio 1.2, 4.1.4.5.2): a read is an
+        // access to the device for nothing.
+        if !matches!(self.signal, Signal::Lpi { .. }) {
+            let _ = self.transport.ack_interrupt();
+        }
         let mut done = Vec::new();
         for _ in 0..QUEUE_SIZE {
             let Some(head) = self.queue.peek_used() else {
@@ -782,8 +825,11 @@ impl HostDisk {
         };
         let buf = t.irq_read.insert(Box::new([0u8; 512]));
         let seg = alloc::vec![(buf.as_mut_ptr() as u64, buf.len())];
-        self.submit_checked(Op::Read, 0, seg, IRQ_SELFTEST_TOKEN)
-            .map_err(|e| format!("interrupt-driven read: {e:?}"))
+        let r = self
+            .submit_checked(Op::Read, 0, seg, IRQ_SELFTEST_TOKEN)
+            .map_err(|e| format!("interrupt-driven read: {e:?}"));
+        notify_if_due();
+        r
     }
 
     /// Stops the device (virtio reset: no more DMA), e.g. at shutdown.
@@ -801,6 +847,7 @@ impl HostDisk {
         };
         self.submit_checked(op, sector, segs, token)
             .map_err(|e| format!("submit: {e:?}"))?;
+        notify_if_due();
         let freq = crate::sysreg::read_sysreg!("cntfrq_el0").max(1);
         let ticks = SELFTEST_TIMEOUT_US.saturating_mul(freq) / 1_000_000;
         let start = crate::sysreg::read_sysreg!("cntpct_el0");
@@ -887,6 +934,32 @@ impl HostDisk {
         }
         log::info!("host disk selftest: scratch sector {last} written, read back and restored: ok");
         Ok(())
+    }
+}
+
+/// Queue 0's notification register (host address), once probed; 0: none
+/// found, notifications go through the transport while the disk is locked.
+static NOTIFY_AT: AtomicUsize = AtomicUsize::new(0);
+/// Requests were made available that the device has not been notified of.
+static NOTIFY_DUE: AtomicBool = AtomicBool::new(false);
+
+/// Notifies the host disk of the requests made available since the last
+/// notification (virtio 1.2, 4.1.5.2), if any: one write of the queue index
+/// to its notification register, with no lock held. Every exit that may
+/// have submitted requests calls this once it has released its locks, so
+/// that a guest notification that made several requests available becomes
+/// one host notification, and the write (a trap into the device model
+/// under QEMU) never happens while another CPU waits for a lock this one
+/// holds.
+pub fn notify_if_due() {
+    if !NOTIFY_DUE.load(Ordering::Relaxed) || !NOTIFY_DUE.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let at = NOTIFY_AT.load(Ordering::Acquire);
+    if at != 0 {
+        // The ring updates reach the device before the notification.
+        crate::sysreg::dsb_sy();
+        mmio_w16(at, 0);
     }
 }
 

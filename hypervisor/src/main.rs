@@ -627,6 +627,9 @@ fn configure_el2_for_guest(cpu: usize) {
     for i in 0..vm.lr_count {
         gic::write_lr(i, 0);
     }
+    if let Some(s) = gic::lr_shadow(cpu) {
+        s.lock().reset();
+    }
     vm.stage2.lock().install(vm.vmid);
 }
 

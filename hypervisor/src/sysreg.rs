@@ -230,3 +230,37 @@ pub fn clean_dcache_range(start: usize, len: usize) {
     }
     dsb_sy();
 }
+
+/// Whether the CPU has the memory copy and set instructions (FEAT_MOPS:
+/// ID_AA64ISAR2_EL1.MOPS, bits 19:16, non-zero).
+pub fn has_mops() -> bool {
+    // ID_AA64ISAR2_EL1 is S3_0_C0_C6_2 (named only with newer assemblers).
+    (read_sysreg!("S3_0_C0_C6_2") >> 16) & 0xf != 0
+}
+
+/// Copies `src` to `dst` (not overlapping) with the FEAT_MOPS forward-only
+/// copy instructions, CPYFP, CPYFM, CPYFE (Arm ARM C6.2, "CPYFP, CPYFM,
+/// CPYFE"): the CPU (or the emulator, which then copies whole pages at a
+/// time) chooses how to move the bytes. At EL2 with HCR_EL2.E2H = 0 they
+/// are always enabled when implemented.
+///
+/// # Safety
+///
+/// The CPU has FEAT_MOPS ([`has_mops`]); `src` is readable and `dst`
+/// writable for `len` bytes, and they do not overlap.
+pub unsafe fn copy_mops(dst: *mut u8, src: *const u8, len: usize) {
+    // SAFETY: the caller's contract; the instructions access only
+    // [src, src + len) and [dst, dst + len), updating the three registers.
+    unsafe {
+        core::arch::asm!(
+            ".arch_extension mops",
+            "cpyfp [{d}]!, [{s}]!, {n}!",
+            "cpyfm [{d}]!, [{s}]!, {n}!",
+            "cpyfe [{d}]!, [{s}]!, {n}!",
+            d = inout(reg) dst => _,
+            s = inout(reg) src => _,
+            n = inout(reg) len => _,
+            options(nostack)
+        )
+    };
+}

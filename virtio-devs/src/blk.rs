@@ -43,6 +43,8 @@ pub mod feature {
     pub const BLK_SIZE: u64 = 1 << 6;
     /// `VIRTIO_BLK_F_FLUSH`: the flush command.
     pub const FLUSH: u64 = 1 << 9;
+    /// `VIRTIO_BLK_F_MQ`: `num_queues` is valid (more than one request queue).
+    pub const MQ: u64 = 1 << 12;
     /// `VIRTIO_BLK_F_DISCARD`.
     pub const DISCARD: u64 = 1 << 13;
     /// `VIRTIO_BLK_F_WRITE_ZEROES`.
@@ -82,6 +84,7 @@ pub mod cfg {
     pub const SIZE_MAX: usize = 8;
     pub const SEG_MAX: usize = 12;
     pub const BLK_SIZE: usize = 20;
+    pub const NUM_QUEUES: usize = 34;
     pub const MAX_DISCARD_SECTORS: usize = 36;
     pub const MAX_DISCARD_SEG: usize = 40;
     pub const DISCARD_SECTOR_ALIGNMENT: usize = 44;
@@ -205,34 +208,53 @@ pub struct BlkStats {
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
     id: RequestId,
+    /// The request queue it came from.
+    queue: u16,
     queue_epoch: u64,
     head: u16,
     status_addr: Ipa,
     used_len: u32,
 }
 
-/// A virtio-blk device over a [`BlockBackend`]; one request queue.
+/// A virtio-blk device over a [`BlockBackend`], with one or more request
+/// queues (`VIRTIO_BLK_F_MQ`, 5.2.3, 5.2.5: the driver may give each CPU
+/// its own queue, with its own interrupt vector).
 pub struct VirtioBlk<B> {
     backend: B,
     features: u64,
     in_flight: Vec<InFlight>,
-    /// Bumped on every device or queue reset: completions of older epochs are orphans.
-    epoch: u64,
+    /// Per request queue, bumped on every device reset and on the queue's
+    /// own reset: completions of older epochs are orphans.
+    epochs: Vec<u64>,
     next_id: u64,
     stats: BlkStats,
 }
 
+/// Most request queues a device offers.
+pub const MAX_QUEUES: u16 = 64;
+
 impl<B: BlockBackend> VirtioBlk<B> {
-    /// A device over `backend`.
+    /// A device over `backend` with one request queue.
     pub fn new(backend: B) -> Self {
+        Self::with_queues(backend, 1)
+    }
+
+    /// A device over `backend` with `queues` request queues (1 to
+    /// [`MAX_QUEUES`]; `VIRTIO_BLK_F_MQ` offered when more than one).
+    pub fn with_queues(backend: B, queues: u16) -> Self {
         VirtioBlk {
             backend,
             features: 0,
             in_flight: Vec::new(),
-            epoch: 0,
+            epochs: vec![0; usize::from(queues.clamp(1, MAX_QUEUES))],
             next_id: 0,
             stats: BlkStats::default(),
         }
+    }
+
+    /// The current epoch of queue `index`.
+    fn epoch(&self, index: u16) -> Option<u64> {
+        self.epochs.get(usize::from(index)).copied()
     }
 
     /// The backend.
@@ -277,6 +299,7 @@ impl<B: BlockBackend> VirtioBlk<B> {
         let seg_max = SEG_MAX.min(self.backend.max_segments()).max(1);
         put(cfg::SEG_MAX, &seg_max.to_le_bytes());
         put(cfg::BLK_SIZE, &self.backend.block_size().to_le_bytes());
+        put(cfg::NUM_QUEUES, &self.num_queues().to_le_bytes());
         let align = (self.backend.block_size() / SECTOR_SIZE as u32).max(1);
         if self.backend.supports_discard() {
             put(cfg::MAX_DISCARD_SECTORS, &MAX_RANGE_SECTORS.to_le_bytes());
@@ -322,6 +345,7 @@ impl<B: BlockBackend> VirtioBlk<B> {
 
     fn process_chain(
         &mut self,
+        index: u16,
         q: &mut Queue,
         mem: &dyn GuestMemory,
         chain: &DescriptorChain,
@@ -348,7 +372,8 @@ impl<B: BlockBackend> VirtioBlk<B> {
                     Submission::Pending => {
                         self.in_flight.push(InFlight {
                             id,
-                            queue_epoch: self.epoch,
+                            queue: index,
+                            queue_epoch: self.epoch(index).unwrap_or(0),
                             head,
                             status_addr,
                             used_len,
@@ -606,11 +631,14 @@ impl<B: BlockBackend> VirtioDevice for VirtioBlk<B> {
         if self.backend.supports_write_zeroes() {
             f |= feature::WRITE_ZEROES;
         }
+        if self.num_queues() > 1 {
+            f |= feature::MQ;
+        }
         f
     }
 
     fn num_queues(&self) -> u16 {
-        1
+        self.epochs.len() as u16
     }
 
     fn queue_max_size(&self) -> u16 {
@@ -639,7 +667,9 @@ impl<B: BlockBackend> VirtioDevice for VirtioBlk<B> {
 
     fn reset(&mut self) {
         self.features = 0;
-        self.epoch = self.epoch.wrapping_add(1);
+        for e in &mut self.epochs {
+            *e = e.wrapping_add(1);
+        }
     }
 
     /// Requests submitted before a reset stay in flight until the backend
@@ -649,8 +679,10 @@ impl<B: BlockBackend> VirtioDevice for VirtioBlk<B> {
         self.in_flight.is_empty()
     }
 
-    fn queue_reset(&mut self, _index: u16) {
-        self.epoch = self.epoch.wrapping_add(1);
+    fn queue_reset(&mut self, index: u16) {
+        if let Some(e) = self.epochs.get_mut(usize::from(index)) {
+            *e = e.wrapping_add(1);
+        }
     }
 
     fn process_queue(
@@ -662,18 +694,38 @@ impl<B: BlockBackend> VirtioDevice for VirtioBlk<B> {
         let Some(q) = queues.get_mut(usize::from(index)) else {
             return Ok(());
         };
-        // Room for every request is bounded by the queue size.
-        while self.in_flight.len() < usize::from(q.size) {
+        if usize::from(index) >= self.epochs.len() {
+            return Ok(());
+        }
+        // Room for every request is bounded by its queue's size (orphans of
+        // a reset included, until the backend finishes them).
+        let mut held = self.in_flight.iter().filter(|f| f.queue == index).count();
+        while held < usize::from(q.size) {
             let Some(chain) = q.pop(mem)? else {
                 break;
             };
-            self.process_chain(q, mem, &chain)?;
+            let before = self.in_flight.len();
+            self.process_chain(index, q, mem, &chain)?;
+            held += self.in_flight.len() - before;
         }
         Ok(())
     }
 
+    /// Requests of queue `index`'s current epoch are in flight: each
+    /// completion ends in [`VirtioDevice::poll`], which takes what is
+    /// available there.
+    fn polls(&self, index: u16) -> bool {
+        let Some(epoch) = self.epoch(index) else {
+            return false;
+        };
+        self.in_flight
+            .iter()
+            .any(|f| f.queue == index && f.queue_epoch == epoch)
+    }
+
     fn poll(&mut self, queues: &mut [Queue], mem: &dyn GuestMemory) -> Result<(), QueueError> {
-        let mut freed = false;
+        // Bit i: queue i got room back (at most 64 queues, MAX_QUEUES).
+        let mut freed = 0u64;
         // At most one completion per in-flight slot per call.
         for _ in 0..=self.in_flight.len() {
             let Some((id, r)) = self.backend.poll(mem) else {
@@ -684,17 +736,19 @@ impl<B: BlockBackend> VirtioDevice for VirtioBlk<B> {
                 continue;
             };
             let f = self.in_flight.swap_remove(i);
-            freed = true;
-            let q = queues.get_mut(0);
-            match q {
-                Some(q) if q.ready && f.queue_epoch == self.epoch => {
+            freed |= 1u64.checked_shl(u32::from(f.queue)).unwrap_or(0);
+            let live = self.epoch(f.queue) == Some(f.queue_epoch);
+            match queues.get_mut(usize::from(f.queue)) {
+                Some(q) if q.ready && live => {
                     self.answer(q, mem, f.head, f.status_addr, result_status(r), f.used_len)?
                 }
                 _ => self.stats.stale_completions += 1,
             }
         }
-        if freed && queues.first().is_some_and(|q| q.ready) {
-            self.process_queue(0, queues, mem)?;
+        for index in (0..self.num_queues()).filter(|&i| freed & (1u64 << i) != 0) {
+            if queues.get(usize::from(index)).is_some_and(|q| q.ready) {
+                self.process_queue(index, queues, mem)?;
+            }
         }
         Ok(())
     }

@@ -69,6 +69,15 @@ pub trait VirtioDevice: Send {
     /// (and resumes queues that were waiting for room).
     fn poll(&mut self, queues: &mut [Queue], mem: &dyn GuestMemory) -> Result<(), QueueError>;
 
+    /// Whether the device will process queue `index` again by itself, with
+    /// no notification from the driver: it has requests in flight there,
+    /// and [`VirtioDevice::poll`] takes what is available once one
+    /// completes. The transport then asks the driver not to notify that
+    /// queue (2.7.10), and asks again once this no longer holds.
+    fn polls(&self, _index: u16) -> bool {
+        false
+    }
+
     /// Whether no request is still using guest memory (a backend may be
     /// writing into the guest's pages until it completes). A device reset is
     /// complete, and `device_status` reads 0, only once this holds (2.4.1).

@@ -370,6 +370,7 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
     pub fn poll(&mut self) -> bool {
         if self.live() {
             let r = self.device.poll(&mut self.queues, &self.mem);
+            let r = r.and_then(|()| self.rearm_notifications());
             self.after_processing(r);
         } else if self.resetting.is_some() {
             // Completions of requests from before the reset: dropped by the
@@ -516,31 +517,51 @@ impl<D: VirtioDevice, M: GuestMemory> VirtioPci<D, M> {
             self.stats.bad_notify += 1;
             return;
         }
-        // Process, re-arm notifications, and look again: the driver may have
-        // added buffers without notifying while we worked (2.7.10). Bounded
-        // so a guest cannot hold the trap forever; it will notify again.
-        let mut r = Ok(());
+        let r = self.process_and_rearm(index);
+        self.after_processing(r);
+    }
+
+    /// Processes queue `index`, then settles its notifications (2.7.10):
+    /// while the device [`polls`](VirtioDevice::polls) it (requests in
+    /// flight, whose completion processes it again), the driver is asked
+    /// not to notify, which saves it a trap per request under a
+    /// hypervisor; otherwise notifications are re-armed and the queue looked
+    /// at again, as the driver may have added buffers without notifying
+    /// while the device worked. Bounded so a guest cannot hold the trap
+    /// forever; it will notify again.
+    fn process_and_rearm(&mut self, index: u16) -> Result<(), QueueError> {
         for _ in 0..4 {
-            r = self
-                .device
-                .process_queue(index, &mut self.queues, &self.mem);
-            if r.is_err() {
+            self.device
+                .process_queue(index, &mut self.queues, &self.mem)?;
+            if !self.rearm(index)? {
                 break;
             }
-            let more = match self.queues.get_mut(usize::from(index)) {
-                Some(q) => q.enable_notification(&self.mem),
-                None => Ok(false),
-            };
-            match more {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    r = Err(e);
-                    break;
-                }
+        }
+        Ok(())
+    }
+
+    /// Settles queue `index`'s notifications: disabled while the device
+    /// polls it; else enabled, returning whether buffers are already
+    /// available (to be processed now).
+    fn rearm(&mut self, index: u16) -> Result<bool, QueueError> {
+        let polls = self.device.polls(index);
+        match self.queues.get_mut(usize::from(index)) {
+            Some(q) if q.ready && polls => q.disable_notification(&self.mem).map(|()| false),
+            Some(q) if q.ready => q.enable_notification(&self.mem),
+            _ => Ok(false),
+        }
+    }
+
+    /// After completions: each ready queue's notifications settled again
+    /// (a queue whose last request completed asks for notifications again
+    /// and is processed if the driver made buffers available meanwhile).
+    fn rearm_notifications(&mut self) -> Result<(), QueueError> {
+        for index in 0..self.queues.len().min(usize::from(u16::MAX)) as u16 {
+            if self.rearm(index)? {
+                self.process_and_rearm(index)?;
             }
         }
-        self.after_processing(r);
+        Ok(())
     }
 
     fn write_status(&mut self, v: u8) {

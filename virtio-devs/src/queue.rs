@@ -255,6 +255,9 @@ pub struct Queue {
     signalled_used: u16,
     event_idx: bool,
     indirect: bool,
+    /// `VIRTQ_USED_F_NO_NOTIFY` is set in `used.flags` (without
+    /// `VIRTIO_F_EVENT_IDX`; [`Queue::disable_notification`]).
+    no_notify: bool,
 }
 
 impl Queue {
@@ -275,6 +278,7 @@ impl Queue {
             signalled_used: 0,
             event_idx: false,
             indirect: false,
+            no_notify: false,
         }
     }
 
@@ -526,7 +530,8 @@ impl Queue {
 
     /// Asks the driver to notify again as soon as it makes anything new
     /// available: with `VIRTIO_F_EVENT_IDX` writes `avail_event` =
-    /// `next_avail` (2.7.10); without, `used.flags` stays 0. Returns whether
+    /// `next_avail` (2.7.10); without, clears `VIRTQ_USED_F_NO_NOTIFY` in
+    /// `used.flags` if [`Queue::disable_notification`] set it. Returns whether
     /// buffers are already pending (the caller processes again before
     /// sleeping, closing the race with a driver that skipped notifying).
     pub fn enable_notification<M: GuestMemory + ?Sized>(
@@ -534,11 +539,43 @@ impl Queue {
         mem: &M,
     ) -> Result<bool, QueueError> {
         if self.event_idx {
-            let at =
-                offset_ipa(self.used_ring, 4 + 8 * u64::from(self.size)).map_err(Self::ring_err)?;
-            mem.write_u16(at, self.next_avail).map_err(Self::ring_err)?;
+            mem.write_u16(self.avail_event_at()?, self.next_avail)
+                .map_err(Self::ring_err)?;
+        } else if self.no_notify {
+            mem.write_u16(self.used_ring, 0).map_err(Self::ring_err)?;
+            self.no_notify = false;
         }
         mem.barrier();
         Ok(self.avail_idx(mem)? != self.next_avail)
+    }
+
+    /// Asks the driver not to notify for what it makes available next: the
+    /// device will look at the queue again by itself (2.7.10). With
+    /// `VIRTIO_F_EVENT_IDX` writes `avail_event` = `next_avail` - 1, an index
+    /// every later one of the driver lies past, so `vring_need_event` holds
+    /// for none of them (until the 16-bit index comes round again, some
+    /// 65536 buffers on: the caller disables afresh each time it has
+    /// processed the queue); without, sets `VIRTQ_USED_F_NO_NOTIFY` in
+    /// `used.flags` (2.7.7: a hint the driver may ignore).
+    pub fn disable_notification<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<(), QueueError> {
+        if self.event_idx {
+            mem.write_u16(self.avail_event_at()?, self.next_avail.wrapping_sub(1))
+                .map_err(Self::ring_err)
+        } else if !self.no_notify {
+            mem.write_u16(self.used_ring, VIRTQ_USED_F_NO_NOTIFY)
+                .map_err(Self::ring_err)?;
+            self.no_notify = true;
+            Ok(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Where `avail_event` lies: after the used ring's entries (2.7.8).
+    fn avail_event_at(&self) -> Result<Ipa, QueueError> {
+        offset_ipa(self.used_ring, 4 + 8 * u64::from(self.size)).map_err(Self::ring_err)
     }
 }

@@ -298,6 +298,29 @@ impl MockQueue {
         self.mem.read_u16(at).unwrap_or(0)
     }
 
+    /// The used ring's `flags` (the device's `VIRTQ_USED_F_NO_NOTIFY`).
+    pub fn used_flags(&self) -> u16 {
+        self.mem.read_u16(self.used_ring).unwrap_or(0)
+    }
+
+    /// Whether a driver that moved `avail_idx` from `old` to the current
+    /// index must notify, as Linux decides (2.7.10): with
+    /// `VIRTIO_F_EVENT_IDX`, `vring_need_event(avail_event, new, old)`;
+    /// without, unless the device set `VIRTQ_USED_F_NO_NOTIFY`.
+    pub fn driver_must_notify(&self, old: u16, event_idx: bool) -> bool {
+        let new = self.avail_idx;
+        if event_idx {
+            new.wrapping_sub(self.avail_event()).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            self.used_flags() & crate::queue::VIRTQ_USED_F_NO_NOTIFY == 0
+        }
+    }
+
+    /// The driver's `avail_idx` (what it last published).
+    pub fn avail_idx(&self) -> u16 {
+        self.avail_idx
+    }
+
     /// A device-side [`Queue`](crate::queue::Queue) programmed with this
     /// layout and enabled, as the transport would hold it after `queue_enable`.
     pub fn device_queue(&self, event_idx: bool, indirect: bool) -> crate::queue::Queue {
@@ -321,6 +344,15 @@ pub fn driver_init<F: vbus::PciFunction + ?Sized>(
     mock: &MockQueue,
     features: u64,
 ) -> u8 {
+    driver_init_queues(f, &[mock], features)
+}
+
+/// [`driver_init`] with queue `i` programmed from `mocks[i]`.
+pub fn driver_init_queues<F: vbus::PciFunction + ?Sized>(
+    f: &mut F,
+    mocks: &[&MockQueue],
+    features: u64,
+) -> u8 {
     use crate::pci::{common, device_status as s};
     let mut rq = Vec::new();
     let mut w = |f: &mut F, off: u64, size: u8, v: u64| f.bar_write(0, off, size, v, &mut rq);
@@ -342,18 +374,20 @@ pub fn driver_init<F: vbus::PciFunction + ?Sized>(
         1,
         u64::from(s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK),
     );
-    w(f, common::QUEUE_SELECT, 2, 0);
-    w(f, common::QUEUE_SIZE, 2, u64::from(mock.size()));
-    w(f, common::QUEUE_DESC, 8, mock.desc_table().0);
-    w(
-        f,
-        common::QUEUE_DRIVER,
-        4,
-        mock.avail_ring().0 & 0xffff_ffff,
-    );
-    w(f, common::QUEUE_DRIVER + 4, 4, mock.avail_ring().0 >> 32);
-    w(f, common::QUEUE_DEVICE, 8, mock.used_ring().0);
-    w(f, common::QUEUE_ENABLE, 2, 1);
+    for (i, mock) in mocks.iter().enumerate() {
+        w(f, common::QUEUE_SELECT, 2, i as u64);
+        w(f, common::QUEUE_SIZE, 2, u64::from(mock.size()));
+        w(f, common::QUEUE_DESC, 8, mock.desc_table().0);
+        w(
+            f,
+            common::QUEUE_DRIVER,
+            4,
+            mock.avail_ring().0 & 0xffff_ffff,
+        );
+        w(f, common::QUEUE_DRIVER + 4, 4, mock.avail_ring().0 >> 32);
+        w(f, common::QUEUE_DEVICE, 8, mock.used_ring().0);
+        w(f, common::QUEUE_ENABLE, 2, 1);
+    }
     w(
         f,
         common::DEVICE_STATUS,

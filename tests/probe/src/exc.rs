@@ -75,8 +75,11 @@ fn sysreg_esr() -> (u64, u64, u64) {
 }
 
 /// Called by the vectors with the saved registers and the vector's index.
-pub fn handle(_frame: &mut Frame, kind: u64) {
+pub fn handle(frame: &mut Frame, kind: u64) {
     let c = cpu_index().min(MAX_CPUS - 1);
+    if (kind == 12 || kind == 13) && crate::aarch32::handle(frame, kind) {
+        return;
+    }
     match kind {
         4 => {
             let (esr, far, elr) = sysreg_esr();

@@ -17,6 +17,7 @@
 #![no_std]
 #![no_main]
 
+mod aarch32;
 mod aborts;
 mod boot;
 mod console;
@@ -65,6 +66,7 @@ const GROUPS: &[Group] = &[
     ("pl011", pl011::run),
     ("msi", msi::run),
     ("aborts", aborts::run),
+    ("aarch32", aarch32::run),
     // Ends the guest: only when asked for (`probe=fault`).
     ("fault", fault::run),
     // Timing, not conformance: only when asked for (`probe=cost`).

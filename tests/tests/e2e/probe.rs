@@ -445,3 +445,20 @@ fn a_stage_1_walk_into_an_unmapped_ipa_gets_an_external_abort_not_mmio_emulation
         .unwrap_or_else(|| panic!("no exit counters:\n{}", run.out.tail(20)));
     assert!(hv.contains(" s1ptw 1 "), "{hv}");
 }
+
+/// A guest's AArch32 EL0 code (Linux's compat processes): a trapped MMIO
+/// load from A32 and T32 code is emulated, the instruction skipped by its
+/// own length (a 16-bit T32 load used to be skipped by 4 bytes, eating the
+/// next instruction) and, in an IT block, the block advanced; an interrupt
+/// taken while it runs reaches the guest and returns to it.
+#[test]
+#[ignore = "end-to-end: run with `cargo xtask test`"]
+fn aarch32_el0_code_takes_interrupts_and_trapped_loads_like_aarch64() {
+    let run = run_probe("aarch32", |c| c.disk = Disk::None);
+    run.assert_passed(&[
+        "aarch32/a32-trapped-load-reads-the-register-and-skips-4-bytes",
+        "aarch32/t32-trapped-load-skips-2-bytes",
+        "aarch32/t32-trapped-load-in-an-it-block-advances-it",
+        "aarch32/an-interrupt-taken-from-a32-el0-returns-to-it",
+    ]);
+}

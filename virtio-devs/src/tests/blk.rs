@@ -5,7 +5,7 @@ use super::pci::{dev_with, Dev, FEATURES, RAM};
 use crate::blk::{feature, req, status, RamDisk};
 use crate::device::feature as vf;
 use crate::memory::GuestMemory;
-use crate::testing::{driver_init, notify, MockQueue, VecMemory};
+use crate::testing::{driver_init, driver_init_queues, notify, MockQueue, VecMemory};
 use arch_emu::addr::Ipa;
 use vbus::PciFunction;
 
@@ -393,4 +393,139 @@ fn config_offers_seg_max_and_blk_size() {
     assert_ne!(f & feature::SEG_MAX, 0);
     assert_ne!(f & feature::BLK_SIZE, 0);
     assert_ne!(f & vf::VERSION_1, 0);
+}
+
+/// Pushes a flush request (the deferred RAM disk holds it until polled)
+/// and returns the driver's `avail_idx` before it.
+fn push_flush(mem: &VecMemory, mock: &mut MockQueue) -> u16 {
+    header(mem, req::FLUSH, 0);
+    let old = mock.avail_idx();
+    mock.push(&[(HDR, 16, false), (STATUS, 1, true)]);
+    old
+}
+
+#[test]
+fn requests_in_flight_ask_the_driver_not_to_notify() {
+    let (mut d, mem, mut mock) = ready(RamDisk::new(1 << 20).deferred());
+    push_flush(&mem, &mut mock);
+    push_flush(&mem, &mut mock);
+    notify(&mut d, 0);
+    assert_eq!(d.device().in_flight(), 2);
+    let old = push_flush(&mem, &mut mock);
+    assert!(!mock.driver_must_notify(old, true));
+}
+
+#[test]
+fn requests_made_available_without_a_notification_are_taken_on_a_completion() {
+    let (mut d, mem, mut mock) = ready(RamDisk::new(1 << 20).deferred());
+    push_flush(&mem, &mut mock);
+    notify(&mut d, 0);
+    push_flush(&mem, &mut mock);
+    push_flush(&mem, &mut mock);
+    assert!(d.poll());
+    assert_eq!(mock.used_idx(), 1);
+    assert_eq!(d.device().in_flight(), 2, "taken without a notification");
+    d.poll();
+    assert_eq!(mock.used_idx(), 3);
+}
+
+#[test]
+fn notifications_are_asked_for_again_once_nothing_is_in_flight() {
+    let (mut d, mem, mut mock) = ready(RamDisk::new(1 << 20).deferred());
+    push_flush(&mem, &mut mock);
+    notify(&mut d, 0);
+    d.poll();
+    assert_eq!(d.device().in_flight(), 0);
+    let old = push_flush(&mem, &mut mock);
+    assert!(mock.driver_must_notify(old, true));
+}
+
+#[test]
+fn without_event_idx_requests_in_flight_set_no_notify_until_none_is() {
+    let (mut d, mem, mut mock) = dev_with(RamDisk::new(1 << 20).deferred());
+    driver_init(&mut d, &mock, ALL & !vf::EVENT_IDX);
+    push_flush(&mem, &mut mock);
+    notify(&mut d, 0);
+    let old = push_flush(&mem, &mut mock);
+    assert!(!mock.driver_must_notify(old, false));
+    d.poll();
+    d.poll();
+    assert_eq!((mock.used_idx(), d.device().in_flight()), (2, 0));
+    assert!(mock.driver_must_notify(old, false));
+}
+
+#[test]
+fn a_backend_that_completes_at_once_leaves_notifications_on() {
+    let (mut d, mem, mut mock) = ready(RamDisk::new(1 << 20));
+    push_flush(&mem, &mut mock);
+    notify(&mut d, 0);
+    assert_eq!(mock.used_idx(), 1);
+    let old = push_flush(&mem, &mut mock);
+    assert!(mock.driver_must_notify(old, true));
+}
+
+/// A device with two request queues over a deferred RAM disk, both queues
+/// set up by the driver: (device, memory, queue 0, queue 1).
+fn two_queues() -> (Dev, VecMemory, MockQueue, MockQueue) {
+    let (_, mem, q0) = dev_with(RamDisk::new(1 << 20));
+    let q1 = MockQueue::new(&mem, Ipa(RAM.0 + 0x8000), 16);
+    let blk = crate::blk::VirtioBlk::with_queues(RamDisk::new(1 << 20).deferred(), 2);
+    let mut d = crate::pci::VirtioPci::new(blk, mem.clone());
+    driver_init_queues(&mut d, &[&q0, &q1], ALL | feature::MQ);
+    (d, mem, q0, q1)
+}
+
+#[test]
+fn a_device_with_two_queues_offers_mq_and_says_how_many() {
+    let (d, _, _, _) = two_queues();
+    assert_ne!(d.offered_features() & feature::MQ, 0);
+    let mut n = [0u8; 2];
+    crate::device::VirtioDevice::read_config(d.device(), crate::blk::cfg::NUM_QUEUES, &mut n);
+    assert_eq!(u16::from_le_bytes(n), 2);
+}
+
+#[test]
+fn a_device_with_one_queue_offers_no_mq() {
+    let (d, _, _) = dev_with(RamDisk::new(1 << 20));
+    assert_eq!(d.offered_features() & feature::MQ, 0);
+}
+
+#[test]
+fn each_queue_answers_its_own_requests() {
+    let (mut d, mem, mut q0, mut q1) = two_queues();
+    push_flush(&mem, &mut q1);
+    notify(&mut d, 1);
+    push_flush(&mem, &mut q0);
+    push_flush(&mem, &mut q0);
+    notify(&mut d, 0);
+    assert_eq!(d.device().in_flight(), 3);
+    d.poll();
+    assert_eq!((q0.used_idx(), q1.used_idx()), (2, 1));
+}
+
+#[test]
+fn a_queue_reset_orphans_only_that_queues_requests() {
+    let (mut d, mem, mut q0, mut q1) = two_queues();
+    push_flush(&mem, &mut q0);
+    notify(&mut d, 0);
+    push_flush(&mem, &mut q1);
+    notify(&mut d, 1);
+    crate::device::VirtioDevice::queue_reset(d.device_mut(), 1);
+    d.poll();
+    assert_eq!((q0.used_idx(), q1.used_idx()), (1, 0));
+    assert_eq!(d.device().stats().stale_completions, 1);
+}
+
+#[test]
+fn each_queue_asks_for_notifications_by_its_own_requests_in_flight() {
+    let (mut d, mem, mut q0, mut q1) = two_queues();
+    push_flush(&mem, &mut q1);
+    notify(&mut d, 1);
+    let old0 = push_flush(&mem, &mut q0);
+    assert!(
+        q0.driver_must_notify(old0, true),
+        "queue 0 has nothing in flight"
+    );
+    let old1 = push_flush(&mem, &mut q1);
+    assert!(!q1.driver_must_notify(old1, true), "queue 1 has");
 }

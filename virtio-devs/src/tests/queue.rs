@@ -296,6 +296,40 @@ fn enable_notification_writes_avail_event_and_reports_pending() {
 }
 
 #[test]
+fn disable_notification_puts_avail_event_behind_the_driver() {
+    let (mem, mut mock, _) = setup(8);
+    let mut q = mock.device_queue(true, true);
+    mock.push(&[(DATA, 1, true)]);
+    q.pop(&mem).unwrap().unwrap();
+    q.disable_notification(&mem).unwrap();
+    assert_eq!(mock.avail_event(), 0, "next_avail 1, less one");
+    for n in 1..=20u16 {
+        let old = mock.avail_idx();
+        mock.push(&[(DATA, 1, true)]);
+        assert!(!mock.driver_must_notify(old, true), "buffer {n}");
+    }
+    assert_eq!(
+        q.enable_notification(&mem),
+        Ok(true),
+        "pending buffers reported"
+    );
+    assert_eq!(mock.avail_event(), 1);
+}
+
+#[test]
+fn disable_notification_without_event_idx_sets_no_notify_until_enabled() {
+    let (mem, mut mock, _) = setup(8);
+    let mut q = mock.device_queue(false, true);
+    q.disable_notification(&mem).unwrap();
+    let old = mock.avail_idx();
+    mock.push(&[(DATA, 1, true)]);
+    assert!(!mock.driver_must_notify(old, false));
+    assert_eq!(q.enable_notification(&mem), Ok(true));
+    assert_eq!(mock.used_flags(), 0);
+    assert!(mock.driver_must_notify(old, false));
+}
+
+#[test]
 fn indices_wrap_past_u16() {
     let (mem, mut mock, mut q) = setup(4);
     for _ in 0..70_000u32 {
