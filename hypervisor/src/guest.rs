@@ -244,22 +244,6 @@ impl FreeRam {
         Ok(())
     }
 
-    /// Takes `size` bytes (rounded up to 2 MiB) from the bottom of the
-    /// largest 2 MiB-aligned free stretch; returns its base.
-    pub fn alloc_low(&mut self, size: u64) -> Result<u64, String> {
-        let size = align_up(size, MIB2);
-        match self.largest() {
-            Some((b, s)) if s >= size => {
-                self.take(b, size)?;
-                Ok(b)
-            }
-            l => Err(alloc::format!(
-                "{size:#x} bytes of host RAM wanted, the largest free stretch has {:#x}",
-                l.map_or(0, |l| l.1)
-            )),
-        }
-    }
-
     /// Takes `size` bytes (rounded up to 2 MiB) from the top of the largest
     /// 2 MiB-aligned free stretch; returns its base.
     pub fn alloc_high(&mut self, size: u64) -> Result<u64, String> {

@@ -89,7 +89,6 @@ const KNOWN_OPTIONS: &[&str] = &[
     "its-selftest",
     "virtio-blk",
     "root-ports",
-    "split-guest",
 ];
 
 /// The Rust entry point, on the boot CPU at EL2, with the host DTB address.
@@ -239,8 +238,8 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         guest_dt::PsciMethod::Hvc
     };
     // The guests: the host DT's (guest nodes, or the single guest of the
-    // boot modules and options), or the debug option's.
-    let mut configs = guest_configs(&host, &plat, dtb_bytes, bootargs);
+    // boot modules and options).
+    let configs = guest_configs(&plat, dtb_bytes, bootargs);
     for c in &configs {
         host.modules.push((c.kernel.base.0, c.kernel.size));
         if let Some(r) = c.ramdisk {
@@ -286,25 +285,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         Ok(f) => f,
         Err(e) => exits::fatal(&e),
     };
-    // Memory: the debug option's guests get theirs from free host RAM.
     let mut free = guest::FreeRam::new(&host);
-    for c in configs.iter_mut() {
-        if let (spec::GuestMemory::Auto { size: Some(size) }, false) = (&c.memory, guest_nodes) {
-            if !bootargs.contains("split-guest=") {
-                continue;
-            }
-            let size = size.div_ceil(2 << 20) * (2 << 20);
-            match free.alloc_low(size) {
-                Ok(base) => {
-                    c.memory = spec::GuestMemory::Static(alloc::vec![vbus::MemRange::new(
-                        vbus::Pa(base),
-                        size
-                    )])
-                }
-                Err(e) => exits::fatal(&alloc::format!("guest {}: mem: {e}", c.name)),
-            }
-        }
-    }
     let resources = platform::guests::HostResources::new(&plat, host.reservation(), functions);
     if let Err(e) = platform::guests::validate(&configs, &resources) {
         exits::fatal(&alloc::format!("{e}"));
@@ -482,45 +463,15 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     exits::park(0)
 }
 
-/// The guests, not yet validated: those of the `split-guest=` options
-/// (each booting the boot modules directly under `/chosen`, memory still
-/// to be taken from free host RAM), else the host DT's
+/// The guests, not yet validated: the host DT's
 /// (`platform::guests::configure`: guest nodes, or the single guest of the
 /// boot modules and the single-guest options). A bad configuration stops
 /// the boot naming it.
 fn guest_configs(
-    host: &guest::HostPlatform,
     plat: &platform::Platform,
     dtb: &[u8],
     bootargs: &str,
 ) -> alloc::vec::Vec<platform::guests::GuestConfig> {
-    if bootargs.contains("split-guest=") {
-        if let Some(opt) = bootargs.split_whitespace().find(|a| {
-            let name = a.split_once('=').map_or(*a, |(n, _)| n);
-            platform::guests::LEGACY_GUEST_OPTIONS.contains(&name)
-        }) {
-            exits::fatal(&alloc::format!(
-                "bootargs: {opt} is for a single guest: with split-guest= give it in each guest's option"
-            ));
-        }
-        let Some(k) = plat.kernel() else {
-            exits::fatal("split-guest=: no `multiboot,kernel` module directly under /chosen")
-        };
-        let host_disk = assign::Options::parse(bootargs)
-            .ok()
-            .and_then(|o| o.host_disk);
-        return match spec::split_guests(
-            bootargs,
-            &host.cpus,
-            k.region.range(),
-            plat.ramdisk().map(|r| r.region.range()),
-            k.bootargs.as_deref().unwrap_or(""),
-            host_disk,
-        ) {
-            Ok(g) => g,
-            Err(e) => exits::fatal(&alloc::format!("bootargs: {e}")),
-        };
-    }
     match platform::guests::configure(dtb, plat, bootargs) {
         Ok(g) => g,
         Err(e) => exits::fatal(&alloc::format!("{e}")),

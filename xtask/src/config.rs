@@ -800,9 +800,10 @@ impl Config {
     }
 
     /// Applies `cargo xtask run`'s options (see [`Overrides`]): guest
-    /// options to the only guest or to `--guest NAME` (with several guests
-    /// and no `--guest`, they are refused, naming them), machine options to
-    /// the machine; then checks again.
+    /// options to the only guest or to `--guest NAME`; with several guests
+    /// and no `--guest`, `--exec` becomes the command of every guest without
+    /// one and the other guest options are refused, naming them. Machine
+    /// options to the machine; then checks again.
     pub fn apply(&mut self, o: &Overrides) -> Result<()> {
         let given = o.guest_options();
         let index = match (&o.guest, self.guests.len()) {
@@ -819,15 +820,21 @@ impl Config {
                     })?,
             ),
             (None, 1) => Some(0),
-            (None, n) if !given.is_empty() => {
-                return Err(Error(format!(
-                "{}: {} apply to one guest and the file has {n} ({}): say which with --guest NAME",
-                self.path.display(),
-                given.join(", "),
-                self.names()
-            )))
+            (None, n) => {
+                let one_guest: Vec<&str> = given.into_iter().filter(|o| *o != "--exec").collect();
+                if !one_guest.is_empty() {
+                    return Err(Error(format!(
+                        "{}: {} apply to one guest and the file has {n} ({}): say which with --guest NAME before them",
+                        self.path.display(),
+                        one_guest.join(", "),
+                        self.names()
+                    )));
+                }
+                if let Some(e) = &o.exec {
+                    self.exec_for_all(e);
+                }
+                None
             }
-            (None, _) => None,
         };
         if let Some(i) = index {
             let mut set = |key: &'static str, opt: &'static str| {
@@ -903,6 +910,88 @@ impl Config {
         self.machine.hv_args.extend(o.hv_args.iter().cloned());
         self.machine.smmu |= o.smmu;
         self.check()
+    }
+
+    /// Applies `cargo xtask run`'s options in the order they mean:
+    /// `per_guest` are those after each `--guest NAME` (each with its
+    /// `guest`), `global` those before any `--guest` and the machine's. With
+    /// one guest, `global`'s guest options are its own and `per_guest`
+    /// override them; with several, `global`'s `--exec` is the command of
+    /// every guest left without one ([`Config::apply`]).
+    pub fn apply_all(&mut self, global: &Overrides, per_guest: &[Overrides]) -> Result<()> {
+        if self.guests.len() == 1 {
+            self.apply(global)?;
+        }
+        for o in per_guest {
+            self.apply(o)?;
+        }
+        if self.guests.len() != 1 {
+            self.apply(global)?;
+        }
+        Ok(())
+    }
+
+    /// Gives `exec` to every guest without a command that can take one
+    /// (one without `bootargs`, which runs our `/init`).
+    fn exec_for_all(&mut self, exec: &str) {
+        for (i, g) in self.guests.iter_mut().enumerate() {
+            if g.exec.is_none() && g.bootargs.is_none() {
+                g.exec = Some(exec.to_string());
+                self.origins
+                    .insert((Some(i), "exec"), Origin::Option("--exec"));
+            }
+        }
+    }
+
+    /// Refuses a run where some guests have a command and others none: the
+    /// run ends when every guest's command has (each powers its guest
+    /// off), and a guest without one runs a shell until someone powers it
+    /// off, so such a run would only end at its timeout. Guests with
+    /// `bootargs` (not our `/init`) take no command and are left out. The
+    /// error names the guests without a command and the ways to give one.
+    pub fn check_commands(&self) -> Result<()> {
+        let ours = || self.guests.iter().filter(|g| g.bootargs.is_none());
+        let with: Vec<&str> = ours()
+            .filter(|g| g.exec.is_some())
+            .map(|g| g.name.as_str())
+            .collect();
+        let without: Vec<&str> = ours()
+            .filter(|g| g.exec.is_none())
+            .map(|g| g.name.as_str())
+            .collect();
+        if with.is_empty() || without.is_empty() {
+            return Ok(());
+        }
+        let list = |names: &[&str]| match names {
+            [one] => format!("guest {one} has"),
+            more => format!("guests {} have", more.join(", ")),
+        };
+        let (it, name) = match without.as_slice() {
+            [one] => ("it", *one),
+            _ => ("each", "NAME"),
+        };
+        Err(Error(format!(
+            "{}: {} no command and {} one: a run ends once every guest's command has run, and a guest without one waits in its shell until the timeout. Give {it} a command with --guest {name} --exec CMD, or exec = \"...\" in its [[guest]] table; or give every guest without one the same with --exec CMD before any --guest",
+            self.path.display(),
+            list(&without),
+            list(&with),
+        )))
+    }
+
+    /// The guests whose `[name] `-prefixed status lines make the run's
+    /// status ([`RunConfig::exec_guests`]): those with a command, when the
+    /// file has several guests. None for one guest: the hypervisor prefixes
+    /// console lines only when there are several, so its status line is
+    /// read without a prefix.
+    pub fn command_guests(&self) -> Vec<String> {
+        if self.guests.len() < 2 {
+            return Vec::new();
+        }
+        self.guests
+            .iter()
+            .filter(|g| g.exec.is_some())
+            .map(|g| g.name.clone())
+            .collect()
     }
 
     /// The guests' names, comma-separated.

@@ -10,6 +10,7 @@
 //! cargo xtask <command> --help its options
 //! ```
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{exit, Command};
 use std::time::Duration;
@@ -62,7 +63,8 @@ enum Cmd {
     /// to the guest's XTASK-INIT-START line. Exit status: the command's
     /// after a clean power-off (0 without --exec), 3 after a guest panic or
     /// reset, 4 when the initramfs did not unpack, 2 after a hypervisor
-    /// fault, 124 on timeout.
+    /// fault or when the file or the options are refused before QEMU
+    /// starts, 124 on timeout.
     Run(RunArgs),
     /// cargo test, build the hypervisor and the probe guest, then the end-to-end boots
     ///
@@ -169,14 +171,24 @@ struct RunArgs {
     /// hypervisor's command line); anything else as guest nodes under
     /// /chosen in a DTB given to QEMU. The guest options (kernel, initrd,
     /// append, cmdline, exec, smp, nic, nic-slot, hostfwd, disk) change the
-    /// file's guest, and with several guests the one named by the guest
-    /// option; mem, qemu-arg, hv-arg and smmu change the machine.
+    /// file's guest, and with several guests the one named by the --guest
+    /// before them; mem, qemu-arg, hv-arg and smmu change the machine.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The guest of --config the guest options apply to (needed with several)
-    #[arg(long = "guest", value_name = "NAME")]
-    guest_name: Option<String>,
+    /// The guest of --config the guest options after it apply to (repeatable)
+    ///
+    /// The guest options after `--guest NAME`, up to the next --guest,
+    /// change guest NAME. Before any --guest they change the file's only
+    /// guest; with several guests only --exec may come before any --guest:
+    /// it is then the command of every guest without one of its own.
+    #[arg(long = "guest", value_name = "NAME", action = clap::ArgAction::Append)]
+    guest_name: Vec<String>,
     /// Run CMD in the guest (sh -c), print its output, exit with its status (default timeout 600 s)
+    ///
+    /// With several guests, either every guest runs a command (`--guest
+    /// NAME --exec CMD`, `exec` in the file, or --exec before any --guest
+    /// for every guest without one) or none does: the run is refused (status
+    /// 2) naming the guests left without one.
     #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
     exec: Option<String>,
     /// Boot the guest directly on QEMU, without the hypervisor (the baseline)
@@ -226,6 +238,10 @@ struct RunArgs {
     timeout: Option<u64>,
     #[command(flatten)]
     guest: GuestArgs,
+    /// The guest options of each `--guest NAME` section, in order (set by
+    /// [`parse`]); those before any --guest are this struct's own.
+    #[arg(skip)]
+    per_guest: Vec<(String, RunArgs)>,
 }
 
 /// `cargo xtask bench`'s options.
@@ -315,20 +331,96 @@ fn parse_disk(s: &str) -> Result<DiskArg> {
 fn parse<I, T>(args: I) -> std::result::Result<Cli, clap::Error>
 where
     I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
+    T: Into<OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(args)?;
-    if let Cmd::Run(r) = &cli.command {
-        if let Err(msg) = r.check() {
-            let mut cmd = Cli::command();
-            cmd.build();
-            let run = cmd
-                .find_subcommand_mut("run")
-                .ok_or_else(|| clap::Error::new(ErrorKind::InvalidSubcommand))?;
-            return Err(run.error(ErrorKind::ArgumentConflict, msg));
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut cli = Cli::try_parse_from(&args)?;
+    if let Cmd::Run(r) = &mut cli.command {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let run = cmd
+            .find_subcommand_mut("run")
+            .ok_or_else(|| clap::Error::new(ErrorKind::InvalidSubcommand))?;
+        let after_run = args
+            .iter()
+            .skip(1)
+            .position(|a| a == "run")
+            .map_or(args.len(), |i| i + 2);
+        let (before, sections) = guest_sections(run, &args[after_run..]);
+        // The guest options are those of each section: parsed on their own
+        // (the whole line already parsed, so each part does too).
+        let section = |tokens: &[OsString]| -> std::result::Result<RunArgs, clap::Error> {
+            let line = ["xtask", "run"].map(OsString::from).into_iter();
+            match Cli::try_parse_from(line.chain(tokens.iter().cloned()))?.command {
+                Cmd::Run(s) => Ok(s),
+                _ => Err(clap::Error::new(ErrorKind::InvalidSubcommand)),
+            }
+        };
+        let first = section(&before)?;
+        r.set_guest_options(&first);
+        for (name, tokens) in &sections {
+            r.per_guest.push((name.clone(), section(tokens)?));
+        }
+        let checks = std::iter::once(&*r).chain(r.per_guest.iter().map(|(_, s)| s));
+        for s in checks {
+            if let Err(msg) = s.check() {
+                return Err(run.error(ErrorKind::ArgumentConflict, msg));
+            }
         }
     }
     Ok(cli)
+}
+
+/// A guest's name and the arguments after its `--guest NAME`.
+type Section = (String, Vec<OsString>);
+
+/// `run`'s arguments `tokens` cut at each `--guest NAME` (or
+/// `--guest=NAME`): those before the first, then each guest's name with
+/// the arguments up to the next. `run` says which options take a value (the
+/// token after such an option is its value, never a `--guest`).
+fn guest_sections(run: &clap::Command, tokens: &[OsString]) -> (Vec<OsString>, Vec<Section>) {
+    let takes_value = |long: &str| {
+        run.get_arguments()
+            .any(|a| a.get_long() == Some(long) && a.get_action().takes_values())
+    };
+    let mut before = Vec::new();
+    let mut sections: Vec<Section> = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = tokens[i].to_string_lossy();
+        let option = t.strip_prefix("--").filter(|o| !o.is_empty());
+        let (long, inline) = match option {
+            Some(o) => o.split_once('=').map_or((o, false), |(l, _)| (l, true)),
+            None => ("", false),
+        };
+        if long == "guest" {
+            let name = match t.split_once('=') {
+                Some((_, v)) => v.to_string(),
+                None => {
+                    i += 1;
+                    tokens
+                        .get(i)
+                        .map_or(String::new(), |v| v.to_string_lossy().into_owned())
+                }
+            };
+            sections.push((name, Vec::new()));
+            i += 1;
+            continue;
+        }
+        let n = if !long.is_empty() && !inline && takes_value(long) {
+            2
+        } else {
+            1
+        };
+        let end = (i + n).min(tokens.len());
+        let into = match sections.last_mut() {
+            Some((_, s)) => s,
+            None => &mut before,
+        };
+        into.extend_from_slice(&tokens[i..end]);
+        i = end;
+    }
+    (before, sections)
 }
 
 /// Size of the disk image `cargo xtask run` creates when it has none.
@@ -557,10 +649,49 @@ impl RunArgs {
 }
 
 impl RunArgs {
-    /// The options that change the file's values ([`Config::apply`]).
-    fn overrides(&self) -> Overrides {
+    /// Takes the guest options of `from` (those before any --guest) in
+    /// place of the whole line's.
+    fn set_guest_options(&mut self, from: &RunArgs) {
+        self.guest.kernel.clone_from(&from.guest.kernel);
+        self.guest.initrd.clone_from(&from.guest.initrd);
+        self.guest.append.clone_from(&from.guest.append);
+        self.guest.smp = from.guest.smp;
+        self.guest.nic = from.guest.nic;
+        self.guest.nic_slot = from.guest.nic_slot;
+        self.guest.forwards.clone_from(&from.guest.forwards);
+        self.cmdline.clone_from(&from.cmdline);
+        self.exec.clone_from(&from.exec);
+        self.disk.clone_from(&from.disk);
+    }
+
+    /// The guest options of a `--guest NAME` section.
+    fn guest_overrides(&self, name: &str) -> Overrides {
+        let all = self.overrides_of(Some(name.to_string()));
         Overrides {
-            guest: self.guest_name.clone(),
+            mem: None,
+            qemu_args: Vec::new(),
+            hv_args: Vec::new(),
+            smmu: false,
+            ..all
+        }
+    }
+
+    /// The options that change the file's values ([`Config::apply_all`]):
+    /// those before any --guest with the machine's, then each --guest's.
+    fn overrides(&self) -> (Overrides, Vec<Overrides>) {
+        (
+            self.overrides_of(None),
+            self.per_guest
+                .iter()
+                .map(|(name, s)| s.guest_overrides(name))
+                .collect(),
+        )
+    }
+
+    /// This struct's options as [`Overrides`] for `guest`.
+    fn overrides_of(&self, guest: Option<String>) -> Overrides {
+        Overrides {
+            guest,
             kernel: self.guest.kernel.clone(),
             initrd: self.guest.initrd.clone().map(|i| match i {
                 Initrd::None => None,
@@ -590,7 +721,8 @@ impl RunArgs {
             .clone()
             .unwrap_or_else(|| paths::workspace_root().join(config::MAIN_CONFIG));
         let mut c = Config::load(&path)?;
-        c.apply(&self.overrides())?;
+        let (global, per_guest) = self.overrides();
+        c.apply_all(&global, &per_guest)?;
         let file = path.display();
         if self.direct && c.guests.len() > 1 {
             return Err(Error(format!(
@@ -603,11 +735,24 @@ impl RunArgs {
                 "{file}: --host-disk tests the host-disk driver beside a single guest (cpus = \"all\", memory = \"rest\")"
             )));
         }
-        if let Some(DiskArg(Some(DiskSpec::Image(p)))) = &self.disk {
-            if !p.is_file() {
-                return Err(Error(format!("--disk {}: no such image file", p.display())));
+        let disks = std::iter::once(self).chain(self.per_guest.iter().map(|(_, s)| s));
+        for d in disks.filter_map(|s| s.disk.as_ref()) {
+            if let DiskArg(Some(DiskSpec::Image(p))) = d {
+                if !p.is_file() {
+                    return Err(Error(format!("--disk {}: no such image file", p.display())));
+                }
             }
         }
+        Ok(c)
+    }
+}
+
+impl RunArgs {
+    /// [`RunArgs::config`], refused when some guests run a command and
+    /// others would wait in a shell ([`Config::check_commands`]).
+    fn checked_config(&self) -> Result<Config> {
+        let c = self.config()?;
+        c.check_commands()?;
         Ok(c)
     }
 }
@@ -623,11 +768,12 @@ fn dtb_path(config: &Config) -> PathBuf {
 }
 
 /// `cargo xtask run`. The file and options are refused ([`Stop::Refused`])
-/// before QEMU starts: as read ([`RunArgs::config`]), then as placed
+/// before QEMU starts: as read ([`RunArgs::config`]), with a command for
+/// every guest or none ([`RunArgs::checked_config`]), then as placed
 /// ([`guests::plan`]) and checked as the hypervisor will
 /// ([`guests::Plan::validate`]).
 fn run(a: RunArgs) -> std::result::Result<i32, Stop> {
-    let config = a.config().refused()?;
+    let config = a.checked_config().refused()?;
     let mode = if a.direct {
         Mode::Direct
     } else if a.uboot {
@@ -673,12 +819,7 @@ fn run(a: RunArgs) -> std::result::Result<i32, Stop> {
         cfg.interactive = interactive;
         cfg.timeout = timeout;
         cfg.exec = exec;
-        cfg.exec_guests = config
-            .guests
-            .iter()
-            .filter(|g| g.exec.is_some())
-            .map(|g| g.name.clone())
-            .collect();
+        cfg.exec_guests = config.command_guests();
         if interactive && matches!(mode, Mode::UBoot { .. }) {
             print_to_type(&plan.uboot_lines()?);
         }
@@ -1164,16 +1305,184 @@ mod tests {
         let two = checked_in("two-guests.toml");
         let r = run_args(&["--config", &two, "--nic", "igb"]).expect("valid");
         let e = r.config().expect_err("which guest?");
-        assert!(e.0.ends_with("--nic apply to one guest and the file has 2 (net, blk): say which with --guest NAME"), "{e}");
+        assert!(e.0.ends_with("--nic apply to one guest and the file has 2 (net, blk): say which with --guest NAME before them"), "{e}");
+    }
+
+    #[test]
+    fn a_guest_option_before_guest_is_not_that_guests() {
+        let two = checked_in("two-guests.toml");
+        let r = run_args(&["--config", &two, "--nic", "igb", "--guest", "blk"]).expect("valid");
+        let e = r.config().expect_err("--nic is before --guest");
+        assert!(e.0.contains("--nic apply to one guest"), "{e}");
+    }
+
+    /// `cargo xtask run ARGS` on the two-guest file: each guest's command.
+    fn commands_of_two_guests(args: &[&str]) -> [Option<String>; 2] {
+        let two = checked_in("two-guests.toml");
+        let c = run_args(&[&["--config", two.as_str()], args].concat())
+            .expect("valid")
+            .checked_config()
+            .unwrap_or_else(|e| panic!("{e}"));
+        [c.guests[0].exec.clone(), c.guests[1].exec.clone()]
     }
 
     #[test]
     fn guest_names_the_guest_run_options_change() {
+        let [net, blk] = commands_of_two_guests(&[
+            "--guest", "blk", "--exec", "lspci", "--guest", "net", "--exec", "true",
+        ]);
+        assert_eq!(
+            (net.as_deref(), blk.as_deref()),
+            (Some("true"), Some("lspci"))
+        );
+    }
+
+    #[test]
+    fn exec_without_guest_is_every_guests_command() {
+        let [net, blk] = commands_of_two_guests(&["--exec", "lspci"]);
+        assert_eq!(
+            (net.as_deref(), blk.as_deref()),
+            (Some("lspci"), Some("lspci"))
+        );
+    }
+
+    #[test]
+    fn exec_before_any_guest_is_the_command_of_the_guests_without_one() {
+        let [net, blk] =
+            commands_of_two_guests(&["--exec", "true", "--guest", "net", "--exec", "lspci"]);
+        assert_eq!(
+            (net.as_deref(), blk.as_deref()),
+            (Some("lspci"), Some("true"))
+        );
+    }
+
+    #[test]
+    fn with_one_guest_its_guest_section_overrides_the_options_before() {
+        let r = run_args(&[
+            "--exec", "true", "--guest", "guest", "--exec", "lspci", "--nic", "igb",
+        ])
+        .expect("valid");
+        let c = r.checked_config().expect("valid");
+        assert_eq!(
+            (c.guests[0].exec.as_deref(), c.guests[0].nic),
+            (Some("lspci"), Nic::Igb)
+        );
+    }
+
+    #[test]
+    fn a_command_for_some_guests_only_is_refused_naming_those_without_and_how_to_give_one() {
         let two = checked_in("two-guests.toml");
-        let r = run_args(&["--config", &two, "--guest", "blk", "--exec", "lspci"]).expect("valid");
-        let c = r.config().expect("valid");
-        assert_eq!(c.guests[1].exec.as_deref(), Some("lspci"));
-        assert_eq!(c.guests[0].exec, None);
+        let r = run_args(&["--config", &two, "--guest", "net", "--exec", "lspci"]).expect("valid");
+        let e = r.checked_config().expect_err("blk has no command").0;
+        for says in [
+            "guest blk has no command and guest net has one",
+            "--guest blk --exec CMD",
+            "exec = \"...\" in its [[guest]] table",
+            "--exec CMD before any --guest",
+        ] {
+            assert!(e.contains(says), "{says}: {e}");
+        }
+    }
+
+    #[test]
+    fn no_command_for_any_guest_is_an_interactive_run() {
+        assert_eq!(commands_of_two_guests(&[]), [None, None]);
+    }
+
+    #[test]
+    fn each_guest_takes_the_options_after_its_guest() {
+        let two = checked_in("two-guests.toml");
+        let r = run_args(&[
+            "--config",
+            &two,
+            "--exec",
+            "true",
+            "--guest",
+            "net",
+            "--nic",
+            "igb",
+            "--append",
+            "a=1",
+            "--guest=blk",
+            "--disk",
+            "ram:64M",
+            "--mem",
+            "1G",
+        ])
+        .expect("valid");
+        let c = r.checked_config().expect("valid");
+        let (net, blk) = (&c.guests[0], &c.guests[1]);
+        assert_eq!((net.nic, net.append.as_str()), (Nic::Igb, "a=1"));
+        assert_eq!((blk.nic, blk.append.as_str()), (Nic::None, ""));
+        assert_eq!(blk.disks, [DiskSpec::Ram(64 << 20)]);
+        assert_eq!(net.disks, []);
+        assert_eq!(
+            c.machine.memory,
+            1 << 30,
+            "--mem is the machine's wherever it stands"
+        );
+    }
+
+    #[test]
+    fn a_value_that_reads_as_guest_is_the_options_value() {
+        let two = checked_in("two-guests.toml");
+        let r = run_args(&[
+            "--config",
+            &two,
+            "--exec",
+            "true",
+            "--guest",
+            "blk",
+            "--append",
+            "--guest",
+            "--exec=--guest",
+        ])
+        .expect("valid");
+        let c = r.checked_config().expect("valid");
+        assert_eq!(c.guests[1].append, "--guest");
+        assert_eq!(c.guests[1].exec.as_deref(), Some("--guest"));
+        assert_eq!(c.guests[0].exec.as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn cmdline_with_exec_is_refused_within_one_guests_options_only() {
+        let two = checked_in("two-guests.toml");
+        run_args(&[
+            "--config",
+            &two,
+            "--exec",
+            "true",
+            "--guest",
+            "net",
+            "--cmdline",
+            "x",
+        ])
+        .expect("--exec is for the other guests");
+        let e = refusal(&[
+            "run",
+            "--config",
+            &two,
+            "--guest",
+            "net",
+            "--cmdline",
+            "x",
+            "--exec",
+            "true",
+        ]);
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn an_unknown_guest_name_is_refused_listing_the_guests() {
+        let two = checked_in("two-guests.toml");
+        let e = run_args(&["--config", &two, "--guest", "web", "--exec", "true"])
+            .expect("valid")
+            .checked_config()
+            .expect_err("no guest web");
+        assert!(
+            e.0.ends_with("--guest web: no such guest (its guests: net, blk)"),
+            "{e}"
+        );
     }
 
     #[test]

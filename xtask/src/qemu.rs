@@ -363,16 +363,11 @@ impl RunConfig {
 
     /// The hypervisor's command line after `semihosting`:
     /// [`RunConfig::hypervisor_args`], then `virtio-blk=` for the disk and
-    /// `pci-passthrough=SEG:BUS:DEV.FN` for the NIC (unless those give
-    /// `split-guest=` options, which name each guest's devices themselves),
-    /// then `host-disk=`[`HOST_DISK_ADDRESS`] with a host disk.
+    /// `pci-passthrough=SEG:BUS:DEV.FN` for the NIC, then
+    /// `host-disk=`[`HOST_DISK_ADDRESS`] with a host disk.
     pub fn hypervisor_extra_args(&self) -> String {
         let mut args = self.hypervisor_args.trim().to_string();
-        let split = args
-            .split_whitespace()
-            .any(|a| a.starts_with("split-guest="));
         let disk = match self.disk {
-            _ if split => None,
             Disk::None => None,
             Disk::Ram(n) => Some(format!("virtio-blk=ram:{n}")),
             Disk::Host => Some("virtio-blk=host".to_string()),
@@ -383,7 +378,7 @@ impl RunConfig {
             }
             args.push_str(&d);
         }
-        if let Some(bdf) = self.passthrough_address().filter(|_| !split) {
+        if let Some(bdf) = self.passthrough_address() {
             if !args.is_empty() {
                 args.push(' ');
             }
@@ -1745,18 +1740,6 @@ mod tests {
             cfg.hypervisor_extra_args(),
             "loglevel=debug pci-passthrough=0000:03:00.0"
         );
-    }
-
-    #[test]
-    fn split_guests_name_their_own_devices_and_the_nic_keeps_its_smmu() {
-        let mut cfg = hv_config_with_nic(NicSlot::RootPort);
-        cfg.disk = Disk::Ram(8 << 20);
-        cfg.hypervisor_args = "split-guest=a,mem=64M split-guest=b,mem=64M".into();
-        assert_eq!(
-            cfg.hypervisor_extra_args(),
-            "split-guest=a,mem=64M split-guest=b,mem=64M"
-        );
-        assert!(cfg.smmu());
     }
 
     #[test]

@@ -1,36 +1,112 @@
-//! Several guests side by side (issue 12), made with the hypervisor's debug
-//! option `split-guest=NAME,key=value,...` (one per guest; README, "The
-//! hypervisor's own options"): each on its own CPU, RAM and synthetic
-//! segment, its console lines prefixed with its name, stopped alone by its
-//! SYSTEM_OFF, a fault or a SYSTEM_RESET (or booted again, as its
-//! `on-reset` says), the machine off when the last one has stopped.
+//! Several guests side by side (issue 12), described by TOML files as
+//! `cargo xtask run --config FILE` reads them (docs/guests.md, "The TOML
+//! file") and booted as it boots them, as guest nodes under `/chosen`: each
+//! on its own CPU, RAM and synthetic segment, its console lines prefixed
+//! with its name, stopped alone by its SYSTEM_OFF, a fault or a
+//! SYSTEM_RESET (or booted again, as its `on-reset` says), the machine off
+//! when the last one has stopped.
 
 use std::path::{Path, PathBuf};
 
 use platform::guests::GuestMemory;
+use sha2::Digest;
 use xtask::config::{Config, DiskSpec, Overrides};
 use xtask::guests;
-use xtask::net::Nic;
-use xtask::qemu::{self, Disk, RunConfig, RunOutcome, Verdict};
+use xtask::qemu::{self, RunConfig, RunOutcome, Verdict};
 
-use super::{boot_timeout, hypervisor_bin, run};
+use super::{boot_timeout, hypervisor_bin};
 use crate::probe::probe_bin;
 
-/// Linux guests under the hypervisor running `script` (every guest boots
-/// the same modules and command line), made by `guests` (the
-/// `split-guest=` options), on `smp` host CPUs, with the NIC passed
-/// through to whichever guest names it.
-fn linux_guests(script: &str, guests: &str, smp: u32, nic: Nic) -> RunConfig {
-    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
-    cfg.mode = qemu::Mode::Hypervisor(hypervisor_bin());
-    cfg.exec = Some(script.to_string());
+/// A directory of this test process's own for the test `name`'s files.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("guests-e2e-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}
+
+/// Guests placed for a boot, and how the run reads their commands' status.
+struct Placed {
+    plan: guests::Plan,
+    /// [`RunConfig::exec_guests`].
+    exec_guests: Vec<String>,
+    /// Whether a guest runs a command.
+    has_command: bool,
+}
+
+/// The guests the TOML text `toml` describes, written to `dir` and placed
+/// as `cargo xtask run --config` places them, with `exec` as the command
+/// of every guest without one of its own (what `--exec` before any
+/// `--guest` does); and the guests that run a command. Guests without a
+/// `kernel` boot the project's kernel and initramfs.
+fn plan_of(dir: &Path, toml: &str, exec: Option<&str>) -> Placed {
+    let env = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("guests.toml");
+    std::fs::write(&path, toml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let every = Overrides {
+        exec: exec.map(String::from),
+        ..Overrides::default()
+    };
+    config
+        .apply_all(&every, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    config.check_commands().unwrap_or_else(|e| panic!("{e}"));
+    let files = config
+        .files(|| {
+            let initrd = env
+                .initrd
+                .clone()
+                .expect("the guest image has an initramfs");
+            Ok((env.kernel.clone(), initrd))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mode = qemu::Mode::Hypervisor(hypervisor_bin());
+    let plan = guests::plan(&config, &files, &dir.join("disk.img"), &mode)
+        .unwrap_or_else(|e| panic!("{e}"));
+    plan.validate().unwrap_or_else(|e| panic!("{e}"));
+    Placed {
+        plan,
+        exec_guests: config.command_guests(),
+        has_command: config.guests.iter().any(|g| g.exec.is_some()),
+    }
+}
+
+/// Boots `placed` as `cargo xtask run --config` does (its DTB written in
+/// `dir`, removed after), typing `input` once its marker shows.
+fn launch_plan(placed: &Placed, dir: &Path, input: Option<(String, Vec<u8>)>) -> RunOutcome {
+    let plan = &placed.plan;
+    let mut cfg = RunConfig::new(plan.mode.clone(), PathBuf::new(), PathBuf::new());
     cfg.timeout = Some(boot_timeout());
     cfg.echo = false;
-    cfg.smp = smp;
-    cfg.nic = nic;
-    cfg.disk = Disk::None;
-    cfg.hypervisor_args = guests.to_string();
-    cfg
+    cfg.exec_guests.clone_from(&placed.exec_guests);
+    cfg.exec = placed.has_command.then(|| "(per guest)".to_string());
+    // As `cargo xtask run` builds them: under U-Boot, the script typed.
+    let (args, typed) =
+        guests::launch_args(plan, &dir.join("guests.dtb"), true).unwrap_or_else(|e| panic!("{e}"));
+    let out = qemu::launch(&cfg, &args, input.or(typed), None).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(dir);
+    if out.verdict == Verdict::TimedOut {
+        fail(&out, "the guests did not end in time");
+    }
+    out
+}
+
+/// The guests of the TOML text `toml` ([`plan_of`]), each running `exec`
+/// unless it has a command of its own, booted; `name` names the test's
+/// scratch directory.
+fn boot_toml(name: &str, toml: &str, exec: Option<&str>) -> RunOutcome {
+    let dir = scratch_dir(name);
+    launch_plan(&plan_of(&dir, toml, exec), &dir, None)
+}
+
+/// A `[[guest]]` table of the probe guest (its kernel, no initrd) named
+/// `name` with 64 MiB on one CPU, segment `segment`, running the probe
+/// groups `groups`.
+fn probe_guest(name: &str, segment: u16, groups: &str) -> String {
+    format!(
+        "[[guest]]\nname = \"{name}\"\nmemory = \"64M\"\nkernel = {:?}\ninitrd = \"none\"\nappend = \"probe={groups}\"\nsegment = {segment}\n\n",
+        probe_bin().display().to_string()
+    )
 }
 
 /// The console lines guest `name` wrote, without its `[name] ` prefix.
@@ -65,14 +141,24 @@ exit 0"#;
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn two_linux_guests_boot_on_one_cpu_each_and_each_sees_only_its_own_segment() {
-    let cfg = linux_guests(
-        VIEW_SCRIPT,
-        "split-guest=net,cpus=1,mem=768M,pci-passthrough=0000:01:00.0 \
-         split-guest=blk,cpus=1,mem=768M,virtio-blk=ram:8M",
-        2,
-        Nic::E1000e,
+    let out = boot_toml(
+        "view",
+        r#"
+[[guest]]
+name = "net"
+cpus = 1
+memory = "768M"
+nic = "e1000e"
+
+[[guest]]
+name = "blk"
+cpus = 1
+memory = "768M"
+disks = ["ram:8M"]
+segment = 2
+"#,
+        Some(VIEW_SCRIPT),
     );
-    let out = run(&cfg);
     if out.verdict != Verdict::PoweredOff {
         fail(&out, "expected both guests to power off");
     }
@@ -115,14 +201,22 @@ fn a_guests_system_off_stops_it_alone_and_the_other_runs_on() {
 sleep 4
 echo B-STILL-RUNS
 exit 0"#;
-    let cfg = linux_guests(
-        script,
-        "split-guest=a,cpus=1,mem=768M,append=xtask.guest=a \
-         split-guest=b,cpus=1,mem=768M,append=xtask.guest=b",
-        2,
-        Nic::None,
+    let out = boot_toml(
+        "system-off",
+        r#"
+[[guest]]
+name = "a"
+memory = "768M"
+append = "xtask.guest=a"
+
+[[guest]]
+name = "b"
+memory = "768M"
+append = "xtask.guest=b"
+segment = 2
+"#,
+        Some(script),
     );
-    let out = run(&cfg);
     if out.verdict != Verdict::PoweredOff {
         fail(&out, "expected a clean power-off of both guests");
     }
@@ -152,13 +246,18 @@ fn a_guest_set_to_restart_on_reset_boots_again_after_reboot() {
 printf BOOT1 | dd of=/dev/vda conv=fsync 2>/dev/null
 echo FIRST-BOOT
 reboot -f"#;
-    let cfg = linux_guests(
-        script,
-        "split-guest=a,cpus=2,mem=768M,virtio-blk=ram:1M,on-reset=restart",
-        2,
-        Nic::None,
+    let out = boot_toml(
+        "restart",
+        r#"
+[[guest]]
+name = "a"
+cpus = 2
+memory = "768M"
+disks = ["ram:1M"]
+on-reset = "restart"
+"#,
+        Some(script),
     );
-    let out = run(&cfg);
     if out.verdict != Verdict::PoweredOff {
         fail(&out, "expected the guest to come back and power off");
     }
@@ -179,28 +278,116 @@ reboot -f"#;
     }
 }
 
-/// Probe guests under the hypervisor, made by `guests`, on `smp` CPUs.
-fn probe_guests(guests: &str, smp: u32) -> RunOutcome {
-    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
-    cfg.mode = qemu::Mode::Hypervisor(hypervisor_bin());
-    cfg.kernel = probe_bin();
-    cfg.initrd = None;
-    cfg.timeout = Some(boot_timeout());
-    cfg.echo = false;
-    cfg.smp = smp;
-    cfg.nic = Nic::None;
-    cfg.disk = Disk::None;
-    cfg.hypervisor_args = guests.to_string();
-    run(&cfg)
+/// 4 MiB the restart test writes into the guest's host disk image before
+/// booting: a xorshift sequence (no two sectors alike, never all zeros).
+fn disk_pattern() -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..(4 << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect()
+}
+
+/// What each boot of the restart test's guest reports: which boot, the
+/// SHA-256 of the pattern read back, ping's status, the NIC's interrupts.
+const RESTART_DEVICES_SCRIPT: &str = r#"if [ "$(dd if=/dev/vda bs=5 count=1 2>/dev/null)" = BOOT1 ]; then boot=2; else boot=1; fi
+sum=$(dd if=/dev/vda bs=1M skip=1 count=4 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+ping -c 3 -W 2 10.0.2.2 >/dev/null 2>&1; p=$?
+echo BOOT=$boot SUM=$sum PING=$p IRQ=$(awk '/eth0/ {s += $2} END {print s + 0}' /proc/interrupts)
+grep eth0 /proc/interrupts | sed 's/^/IRQ:/'
+if [ $boot = 1 ]; then printf BOOT1 | dd of=/dev/vda conv=fsync 2>/dev/null; reboot -f; fi
+exit 0"#;
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn a_guest_restarted_on_reset_finds_its_passed_through_nic_and_host_disk_working_again() {
+    // Guest a owns the e1000e and a virtio-blk over a host image holding a
+    // known pattern. Its first boot checks both, marks the disk and
+    // reboots; the hypervisor resets its devices and boots it again; the
+    // second boot (it finds the mark: guest RAM was scrubbed in between)
+    // must find the NIC passing traffic on its interrupts and the disk
+    // reading the pattern as the first boot did.
+    let dir = scratch_dir("restart-devices");
+    let image = dir.join("a.img");
+    let pattern = disk_pattern();
+    let mut bytes = vec![0u8; 16 << 20];
+    bytes[1 << 20..(1 << 20) + pattern.len()].copy_from_slice(&pattern);
+    std::fs::write(&image, &bytes).unwrap_or_else(|e| panic!("{}: {e}", image.display()));
+    let want: String = sha2::Sha256::digest(&pattern)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let toml = format!(
+        "[[guest]]\nname = \"a\"\nmemory = \"768M\"\nnic = \"e1000e\"\ndisks = [{:?}]\non-reset = \"restart\"\n",
+        image.display().to_string()
+    );
+    let placed = plan_of(&dir, &toml, Some(RESTART_DEVICES_SCRIPT));
+    let out = launch_plan(&placed, &dir, None);
+    if out.verdict != Verdict::PoweredOff || out.exit_code() != 0 {
+        fail(
+            &out,
+            "expected the guest to come back, run its checks and power off",
+        );
+    }
+    let report = |boot: &str| {
+        let key = format!("BOOT={boot} ");
+        out.console
+            .iter()
+            .enumerate()
+            .find_map(|(i, l)| Some((i, l[l.find(key.as_str())? + key.len()..].to_string())))
+            .unwrap_or_else(|| fail(&out, &format!("boot {boot} reported nothing")))
+    };
+    let ((first_at, first), (second_at, second)) = (report("1"), report("2"));
+    let Some(restart_at) = line_with(
+        &out,
+        "[hv] guest a: SYSTEM_RESET: booting it again (restart 1)",
+    ) else {
+        fail(&out, "no line saying guest a was booted again")
+    };
+    assert!(
+        first_at < restart_at && restart_at < second_at,
+        "want boot 1, the restart, then boot 2: {first_at} {restart_at} {second_at}"
+    );
+    let field = |report: &str, key: &str| -> String {
+        report
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (boot, r) in [("first", &first), ("second", &second)] {
+        assert_eq!(
+            field(r, "SUM="),
+            want,
+            "the {boot} boot read the pattern back wrong: {r}\n{}",
+            out.tail(60)
+        );
+        assert_eq!(
+            field(r, "PING="),
+            "0",
+            "the {boot} boot's ping of 10.0.2.2 failed: {r}\n{}",
+            out.tail(60)
+        );
+        let irqs: u64 = field(r, "IRQ=").parse().unwrap_or(0);
+        assert!(
+            irqs > 0,
+            "the {boot} boot's NIC took no interrupt: {r}\n{}",
+            out.tail(60)
+        );
+    }
 }
 
 #[test]
 #[ignore = "end-to-end: run with `cargo xtask test`"]
 fn two_probe_guests_each_see_their_own_segment_number() {
-    let out = probe_guests(
-        "split-guest=a,mem=64M,segment=3,append=probe=boot \
-         split-guest=b,mem=64M,segment=7,append=probe=boot",
-        2,
+    let out = boot_toml(
+        "probe-segments",
+        &(probe_guest("a", 3, "boot") + &probe_guest("b", 7, "boot")),
+        None,
     );
     if out.verdict != Verdict::PoweredOff {
         fail(&out, "expected both probes to finish and power off");
@@ -228,10 +415,10 @@ fn two_probe_guests_each_see_their_own_segment_number() {
 #[ignore = "end-to-end: run with `cargo xtask test`"]
 fn a_guest_that_faults_is_stopped_alone_and_named_in_the_exit_status() {
     // Guest b's checks take longer than guest a takes to fault.
-    let out = probe_guests(
-        "split-guest=a,mem=64M,append=probe=fault \
-         split-guest=b,mem=64M,append=probe=boot,timers,psci,ecam,gic-regs",
-        2,
+    let out = boot_toml(
+        "probe-fault",
+        &(probe_guest("a", 1, "fault") + &probe_guest("b", 2, "boot,timers,psci,ecam,gic-regs")),
+        None,
     );
     // Status 2: a guest faulted (the console names it).
     if out.verdict != Verdict::HypervisorFault {
@@ -275,22 +462,15 @@ fn ctrl_a_three_times_moves_console_input_to_the_next_guest() {
     // nothing. Ctrl-a three times (each doubled: QEMU's -nographic console
     // takes one Ctrl-a as its own escape) moves the focus to guest b, which
     // gets the rest; guest a gets nothing.
-    let mut cfg = qemu::config_from_env().unwrap_or_else(|e| panic!("{e}"));
-    cfg.mode = qemu::Mode::Hypervisor(hypervisor_bin());
-    cfg.kernel = probe_bin();
-    cfg.initrd = None;
-    cfg.timeout = Some(boot_timeout());
-    cfg.echo = false;
-    cfg.smp = 2;
-    cfg.nic = Nic::None;
-    cfg.disk = Disk::None;
-    cfg.hypervisor_args = "split-guest=a,mem=64M,append=probe=boot,timers,psci,ecam,gic-regs \
-         split-guest=b,mem=64M,append=probe=pl011"
-        .into();
+    let dir = scratch_dir("console-focus");
+    let placed = plan_of(
+        &dir,
+        &(probe_guest("a", 1, "boot,timers,psci,ecam,gic-regs") + &probe_guest("b", 2, "pl011")),
+        None,
+    );
     let mut typed = vec![0x01; 6];
     typed.extend_from_slice(b"abcdefgh");
-    cfg.input = Some(("[b] PROBE-INPUT-READY".into(), typed));
-    let out = run(&cfg);
+    let out = launch_plan(&placed, &dir, Some(("[b] PROBE-INPUT-READY".into(), typed)));
     if out.verdict != Verdict::PoweredOff {
         fail(&out, "expected both probes to finish and power off");
     }
@@ -508,7 +688,7 @@ fn refusal_timeout() -> std::time::Duration {
 /// `pcie.0`, as xtask places a NIC with `nic-slot = "bus"`; its QEMU
 /// arguments and its host address.
 fn host_e1000e() -> (Vec<String>, vbus::Sbdf) {
-    use xtask::net::{self, NetBackend, NicSlot};
+    use xtask::net::{self, NetBackend, Nic, NicSlot};
     let args = net::qemu_args(
         Nic::E1000e,
         NicSlot::Bus,
@@ -750,9 +930,7 @@ fn two_guests_plan_in(
 /// A fresh 64 MiB disk image for guest `blk` in a directory of this test
 /// process's own.
 fn scratch_disk() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("two-guests-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let disk = dir.join("blk.img");
+    let disk = scratch_dir("two-guests").join("blk.img");
     std::fs::File::create(&disk)
         .and_then(|f| f.set_len(64 << 20))
         .unwrap_or_else(|e| panic!("{}: {e}", disk.display()));
@@ -763,21 +941,15 @@ fn scratch_disk() -> PathBuf {
 /// the script), both guests running a command (so the run's status combines
 /// both).
 fn launch_two_guests(plan: &guests::Plan, disk: &Path) -> RunOutcome {
-    let mut cfg = RunConfig::new(plan.mode.clone(), PathBuf::new(), PathBuf::new());
-    cfg.timeout = Some(boot_timeout());
-    cfg.echo = false;
-    cfg.exec = Some("(per guest)".into());
-    cfg.exec_guests = plan.guests.iter().map(|g| g.name.clone()).collect();
-    let dtb = disk.with_file_name("two-guests.dtb");
-    let (args, input) = guests::launch_args(plan, &dtb, true).unwrap_or_else(|e| panic!("{e}"));
-    let out = qemu::launch(&cfg, &args, input, None).unwrap_or_else(|e| panic!("{e}"));
-    if let Some(dir) = disk.parent() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    if out.verdict == Verdict::TimedOut {
-        fail(&out, "the two guests did not end in time");
-    }
-    out
+    let placed = Placed {
+        plan: plan.clone(),
+        exec_guests: plan.guests.iter().map(|g| g.name.clone()).collect(),
+        has_command: true,
+    };
+    let dir = disk
+        .parent()
+        .unwrap_or_else(|| panic!("{}", disk.display()));
+    launch_plan(&placed, dir, None)
 }
 
 /// [`two_guests_plan`] over a [`scratch_disk`], booted.

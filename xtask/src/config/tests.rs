@@ -421,7 +421,96 @@ fn guest_options_with_several_guests_need_a_guest_name() {
         ..Overrides::default()
     };
     let e = c.apply(&o).expect_err("which guest?").0;
-    assert_eq!(e, "cfg/x.toml: --exec, --nic apply to one guest and the file has 2 (a, b): say which with --guest NAME");
+    assert_eq!(e, "cfg/x.toml: --nic apply to one guest and the file has 2 (a, b): say which with --guest NAME before them");
+}
+
+#[test]
+fn exec_without_a_guest_name_is_the_command_of_every_guest_without_one() {
+    let mut c = parse(&two("exec = \"lspci\"\n")).expect("valid");
+    let o = Overrides {
+        exec: Some("true".into()),
+        ..Overrides::default()
+    };
+    c.apply(&o).expect("valid");
+    assert_eq!(
+        (c.guests[0].exec.as_deref(), c.guests[1].exec.as_deref()),
+        (Some("true"), Some("lspci"))
+    );
+}
+
+#[test]
+fn exec_without_a_guest_name_leaves_a_guest_with_bootargs_alone() {
+    let mut c = parse(&two("bootargs = \"probe=boot\"\n")).expect("valid");
+    let o = Overrides {
+        exec: Some("true".into()),
+        ..Overrides::default()
+    };
+    c.apply(&o).expect("a guest with bootargs takes no command");
+    assert_eq!(
+        (c.guests[0].exec.as_deref(), c.guests[1].exec.as_deref()),
+        (Some("true"), None)
+    );
+    c.check_commands()
+        .expect("a guest with bootargs needs none");
+}
+
+#[test]
+fn apply_all_gives_the_guests_own_exec_before_the_common_one() {
+    let mut c = parse(&two("")).expect("valid");
+    let global = Overrides {
+        exec: Some("true".into()),
+        ..Overrides::default()
+    };
+    let b = Overrides {
+        guest: Some("b".into()),
+        exec: Some("lspci".into()),
+        ..Overrides::default()
+    };
+    c.apply_all(&global, &[b]).expect("valid");
+    assert_eq!(
+        (c.guests[0].exec.as_deref(), c.guests[1].exec.as_deref()),
+        (Some("true"), Some("lspci"))
+    );
+}
+
+#[test]
+fn commands_for_some_guests_only_are_refused_naming_every_guest_without_one() {
+    let text = format!(
+        "{}\n[[guest]]\nname = \"c\"\nmemory = \"512M\"\nsegment = 3\n",
+        two("exec = \"lspci\"\n")
+    );
+    let c = parse(&text).expect("valid");
+    let e = c.check_commands().expect_err("a and c have none").0;
+    assert!(
+        e.starts_with("cfg/x.toml: guests a, c have no command and guest b has one:"),
+        "{e}"
+    );
+    assert!(e.contains("--guest NAME --exec CMD"), "{e}");
+}
+
+#[test]
+fn the_run_reads_the_status_lines_of_the_guests_with_a_command_by_their_names() {
+    let mut c = parse(&two("exec = \"lspci\"\n")).expect("valid");
+    c.guests[0].exec = Some("true".into());
+    assert_eq!(c.command_guests(), ["a", "b"]);
+}
+
+#[test]
+fn the_run_reads_one_guests_status_line_without_a_prefix() {
+    let c = parse("[[guest]]\nname = \"a\"\nmemory = \"512M\"\nexec = \"true\"\n").expect("valid");
+    assert!(!c.single_style(), "a guest node");
+    assert_eq!(c.command_guests(), Vec::<String>::new());
+}
+
+#[test]
+fn commands_for_every_guest_or_none_pass() {
+    parse(&two(""))
+        .expect("valid")
+        .check_commands()
+        .expect("none");
+    let mut c = parse(&two("exec = \"lspci\"\n")).expect("valid");
+    c.guests[0].exec = Some("true".into());
+    c.check_commands().expect("every guest");
 }
 
 #[test]
