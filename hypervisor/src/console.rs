@@ -356,6 +356,64 @@ pub fn guest_output(vm: &crate::vm::Vm, bytes: &[u8]) {
     }
 }
 
+/// Guest `vm`'s virtio console output (`port`), taken in pieces and
+/// written as [`guest_output`] writes its PL011's, with no lock of the
+/// guest held.
+pub fn port_output(vm: &crate::vm::Vm, port: &virtio_devs::console::ConsolePort) {
+    let mut buf = [0u8; 256];
+    loop {
+        let n = port.take_output(&mut buf);
+        let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
+            return;
+        };
+        guest_output(vm, bytes);
+    }
+}
+
+/// Host console input for a guest's virtio console: every byte the host
+/// UART holds goes to `port` (up to the switch sequence with several
+/// guests; a full port drops and counts the rest). Returns the bytes read
+/// and whether the switch sequence came.
+pub fn input_to_port(port: &virtio_devs::console::ConsolePort) -> (u64, bool) {
+    let mut c = CONSOLE.lock();
+    let Some(c) = c.as_mut() else {
+        return (0, false);
+    };
+    match c.switching_rx() {
+        Some(mut rx) => {
+            let n = drain_rx(&mut rx, port);
+            (n, rx.switched())
+        }
+        None => (drain_rx(c, port), false),
+    }
+}
+
+/// Reads `rx` empty into `port`, a few bytes at a time.
+fn drain_rx(
+    rx: &mut dyn arch_emu::console_input::HostRx,
+    port: &virtio_devs::console::ConsolePort,
+) -> u64 {
+    let mut buf = [0u8; 64];
+    let mut total = 0u64;
+    loop {
+        let mut n = 0;
+        for slot in buf.iter_mut() {
+            let Some(b) = rx.getc() else {
+                break;
+            };
+            *slot = b;
+            n += 1;
+        }
+        if let Some(bytes) = buf.get(..n) {
+            port.push_input(bytes);
+        }
+        total += n as u64;
+        if n < buf.len() {
+            return total;
+        }
+    }
+}
+
 /// Shares the console among the guests when there are several, and says
 /// which has the input focus.
 pub fn share() {

@@ -39,6 +39,8 @@ pub struct GuestSpec {
     pub devices: Vec<Sbdf>,
     /// Its emulated virtio-blk devices, after the passed-through functions.
     pub disks: Vec<DiskBackend>,
+    /// Whether it gets a virtio-console after its disks (virtio 1.2, 5.3).
+    pub console: bool,
     /// The number of its synthetic PCI segment.
     pub segment: u16,
     /// At least this many root ports on its segment (0: as many as its
@@ -83,6 +85,7 @@ impl GuestSpec {
             bootargs: c.bootargs.clone().unwrap_or_default(),
             devices: c.devices.clone(),
             disks: c.disks.clone(),
+            console: c.console,
             segment: c.segment,
             root_ports: c.root_ports.map_or(0, usize::from),
             on_reset: c.on_reset,
@@ -108,7 +111,7 @@ fn size(v: &str) -> Option<u64> {
 /// order. Keys: `cpus=N` (default 1), `mem=SIZE` (required: taken from free
 /// host RAM), `pci-passthrough=SBDF[+SBDF...]`, `virtio-blk=ram:SIZE`,
 /// `virtio-blk=host` (the disk of `host_disk`, the `host-disk=` option) or
-/// `virtio-blk=host:SBDF` (repeatable), `segment=N` (default: 1 + the
+/// `virtio-blk=host:SBDF` (repeatable), `virtio-console`, `segment=N` (default: 1 + the
 /// guest's position), `root-ports=N`, `on-reset=restart|stop`, and last
 /// `append=TEXT`: TEXT (commas included) added to the guest's command line
 /// after a space. Returns each guest (its memory still `Auto` with the size
@@ -140,6 +143,7 @@ pub fn split_guests(
             bootargs: Some(guest_bootargs.to_string()),
             devices: Vec::new(),
             disks: Vec::new(),
+            console: false,
             segment: DEFAULT_SEGMENT + out.len() as u16,
             root_ports: None,
             on_reset: ResetAction::Stop,
@@ -191,6 +195,7 @@ pub fn split_guests(
                         .parse()
                         .map_err(|e: String| bad(item, &format!("ram:SIZE or host[:SBDF] ({e})")))?,
                 }),
+                "virtio-console" => g.console = true,
                 "segment" => {
                     g.segment = val
                         .parse()
@@ -212,7 +217,7 @@ pub fn split_guests(
                 _ => {
                     return Err(bad(
                         item,
-                        "cpus=, mem=, pci-passthrough=, virtio-blk=, segment=, root-ports=, on-reset= or append=",
+                        "cpus=, mem=, pci-passthrough=, virtio-blk=, virtio-console, segment=, root-ports=, on-reset= or append=",
                     ))
                 }
             }
