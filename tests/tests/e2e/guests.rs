@@ -396,6 +396,7 @@ fn probe_node(name: &str, mpidr: u64, ram: u64, segment: u16) -> platform::guest
         bootargs: Some("console=ttyAMA0 probe=boot".into()),
         devices: vec![],
         disks: vec![],
+        console: false,
         segment,
         root_ports: None,
         on_reset: ResetAction::Stop,
