@@ -174,3 +174,37 @@ fn the_pl011_is_left_alone_once_hvc0_is_the_console() {
     let uart = exit_count(out, "uart");
     assert!(uart < 100, "{uart} PL011 exits: {}", exit_stats(out));
 }
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn the_bench_reports_parse_from_the_virtio_console() {
+    use xtask::bench::guest;
+    // The bench's guest script without its iperf3 servers (they wait for
+    // the host's client, which only the bench runs).
+    let script: String = guest::script()
+        .lines()
+        .filter(|l| !l.contains(guest::NET_READY))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut cfg = hv_config(&script);
+    cfg.virtio_console = true;
+    // ping's gateway and fio's /dev/vda.
+    cfg.nic = xtask::net::Nic::E1000e;
+    cfg.disk = qemu::Disk::Ram(64 << 20);
+    let out = run(&cfg);
+    expect_powered_off(&out);
+    let figures = guest::parse(&out.console);
+    let ids: Vec<&str> = guest::TIMED
+        .iter()
+        .map(|w| w.id)
+        .chain(["ping-avg", "ping-max"])
+        .chain(guest::FIO_JOBS.iter().map(|j| j.id))
+        .collect();
+    for id in ids {
+        assert!(
+            figures.iter().any(|(f, _)| *f == id),
+            "{id} missing from {figures:?}; last 30 console lines:\n{}",
+            out.tail(30)
+        );
+    }
+}
