@@ -64,6 +64,35 @@ exit 0"#;
 
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn two_guests_on_virtio_consoles_each_print_through_hvc0_under_their_names() {
+    let mut cfg = linux_guests(
+        "echo HVC-ACTIVE=$(cat /sys/class/tty/console/active)",
+        "split-guest=a,cpus=1,mem=768M,virtio-console \
+         split-guest=b,cpus=1,mem=768M,virtio-console",
+        2,
+        Nic::None,
+    );
+    cfg.virtio_console = true;
+    let out = run(&cfg);
+    if out.verdict != Verdict::PoweredOff {
+        fail(&out, "expected both guests to power off");
+    }
+    for name in ["a", "b"] {
+        let active: Vec<&str> = lines_of(&out, name)
+            .iter()
+            .filter_map(|l| l.strip_prefix("HVC-ACTIVE="))
+            .collect();
+        assert_eq!(
+            active,
+            ["hvc0"],
+            "guest {name}'s console:\n{}",
+            out.tail(80)
+        );
+    }
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn two_linux_guests_boot_on_one_cpu_each_and_each_sees_only_its_own_segment() {
     let cfg = linux_guests(
         VIEW_SCRIPT,
