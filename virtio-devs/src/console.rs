@@ -180,9 +180,14 @@ impl VirtioConsole {
         &self.port
     }
 
-    /// Takes every chain available on the transmitq (5.3.6.2).
+    /// Takes the chains available on the transmitq (5.3.6.2), a queue's
+    /// worth at most: a driver publishing more meanwhile, from another CPU,
+    /// cannot hold the caller; it notifies again.
     fn transmit(&mut self, q: &mut Queue, mem: &dyn GuestMemory) -> Result<(), QueueError> {
-        while let Some(chain) = q.pop(mem)? {
+        for _ in 0..q.size {
+            let Some(chain) = q.pop(mem)? else {
+                break;
+            };
             if chain.writable().next().is_some() {
                 self.port.0.lock().stats.bad_chains += 1;
             } else {
@@ -193,9 +198,13 @@ impl VirtioConsole {
         Ok(())
     }
 
-    /// Fills receive buffers with waiting input while both last (5.3.6.1).
+    /// Fills receive buffers with waiting input while both last (5.3.6.1),
+    /// a queue's worth of buffers at most.
     fn receive(&mut self, q: &mut Queue, mem: &dyn GuestMemory) -> Result<(), QueueError> {
-        while self.port.input_waiting() > 0 {
+        for _ in 0..q.size {
+            if self.port.input_waiting() == 0 {
+                break;
+            }
             let Some(chain) = q.pop(mem)? else {
                 break;
             };

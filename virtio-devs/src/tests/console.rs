@@ -215,3 +215,28 @@ fn after_a_reset_waiting_input_goes_to_the_new_receiveq_only() {
     assert_eq!(c.mem.bytes_at(BUF2, 5).unwrap(), b"after");
     assert_eq!(c.rx.used_idx(), 0);
 }
+
+#[test]
+fn the_driver_is_asked_to_notify_receive_buffers_only_while_input_waits_for_one() {
+    let mut c = console();
+    c.rx.push(&[(BUF, 4, true)]);
+    notify(&mut c.d, RECEIVEQ);
+    // VIRTIO_F_EVENT_IDX: avail_event behind next_avail (0) asks for no notification.
+    assert_eq!(c.rx.avail_event(), 0xffff, "no input: the device polls");
+    c.port.push_input(b"more than four");
+    c.d.poll();
+    assert_eq!(c.rx.used_idx(), 1, "the one buffer filled");
+    assert_eq!(
+        c.rx.avail_event(),
+        1,
+        "input waits: the next buffer is to be notified"
+    );
+    c.rx.push(&[(BUF2, 64, true)]);
+    notify(&mut c.d, RECEIVEQ);
+    assert_eq!(c.mem.bytes_at(BUF2, 10).unwrap(), b" than four");
+    assert_eq!(
+        c.rx.avail_event(),
+        1,
+        "drained: next_avail 2 less one, polled again"
+    );
+}
