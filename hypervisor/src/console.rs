@@ -14,6 +14,14 @@ const FR: usize = 0x018;
 const FR_TXFF: u32 = 1 << 5;
 /// UARTFR.RXFE.
 const FR_RXFE: u32 = 1 << 4;
+/// UARTFR.TXFE: the transmit FIFO (or, FIFOs off, the holding register) is empty.
+const FR_TXFE: u32 = 1 << 7;
+/// UARTLCR_H and its FEN bit (FIFOs enabled).
+const LCR_H: usize = 0x02c;
+const LCR_H_FEN: u32 = 1 << 4;
+/// Bytes an empty transmit FIFO takes: 16 up to revision r1p4, 32 from r1p5
+/// (PL011 TRM 2.4.3); the smaller for either.
+const TX_FIFO_DEPTH: usize = 16;
 /// UARTCR and its UARTEN, TXE, RXE bits.
 const CR: usize = 0x030;
 const CR_UARTEN: u32 = 1 << 0;
@@ -115,9 +123,7 @@ impl Pl011 {
         let regs = &mut self.regs;
         let mut last = None;
         mux.guest_bytes(guest, name, bytes, immediate, &mut |b| {
-            for &c in b {
-                regs.put(c);
-            }
+            regs.put_all(b);
             if let Some(&l) = b.last() {
                 last = Some(l);
             }
@@ -137,9 +143,7 @@ impl Pl011 {
         let mut wrote = false;
         mux.flush(guest, name, &mut |b| {
             wrote = true;
-            for &c in b {
-                regs.put(c);
-            }
+            regs.put_all(b);
         });
         if wrote {
             self.at_line_start = true;
@@ -161,11 +165,46 @@ impl Regs {
     }
 }
 
+impl Regs {
+    /// Writes `bytes`, reading UARTFR once per FIFO's worth rather than per
+    /// byte: with TXFE set an enabled FIFO takes [`TX_FIFO_DEPTH`] bytes
+    /// (the holding register, FIFOs off, one); otherwise one byte once
+    /// TXFF is clear.
+    fn put_all(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        // SAFETY: `Pl011::new`'s contract makes base + LCR_H / FR / DR valid PL011 registers.
+        unsafe {
+            let fifo = core::ptr::read_volatile(self.reg(LCR_H)) & LCR_H_FEN != 0;
+            let depth = if fifo { TX_FIFO_DEPTH } else { 1 };
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let fr = core::ptr::read_volatile(self.reg(FR));
+                let room = if fr & FR_TXFE != 0 {
+                    depth
+                } else if fr & FR_TXFF == 0 {
+                    1
+                } else {
+                    continue;
+                };
+                let (now, later) = rest.split_at(room.min(rest.len()));
+                for &b in now {
+                    core::ptr::write_volatile(self.reg(DR), u32::from(b));
+                }
+                rest = later;
+            }
+        }
+    }
+}
+
 impl Pl011 {
-    /// Passes one byte of guest output through.
-    pub fn guest_byte(&mut self, b: u8) {
-        self.put(b);
-        self.at_line_start = b == b'\n';
+    /// Passes guest output through.
+    pub fn guest_bytes(&mut self, bytes: &[u8]) {
+        self.regs.put_all(bytes);
+        if let Some(&b) = bytes.last() {
+            self.at_line_start = b == b'\n';
+        }
     }
 
     /// Enables the receiver and its interrupts (the hypervisor forwards input to
@@ -349,9 +388,65 @@ pub fn guest_output(vm: &crate::vm::Vm, bytes: &[u8]) {
         && vm.stats.console_input.load(Ordering::Relaxed) > 0;
     if let Some(c) = CONSOLE.lock().as_mut() {
         if !c.shared_output(vm.index, &vm.name, bytes, immediate) {
-            for &b in bytes {
-                c.guest_byte(b);
-            }
+            c.guest_bytes(bytes);
+        }
+    }
+}
+
+/// Guest `vm`'s virtio console output (`port`), taken in pieces and
+/// written as [`guest_output`] writes its PL011's, with no lock of the
+/// guest held.
+pub fn port_output(vm: &crate::vm::Vm, port: &virtio_devs::console::ConsolePort) {
+    let mut buf = [0u8; 256];
+    loop {
+        let n = port.take_output(&mut buf);
+        let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
+            return;
+        };
+        guest_output(vm, bytes);
+    }
+}
+
+/// Host console input for a guest's virtio console: every byte the host
+/// UART holds goes to `port` (up to the switch sequence with several
+/// guests; a full port drops and counts the rest). Returns the bytes read
+/// and whether the switch sequence came.
+pub fn input_to_port(port: &virtio_devs::console::ConsolePort) -> (u64, bool) {
+    let mut c = CONSOLE.lock();
+    let Some(c) = c.as_mut() else {
+        return (0, false);
+    };
+    match c.switching_rx() {
+        Some(mut rx) => {
+            let n = drain_rx(&mut rx, port);
+            (n, rx.switched())
+        }
+        None => (drain_rx(c, port), false),
+    }
+}
+
+/// Reads `rx` empty into `port`, a few bytes at a time.
+fn drain_rx(
+    rx: &mut dyn arch_emu::console_input::HostRx,
+    port: &virtio_devs::console::ConsolePort,
+) -> u64 {
+    let mut buf = [0u8; 64];
+    let mut total = 0u64;
+    loop {
+        let mut n = 0;
+        for slot in buf.iter_mut() {
+            let Some(b) = rx.getc() else {
+                break;
+            };
+            *slot = b;
+            n += 1;
+        }
+        if let Some(bytes) = buf.get(..n) {
+            port.push_input(bytes);
+        }
+        total += n as u64;
+        if n < buf.len() {
+            return total;
         }
     }
 }

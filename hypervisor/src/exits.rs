@@ -684,6 +684,24 @@ fn console_input(here: Option<&Vm>, kick: &mut Kick) {
             }
             return;
         };
+        if let Some(port) = to.console_port.as_ref() {
+            // A virtio console: the input to its port, then into the
+            // receive buffers the driver made available.
+            let (n, switched) = crate::console::input_to_port(port);
+            to.stats.console_input.fetch_add(n, Ordering::Relaxed);
+            let mut dev = to.devices.lock();
+            if let Some(seg) = dev.segment.as_mut() {
+                let fx = seg.poll();
+                let k = to.apply(seg, fx);
+                drop(dev);
+                deliver(to, here, kick, k);
+            }
+            if !switched {
+                return;
+            }
+            crate::console::switch_focus();
+            continue;
+        }
         let mut dev = to.devices.lock();
         let switched = to.pump_console_input(&mut dev, true);
         let k = to.update_uart_line(&mut dev);
@@ -950,6 +968,9 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
     // Guest console output, with no lock of the guest held.
     if !tx.as_slice().is_empty() {
         crate::console::guest_output(vm, tx.as_slice());
+    }
+    if let Some(port) = vm.console_port.as_ref() {
+        crate::console::port_output(vm, port);
     }
     // The host disk hears of the requests this exit submitted, with no lock held.
     crate::hostdisk::notify_if_due();

@@ -666,6 +666,20 @@ pub fn build(
         };
         functions.push(blk);
     }
+    // The virtio console after the disks: its port's output goes to the
+    // host console (`exits::handle_exit`), the host console's input to it
+    // while the guest has the input focus (`exits::console_input`).
+    let console_port = spec
+        .console
+        .then(virtio_devs::console::ConsolePort::default);
+    if let Some(port) = &console_port {
+        log::info!("{}virtio-console: port 0", prefix(spec));
+        let c = virtio_devs::console::VirtioConsole::new(port.clone());
+        functions.push(Box::new(virtio_devs::pci::VirtioPci::new(
+            c,
+            guest_ram.clone(),
+        )));
+    }
     if layout.pci.is_none() && !functions.is_empty() {
         return Err("host devices to assign but the guest has no PCI segment".into());
     }
@@ -724,6 +738,7 @@ pub fn build(
             segment,
             assigned: ids.get(..lines.len()).unwrap_or(&[]).to_vec(),
         }),
+        console_port,
         power: spin::Mutex::new(power),
         stats: Default::default(),
         times: Default::default(),

@@ -88,6 +88,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "host-disk-selftest",
     "its-selftest",
     "virtio-blk",
+    "virtio-console",
     "root-ports",
 ];
 

@@ -33,6 +33,8 @@ pub struct GuestSpec {
     pub devices: Vec<Sbdf>,
     /// Its emulated virtio-blk devices, after the passed-through functions.
     pub disks: Vec<DiskBackend>,
+    /// Whether it gets a virtio-console after its disks (virtio 1.2, 5.3).
+    pub console: bool,
     /// The number of its synthetic PCI segment.
     pub segment: u16,
     /// At least this many root ports on its segment (0: as many as its
@@ -77,6 +79,7 @@ impl GuestSpec {
             bootargs: c.bootargs.clone().unwrap_or_default(),
             devices: c.devices.clone(),
             disks: c.disks.clone(),
+            console: c.console,
             segment: c.segment,
             root_ports: c.root_ports.map_or(0, usize::from),
             on_reset: c.on_reset,

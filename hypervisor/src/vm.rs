@@ -235,6 +235,10 @@ pub struct Vm {
     pub vgic: Mutex<Vgic>,
     /// The emulated devices.
     pub devices: Mutex<Devices>,
+    /// Its virtio console's port 0 (`virtio-console`), shared with the
+    /// device on its segment; locked alone (never with a guest lock taken
+    /// after it).
+    pub console_port: Option<virtio_devs::console::ConsolePort>,
     /// vCPU power states, index = vCPU.
     pub power: Mutex<Vec<Power>>,
     /// The physical CPU (index in the hypervisor's CPU list) each vCPU runs
@@ -445,6 +449,10 @@ impl Vm {
             None => console_input.pump(uart, host_interrupt, None),
         }
         drop(console);
+        if self.console_port.is_some() {
+            // The host input goes to the virtio console, which counts it.
+            return switched;
+        }
         self.stats
             .console_input
             .store(console_input.received, Ordering::Relaxed);
@@ -779,6 +787,16 @@ pub fn log_stats(vm: &Vm, several: bool) {
         s.id_regs, s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held
     );
     log::info!("{tag}vgic: {v:?}");
+    if let Some(c) = vm.console_port.as_ref().and_then(|p| p.try_stats()) {
+        log::info!(
+            "{tag}virtio-console: sent {} bytes (dropped {}), received {} bytes (dropped {}), refused chains {}",
+            c.tx_bytes,
+            c.tx_dropped,
+            c.rx_bytes,
+            c.rx_dropped,
+            c.bad_chains
+        );
+    }
     vm.times.log(&tag);
     let segment = vm
         .devices

@@ -57,8 +57,13 @@ pub const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
 
 /// The hypervisor options that configure the single guest; with guest nodes
 /// they are properties of each node instead.
-pub const LEGACY_GUEST_OPTIONS: &[&str] =
-    &["pci-passthrough", "virtio-blk", "root-ports", "guest-mem"];
+pub const LEGACY_GUEST_OPTIONS: &[&str] = &[
+    "pci-passthrough",
+    "virtio-blk",
+    "virtio-console",
+    "root-ports",
+    "guest-mem",
+];
 
 /// One guest's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +87,10 @@ pub struct GuestConfig {
     /// Its emulated virtio-blk devices (after the passed-through functions),
     /// in this order. `virtio-blk`.
     pub disks: Vec<DiskBackend>,
+    /// Whether it gets an emulated virtio-console (virtio 1.2, 5.3) after
+    /// its virtio-blk devices, its output and input the host console's.
+    /// `virtio-console` (an empty property).
+    pub console: bool,
     /// The number of its synthetic PCI segment (`linux,pci-domain` in its
     /// DT). `pci-segment`.
     pub segment: u16,
@@ -479,6 +488,8 @@ pub struct LegacyOptions {
     pub devices: Vec<Sbdf>,
     /// `virtio-blk=ram:SIZE`, or `virtio-blk=host` with `host-disk=SBDF`.
     pub disk: Option<DiskBackend>,
+    /// `virtio-console`: a virtio console beside the PL011.
+    pub console: bool,
     /// `root-ports=N` (2 to 31).
     pub root_ports: Option<u8>,
     /// `guest-mem=SIZE`.
@@ -527,6 +538,7 @@ impl LegacyOptions {
                 None => return Err(bad(arg, "want ram:SIZE (e.g. ram:64M) or host")),
             },
         };
+        let console = cmdline.split_whitespace().any(|a| a == "virtio-console");
         let root_ports = match first("root-ports") {
             None => None,
             Some((arg, v)) => Some(
@@ -546,6 +558,7 @@ impl LegacyOptions {
         Ok(LegacyOptions {
             devices,
             disk,
+            console,
             root_ports,
             guest_mem,
         })
@@ -572,6 +585,7 @@ impl GuestConfig {
             bootargs: kernel.bootargs.clone(),
             devices: opts.devices.clone(),
             disks: opts.disk.into_iter().collect(),
+            console: opts.console,
             segment: DEFAULT_SEGMENT,
             root_ports: opts.root_ports,
             on_reset: ResetAction::Stop,
@@ -652,6 +666,7 @@ const KNOWN_PROPERTIES: &[&str] = &[
     "root-ports",
     "pci-passthrough",
     "virtio-blk",
+    "virtio-console",
     "on-reset",
     "phandle",
     "linux,phandle",
@@ -868,6 +883,11 @@ fn parse_node(node: &FdtNode<'_, '_>, cpu_cells: u32) -> Result<GuestConfig, Gue
             .parse()
             .map_err(|e| bad("on-reset", e))?,
     };
+    let console = match node.property("virtio-console") {
+        None => false,
+        Some(p) if p.value.is_empty() => true,
+        Some(_) => return Err(bad("virtio-console", "not empty".into())),
+    };
 
     Ok(GuestConfig {
         name,
@@ -878,6 +898,7 @@ fn parse_node(node: &FdtNode<'_, '_>, cpu_cells: u32) -> Result<GuestConfig, Gue
         bootargs,
         devices,
         disks,
+        console,
         segment,
         root_ports,
         on_reset,

@@ -1,6 +1,6 @@
 //! VirtIO devices emulated at EL2: the modern virtio-pci transport, split
-//! virtqueues over a bounds-checked guest-memory trait, and virtio-blk
-//! (virtio 1.2).
+//! virtqueues over a bounds-checked guest-memory trait, virtio-blk and
+//! virtio-console (virtio 1.2).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod blk;
+pub mod console;
 pub mod device;
 pub mod memory;
 pub mod pci;

@@ -111,7 +111,12 @@ pub const METRICS: &[Metric] = &[
     m("user-loop", "user CPU (shell loop)", "s", Better::Lower),
     m("ipis", "IPIs (task migrations)", "s", Better::Lower),
     m("timer", "timer (100 x 10 ms sleeps)", "s", Better::Lower),
-    m("console", "console (32 KiB to ttyAMA0)", "s", Better::Lower),
+    m(
+        "console",
+        "console (32 KiB to /dev/console)",
+        "s",
+        Better::Lower,
+    ),
     m(
         "ecam-read",
         "config read via ECAM (probe)",
@@ -139,7 +144,7 @@ const PROBE_METRICS: &[&str] = &["ecam-read", "virtio-notify", "gicd-read", "hvc
 /// What the rows mean, printed under the table, in the README and the JSON.
 pub const NOTES: &[&str] = &[
     "Absolute figures under QEMU TCG on a shared machine are noise; the ratio hypervisor / direct of the medians, both measured in one run, is the meaningful figure.",
-    "Direct: Linux drives QEMU's e1000e and QEMU's virtio-blk-pci on the disk image. Hypervisor: the same e1000e passed through, the guest's virtio-blk emulated by the hypervisor on a host virtio-blk over the same image.",
+    "Direct: Linux drives QEMU's e1000e and QEMU's virtio-blk-pci on the disk image, its console QEMU's PL011 (ttyAMA0). Hypervisor: the same e1000e passed through, the guest's virtio-blk emulated by the hypervisor on a host virtio-blk over the same image, its console the hypervisor's virtio console (hvc0). Each is the console a user of that arrangement gets.",
     "TCP: iperf3 server in the guest, the host's client (-t 3) through QEMU user networking's port forward on 127.0.0.1. fio: /dev/vda, direct=1, libaio, 3 s a job. ping: 20 requests 0.1 s apart.",
     "Probe rows: the bare-metal probe guest (tests/probe, group cost) times 4000 operations with CNTVCT, in ns of host time. Directly on QEMU the config read goes to QEMU's own host bridge (00:00.0), the GICD and virtio-blk accesses to QEMU's models and the hvc to QEMU's PSCI emulation; under the hypervisor each is a trap to EL2. These have no ratio target; instruction counts per trapped operation, and their targets, are `cargo xtask bench --icount`'s.",
 ];
@@ -238,6 +243,9 @@ fn check_powered_off(what: &str, out: &qemu::RunOutcome) -> Result<()> {
 pub fn linux_config(b: &Bench, arr: Arrangement, host_ports: [u16; 2]) -> RunConfig {
     let mut cfg = b.linux.clone();
     cfg.mode = arr.mode(&b.hypervisor);
+    // The console a user of each arrangement gets: under the hypervisor its
+    // virtio console (hvc0), directly on QEMU QEMU's PL011.
+    cfg.virtio_console = arr == Arrangement::Hypervisor;
     cfg.exec = Some(guest::script());
     cfg.echo = false;
     cfg.interactive = false;
@@ -631,6 +639,22 @@ mod tests {
         let direct = linux_config(&b, Arrangement::Direct, [40001, 40002]);
         assert_eq!(direct.mode, Mode::Direct);
         assert_eq!(direct.host_disk, cfg.host_disk);
+    }
+
+    #[test]
+    fn the_hypervisor_arrangement_has_the_virtio_console_and_the_direct_one_the_pl011() {
+        let b = bench_setup();
+        let cfg = linux_config(&b, Arrangement::Hypervisor, [40001, 40002]);
+        assert!(cfg.hypervisor_extra_args().contains("virtio-console"));
+        assert!(cfg
+            .guest_cmdline()
+            .expect("fits")
+            .starts_with("console=hvc0 "));
+        let direct = linux_config(&b, Arrangement::Direct, [40001, 40002]);
+        assert!(direct
+            .guest_cmdline()
+            .expect("fits")
+            .starts_with("console=ttyAMA0 "));
     }
 
     #[test]

@@ -155,6 +155,10 @@ pub struct Guest {
     pub hostfwd: Vec<PortForward>,
     /// Its virtio-blk disks, in order (`disks`).
     pub disks: Vec<DiskSpec>,
+    /// A virtio console from the hypervisor as its console
+    /// (`virtio-console`, default false): `console=hvc0` on the default
+    /// command line instead of the PL011's `console=ttyAMA0`.
+    pub virtio_console: bool,
     /// Its synthetic PCI segment number (`segment`, default 1).
     pub segment: u16,
     /// At least this many root ports on its segment (`root-ports`, 2 to 31).
@@ -198,6 +202,8 @@ pub struct Overrides {
     pub hostfwd: Vec<PortForward>,
     /// `--disk` (`Some(None)`: `--disk none`): the guest's only disk.
     pub disk: Option<Option<DiskSpec>>,
+    /// `--virtio-console`.
+    pub virtio_console: bool,
     /// `--mem`: the machine's RAM.
     pub mem: Option<u64>,
     /// `--qemu-arg` (added to the file's).
@@ -222,6 +228,7 @@ impl Overrides {
             ("--nic-slot", self.nic_slot.is_some()),
             ("--hostfwd", !self.hostfwd.is_empty()),
             ("--disk", self.disk.is_some()),
+            ("--virtio-console", self.virtio_console),
         ]
         .into_iter()
         .filter_map(|(o, given)| given.then_some(o))
@@ -268,6 +275,7 @@ struct RawGuest {
     nic_slot: Option<Spanned<RawNicSlot>>,
     hostfwd: Option<Spanned<Vec<String>>>,
     disks: Option<Spanned<Vec<String>>>,
+    virtio_console: Option<Spanned<bool>>,
     segment: Option<Spanned<u16>>,
     root_ports: Option<Spanned<u8>>,
     on_reset: Option<Spanned<RawReset>>,
@@ -556,6 +564,7 @@ impl Config {
                 },
                 hostfwd: forwards,
                 disks: disk_specs,
+                virtio_console: spanned!(g.virtio_console, "virtio-console").unwrap_or(false),
                 segment: spanned!(g.segment, "segment")
                     .unwrap_or(platform::guests::DEFAULT_SEGMENT),
                 root_ports: spanned!(g.root_ports, "root-ports"),
@@ -861,6 +870,9 @@ impl Config {
             if o.disk.is_some() {
                 set("disks", "--disk");
             }
+            if o.virtio_console {
+                set("virtio-console", "--virtio-console");
+            }
             let all = self.guests[i].cpus == Cpus::All;
             if o.smp.is_some() && !all {
                 set("cpus", "--smp");
@@ -891,6 +903,9 @@ impl Config {
             g.hostfwd.extend(o.hostfwd.iter().copied());
             if let Some(d) = &o.disk {
                 g.disks = d.iter().cloned().collect();
+            }
+            if o.virtio_console {
+                g.virtio_console = true;
             }
             match (o.smp, all) {
                 (Some(n), true) => {
@@ -1070,7 +1085,13 @@ impl Config {
     /// ([`qemu::cmdline_for`]); errors name the guest and key.
     pub fn cmdline(&self, guest: usize) -> Result<String> {
         let g = &self.guests[guest];
-        qemu::cmdline_for(g.bootargs.as_deref(), &g.append, g.exec.as_deref()).map_err(|e| {
+        qemu::cmdline_for(
+            g.bootargs.as_deref(),
+            g.virtio_console,
+            &g.append,
+            g.exec.as_deref(),
+        )
+        .map_err(|e| {
             let key = if g.bootargs.is_some() {
                 "bootargs"
             } else {
@@ -1131,6 +1152,7 @@ impl Config {
         if let Some(n) = g.root_ports {
             hv.push(format!("root-ports={n}"));
         }
+        cfg.virtio_console = g.virtio_console;
         cfg.hypervisor_args = hv.join(" ");
         cfg.iommu = self.machine.smmu;
         cfg.qemu_args = self.machine.qemu_args.clone();

@@ -339,6 +339,7 @@ pub fn plan(
                 .map(|n| n.address)
                 .collect(),
             disks: backends,
+            console: g.virtio_console,
             segment: g.segment,
             root_ports: g.root_ports,
             on_reset: g.on_reset,

@@ -33,6 +33,8 @@ const FORMAT_VERSION: &str = "image-format-4";
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
+    // The virtio console (`--virtio-console`: console=hvc0).
+    "virtio_console",
     "virtio_net",
     "e1000e",
     "igb",
@@ -1050,8 +1052,20 @@ mod tests {
 
     #[test]
     fn init_script_prints_marker_before_loading_modules() {
+        // Only a virtio console's driver (console=hvc0) comes before: the
+        // marker has nowhere to go without it.
         let marker = INIT_SCRIPT.find("echo XTASK-INIT-START").expect("marker");
-        let modprobe = INIT_SCRIPT.find("modprobe").expect("modprobe");
+        let modprobe = INIT_SCRIPT.find("modprobe \"$m\"").expect("modprobe");
         assert!(marker < modprobe);
+    }
+
+    #[test]
+    fn init_script_opens_hvc0_as_its_console_before_the_marker_when_asked() {
+        let marker = INIT_SCRIPT.find("echo XTASK-INIT-START").expect("marker");
+        let hvc = INIT_SCRIPT.find("console=hvc0").expect("hvc0 case");
+        let reopen = INIT_SCRIPT
+            .find("exec </dev/console >/dev/console 2>&1")
+            .expect("reopen");
+        assert!(hvc < reopen && reopen < marker);
     }
 }

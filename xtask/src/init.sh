@@ -4,6 +4,24 @@
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
+# console=hvc0 (a virtio console): the kernel found no console to open for
+# /init, so the driver comes first and the console is opened once hvc0 is
+# there. What the kernel logged before hvc0 had its device went nowhere
+# (hvc's console registers early, with nothing to write to): it is replayed
+# from the kernel's log.
+case " $(/bin/busybox cat /proc/cmdline) " in
+*" console=hvc0 "*)
+	/bin/busybox modprobe virtio_pci
+	/bin/busybox modprobe virtio_console
+	i=0
+	while [ ! -e /sys/class/tty/hvc0 ] && [ $i -lt 50 ]; do
+		/bin/busybox sleep 0.1
+		i=$((i + 1))
+	done
+	exec </dev/console >/dev/console 2>&1
+	/bin/busybox dmesg
+	;;
+esac
 echo XTASK-INIT-START
 /bin/busybox --install -s
 export PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin

@@ -233,6 +233,15 @@ struct RunArgs {
     /// With --direct the guest's Linux drives it.
     #[arg(long = "host-disk", value_name = "IMG", conflicts_with = "disk")]
     host_disk: Option<PathBuf>,
+    /// The guest's console is a virtio console (hvc0) the hypervisor emulates
+    ///
+    /// Beside its virtio-blk on its segment: console=hvc0 instead of
+    /// console=ttyAMA0, the guest's output through its transmit queue (the
+    /// same lines on the host console), the host console's input into its
+    /// receive queue. With --direct the guest keeps QEMU's PL011. Sets the
+    /// guest's `virtio-console`.
+    #[arg(long = "virtio-console")]
+    virtio_console: bool,
     /// Kill QEMU after SECS [default: none interactive, 600 with --exec]
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
@@ -705,6 +714,7 @@ impl RunArgs {
             nic_slot: self.guest.nic_slot,
             hostfwd: self.guest.forwards.clone(),
             disk: self.disk.clone().map(|d| d.0),
+            virtio_console: self.virtio_console,
             mem: self.guest.mem,
             qemu_args: self.guest.qemu_args.clone(),
             hv_args: self.hv_args.clone(),

@@ -52,6 +52,12 @@ pub const MAX_CMDLINE: usize = 2048;
 /// Guest command line always passed.
 pub const BASE_BOOTARGS: &str = "console=ttyAMA0 panic=-1";
 
+/// [`BASE_BOOTARGS`] for a guest whose console is the hypervisor's virtio
+/// console (`virtio-console`): hvc0 alone, so that nothing goes through the
+/// PL011 (the kernel's messages until then are replayed when hvc0
+/// registers; /init loads its driver first).
+pub const VIRTIO_CONSOLE_BOOTARGS: &str = "console=hvc0 panic=-1";
+
 /// How the guest is booted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -257,6 +263,10 @@ pub struct RunConfig {
     /// `--exec` machinery (for guests other than our Linux image); excludes
     /// `append` and `exec` (see [`RunConfig::guest_cmdline`]).
     pub cmdline: Option<String>,
+    /// Under the hypervisor, the guest's console is a virtio console
+    /// (`virtio-console` for the hypervisor, [`VIRTIO_CONSOLE_BOOTARGS`]);
+    /// directly on QEMU it stays QEMU's PL011.
+    pub virtio_console: bool,
     /// Number of CPUs.
     pub smp: u32,
     /// RAM size in bytes.
@@ -327,6 +337,7 @@ impl RunConfig {
             interactive: false,
             input: None,
             hypervisor_args: String::new(),
+            virtio_console: false,
             nic: Nic::None,
             nic_slot: NicSlot::RootPort,
             net: NetBackend::default(),
@@ -340,7 +351,12 @@ impl RunConfig {
     /// The guest kernel command line: [`cmdline_for`] of
     /// [`RunConfig::cmdline`], `append` and `exec`.
     pub fn guest_cmdline(&self) -> Result<String> {
-        cmdline_for(self.cmdline.as_deref(), &self.append, self.exec.as_deref())
+        cmdline_for(
+            self.cmdline.as_deref(),
+            self.virtio_console && self.under_hypervisor(),
+            &self.append,
+            self.exec.as_deref(),
+        )
     }
 
     /// Whether the hypervisor boots (and is given the NIC to pass through).
@@ -367,6 +383,12 @@ impl RunConfig {
     /// `host-disk=`[`HOST_DISK_ADDRESS`] with a host disk.
     pub fn hypervisor_extra_args(&self) -> String {
         let mut args = self.hypervisor_args.trim().to_string();
+        if self.virtio_console && self.under_hypervisor() {
+            if !args.is_empty() {
+                args.push(' ');
+            }
+            args.push_str("virtio-console");
+        }
         let disk = match self.disk {
             Disk::None => None,
             Disk::Ram(n) => Some(format!("virtio-blk=ram:{n}")),
@@ -401,9 +423,14 @@ impl RunConfig {
 /// first replaces what the others add to), and so is a line the guest could
 /// not be given intact (a `"`, which ends the U-Boot script's quoted
 /// `bootargs`, or a control character) or one longer than [`MAX_CMDLINE`].
-pub fn cmdline_for(cmdline: Option<&str>, append: &str, exec: Option<&str>) -> Result<String> {
+pub fn cmdline_for(
+    cmdline: Option<&str>,
+    virtio_console: bool,
+    append: &str,
+    exec: Option<&str>,
+) -> Result<String> {
     let Some(line) = cmdline else {
-        return guest_cmdline(append, exec);
+        return guest_cmdline_on(virtio_console, append, exec);
     };
     if !append.trim().is_empty() {
         return Err(Error::msg(
@@ -656,7 +683,17 @@ pub fn base64_encode(data: &[u8]) -> String {
 /// The guest kernel command line: [`BASE_BOOTARGS`], `append`, and the
 /// base64 command if any. Fails when longer than [`MAX_CMDLINE`].
 pub fn guest_cmdline(append: &str, exec: Option<&str>) -> Result<String> {
-    let mut line = BASE_BOOTARGS.to_string();
+    guest_cmdline_on(false, append, exec)
+}
+
+/// [`guest_cmdline`] from [`VIRTIO_CONSOLE_BOOTARGS`] when `virtio_console`.
+pub fn guest_cmdline_on(virtio_console: bool, append: &str, exec: Option<&str>) -> Result<String> {
+    let mut line = if virtio_console {
+        VIRTIO_CONSOLE_BOOTARGS
+    } else {
+        BASE_BOOTARGS
+    }
+    .to_string();
     if !append.trim().is_empty() {
         line.push(' ');
         line.push_str(append.trim());

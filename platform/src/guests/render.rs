@@ -133,6 +133,9 @@ fn node(g: &GuestConfig, cpu_cells: u32) -> Result<Node, GuestError> {
     if !g.disks.is_empty() {
         props.push(("virtio-blk".to_string(), strings(&g.disks)));
     }
+    if g.console {
+        props.push(("virtio-console".to_string(), Value::Cells(Vec::new())));
+    }
     props.push(("on-reset".to_string(), strings([g.on_reset])));
 
     let module = |kind: &str, r: MemRange<Pa>, bootargs: Option<&String>| {
@@ -191,6 +194,10 @@ fn emit(out: &mut String, parent: &str, n: &Node, guest: &str) -> Result<(), Gue
     for (name, v) in &n.props {
         let _ = write!(out, "fdt set {path} {name} ");
         match v {
+            // An empty property: `fdt set PATH NAME` with no value.
+            Value::Cells(c) if c.is_empty() => {
+                let _ = writeln!(out);
+            }
             Value::Cells(c) => {
                 let c: Vec<String> = c.iter().map(|c| format!("{c:#x}")).collect();
                 let _ = writeln!(out, "<{}>", c.join(" "));

@@ -115,6 +115,7 @@ fn blk_props() -> Props {
         ),
         ("pci-segment", P::Cells(&[2])),
         ("virtio-blk", P::Strs(&["ram:64M", "host:0000:00:03.0"])),
+        ("virtio-console", P::Cells(&[])),
         ("root-ports", P::Cells(&[4])),
     ]
 }
@@ -177,6 +178,7 @@ fn net() -> GuestConfig {
         bootargs: Some("console=ttyAMA0".into()),
         devices: vec![sbdf("0000:00:02.0")],
         disks: vec![],
+        console: false,
         segment: 1,
         root_ports: None,
         on_reset: ResetAction::Restart,
@@ -199,6 +201,7 @@ fn blk() -> GuestConfig {
             DiskBackend::Ram(64 << 20),
             DiskBackend::Host(sbdf("0000:00:03.0")),
         ],
+        console: true,
         segment: 2,
         root_ports: Some(4),
         on_reset: ResetAction::Stop,
@@ -448,7 +451,7 @@ fn two_kernel_modules_are_refused() {
 fn modules_under_chosen_make_one_guest_with_every_cpu_and_the_command_line_options() {
     let p = parse(QEMU_MODULES_SMMU).expect("valid");
     let cmdline = "semihosting pci-passthrough=0000:00:02.0,0000:00:04.0 virtio-blk=ram:64M \
-                   root-ports=4 guest-mem=512M loglevel=debug";
+                   virtio-console root-ports=4 guest-mem=512M loglevel=debug";
     let g = configure(QEMU_MODULES_SMMU, &p, cmdline).expect("valid");
     assert_eq!(
         g,
@@ -463,6 +466,7 @@ fn modules_under_chosen_make_one_guest_with_every_cpu_and_the_command_line_optio
             bootargs: Some("console=ttyAMA0 panic=-1".into()),
             devices: vec![sbdf("0000:00:02.0"), sbdf("0000:00:04.0")],
             disks: vec![DiskBackend::Ram(64 << 20)],
+            console: true,
             segment: 1,
             root_ports: Some(4),
             on_reset: ResetAction::Stop,

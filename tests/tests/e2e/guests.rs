@@ -140,6 +140,44 @@ exit 0"#;
 
 #[test]
 #[ignore = "boots Linux under QEMU: run through cargo xtask test"]
+fn two_guests_on_virtio_consoles_each_print_through_hvc0_under_their_names() {
+    let out = boot_toml(
+        "vconsole",
+        r#"
+[[guest]]
+name = "a"
+cpus = 1
+memory = "768M"
+virtio-console = true
+
+[[guest]]
+name = "b"
+cpus = 1
+memory = "768M"
+virtio-console = true
+segment = 2
+"#,
+        Some("echo HVC-ACTIVE=$(cat /sys/class/tty/console/active)"),
+    );
+    if out.verdict != Verdict::PoweredOff {
+        fail(&out, "expected both guests to power off");
+    }
+    for name in ["a", "b"] {
+        let active: Vec<&str> = lines_of(&out, name)
+            .iter()
+            .filter_map(|l| l.strip_prefix("HVC-ACTIVE="))
+            .collect();
+        assert_eq!(
+            active,
+            ["hvc0"],
+            "guest {name}'s console:\n{}",
+            out.tail(80)
+        );
+    }
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU: run through cargo xtask test"]
 fn two_linux_guests_boot_on_one_cpu_each_and_each_sees_only_its_own_segment() {
     let out = boot_toml(
         "view",
@@ -577,6 +615,7 @@ fn probe_node(name: &str, mpidr: u64, ram: u64, segment: u16) -> platform::guest
         bootargs: Some("console=ttyAMA0 probe=boot".into()),
         devices: vec![],
         disks: vec![],
+        console: false,
         segment,
         root_ports: None,
         on_reset: ResetAction::Stop,

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod blk;
+mod console;
 mod msix;
 mod oracle;
 mod pci;

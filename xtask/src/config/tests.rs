@@ -80,6 +80,7 @@ nic = "igb"
 nic-slot = "switch"
 hostfwd = ["5201:5201"]
 disks = ["ram:64M", "d.img"]
+virtio-console = true
 segment = 3
 root-ports = 8
 on-reset = "restart"
@@ -114,6 +115,7 @@ on-reset = "restart"
                 guest: 5201
             }],
             disks: vec![DiskSpec::Ram(64 << 20), DiskSpec::Image("cfg/d.img".into())],
+            virtio_console: true,
             segment: 3,
             root_ports: Some(8),
             on_reset: ResetAction::Restart,
