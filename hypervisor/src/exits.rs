@@ -856,8 +856,12 @@ fn refresh_lrs(vm: &Vm, vcpu: usize) {
 
 /// Kicks the CPUs of `vm`'s vCPUs in `kick` but vCPU `me` (`usize::MAX`:
 /// every one).
+#[inline(always)]
 fn send_kicks(vm: &Vm, me: usize, kick: Kick) {
     // Most exits kick no one: skip the walk over the CPUs.
+    if kick.0 == 0 {
+        return;
+    }
     let me_bit = u32::try_from(me).ok().and_then(|m| 1u64.checked_shl(m));
     let others = kick.0 & !me_bit.unwrap_or(0);
     if others == 0 {
@@ -914,7 +918,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
         }
     };
     // Guest console output, with no lock of the guest held.
-    if !tx.as_slice().is_empty() {
+    if !tx.is_empty() {
         crate::console::guest_output(vm, tx.as_slice());
     }
     // The host disk hears of the requests this exit submitted, with no lock held.
@@ -925,7 +929,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
             // maintenance, kick) or a vGIC change for this vCPU (its Kick bit):
             // most MMIO exits (the console's) skip the sixteen sysreg accesses,
             // and most kick no one either.
-            if kind == 1 || kick.0 & (1u64 << vcpu.min(63)) != 0 {
+            if kind == 1 || (kick.0 != 0 && kick.0 & (1u64 << vcpu.min(63)) != 0) {
                 refresh_lrs(vm, vcpu);
             }
             // The kicks last: a kicked CPU starts at once on the interrupt

@@ -295,6 +295,12 @@ impl TxBytes {
         }
     }
 
+    /// Whether no byte was pushed.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         self.buf.get(..self.len).unwrap_or(&[])
@@ -468,6 +474,7 @@ impl Vm {
     /// Emulates an MMIO access at `ipa`; `None` if nothing is there. Guest
     /// console bytes go to `tx`, to be written once no lock is held.
     /// `cause` says which device it reached.
+    #[inline(always)]
     pub fn mmio(
         &self,
         ipa: u64,
