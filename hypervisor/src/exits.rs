@@ -337,20 +337,20 @@ fn data_abort(
         refresh_lrs(vm, vcpu);
     }
     let size = da.access_size;
-    let mask = if size >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (size * 8)) - 1
-    };
-    let value = da.write.then(|| frame.reg(da.srt) & mask);
+    // The access's bits are the low 8 * size of the register (size 1, 2, 4
+    // or 8: ESR_EL2.ISS.SAS), kept by shifting the rest out and back.
+    let shift = 64u32.saturating_sub(u32::from(size) * 8);
+    let low = |v: u64| v.wrapping_shl(shift).wrapping_shr(shift);
+    let value = da.write.then(|| low(frame.reg(da.srt)));
     match vm.mmio(ipa, size, value, kick, tx, cause) {
         Some(v) => {
             if !da.write {
-                let mut v = v & mask;
-                if da.sign_extend && size < 8 {
-                    let shift = 64 - u32::from(size) * 8;
-                    v = (((v << shift) as i64) >> shift) as u64;
-                }
+                // ISS.SSE: sign-extended to 64 bits (ISS.SF) or 32.
+                let mut v = if da.sign_extend {
+                    (v.wrapping_shl(shift) as i64).wrapping_shr(shift) as u64
+                } else {
+                    low(v)
+                };
                 if !da.sixty_four {
                     v &= 0xffff_ffff;
                 }

@@ -550,19 +550,10 @@ impl Segment {
     /// or nothing (`None`: outside the apertures or not decoded).
     pub fn bar_region(&self, ipa: Ipa, size: u8) -> Option<BarRegion> {
         let d = self.decoded_at(ipa, size)?;
-        let off = ipa.0 - d.guest.base.0;
-        let msix = self.function(d.function).and_then(|f| f.msix_layout());
-        let inside = |bar: u8, at: u32, len: u64| {
-            bar == d.bar && off >= u64::from(at) && off - u64::from(at) < len
-        };
-        Some(match msix {
-            Some(m)
-                if inside(m.table_bar, m.table_offset, m.table_len())
-                    || inside(m.pba_bar, m.pba_offset, m.pba_len()) =>
-            {
-                BarRegion::Msix
-            }
-            _ => BarRegion::Registers,
+        Some(if d.in_msix(ipa.0 - d.guest.base.0) {
+            BarRegion::Msix
+        } else {
+            BarRegion::Registers
         })
     }
 
