@@ -676,11 +676,19 @@ impl Vm {
     /// Applies the segment's effects (`seg` is the locked devices' segment):
     /// stage 2 for host-backed BARs, resets, INTx lines of emulated functions.
     /// A reset's own effects (its BARs unmapped) are applied in turn.
+    #[inline(always)]
     pub fn apply(&self, seg: &mut Segment, effects: Effects) -> Kick {
-        let mut kick = Kick::default();
+        // Most accesses have none: no call.
         if effects.is_empty() {
-            return kick;
+            return Kick::default();
         }
+        self.apply_effects(seg, effects)
+    }
+
+    /// [`Vm::apply`] for a non-empty list.
+    #[inline(never)]
+    fn apply_effects(&self, seg: &mut Segment, effects: Effects) -> Kick {
+        let mut kick = Kick::default();
         let mut pending = effects;
         // A reset yields unmaps and INTx changes, never another reset: two rounds at most.
         for _ in 0..2 {
