@@ -371,20 +371,20 @@ fn data_abort(
         refresh_lrs(vm, vcpu);
     }
     let size = da.access_size;
-    let mask = if size >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (size * 8)) - 1
-    };
-    let value = da.write.then(|| frame.reg(da.srt) & mask);
+    // The access's bits are the low 8 * size of the register (size 1, 2, 4
+    // or 8: ESR_EL2.ISS.SAS), kept by shifting the rest out and back.
+    let shift = 64u32.saturating_sub(u32::from(size) * 8);
+    let low = |v: u64| v.wrapping_shl(shift).wrapping_shr(shift);
+    let value = da.write.then(|| low(frame.reg(da.srt)));
     match vm.mmio(ipa, size, value, kick, tx, cause) {
         Some(v) => {
             if !da.write {
-                let mut v = v & mask;
-                if da.sign_extend && size < 8 {
-                    let shift = 64 - u32::from(size) * 8;
-                    v = (((v << shift) as i64) >> shift) as u64;
-                }
+                // ISS.SSE: sign-extended to 64 bits (ISS.SF) or 32.
+                let mut v = if da.sign_extend {
+                    (v.wrapping_shl(shift) as i64).wrapping_shr(shift) as u64
+                } else {
+                    low(v)
+                };
                 if !da.sixty_four {
                     v &= 0xffff_ffff;
                 }
@@ -908,8 +908,12 @@ fn refresh_lrs(vm: &Vm, vcpu: usize) {
 
 /// Kicks the CPUs of `vm`'s vCPUs in `kick` but vCPU `me` (`usize::MAX`:
 /// every one).
+#[inline(always)]
 fn send_kicks(vm: &Vm, me: usize, kick: Kick) {
     // Most exits kick no one: skip the walk over the CPUs.
+    if kick.0 == 0 {
+        return;
+    }
     let me_bit = u32::try_from(me).ok().and_then(|m| 1u64.checked_shl(m));
     let others = kick.0 & !me_bit.unwrap_or(0);
     if others == 0 {
@@ -966,7 +970,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
         }
     };
     // Guest console output, with no lock of the guest held.
-    if !tx.as_slice().is_empty() {
+    if !tx.is_empty() {
         crate::console::guest_output(vm, tx.as_slice());
     }
     if let Some(port) = vm.console_port.as_ref() {
@@ -980,7 +984,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u64) {
             // maintenance, kick) or a vGIC change for this vCPU (its Kick bit):
             // most MMIO exits (the console's) skip the sixteen sysreg accesses,
             // and most kick no one either.
-            if kind == 1 || kick.0 & (1u64 << vcpu.min(63)) != 0 {
+            if kind == 1 || (kick.0 != 0 && kick.0 & (1u64 << vcpu.min(63)) != 0) {
                 refresh_lrs(vm, vcpu);
             }
             // The kicks last: a kicked CPU starts at once on the interrupt

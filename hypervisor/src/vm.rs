@@ -299,6 +299,12 @@ impl TxBytes {
         }
     }
 
+    /// Whether no byte was pushed.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         self.buf.get(..self.len).unwrap_or(&[])
@@ -476,6 +482,7 @@ impl Vm {
     /// Emulates an MMIO access at `ipa`; `None` if nothing is there. Guest
     /// console bytes go to `tx`, to be written once no lock is held.
     /// `cause` says which device it reached.
+    #[inline(always)]
     pub fn mmio(
         &self,
         ipa: u64,
@@ -677,11 +684,19 @@ impl Vm {
     /// Applies the segment's effects (`seg` is the locked devices' segment):
     /// stage 2 for host-backed BARs, resets, INTx lines of emulated functions.
     /// A reset's own effects (its BARs unmapped) are applied in turn.
+    #[inline(always)]
     pub fn apply(&self, seg: &mut Segment, effects: Effects) -> Kick {
-        let mut kick = Kick::default();
+        // Most accesses have none: no call.
         if effects.is_empty() {
-            return kick;
+            return Kick::default();
         }
+        self.apply_effects(seg, effects)
+    }
+
+    /// [`Vm::apply`] for a non-empty list.
+    #[inline(never)]
+    fn apply_effects(&self, seg: &mut Segment, effects: Effects) -> Kick {
+        let mut kick = Kick::default();
         let mut pending = effects;
         // A reset yields unmaps and INTx changes, never another reset: two rounds at most.
         for _ in 0..2 {

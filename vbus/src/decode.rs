@@ -35,6 +35,22 @@ pub struct Decoded {
     pub backing: BarBacking,
     /// A prefetchable BAR.
     pub prefetchable: bool,
+    /// The parts of the BAR that hold the function's MSI-X table and PBA,
+    /// as (offset in the BAR, length); length 0 where one is in another
+    /// BAR or the function has no MSI-X. Taken from its MSI-X capability
+    /// when decoded: Table BIR/Offset and PBA BIR/Offset are read-only
+    /// (PCI Express Base 6.0, 7.7.2.3, 7.7.2.4).
+    pub msix: [(u64, u64); 2],
+}
+
+impl Decoded {
+    /// Whether `off` (an offset in the BAR) lies in its MSI-X table or PBA.
+    #[inline]
+    pub fn in_msix(&self, off: u64) -> bool {
+        self.msix
+            .iter()
+            .any(|&(at, len)| off >= at && off - at < len)
+    }
 }
 
 /// The address BAR `index` holds (64 bits for a 64-bit BAR), from the
@@ -109,12 +125,26 @@ pub fn compute<'a>(
                     overlapping += 1;
                     continue;
                 }
+                let part = |b: u8, at: u32, len: u64| {
+                    if b == bar.index {
+                        (u64::from(at), len)
+                    } else {
+                        (0, 0)
+                    }
+                };
+                let msix = f.msix_layout().map_or([(0, 0); 2], |m| {
+                    [
+                        part(m.table_bar, m.table_offset, m.table_len()),
+                        part(m.pba_bar, m.pba_offset, m.pba_len()),
+                    ]
+                });
                 out.push(Decoded {
                     function: id,
                     bar: bar.index,
                     guest,
                     backing: bar.backing,
                     prefetchable: bar.prefetchable,
+                    msix,
                 });
             }
         };

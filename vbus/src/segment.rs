@@ -413,16 +413,15 @@ impl Segment {
 
     /// One access of 1, 2 or 4 bytes that stays within a dword.
     fn read_within_dword(&mut self, offset: u64, size: u8) -> u32 {
-        let ones = all_ones(size) as u32;
         let Some(a) = self.decode_ecam(offset) else {
-            return ones;
+            return all_ones(size) as u32;
         };
         let t = self.route(&a);
         match self.placed_mut(t) {
             Some(p) => p.function.config_read(a.register, size),
             None => {
                 self.stats.absent += 1;
-                ones
+                all_ones(size) as u32
             }
         }
     }
@@ -482,7 +481,19 @@ impl Segment {
     /// 1-, 2- and 4-byte accesses inside one dword go to the function as they are;
     /// an aligned 8-byte access is two dword accesses (low first); anything that
     /// straddles a dword is split into byte accesses. Other sizes read all ones.
+    #[inline]
     pub fn ecam_read(&mut self, offset: u64, size: u8) -> u64 {
+        // The common case (what every config access of Linux is) first, the
+        // splitting out of line.
+        if matches!(size, 1 | 2 | 4) && (offset & 3) + u64::from(size) <= 4 {
+            return u64::from(self.read_within_dword(offset, size));
+        }
+        self.ecam_read_split(offset, size)
+    }
+
+    /// [`Segment::ecam_read`] of an access that is not within a dword.
+    #[inline(never)]
+    fn ecam_read_split(&mut self, offset: u64, size: u8) -> u64 {
         match size {
             1 | 2 | 4 if (offset & 3) + u64::from(size) <= 4 => {
                 u64::from(self.read_within_dword(offset, size))
@@ -504,30 +515,36 @@ impl Segment {
 
     /// A guest write of `size` bytes at `offset` in the ECAM window; split as
     /// [`Segment::ecam_read`]. Returns what the owner must apply.
+    #[inline]
     pub fn ecam_write(&mut self, offset: u64, size: u8, value: u64) -> Effects {
         let mut out = Effects::new();
+        if matches!(size, 1 | 2 | 4) && (offset & 3) + u64::from(size) <= 4 {
+            self.write_within_dword(offset, size, value as u32, &mut out);
+            return out;
+        }
+        self.ecam_write_split(offset, size, value, &mut out);
+        out
+    }
+
+    /// [`Segment::ecam_write`] of an access that is not within a dword.
+    #[inline(never)]
+    fn ecam_write_split(&mut self, offset: u64, size: u8, value: u64, out: &mut Effects) {
         match size {
             1 | 2 | 4 if (offset & 3) + u64::from(size) <= 4 => {
-                self.write_within_dword(offset, size, value as u32, &mut out)
+                self.write_within_dword(offset, size, value as u32, out)
             }
             8 if offset & 3 == 0 => {
-                self.write_within_dword(offset, 4, value as u32, &mut out);
-                self.write_within_dword(
-                    offset.saturating_add(4),
-                    4,
-                    (value >> 32) as u32,
-                    &mut out,
-                );
+                self.write_within_dword(offset, 4, value as u32, out);
+                self.write_within_dword(offset.saturating_add(4), 4, (value >> 32) as u32, out);
             }
             2 | 4 | 8 => {
                 for i in 0..u64::from(size) {
                     let byte = (value >> (8 * i)) as u32 & 0xff;
-                    self.write_within_dword(offset.saturating_add(i), 1, byte, &mut out);
+                    self.write_within_dword(offset.saturating_add(i), 1, byte, out);
                 }
             }
             _ => self.stats.bad_size += 1,
         }
-        out
     }
 
     /// Whether `ipa` lies in one of the segment's memory apertures.
@@ -550,19 +567,10 @@ impl Segment {
     /// or nothing (`None`: outside the apertures or not decoded).
     pub fn bar_region(&self, ipa: Ipa, size: u8) -> Option<BarRegion> {
         let d = self.decoded_at(ipa, size)?;
-        let off = ipa.0 - d.guest.base.0;
-        let msix = self.function(d.function).and_then(|f| f.msix_layout());
-        let inside = |bar: u8, at: u32, len: u64| {
-            bar == d.bar && off >= u64::from(at) && off - u64::from(at) < len
-        };
-        Some(match msix {
-            Some(m)
-                if inside(m.table_bar, m.table_offset, m.table_len())
-                    || inside(m.pba_bar, m.pba_offset, m.pba_len()) =>
-            {
-                BarRegion::Msix
-            }
-            _ => BarRegion::Registers,
+        Some(if d.in_msix(ipa.0 - d.guest.base.0) {
+            BarRegion::Msix
+        } else {
+            BarRegion::Registers
         })
     }
 
