@@ -12,6 +12,13 @@
 //! empty; masking leaves their status pending (PL011 TRM 3.3.10), so input
 //! arriving meanwhile interrupts at once.
 //!
+//! A console shared by several guests ([`ConsoleInput::pump_shared`]) never
+//! holds the host back: the host's input is read whatever the focused guest
+//! does, so that the switch sequence that moves the focus away from a guest
+//! that stopped reading is always seen; what does not fit in the backlog is
+//! dropped and counted ([`ConsoleInput::dropped`]), as a UART drops what
+//! arrives at a full FIFO.
+//!
 //! The host's receive status is never cleared with UARTICR: reading its FIFO
 //! empty clears it (TRM 2.8.2, 2.8.4), whereas a UARTICR write after the
 //! last empty check would also clear the status of a byte arriving in
@@ -41,6 +48,9 @@ pub struct ConsoleInput {
     pub received: u64,
     /// Times the backlog filled and the host UART was held back.
     pub held: u64,
+    /// Bytes read from the host UART for a full backlog and dropped (a
+    /// shared console, [`ConsoleInput::pump_shared`]).
+    pub dropped: u64,
 }
 
 impl ConsoleInput {
@@ -53,6 +63,7 @@ impl ConsoleInput {
             host_held: false,
             received: 0,
             held: 0,
+            dropped: 0,
         }
     }
 
@@ -78,11 +89,42 @@ impl ConsoleInput {
     /// `host` is read only when [`ConsoleInput::wants_host`] says so; `None`
     /// (no host console) only feeds the backlog to the guest.
     pub fn pump(&mut self, uart: &mut Pl011, host_interrupt: bool, host: Option<&mut dyn HostRx>) {
+        self.pump_inner(uart, host_interrupt, host, false);
+    }
+
+    /// [`ConsoleInput::pump`] for a console several guests share: once the
+    /// backlog is full the host is read on and the bytes that do not fit
+    /// are dropped and counted, rather than the host held back (`host`, the
+    /// switch sequence's detector, then still sees every byte).
+    pub fn pump_shared(
+        &mut self,
+        uart: &mut Pl011,
+        host_interrupt: bool,
+        host: Option<&mut dyn HostRx>,
+    ) {
+        self.pump_inner(uart, host_interrupt, host, true);
+    }
+
+    fn pump_inner(
+        &mut self,
+        uart: &mut Pl011,
+        host_interrupt: bool,
+        host: Option<&mut dyn HostRx>,
+        shared: bool,
+    ) {
         self.feed(uart);
         let Some(host) = host.filter(|_| self.wants_host(host_interrupt)) else {
             return;
         };
         loop {
+            if self.backlog.len() >= self.capacity && shared {
+                let Some(_) = host.getc() else {
+                    break;
+                };
+                self.received = self.received.saturating_add(1);
+                self.dropped = self.dropped.saturating_add(1);
+                continue;
+            }
             if self.backlog.len() >= self.capacity {
                 if !self.host_held {
                     host.set_rx_interrupts(false);
@@ -203,6 +245,35 @@ mod tests {
             "guest FIFO plus backlog, no more"
         );
         assert_eq!(input.held, 1);
+    }
+
+    #[test]
+    fn a_shared_console_reads_the_host_on_past_a_full_backlog_dropping_what_does_not_fit() {
+        let mut host = FakeHost::with_input(1000);
+        let mut uart = guest_uart();
+        let mut input = ConsoleInput::new(64);
+        for _ in 0..100 {
+            input.pump_shared(&mut uart, true, Some(&mut host));
+            host.arrive();
+        }
+        assert_eq!(input.waiting(), 64);
+        assert!(!input.host_held(), "never held back");
+        assert!(host.rx_interrupts, "the host's receive interrupts stay on");
+        assert_eq!(host.reads, 1000, "every byte read");
+        assert_eq!(input.received, 1000);
+        assert_eq!(input.dropped, 1000 - FIFO_DEPTH as u64 - 64);
+        // What the guest gets is the oldest input, whole and in order.
+        let mut got = Vec::new();
+        loop {
+            let before = got.len();
+            guest_reads_all(&mut uart, &mut got);
+            input.pump_shared(&mut uart, false, Some(&mut host));
+            if got.len() == before {
+                break;
+            }
+        }
+        let want: Vec<u8> = (0..(FIFO_DEPTH + 64)).map(|i| i as u8).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

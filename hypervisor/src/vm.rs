@@ -90,6 +90,8 @@ pub struct Counters {
     /// Times the console backlog filled and host input was held back in the
     /// host UART (its receive interrupts masked) until the guest read.
     pub console_held: AtomicU64,
+    /// Console input bytes dropped for a full backlog (a shared console).
+    pub console_dropped: AtomicU64,
     /// Instruction aborts and other exception classes (an exception was injected).
     pub other: AtomicU64,
 }
@@ -143,6 +145,8 @@ pub struct ExitStats {
     pub console_input: u64,
     /// Times host console input was held back in the host UART.
     pub console_held: u64,
+    /// Console input bytes dropped for a full backlog (a shared console).
+    pub console_dropped: u64,
     /// Instruction aborts and other exception classes (an exception was injected).
     pub other: u64,
 }
@@ -179,6 +183,7 @@ impl Counters {
             irq_dropped: self.irq_dropped.load(Ordering::Relaxed),
             console_input: self.console_input.load(Ordering::Relaxed),
             console_held: self.console_held.load(Ordering::Relaxed),
+            console_dropped: self.console_dropped.load(Ordering::Relaxed),
             other: self.other.load(Ordering::Relaxed),
         }
     }
@@ -447,7 +452,9 @@ impl Vm {
         match console.as_mut().and_then(|c| c.as_mut()) {
             Some(c) => match c.switching_rx() {
                 Some(mut rx) => {
-                    console_input.pump(uart, host_interrupt, Some(&mut rx));
+                    // Shared: never held back, so that the switch sequence
+                    // is seen even while this guest does not read.
+                    console_input.pump_shared(uart, host_interrupt, Some(&mut rx));
                     switched = rx.switched();
                 }
                 None => console_input.pump(uart, host_interrupt, Some(c as &mut dyn HostRx)),
@@ -465,6 +472,9 @@ impl Vm {
         self.stats
             .console_held
             .store(console_input.held, Ordering::Relaxed);
+        self.stats
+            .console_dropped
+            .store(console_input.dropped, Ordering::Relaxed);
         switched
     }
 
@@ -796,10 +806,10 @@ pub fn log_stats(vm: &Vm, several: bool) {
         String::new()
     };
     log::info!(
-        "{who} {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} (psci errors {}) sgi {} id-regs {} sysreg {} irq {} (storms {}) other {}; console input {} bytes (held back {} times)",
+        "{who} {}: exits gicd {} gicr {} uart {} ecam {} unclaimed {} no-syndrome {} (aborts injected {}) s1ptw {} hvc {} smc {} (psci errors {}) sgi {} id-regs {} sysreg {} irq {} (storms {}) other {}; console input {} bytes (held back {} times, dropped {} bytes)",
         crate::life::end_of(vm).name(),
         s.gicd, s.gicr, s.uart, s.ecam, s.unclaimed_mmio, s.no_syndrome, s.injected_aborts, s.s1ptw_aborts, s.hvc, s.smc, s.psci_errors, s.sgi,
-        s.id_regs, s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held
+        s.id_regs, s.sysreg_other, s.irq, s.irq_storms, s.other, s.console_input, s.console_held, s.console_dropped
     );
     log::info!("{tag}vgic: {v:?}");
     if let Some(c) = vm.console_port.as_ref().and_then(|p| p.try_stats()) {
