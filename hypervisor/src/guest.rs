@@ -275,6 +275,9 @@ pub struct Boot {
     /// Whether the initrd module's pages are guest RAM (then the guest
     /// cannot be booted again from it).
     pub initrd_in_place: bool,
+    /// Whether the kernel module's pages are guest RAM where the kernel
+    /// runs (not copied; the guest cannot be booted again from it).
+    pub kernel_in_place: bool,
     /// The guest DTB and its offset in guest RAM.
     pub dtb: (Vec<u8>, u64),
     /// Where vCPU 0 starts (IPA).
@@ -291,15 +294,25 @@ pub struct Boot {
 }
 
 impl Boot {
-    /// Copies the kernel, the initrd (unless it is mapped in place) and the
-    /// DTB into guest RAM, cleaned to the point of coherency (the guest
+    /// Copies the kernel and the initrd (each unless it is mapped in place)
+    /// and the DTB into guest RAM, cleaned to the point of coherency (the guest
     /// starts with its MMU and caches off).
     pub fn load(&self) -> Result<(), String> {
         let (k, koff) = self.kernel;
-        // SAFETY: the module lies in host RAM (identity-mapped) as the loader
-        // placed it; nothing writes it (it is outside every guest's RAM).
-        let kimg = unsafe { core::slice::from_raw_parts(k.base.0 as *const u8, k.size as usize) };
-        load_into(&self.ram, koff, kimg)?;
+        // In place, the kernel is already where the guest runs it, and clean
+        // to the point of coherency as the in-place initrd is: the loader
+        // entered the hypervisor (an arm64 Image) with the data cache off and
+        // cleaned (Documentation/arch/arm64/booting.rst; U-Boot's booti cleans
+        // it all first, QEMU has none), and the hypervisor has only read the
+        // module since. (Under QEMU TCG cleaning 33 MB line by line took more
+        // of the boot than the copy.)
+        if !self.kernel_in_place {
+            // SAFETY: the module lies in host RAM (identity-mapped) as the loader
+            // placed it; nothing writes it (it is outside every guest's RAM).
+            let kimg =
+                unsafe { core::slice::from_raw_parts(k.base.0 as *const u8, k.size as usize) };
+            load_into(&self.ram, koff, kimg)?;
+        }
         if let (Some((i, ioff)), false) = (self.initrd, self.initrd_in_place) {
             // SAFETY: as for the kernel.
             let img =
@@ -373,6 +386,7 @@ pub fn build(
     // plus the in-place initrd's run (its index in `runs`) and the RAM disks.
     let mut runs: Vec<(u64, u64)> = Vec::new();
     let mut in_place_run = None;
+    let mut kernel_in_place = false;
     let mut ram_disks: Vec<MemRange<Pa>> = Vec::new();
     let ram_disk_sizes: Vec<u64> = spec
         .disks
@@ -411,14 +425,41 @@ pub fn build(
                 }
                 _ => 0,
             };
+            // The kernel module likewise, when it starts on a 2 MiB boundary
+            // and the kernel runs at offset 0 of guest RAM (text_offset 0):
+            // its pages become the first of guest RAM, no copy (under QEMU
+            // TCG the copy of a 33 MB kernel and the first touch of its
+            // destination took tens of ms of the boot).
+            let kernel_pages = match guest_dt::boot::place(u64::MAX / 4, head, klen, None, 0) {
+                Ok(p)
+                    if spec.on_reset == ResetAction::Stop
+                        && p.kernel == 0
+                        && kaddr % MIB2 == 0
+                        && klen > 0
+                        && pages_are_private(host, kaddr, klen) =>
+                {
+                    klen.div_ceil(4096) * 4096
+                }
+                _ => 0,
+            };
+            // In-place pieces' pages less the padding that keeps the RAM after
+            // each congruent with its IPA modulo 2 MiB (see below).
+            let in_place_ram = |len: u64| len - len % MIB2;
             let ram_size = match *guest_mem {
-                None => (carve_max + initrd_pages - initrd_pages % MIB2) & !(MIB2 - 1),
-                Some(m) if (m & !(MIB2 - 1)).saturating_sub(initrd_pages) > carve_max => {
+                None => {
+                    (carve_max + in_place_ram(initrd_pages) + in_place_ram(kernel_pages))
+                        & !(MIB2 - 1)
+                }
+                Some(m)
+                    if (m & !(MIB2 - 1)).saturating_sub(initrd_pages + kernel_pages)
+                        > carve_max =>
+                {
                     return Err(alloc::format!(
                         "guest-mem={m:#x} but only {carve_max:#x} bytes of host RAM are free{}",
-                        if initrd_pages > 0 {
+                        if initrd_pages + kernel_pages > 0 {
                             alloc::format!(
-                                " (and the initrd's {initrd_pages:#x} are mapped in place)"
+                                " (and the modules' {:#x} are mapped in place)",
+                                initrd_pages + kernel_pages
                             )
                         } else {
                             String::new()
@@ -429,32 +470,49 @@ pub fn build(
             };
             layout = guest_layout(spec, n, ram_size, opts)?;
             place = placement(&layout, spec, head, klen, initrd_len)?;
-            let in_place = match (spec.ramdisk, place.initrd) {
-                (Some(r), Some(off)) if initrd_pages > 0 && initrd_pages < ram_size - off => {
-                    Some((r.base.0, off, initrd_pages))
+            // Pieces of guest RAM that are a module's own pages: (IPA offset,
+            // PA, length), in IPA order.
+            let mut pieces: Vec<(u64, u64, u64)> = Vec::new();
+            if kernel_pages > 0 && place.kernel == 0 && kernel_pages < ram_size {
+                pieces.push((0, kaddr, kernel_pages));
+                kernel_in_place = true;
+            }
+            let initrd_piece = match (spec.ramdisk, place.initrd) {
+                (Some(r), Some(off))
+                    if initrd_pages > 0 && initrd_pages < ram_size - off && off >= kernel_pages =>
+                {
+                    Some((off, r.base.0, initrd_pages))
                 }
                 _ => None,
             };
-            // RAM after an in-place initrd starts `pad` bytes further into the
-            // carve-out, so that IPA and PA stay congruent modulo 2 MiB there and
+            pieces.extend(initrd_piece);
+            // RAM after an in-place piece starts its length modulo 2 MiB further
+            // into the carve-out, so that IPA and PA stay congruent modulo 2 MiB there and
             // stage 2 (the CPU's and the SMMU's) maps it with 2 MiB blocks, not
             // 4 KiB pages (whose tables would grow with guest RAM: 4 MiB per GiB).
-            let pad = in_place.map_or(0, |(_, _, len)| len % MIB2);
+            let (mut ipa, mut pa) = (0u64, ram_pa);
+            for &(off, at, len) in &pieces {
+                if off > ipa {
+                    runs.push((pa, off - ipa));
+                    pa += off - ipa;
+                }
+                if initrd_piece.is_some_and(|p| p.0 == off) {
+                    in_place_run = Some(runs.len());
+                }
+                runs.push((at, len));
+                ipa = off + len;
+                pa += len % MIB2;
+            }
+            if ram_size > ipa {
+                runs.push((pa, ram_size - ipa));
+                pa += ram_size - ipa;
+            }
             // Bytes of the carve-out in use.
-            let carve_len = ram_size - in_place.map_or(0, |(_, _, len)| len) + pad;
+            let carve_len = pa - ram_pa;
             if carve_len > carve_max {
                 return Err(alloc::format!(
                     "guest RAM of {ram_size:#x} bytes needs {carve_len:#x} of host RAM, only {carve_max:#x} are free"
                 ));
-            }
-            match in_place {
-                Some((ia, off, len)) => {
-                    runs.push((ram_pa, off));
-                    in_place_run = Some(runs.len());
-                    runs.push((ia, len));
-                    runs.push((ram_pa + off + pad, ram_size - off - len));
-                }
-                None => runs.push((ram_pa, ram_size)),
             }
             free.take(ram_pa, carve_len)?;
             if let Some(&size) = ram_disk_sizes.first() {
@@ -527,6 +585,12 @@ pub fn build(
         stage2.ipa_bits()
     );
     let entry = layout.ram.base.0 + place.kernel;
+    if kernel_in_place {
+        log::info!(
+            "{}kernel mapped in place: PA {kaddr:#x} at IPA {entry:#x}",
+            prefix(spec)
+        );
+    }
     let mut initrd_region = None;
     if let (Some(r), Some(off)) = (spec.ramdisk, place.initrd) {
         if let Some(i) = in_place_run {
@@ -710,6 +774,7 @@ pub fn build(
         kernel: (spec.kernel, place.kernel),
         initrd: spec.ramdisk.zip(place.initrd),
         initrd_in_place: in_place_run.is_some(),
+        kernel_in_place,
         dtb: (dtb, place.dtb),
         entry,
         dtb_ipa,

@@ -97,8 +97,10 @@ pub fn stop(vm: &Vm, vcpu: usize, cpu: usize, why: End) -> ! {
         crate::exits::park(cpu)
     }
     let vms = crate::vm::all();
-    let restart =
-        why == End::Reset && vm.boot.on_reset == ResetAction::Restart && !vm.boot.initrd_in_place;
+    let restart = why == End::Reset
+        && vm.boot.on_reset == ResetAction::Restart
+        && !vm.boot.initrd_in_place
+        && !vm.boot.kernel_in_place;
     // Its other CPUs leave the guest: a kick makes each exit, see the guest
     // stopping and park (`exits::handle_exit`, `wait_for_wakeup`).
     crate::exits::park_others(vm, vcpu, one_second());

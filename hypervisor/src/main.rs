@@ -18,6 +18,7 @@
 extern crate alloc;
 
 mod assign;
+mod boottime;
 mod console;
 mod cpufeat;
 mod entry;
@@ -95,6 +96,7 @@ const KNOWN_OPTIONS: &[&str] = &[
 /// The Rust entry point, on the boot CPU at EL2, with the host DTB address.
 #[no_mangle]
 extern "C" fn rust_main(dtb: usize) -> ! {
+    boottime::mark("before-entry");
     // SAFETY: firmware (QEMU, U-Boot) passes a flattened device tree in x0, 8-byte
     // aligned and mapped (the MMU is off); its header's totalsize bounds it.
     let dtb_size = unsafe {
@@ -162,6 +164,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         Err(e) => exits::fatal(&alloc::format!("host device tree: {e}")),
     };
     PSCI_HVC.store(plat.psci == platform::PsciConduit::Hvc, Ordering::Relaxed);
+    boottime::mark("host-dt");
     let fw = firmware::probe_this_cpu(0);
     log::info!(
         "firmware: PSCI {}, SMCCC {}, SMCCC_ARCH_FEATURES(ARCH_WORKAROUND_1/2/3) {}/{}/{}",
@@ -195,6 +198,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     let tables = EL2_TABLES.call_once(|| tables);
     tables.enable();
     log::info!("EL2 MMU on, PA {} bits", mmu::pa_bits());
+    boottime::mark("el2-mmu");
 
     let pgic = gic::Gic {
         gicd: host.gicd as usize,
@@ -230,6 +234,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
     if let Some(c) = console::CONSOLE.lock().as_mut() {
         c.enable_rx_interrupts();
     }
+    boottime::mark("gic-smmu-its");
 
     // `guest-psci=smc` in the hypervisor's bootargs: the guest DT names the smc
     // conduit (as on a board with EL3 firmware); hvc otherwise.
@@ -325,6 +330,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         Err(e) => exits::fatal(&e),
     };
     *assign::HOST_SEGMENTS.lock() = prepared.segments;
+    boottime::mark("host-pci");
     // `host-disk=`: the host virtio-blk the hypervisor drives (never shown
     // to a guest); `host-disk-selftest` reads (and, on a scratch image,
     // writes) it once at boot.
@@ -349,6 +355,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         }
         hostdisk::HOST_DISK.call_once(|| spin::Mutex::new(disk));
         disk_irq_selftest = interrupts;
+        boottime::mark("host-disk");
     }
     // The physical CPUs the guests run on (index in `host.cpus`).
     let mut used_cpus: alloc::vec::Vec<usize> = specs.iter().flat_map(|s| s.cpus.clone()).collect();
@@ -380,6 +387,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
             Err(e) if specs.len() == 1 => exits::fatal(&alloc::format!("guest: {e}")),
             Err(e) => exits::fatal(&alloc::format!("guest {}: {e}", spec.name)),
         };
+        boottime::mark("guest-build");
         if spec.disks.iter().any(|d| d.host_device().is_some()) {
             vm::HOST_DISK_GUEST.store(index, Ordering::Relaxed);
             if let (Some(_), Some(intid)) = (hostdisk::HOST_DISK.get(), disk_intid) {
@@ -389,6 +397,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         if let Err(e) = vm.boot.load() {
             exits::fatal(&alloc::format!("guest {}: {e}", spec.name));
         }
+        boottime::mark("guest-load");
         vms.push(vm);
     }
     // The assigned devices' INTx lines: level, to the guest's first CPU,
@@ -440,6 +449,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         }
         core::hint::spin_loop();
     }
+    boottime::mark("cpus-up");
     match vms {
         [vm] => log::info!(
             "{ncpus} CPUs up; entering the guest at {:#x}, DTB at {:#x}",
@@ -448,6 +458,7 @@ extern "C" fn rust_main(dtb: usize) -> ! {
         ),
         _ => log::info!("{ncpus} CPUs up; starting {} guests", vms.len()),
     }
+    boottime::report();
     // `its-selftest`: raised now that every redistributor is awake.
     if let Err(e) = its::selftest_raise() {
         exits::fatal(&alloc::format!("ITS selftest: INT: {e}"));

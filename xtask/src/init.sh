@@ -19,7 +19,12 @@ case " $(/bin/busybox cat /proc/cmdline) " in
 		i=$((i + 1))
 	done
 	exec </dev/console >/dev/console 2>&1
-	/bin/busybox dmesg
+	# As the console would have shown it: with quiet, errors only
+	# (console loglevel 4: levels 0-3).
+	case " $(/bin/busybox cat /proc/cmdline) " in
+	*" quiet "*) /bin/busybox dmesg -r | /bin/busybox sed -n 's/^<[0-3]>//p' ;;
+	*) /bin/busybox dmesg ;;
+	esac
 	;;
 esac
 echo XTASK-INIT-START
