@@ -159,7 +159,8 @@ pub struct Guest {
     /// (`virtio-console`, default false): `console=hvc0` on the default
     /// command line instead of the PL011's `console=ttyAMA0`.
     pub virtio_console: bool,
-    /// Its synthetic PCI segment number (`segment`, default 1).
+    /// Its synthetic PCI segment number (`segment`; default: the lowest
+    /// number from 1 that no other guest of the file has).
     pub segment: u16,
     /// At least this many root ports on its segment (`root-ports`, 2 to 31).
     pub root_ports: Option<u8>,
@@ -574,6 +575,24 @@ impl Config {
                 },
             });
         }
+        // A guest without a `segment` takes the lowest number from 1 that no
+        // other guest has, so that guests side by side need not each name one.
+        let given = |i: usize| origins.contains_key(&(Some(i), "segment"));
+        let mut taken: std::collections::BTreeSet<u16> = guests
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| given(*i))
+            .map(|(_, g)| g.segment)
+            .collect();
+        for i in 0..guests.len() {
+            if !given(i) {
+                let n = (platform::guests::DEFAULT_SEGMENT..=u16::MAX)
+                    .find(|n| !taken.contains(n))
+                    .unwrap_or(platform::guests::DEFAULT_SEGMENT);
+                taken.insert(n);
+                guests[i].segment = n;
+            }
+        }
         let config = Config {
             path: path.to_path_buf(),
             machine,
@@ -965,6 +984,17 @@ impl Config {
     /// `bootargs` (not our `/init`) take no command and are left out. The
     /// error names the guests without a command and the ways to give one.
     pub fn check_commands(&self) -> Result<()> {
+        if let Some(i) = self
+            .guests
+            .iter()
+            .position(|g| g.exec.as_deref().is_some_and(|e| e.trim().is_empty()))
+        {
+            return Err(self.problem(
+                Some(i),
+                "exec",
+                "an empty command: give one, or none for an interactive shell",
+            ));
+        }
         let ours = || self.guests.iter().filter(|g| g.bootargs.is_none());
         let with: Vec<&str> = ours()
             .filter(|g| g.exec.is_some())

@@ -49,10 +49,16 @@ fn two(extra: &str) -> String {
 
 #[test]
 fn two_guests_on_one_segment_are_refused_naming_both_with_status_2() {
-    let e = refusal("segment", &two("").replace("segment = 2", "segment = 1"));
+    let e = refusal(
+        "segment",
+        &two("").replace("segment = 2", "segment = 1").replace(
+            "memory = \"512M\"\n\n",
+            "memory = \"512M\"\nsegment = 1\n\n",
+        ),
+    );
     assert_eq!(
         e,
-        "FILE:8:11: guest b: segment: 1 is guest a's segment too\n"
+        "FILE:9:11: guest b: segment: 1 is guest a's segment too\n"
     );
 }
 

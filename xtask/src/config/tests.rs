@@ -272,10 +272,13 @@ fn a_cpu_listed_twice_by_one_guest_is_refused() {
 
 #[test]
 fn a_segment_used_twice_is_refused() {
-    let e = refusal(&two("").replace("segment = 2", "segment = 1"));
+    let e = refusal(&two("").replace("segment = 2", "segment = 1").replace(
+        "memory = \"512M\"\n\n",
+        "memory = \"512M\"\nsegment = 1\n\n",
+    ));
     assert_eq!(
         e,
-        "cfg/x.toml:10:11: guest b: segment: 1 is guest a's segment too"
+        "cfg/x.toml:11:11: guest b: segment: 1 is guest a's segment too"
     );
 }
 
@@ -675,4 +678,26 @@ fn root_ports_of_a_single_guest_go_on_the_hypervisors_command_line() {
         .run_config(0, Mode::Hypervisor("hv".into()), &files, Path::new("d"))
         .expect("valid");
     assert_eq!(cfg.hypervisor_args, "loglevel=debug root-ports=31");
+}
+
+#[test]
+fn guests_without_a_segment_take_the_lowest_numbers_no_other_guest_has() {
+    let c = parse(
+        "[[guest]]\nname = \"a\"\ncpus = 1\nmemory = \"256M\"\n\n\
+         [[guest]]\nname = \"b\"\ncpus = 1\nmemory = \"256M\"\nsegment = 1\n\n\
+         [[guest]]\nname = \"c\"\ncpus = 1\nmemory = \"256M\"\n",
+    )
+    .expect("valid");
+    let segments: Vec<u16> = c.guests.iter().map(|g| g.segment).collect();
+    assert_eq!(segments, [2, 1, 3]);
+}
+
+#[test]
+fn an_empty_command_is_refused_before_it_leaves_a_guest_in_its_shell() {
+    let c = parse(&two("exec = \" \"")).expect("parses");
+    let e = c.check_commands().expect_err("empty command").0;
+    assert_eq!(
+        e,
+        "cfg/x.toml:11:8: guest b: exec: an empty command: give one, or none for an interactive shell"
+    );
 }
