@@ -584,13 +584,13 @@ impl Config {
             .filter(|(i, _)| given(*i))
             .map(|(_, g)| g.segment)
             .collect();
-        for i in 0..guests.len() {
+        for (i, g) in guests.iter_mut().enumerate() {
             if !given(i) {
                 let n = (platform::guests::DEFAULT_SEGMENT..=u16::MAX)
                     .find(|n| !taken.contains(n))
                     .unwrap_or(platform::guests::DEFAULT_SEGMENT);
                 taken.insert(n);
-                guests[i].segment = n;
+                g.segment = n;
             }
         }
         let config = Config {
