@@ -172,7 +172,8 @@ struct RunArgs {
     /// /chosen in a DTB given to QEMU. The guest options (kernel, initrd,
     /// append, cmdline, exec, smp, nic, nic-slot, hostfwd, disk) change the
     /// file's guest, and with several guests the one named by the --guest
-    /// before them; mem, qemu-arg, hv-arg and smmu change the machine.
+    /// before them; mem, qemu-arg, hv-arg and smmu change the machine
+    /// (before any --guest: after one they are refused).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// The guest of --config the guest options after it apply to (repeatable)
@@ -368,7 +369,24 @@ where
         let first = section(&before)?;
         r.set_guest_options(&first);
         for (name, tokens) in &sections {
-            r.per_guest.push((name.clone(), section(tokens)?));
+            let s = section(tokens)?;
+            // The machine's options stand anywhere on the line; after a
+            // --guest they would read as that guest's.
+            let machine = [
+                ("--mem", s.guest.mem.is_some()),
+                ("--qemu-arg", !s.guest.qemu_args.is_empty()),
+                ("--hv-arg", !s.hv_args.is_empty()),
+                ("--smmu", s.smmu),
+            ];
+            if let Some((opt, _)) = machine.iter().find(|(_, given)| *given) {
+                return Err(run.error(
+                    ErrorKind::ArgumentConflict,
+                    format!(
+                        "{opt} after --guest {name}: {opt} is the machine's, not a guest's (a guest's memory is `memory` in its [[guest]] table): give it before any --guest"
+                    ),
+                ));
+            }
+            r.per_guest.push((name.clone(), s));
         }
         let checks = std::iter::once(&*r).chain(r.per_guest.iter().map(|(_, s)| s));
         for s in checks {
@@ -1001,6 +1019,27 @@ mod tests {
     }
 
     #[test]
+    fn a_machine_option_after_a_guest_is_refused_saying_it_is_the_machines() {
+        let two = crate::paths::workspace_root()
+            .join("configs/two-guests.toml")
+            .display()
+            .to_string();
+        let e = refusal(&["run", "--config", &two, "--guest", "net", "--mem", "1G"]);
+        assert!(
+            e.to_string()
+                .contains("--mem after --guest net: --mem is the machine's, not a guest's"),
+            "{e}"
+        );
+        let r = run_args(&[
+            "--config", &two, "--mem", "3G", "--guest", "net", "--exec", "true",
+        ]);
+        assert_eq!(
+            r.expect("--mem before any --guest").guest.mem,
+            Some(3 << 30)
+        );
+    }
+
+    #[test]
     fn command_line_definition_is_consistent() {
         Cli::command().debug_assert();
     }
@@ -1405,6 +1444,8 @@ mod tests {
         let r = run_args(&[
             "--config",
             &two,
+            "--mem",
+            "1G",
             "--exec",
             "true",
             "--guest",
@@ -1416,8 +1457,6 @@ mod tests {
             "--guest=blk",
             "--disk",
             "ram:64M",
-            "--mem",
-            "1G",
         ])
         .expect("valid");
         let c = r.checked_config().expect("valid");
@@ -1429,7 +1468,7 @@ mod tests {
         assert_eq!(
             c.machine.memory,
             1 << 30,
-            "--mem is the machine's wherever it stands"
+            "--mem before any --guest is the machine's"
         );
     }
 
