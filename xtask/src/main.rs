@@ -173,7 +173,7 @@ struct RunArgs {
     /// append, cmdline, exec, smp, nic, nic-slot, hostfwd, disk) change the
     /// file's guest, and with several guests the one named by the --guest
     /// before them; mem, qemu-arg, hv-arg and smmu change the machine
-    /// (before any --guest: after one they are refused).
+    /// (given before any --guest, refused after one).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// The guest of --config the guest options after it apply to (repeatable)
